@@ -1,0 +1,137 @@
+"""The compiler's input: rules in a placement-free form, and the bridge they are compiled for.
+
+Rules know addresses, never ofports: sdn/ turns Kubernetes objects into these values (selectors
+resolved to pod IPs, ipBlocks minus their excepts, named ports resolved to numbers), and the
+compiler turns them into flows. A bridge description says which pods are plugged in where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import netaddr
+
+INGRESS = "ingress"
+EGRESS = "egress"
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """A protocol with an inclusive port range; start None means every port of the protocol."""
+
+    protocol: str  # tcp | udp | sctp
+    start: int | None = None
+    end: int | None = None
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}")
+        if self.start is not None and self.end is None:
+            object.__setattr__(self, "end", self.start)
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return (0, 65535) if self.start is None else (self.start, self.end)
+
+    def __str__(self) -> str:
+        if self.start is None:
+            return self.protocol.upper()
+        if self.start == self.end:
+            return f"{self.start}/{self.protocol.upper()}"
+        return f"{self.start}-{self.end}/{self.protocol.upper()}"
+
+
+@dataclass(frozen=True, order=True)
+class RuleId:
+    """Which policy rule a compiled rule comes from. part > 0 when named ports resolving to
+    different numbers on different pods split one Kubernetes rule into several."""
+
+    policy: str  # e.g. "x/allow-from-y" (see sdn.policy.model.Policy.key)
+    direction: str  # ingress | egress
+    index: int  # position in the policy's ingress or egress list
+    part: int = 0
+
+    def __str__(self) -> str:
+        s = f"{self.policy} {self.direction}[{self.index}]"
+        return s + (f".{self.part}" if self.part else "")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One allow rule: packets from/to `peers` on `ports`, for the pods at `targets`.
+
+    targets: addresses of the applied-to pods (the destination for ingress, the source for
+    egress). peers: disjoint CIDRs, or None for any address. ports: None for any protocol
+    and port.
+    """
+
+    id: RuleId
+    targets: frozenset[str]
+    peers: tuple[str, ...] | None = None
+    ports: tuple[PortRange, ...] | None = None
+
+    @property
+    def direction(self) -> str:
+        return self.id.direction
+
+    @cached_property
+    def peer_set(self) -> netaddr.IPSet | None:
+        return None if self.peers is None else netaddr.IPSet(self.peers)
+
+    @property
+    def matches_nothing(self) -> bool:
+        return not self.targets or self.peers == () or self.ports == ()
+
+
+@dataclass(frozen=True, order=True)
+class Isolation:
+    """A pod address isolated in one direction, and the policies that isolate it."""
+
+    direction: str
+    address: str
+    policies: tuple[str, ...]
+
+
+@dataclass(frozen=True, order=True)
+class PodPort:
+    """A pod plugged into the bridge."""
+
+    pod: str  # ns/name
+    ofport: int
+    mac: str
+    ips: tuple[str, ...]
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    """Where addresses that are not local pods go: out of `ofport`, through a tunnel to
+    `tunnel_dst` when set."""
+
+    cidr: str
+    ofport: int
+    tunnel_dst: str | None = None
+    via: str = ""  # name of the node or uplink, for display
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """The switch the tables are compiled for.
+
+    mode "host": a node bridge that judges egress of its own pods and ingress to them.
+    mode "fabric": a switch every pod packet passes through; it judges every rule.
+    mode "fabric-node": a node bridge in fabric mode: spoof guard and forwarding only, every
+    pod packet goes to the uplink (the first route's port).
+    """
+
+    name: str
+    pods: tuple[PodPort, ...] = ()
+    routes: tuple[Route, ...] = ()
+    uplinks: tuple[int, ...] = ()  # ofports of tunnels / fabric links
+    gateway_mac: str = "0a:58:0a:f4:00:01"
+    mode: str = "host"
+
+    @property
+    def local_addresses(self) -> frozenset[str]:
+        return frozenset(ip for p in self.pods for ip in p.ips)
