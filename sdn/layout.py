@@ -1,0 +1,129 @@
+"""Where pods are plugged in: nodes, their bridges, ofports, MACs and routes.
+
+A live switch tells its port map through OVSDB; offline (`sdnctl compile`), the layout is
+derived from the objects alone, deterministically: pods sorted by name get ofports 10, 11, ...
+on their node's bridge, the tunnel port is 1, a pod's MAC is 0a:58 followed by its IPv4
+address (the convention of OVN-Kubernetes), and each remote node is reached through the tunnel
+by its pod CIDR (or, without one, by the addresses of its pods).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from dataclasses import dataclass, field
+
+from flows.ir import Bridge, PodPort, Route
+from sdn.policy.model import Cluster, Pod
+
+TUNNEL_OFPORT = 1
+FIRST_POD_OFPORT = 10
+GATEWAY_MAC = "0a:58:a9:fe:00:01"
+DEFAULT_NODE = "node-1"
+BRIDGE_NAME = "br-sdn"
+
+
+def pod_mac(pod: Pod) -> str:
+    """0a:58:<IPv4 address bytes>, or a stable hash when the pod has no IPv4 address."""
+    for ip in pod.ips:
+        addr = ipaddress.ip_address(ip)
+        if addr.version == 4:
+            raw = addr.packed
+            break
+    else:
+        raw = hashlib.blake2b(pod.key.encode(), digest_size=4).digest()
+    return "0a:58:" + ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    address: str
+    pod_cidrs: tuple[str, ...]
+    pods: list[Pod] = field(default_factory=list)
+
+
+@dataclass
+class Layout:
+    nodes: dict[str, NodeInfo]
+    pod_node: dict[str, str]  # pod key -> node name
+    ofports: dict[str, dict[str, int]]  # node -> pod key -> ofport
+
+    def node_of(self, pod: Pod) -> str:
+        return self.pod_node[pod.key]
+
+    def port_map(self, node: str) -> dict[str, int]:
+        out = {"tunnel": TUNNEL_OFPORT}
+        out.update(self.ofports.get(node, {}))
+        return out
+
+    def bridge(self, node: str, mode: str = "host") -> Bridge:
+        """The bridge description of one node, for host mode."""
+        info = self.nodes[node]
+        ports = self.ofports.get(node, {})
+        pods = tuple(PodPort(p.key, ports[p.key], pod_mac(p), p.ips)
+                     for p in sorted(info.pods, key=lambda p: p.key) if p.ips)
+        routes = []
+        for other in sorted(self.nodes.values(), key=lambda n: n.name):
+            if other.name == node:
+                continue
+            cidrs = other.pod_cidrs or tuple(
+                ip + ("/32" if ipaddress.ip_address(ip).version == 4 else "/128")
+                for p in other.pods for ip in p.ips)
+            for cidr in cidrs:
+                routes.append(Route(cidr, TUNNEL_OFPORT, other.address, other.name))
+        return Bridge(BRIDGE_NAME, pods, tuple(routes), (TUNNEL_OFPORT,), GATEWAY_MAC, mode)
+
+
+def _fallback_address(i: int) -> str:
+    # TEST-NET-1 (RFC 5737): documentation addresses, never routed.
+    return f"192.0.2.{i + 1}"
+
+
+def build_layout(cluster: Cluster, port_maps: dict[str, dict[str, int]] | None = None) -> Layout:
+    """Place every pod on a node and give it an ofport. Pods without spec.nodeName are spread
+    over the nodes in name order; `port_maps` (node -> pod key -> ofport) overrides ofports."""
+    names = set(cluster.nodes) | {p.node for p in cluster.pods.values() if p.node}
+    if not names:
+        names = {DEFAULT_NODE}
+    ordered = sorted(names)
+    nodes = {}
+    for i, name in enumerate(ordered):
+        n = cluster.nodes.get(name)
+        address = n.addresses[0] if n and n.addresses else _fallback_address(i)
+        nodes[name] = NodeInfo(name, address, n.pod_cidrs if n else ())
+    pod_node = {}
+    spread = 0
+    for pod in sorted(cluster.pods.values(), key=lambda p: p.key):
+        node = pod.node
+        if node is None:
+            node = ordered[spread % len(ordered)]
+            spread += 1
+        nodes[node].pods.append(pod)
+        pod_node[pod.key] = node
+    ofports: dict[str, dict[str, int]] = {}
+    for name, info in nodes.items():
+        given = (port_maps or {}).get(name, {})
+        used = set(given.values()) | {TUNNEL_OFPORT}
+        assigned = {}
+        nxt = FIRST_POD_OFPORT
+        for pod in sorted(info.pods, key=lambda p: p.key):
+            if pod.key in given:
+                assigned[pod.key] = given[pod.key]
+                continue
+            while nxt in used:
+                nxt += 1
+            assigned[pod.key] = nxt
+            used.add(nxt)
+        ofports[name] = assigned
+    return Layout(nodes, pod_node, ofports)
+
+
+def load_port_map(path: str) -> dict[str, int]:
+    """A port map file: JSON {"ns/pod": ofport, ...} (the shape `sdnctl compile` prints)."""
+    with open(path) as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
+        raise ValueError(f"{path}: expected a JSON object of pod name -> ofport")
+    return {k: v for k, v in data.items() if k != "tunnel"}

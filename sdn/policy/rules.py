@@ -1,0 +1,141 @@
+"""Kubernetes policies -> the placement-free rule IR of `flows`.
+
+Selectors become pod addresses, ipBlocks become CIDRs minus their excepts, named ports become
+numbers. A named port resolves on the destination pod: for ingress that is the applied-to pod,
+for egress the peer pod, so a rule with named ports splits into parts: part 0 carries the
+numeric ports for every target and peer, and one part per distinct resolution carries the
+resolved numbers for the pods that resolve that way. Parts may overlap (they only allow), and
+the compiler gives overlapping parts different priorities.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable
+
+import netaddr
+
+from flows.ir import EGRESS as IR_EGRESS, INGRESS as IR_INGRESS, Isolation, PortRange, Rule, RuleId
+from sdn.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, PolicyRule
+
+
+class ClusterIndex:
+    """Pods with an IP, by namespace, so selectors are evaluated once per namespace."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.by_ns: dict[str, list[Pod]] = defaultdict(list)
+        for pod in sorted(cluster.pods.values(), key=lambda p: p.key):
+            if pod.ips:
+                self.by_ns[pod.namespace].append(pod)
+        self.namespaces = {ns: cluster.namespace(ns).label_map for ns in cluster.namespace_names()}
+        self.all_pods = [p for ns in sorted(self.by_ns) for p in self.by_ns[ns]]
+
+    def selected(self, policy: Policy) -> list[Pod]:
+        return [p for p in self.by_ns.get(policy.namespace, ()) if policy.pod_selector.matches(p.labels)]
+
+    def peer_pods(self, policy: Policy, peer: Peer) -> list[Pod]:
+        if peer.ip_block is not None:
+            return []
+        if peer.namespace_selector is None:
+            namespaces = [policy.namespace]
+        else:
+            namespaces = [ns for ns, labels in sorted(self.namespaces.items())
+                          if peer.namespace_selector.matches(labels)]
+        sel = peer.pod_selector
+        return [p for ns in namespaces for p in self.by_ns.get(ns, ())
+                if sel is None or sel.matches(p.labels)]
+
+
+def ipblock_set(peer: Peer) -> netaddr.IPSet:
+    block = peer.ip_block
+    return netaddr.IPSet([block.cidr]) - netaddr.IPSet(block.excepts)
+
+
+def _addresses(pods: Iterable[Pod]) -> set[str]:
+    return {ip for p in pods for ip in p.ips}
+
+
+def _cidrs(addresses: netaddr.IPSet) -> tuple[str, ...]:
+    return tuple(str(c) for c in addresses.iter_cidrs())
+
+
+def _port_range(protocol: str, port: int | None, end: int | None) -> PortRange:
+    return PortRange(protocol.lower(), port, end)
+
+
+def _peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> netaddr.IPSet | None:
+    if rule.peers is None:
+        return None
+    out = netaddr.IPSet()
+    for peer in rule.peers:
+        if peer.ip_block is not None:
+            out |= ipblock_set(peer)
+        else:
+            out |= netaddr.IPSet(_addresses(index.peer_pods(policy, peer)))
+    return out
+
+
+def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: int,
+                   rule: PolicyRule, targets: list[Pod]) -> list[Rule]:
+    """The IR rules (parts) for one Kubernetes rule."""
+    ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
+    target_ips = frozenset(_addresses(targets))
+    peers = _peer_set(index, policy, rule)
+    peer_cidrs = None if peers is None else _cidrs(peers)
+
+    def rid(part: int) -> RuleId:
+        return RuleId(policy.key, ir_dir, number, part)
+
+    if rule.ports is None:
+        return [Rule(rid(0), target_ips, peer_cidrs, None)]
+    numeric = tuple(sorted({_port_range(p.protocol, p.port, p.end_port)
+                            for p in rule.ports if not isinstance(p.port, str)}))
+    named = [(p.port, p.protocol) for p in rule.ports if isinstance(p.port, str)]
+    out = [Rule(rid(0), target_ips, peer_cidrs, numeric)]
+    if not named:
+        return out
+
+    def resolved(pod: Pod) -> tuple[PortRange, ...]:
+        got = {_port_range(proto, pod.resolve_port(name, proto), None)
+               for name, proto in named if pod.resolve_port(name, proto) is not None}
+        return tuple(sorted(got))
+
+    groups: dict[tuple[PortRange, ...], set[str]] = defaultdict(set)
+    if direction == INGRESS:
+        for pod in targets:
+            r = resolved(pod)
+            if r:
+                groups[r] |= set(pod.ips)
+        for part, (ports, ips) in enumerate(sorted(groups.items()), 1):
+            out.append(Rule(rid(part), frozenset(ips), peer_cidrs, ports))
+    else:
+        for pod in index.all_pods:
+            ips = [ip for ip in pod.ips if peers is None or ip in peers]
+            r = resolved(pod) if ips else ()
+            if r:
+                groups[r] |= set(ips)
+        for part, (ports, ips) in enumerate(sorted(groups.items()), 1):
+            out.append(Rule(rid(part), target_ips, _cidrs(netaddr.IPSet(ips)), ports))
+    return out
+
+
+def cluster_rules(cluster: Cluster) -> tuple[list[Rule], list[Isolation]]:
+    """Every rule of every policy in force, and every isolated pod address, for the cluster."""
+    index = ClusterIndex(cluster)
+    rules: list[Rule] = []
+    isolating: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for policy in cluster.effective_policies():
+        targets = index.selected(policy)
+        for direction in (INGRESS, EGRESS):
+            if direction not in policy.policy_types:
+                continue
+            ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
+            for ip in sorted(_addresses(targets)):
+                isolating[(ir_dir, ip)].append(policy.key)
+            if not targets:
+                continue
+            for number, rule in enumerate(policy.rules(direction)):
+                rules.extend(translate_rule(index, policy, direction, number, rule, targets))
+    isolation = [Isolation(d, ip, tuple(sorted(set(pols)))) for (d, ip), pols in sorted(isolating.items())]
+    return rules, isolation
