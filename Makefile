@@ -1,0 +1,110 @@
+# sdn-netpol: Kubernetes NetworkPolicy -> Open vSwitch flows.
+#
+#   make test    system packages (root), stop the system OVS service, venv, pytest -n auto
+#   make demo    compile the examples and show node-1's flows (sdnctl)
+#   make bench   run the benchmarks (if any)
+#   make lint    ruff if installed in the venv, else a byte-compile check
+#   make clean   remove the venv and caches
+#
+# The tests run their own private Open vSwitch instances in network namespaces
+# (sdn/ovs/instance.py); the system openvswitch-switch service must not run.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PIP_FLAGS   ?=
+PYTEST_ARGS ?= -n auto
+EXAMPLES    ?= examples/
+NODE        ?= node-1
+
+VPY    := $(VENV)/bin/python
+SDNCTL := $(VENV)/bin/sdnctl
+STAMP  := $(VENV)/.installed
+
+APT_PACKAGES := openvswitch-switch iproute2 ethtool
+
+SHELL := /bin/bash
+
+.PHONY: all help test check system-deps stop-system-ovs venv demo bench lint clean
+
+all: test
+
+help:
+	@sed -n '3,9p' Makefile
+
+test: system-deps stop-system-ovs venv
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+check: test
+
+# ---------------------------------------------------------------- system packages (root)
+system-deps:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "make test needs root (network namespaces, private ovs-vswitchd)" >&2; exit 1; fi
+	@missing=""; \
+	for pkg in $(APT_PACKAGES); do \
+	  if ! dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed"; then \
+	    missing="$$missing $$pkg"; fi; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "missing packages:$$missing (no apt-get)" >&2; exit 1; }; \
+	  echo "installing:$$missing"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@for prog in ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool; do \
+	  command -v $$prog >/dev/null || [ -x /usr/sbin/$$prog ] || { echo "$$prog not found" >&2; exit 1; }; \
+	done
+
+# Debian's postinst starts the system OVS; our tests run private instances instead.  Only
+# the daemons of /var/run/openvswitch (the system service) are stopped, never ours.
+stop-system-ovs:
+	@running() { \
+	  for f in /var/run/openvswitch/ovs-vswitchd.pid /var/run/openvswitch/ovsdb-server.pid; do \
+	    [ -f "$$f" ] && kill -0 "$$(cat "$$f")" 2>/dev/null && return 0; \
+	  done; \
+	  { [ -d /run/systemd/system ] && systemctl is-active --quiet openvswitch-switch; } 2>/dev/null; \
+	}; \
+	if running; then \
+	  echo "stopping the system openvswitch-switch service"; \
+	  if [ -d /run/systemd/system ]; then systemctl stop openvswitch-switch || true; fi; \
+	  if running && [ -x /etc/init.d/openvswitch-switch ]; then /etc/init.d/openvswitch-switch stop || true; fi; \
+	  if running && [ -x /usr/share/openvswitch/scripts/ovs-ctl ]; then \
+	    /usr/share/openvswitch/scripts/ovs-ctl stop || true; fi; \
+	  if running; then echo "could not stop the system Open vSwitch" >&2; exit 1; fi; \
+	fi
+
+# ---------------------------------------------------------------- virtualenv
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(VPY) ]; then \
+	  $(PYTHON) -m venv $(VENV) || { \
+	    if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	      echo "python venv support missing: installing python3-venv"; \
+	      rm -rf $(VENV); \
+	      apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv && \
+	      $(PYTHON) -m venv $(VENV); \
+	    else exit 1; fi; }; \
+	fi
+	$(VPY) -m pip install $(PIP_FLAGS) -e '.[test]'
+	@touch $@
+
+# ---------------------------------------------------------------- demo / bench / lint
+demo: venv
+	@[ -d $(EXAMPLES) ] || { echo "no $(EXAMPLES) directory" >&2; exit 1; }
+	$(SDNCTL) compile -f $(EXAMPLES)
+	$(SDNCTL) flows show -f $(EXAMPLES) --node $(NODE)
+
+bench: venv
+	@if [ -d benchmarks ]; then $(VPY) -m benchmarks; else echo "no benchmarks yet"; fi
+
+lint: venv
+	@if $(VPY) -m ruff --version >/dev/null 2>&1; then \
+	  $(VPY) -m ruff check sdn flows tests; \
+	else \
+	  echo "ruff not installed in $(VENV): byte-compiling only"; \
+	  $(VPY) -m compileall -q sdn flows tests; \
+	fi
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
