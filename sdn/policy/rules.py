@@ -92,7 +92,8 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
     numeric = tuple(sorted({_port_range(p.protocol, p.port, p.end_port)
                             for p in rule.ports if not isinstance(p.port, str)}))
     named = [(p.port, p.protocol) for p in rule.ports if isinstance(p.port, str)]
-    out = [Rule(rid(0), target_ips, peer_cidrs, numeric)]
+    # Part 0 carries the numeric ports; with only named ports it would match nothing.
+    out = [Rule(rid(0), target_ips, peer_cidrs, numeric)] if numeric or not named else []
     if not named:
         return out
 

@@ -1,0 +1,187 @@
+"""`sdnctl flows show`: flows grouped by table and by the policy rule (or isolated pod) they
+implement, readable with rich or as JSON. Works on compiled programs and, with counters, on
+flows read back from a live switch."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from flows import pipeline as P
+from flows.compiler import Program, RuleInfo, sorted_flows
+from flows.flow import Flow
+from flows.ir import EGRESS, INGRESS
+
+Stats = dict[tuple, tuple[int, int]]  # flow key -> (packets, bytes)
+
+
+@dataclass
+class Row:
+    flow: Flow
+    role: str
+    pods: list[str] = field(default_factory=list)
+
+    def to_json(self, stats: Stats | None) -> dict:
+        out = {"flow": self.flow.render(), "cookie": f"{self.flow.cookie:#x}", "role": self.role,
+               "priority": self.flow.priority}
+        if self.pods:
+            out["pods"] = self.pods
+        if stats is not None and self.flow.key in stats:
+            out["packets"], out["bytes"] = stats[self.flow.key]
+        return out
+
+
+@dataclass
+class Group:
+    title: str
+    kind: str  # rule | default | pipeline | unknown
+    policy: str | None = None
+    rule: RuleInfo | None = None
+    rows: list[Row] = field(default_factory=list)
+
+
+def _addresses(flow: Flow) -> list[tuple[str, str]]:
+    out = []
+    for m in flow.match:
+        if m.field in ("nw_src", "nw_dst", "arp_spa"):
+            out.append((m.field, str(ipaddress.IPv4Address(m.value)) + ("" if m.mask is None else "/net")))
+        elif m.field in ("ipv6_src", "ipv6_dst"):
+            out.append((m.field, str(ipaddress.IPv6Address(m.value)) + ("" if m.mask is None else "/net")))
+    return out
+
+
+def _pods_of(flow: Flow, names: dict[str, str]) -> list[str]:
+    return [names[a] for _, a in _addresses(flow) if a in names]
+
+
+def _clause_role(flow: Flow, info: RuleInfo) -> str:
+    conj = next(c for c in flow.conjunctions if c.id == info.conj_id)
+    fields = {m.field for m in flow.match}
+    if fields & {"tp_dst"} or fields <= {"dl_type", "nw_proto"}:
+        what = "ports"
+    else:
+        src = bool(fields & {"nw_src", "ipv6_src"})
+        applied_src = info.id.direction == EGRESS
+        what = "applied-to" if src == applied_src else "peer"
+    return f"clause {conj.clause}/{conj.n_clauses} {what}"
+
+
+def group_flows(flows: Iterable[Flow], program: Program, names: dict[str, str],
+                policy: str | None = None, table: str | None = None) -> list[tuple[P.Table, list[Group]]]:
+    """Group flows per table, then per rule / isolated pod / pipeline purpose."""
+    by_conj = program.by_conj()
+    by_cookie = program.by_cookie()
+    defaults = dict(program.defaults)
+    wanted_table = P.table_named(table).id if table is not None else None
+    per_table: dict[int, dict[str, Group]] = defaultdict(dict)
+
+    def group(tid: int, key: str, make) -> Group:
+        g = per_table[tid].get(key)
+        if g is None:
+            g = per_table[tid][key] = make()
+        return g
+
+    for f in sorted_flows(flows):
+        if wanted_table is not None and f.table != wanted_table:
+            continue
+        kind = P.cookie_kind(f.cookie)
+        pods = _pods_of(f, names)
+        if f.conjunctions:
+            for c in f.conjunctions:
+                info = by_conj.get(c.id)
+                if info is None:
+                    group(f.table, "?", lambda: Group("unknown conjunction", "unknown")).rows.append(Row(f, str(c.id), pods))
+                    continue
+                if policy and info.id.policy != policy:
+                    continue
+                g = group(f.table, str(info.id), lambda: Group(str(info.id), "rule", info.id.policy, info))
+                g.rows.append(Row(f, _clause_role(f, info), pods))
+        elif kind == P.KIND_RULE:
+            info = by_cookie.get(f.cookie)
+            cid = f.get("conj_id")
+            if cid is not None:
+                info = by_conj.get(cid.value, info)
+            if info is None:
+                group(f.table, "?", lambda: Group("unknown rule", "unknown")).rows.append(Row(f, "rule", pods))
+                continue
+            if policy and info.id.policy != policy:
+                continue
+            g = group(f.table, str(info.id), lambda: Group(str(info.id), "rule", info.id.policy, info))
+            g.rows.append(Row(f, "conj_id (allow)" if cid is not None else "allow", pods))
+        elif kind == P.KIND_DEFAULT:
+            iso = defaults.get(f.cookie)
+            if iso is None:
+                group(f.table, "?", lambda: Group("unknown default", "unknown")).rows.append(Row(f, "default", pods))
+                continue
+            if policy and policy not in iso.policies:
+                continue
+            who = names.get(iso.address, iso.address)
+            title = f"{who} {iso.direction}-isolated by {', '.join(iso.policies)}"
+            group(f.table, title, lambda: Group(title, "default")).rows.append(Row(f, "default deny", pods))
+        else:
+            if policy:
+                continue
+            title = "pipeline" if kind == P.KIND_PIPELINE else "not ours (unknown cookie)"
+            group(f.table, title, lambda: Group(title, "pipeline" if kind else "unknown")).rows.append(
+                Row(f, "", pods))
+    out = []
+    for t in P.TABLES:
+        if t.id in per_table:
+            groups = sorted(per_table[t.id].values(), key=lambda g: (g.kind != "rule", g.title))
+            out.append((t, groups))
+    return out
+
+
+def to_json(grouped, stats: Stats | None = None) -> list[dict]:
+    out = []
+    for t, groups in grouped:
+        tj = {"table": t.id, "name": t.name, "groups": []}
+        for g in groups:
+            gj = {"title": g.title, "kind": g.kind, "flows": [r.to_json(stats) for r in g.rows]}
+            if g.policy:
+                gj["policy"] = g.policy
+            if g.rule:
+                gj.update(rule=str(g.rule.id), conj_id=g.rule.conj_id, priority=g.rule.priority,
+                          description=g.rule.description)
+            tj["groups"].append(gj)
+        out.append(tj)
+    return out
+
+
+def render(grouped, console: Console, stats: Stats | None = None, wide: bool = False) -> None:
+    for t, groups in grouped:
+        n = sum(len(g.rows) for g in groups)
+        console.print(f"[bold]table {t.id} {t.name}[/bold] ({n} flows) [dim]{t.doc}[/dim]")
+        for g in groups:
+            title = g.title
+            if g.rule:
+                title += f"  [dim]conj {g.rule.conj_id}, priority {g.rule.priority}: {g.rule.description}[/dim]"
+            rt = RichTable(title=title, title_justify="left", show_edge=False, pad_edge=False,
+                           expand=False, box=None, header_style="dim")
+            rt.add_column("prio", justify="right")
+            rt.add_column("match")
+            rt.add_column("actions", overflow="fold")
+            rt.add_column("role")
+            rt.add_column("pods")
+            if stats is not None:
+                rt.add_column("packets", justify="right")
+                rt.add_column("bytes", justify="right")
+            for r in g.rows:
+                text = r.flow.render(cookie=False)
+                match, _, actions = text.partition(" actions=")
+                match = match.split(",", 2)[2] if match.count(",") >= 2 else ""
+                if not wide and len(actions) > 90:
+                    actions = actions[:87] + "..."
+                row = [str(r.flow.priority), match or "*", actions, r.role, ", ".join(r.pods)]
+                if stats is not None:
+                    pk = stats.get(r.flow.key)
+                    row += [str(pk[0]) if pk and not r.flow.conjunctions else "",
+                            str(pk[1]) if pk and not r.flow.conjunctions else ""]
+                rt.add_row(*row)
+            console.print(rt)
+        console.print()
