@@ -91,6 +91,8 @@ $(STAMP): pyproject.toml
 # ---------------------------------------------------------------- demo / bench / lint
 demo: venv
 	@[ -d $(EXAMPLES) ] || { echo "no $(EXAMPLES) directory" >&2; exit 1; }
+	@$(VPY) -c 'import sdn.cli' 2>/dev/null || { \
+	  echo "sdnctl is not available yet (sdn/cli.py missing or broken)" >&2; exit 1; }
 	$(SDNCTL) compile -f $(EXAMPLES)
 	$(SDNCTL) flows show -f $(EXAMPLES) --node $(NODE)
 
