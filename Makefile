@@ -93,7 +93,7 @@ demo: venv
 	@[ -d $(EXAMPLES) ] || { echo "no $(EXAMPLES) directory" >&2; exit 1; }
 	@$(VPY) -c 'import sdn.cli' 2>/dev/null || { \
 	  echo "sdnctl is not available yet (sdn/cli.py missing or broken)" >&2; exit 1; }
-	$(SDNCTL) compile -f $(EXAMPLES)
+	$(SDNCTL) compile -f $(EXAMPLES) --node $(NODE)
 	$(SDNCTL) flows show -f $(EXAMPLES) --node $(NODE)
 
 bench: venv

@@ -191,6 +191,18 @@ class TraceResult:
         return [self.port_map[n][1] if n in self.port_map else n for n in self.datapath_ports]
 
     @property
+    def openflow_outputs(self) -> list[int]:
+        """OpenFlow ports named by output:N actions the trace executed. Unlike output_ports
+        this does not depend on the datapath: a tunnel output whose native routing fails
+        in a trace (no underlay route) still counts."""
+        out: list[int] = []
+        for s in self.steps:
+            for act in split_actions(s.actions):
+                if act.startswith("output:") and act[7:].isdigit():
+                    out.append(int(act[7:]))
+        return out
+
+    @property
     def output_port_names(self) -> list[str]:
         return [self.port_map[n][0] if n in self.port_map else f"dp{n}"
                 for n in self.datapath_ports]
