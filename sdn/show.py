@@ -18,6 +18,7 @@ from flows.flow import Flow
 from flows.ir import EGRESS, INGRESS
 
 Stats = dict[tuple, tuple[int, int]]  # flow key -> (packets, bytes)
+_KIND_ORDER = {"rule": 0, "default": 1, "pipeline": 2, "unknown": 3}
 
 
 @dataclass
@@ -45,18 +46,34 @@ class Group:
     rows: list[Row] = field(default_factory=list)
 
 
-def _addresses(flow: Flow) -> list[tuple[str, str]]:
+def _networks(flow: Flow) -> list[ipaddress._BaseNetwork]:
     out = []
     for m in flow.match:
-        if m.field in ("nw_src", "nw_dst", "arp_spa"):
-            out.append((m.field, str(ipaddress.IPv4Address(m.value)) + ("" if m.mask is None else "/net")))
-        elif m.field in ("ipv6_src", "ipv6_dst"):
-            out.append((m.field, str(ipaddress.IPv6Address(m.value)) + ("" if m.mask is None else "/net")))
+        if m.field in ("nw_src", "nw_dst", "arp_spa", "ipv6_src", "ipv6_dst"):
+            v6 = m.field.startswith("ipv6")
+            bits = 128 if v6 else 32
+            plen = bits if m.mask is None else bin(m.mask).count("1")
+            addr = ipaddress.IPv6Address(m.value) if v6 else ipaddress.IPv4Address(m.value)
+            out.append(ipaddress.ip_network(f"{addr}/{plen}", strict=False))
     return out
 
 
 def _pods_of(flow: Flow, names: dict[str, str]) -> list[str]:
-    return [names[a] for _, a in _addresses(flow) if a in names]
+    """The pods behind a flow's addresses: exact addresses by name; a CIDR by the pods inside
+    it (up to four, else a count)."""
+    out = []
+    for net in _networks(flow):
+        if net.num_addresses == 1:
+            if str(net.network_address) in names:
+                out.append(names[str(net.network_address)])
+            continue
+        inside = sorted(n for ip, n in names.items()
+                        if ipaddress.ip_address(ip).version == net.version and ipaddress.ip_address(ip) in net)
+        if len(inside) > 4:
+            out.append(f"{len(inside)} pods")
+        else:
+            out.extend(inside)
+    return out
 
 
 def _clause_role(flow: Flow, info: RuleInfo) -> str:
@@ -132,7 +149,7 @@ def group_flows(flows: Iterable[Flow], program: Program, names: dict[str, str],
     out = []
     for t in P.TABLES:
         if t.id in per_table:
-            groups = sorted(per_table[t.id].values(), key=lambda g: (g.kind != "rule", g.title))
+            groups = sorted(per_table[t.id].values(), key=lambda g: (_KIND_ORDER.get(g.kind, 9), g.title))
             out.append((t, groups))
     return out
 
