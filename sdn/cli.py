@@ -219,7 +219,11 @@ def _trace_doc(compiled: Compiled, src: Pod, dst: Pod, port: int, proto: str) ->
             if s.flow is None:
                 steps.append({"table": s.table, "name": P.BY_ID[s.table].name, "flow": None})
                 continue
-            entry = {"table": s.table, "name": P.BY_ID[s.table].name, "flow": s.flow.render()}
+            text = s.flow.render(cookie=False)
+            match, _, actions = text.partition(" actions=")
+            entry = {"table": s.table, "name": P.BY_ID[s.table].name, "flow": s.flow.render(),
+                     "priority": s.flow.priority, "match": match.split(",", 2)[2] if match.count(",") >= 2 else "",
+                     "actions": actions}
             kind = P.cookie_kind(s.flow.cookie)
             cid = s.flow.get("conj_id")
             if cid is not None and cid.value in by_conj:
@@ -260,7 +264,7 @@ def _trace_doc(compiled: Compiled, src: Pod, dst: Pod, port: int, proto: str) ->
 @click.option("--to", "dst", required=True, metavar="NS/POD")
 @click.option("--port", "port", required=True, metavar="PORT[/PROTO]", help="e.g. 8080/TCP, 53/UDP or a named port.")
 @click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of pods given without one.")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["text", "wide", "json"]), default="text", show_default=True)
 def trace_cmd(files, src, dst, port, namespace, output):
     """Follow a new connection through the compiled flows: verdict, deciding rule, flows hit."""
     cluster = load(files)
@@ -271,6 +275,7 @@ def trace_cmd(files, src, dst, port, namespace, output):
     if output == "json":
         click.echo(json.dumps(doc, indent=2))
         return
+    wide = output == "wide"
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     colour = "green" if doc["verdict"] == "allowed" else "red"
     console.print(f"[bold]{src_pod.key} -> {dst_pod.key} {number}/{proto}: "
@@ -290,7 +295,12 @@ def trace_cmd(files, src, dst, port, namespace, output):
             note = f"  [cyan]{s['rule']}[/cyan]" if "rule" in s else ""
             if "default_deny" in s:
                 note = f"  [red]default deny of {s['default_deny']['pod']}[/red]"
-            console.print(f"  {s['table']:>3} {s['name']:<16} {s['flow'] or 'no match: drop'}{note}")
+            if s["flow"] is None:
+                console.print(f"  {s['table']:>3} {s['name']:<16} no match: drop")
+                continue
+            actions = s["actions"] if wide or len(s["actions"]) <= 60 else s["actions"][:57] + "..."
+            console.print(f"  {s['table']:>3} {s['name']:<16} {s['priority']:>5} {escape(s['match'] or '*')} "
+                          f"-> {escape(actions)}{note}")
     if not doc["agree"]:
         sys.exit(1)
 
