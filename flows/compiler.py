@@ -299,16 +299,20 @@ def _pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
                 [CT(zone=P.CT_ZONE, commit=True, exec=tuple(label)), GotoTable(P.OUTPUT)])
         add(P.CONNTRACK_COMMIT, 0, [], [GotoTable(P.OUTPUT)])
 
-    if bridge.mode == "fabric-node" and bridge.routes:
-        up = bridge.routes[0].ofport
+    routes = bridge.routes
+    if bridge.mode == "fabric-node" and routes:
+        # Every pod packet goes to the fabric; what comes back is only delivered locally
+        # (never routed back, which could loop).
+        up = routes[0].ofport
         for dl in (ETH_IP, ETH_IPV6):
             add(P.OUTPUT, 300, [Match(P.REG_FROM, 1), Match("dl_type", dl)], [Output(up)])
+        routes = ()
     for pod in bridge.pods:
         for ip in pod.ips:
             add(P.OUTPUT, 200, address_match(ip, "dst"),
                 [Load(gw, FieldRef("dl_src")), Load(parse_mac(pod.mac), FieldRef("dl_dst")),
                  Output(pod.ofport)])
-    for route in bridge.routes:
+    for route in routes:
         acts = []
         if route.tunnel_dst:
             acts.append(Load(int(ipaddress.ip_address(route.tunnel_dst)), FieldRef("tun_dst")))

@@ -16,7 +16,7 @@ from flows import pipeline as P
 from flows.compiler import CompileError, Program
 from sdn import show
 from sdn.compile import Compiled, compile_cluster
-from sdn.layout import load_port_map, pod_mac
+from sdn.layout import FABRIC, load_port_map
 from sdn.policy.evaluate import evaluate, explain
 from sdn.policy.manifests import ManifestError, load_paths
 from sdn.policy.model import Cluster, Pod
@@ -51,7 +51,8 @@ def load(files: Sequence[str]) -> Cluster:
     return cluster
 
 
-def _compile(cluster: Cluster, node: str | None, port_map: str | None = None) -> Compiled:
+def _compile(cluster: Cluster, node: str | None, port_map: str | None = None,
+             enforce: str = "host") -> Compiled:
     maps = None
     if port_map:
         if not node:
@@ -60,8 +61,11 @@ def _compile(cluster: Cluster, node: str | None, port_map: str | None = None) ->
             maps = {node: load_port_map(port_map)}
         except (OSError, ValueError) as e:
             _fail(str(e))
+    nodes = None if not node or node == FABRIC else [node]
+    if node == FABRIC and enforce != "fabric":
+        _fail(f"--node {FABRIC} needs --enforce fabric")
     try:
-        return compile_cluster(cluster, [node] if node else None, maps)
+        return compile_cluster(cluster, nodes, maps, enforce=enforce)
     except KeyError as e:
         _fail(f"--node: {e.args[0]}")
     except CompileError as e:
@@ -125,17 +129,20 @@ def main() -> None:
 
 files_option = click.option("-f", "--filename", "files", multiple=True, metavar="FILE|DIR",
                             help="Manifests (YAML/JSON, List, directories; '-' for stdin). Repeatable.")
-node_option = click.option("--node", help="Compile for this node's bridge (host mode).")
+node_option = click.option("--node", help=f"Compile for this node's bridge ('{FABRIC}': the fabric switch).")
+enforce_option = click.option("--enforce", type=click.Choice(["host", "fabric"]), default="host", show_default=True,
+                              help="host: node bridges judge their pods; fabric: a fabric switch judges all.")
 
 
 @main.command("compile")
 @files_option
 @node_option
+@enforce_option
 @click.option("-o", "--output", type=click.Choice(["ofctl", "json"]), default="ofctl", show_default=True)
 @click.option("--port-map", metavar="FILE", help='JSON {"ns/pod": ofport} from OVSDB (with --node).')
-def compile_cmd(files, node, output, port_map):
+def compile_cmd(files, node, enforce, output, port_map):
     """Print the OpenFlow tables (loadable with `ovs-ofctl -O OpenFlow13 add-flows`)."""
-    compiled = _compile(load(files), node, port_map)
+    compiled = _compile(load(files), node, port_map, enforce)
     if output == "json":
         nodes = [node] if node else sorted(compiled.programs)
         doc = {"nodes": [program_json(compiled, n, compiled.programs[n]) for n in nodes]}
@@ -159,12 +166,13 @@ flows = flows_group()
 @flows.command("show")
 @files_option
 @node_option
+@enforce_option
 @click.option("--policy", metavar="NS/NAME", help="Only flows of this policy.")
 @click.option("--table", metavar="NAME|ID", help="Only this table.")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table", show_default=True)
-def flows_show(files, node, policy, table, output):
+def flows_show(files, node, enforce, policy, table, output):
     """Flows by table and by policy/rule, with the pods behind the addresses."""
-    compiled = _compile(load(files), node)
+    compiled = _compile(load(files), node, None, enforce)
     node = _single_node(compiled, node)
     program = compiled.programs[node]
     if table is not None:
@@ -264,13 +272,14 @@ def _trace_doc(compiled: Compiled, src: Pod, dst: Pod, port: int, proto: str) ->
 @click.option("--to", "dst", required=True, metavar="NS/POD")
 @click.option("--port", "port", required=True, metavar="PORT[/PROTO]", help="e.g. 8080/TCP, 53/UDP or a named port.")
 @click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of pods given without one.")
+@enforce_option
 @click.option("-o", "--output", type=click.Choice(["text", "wide", "json"]), default="text", show_default=True)
-def trace_cmd(files, src, dst, port, namespace, output):
+def trace_cmd(files, src, dst, port, namespace, enforce, output):
     """Follow a new connection through the compiled flows: verdict, deciding rule, flows hit."""
     cluster = load(files)
     src_pod, dst_pod = _pod(cluster, src, namespace), _pod(cluster, dst, namespace)
     number, proto = parse_port(port, dst_pod)
-    compiled = _compile(cluster, None)
+    compiled = _compile(cluster, None, None, enforce)
     doc = _trace_doc(compiled, src_pod, dst_pod, number, proto)
     if output == "json":
         click.echo(json.dumps(doc, indent=2))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flows.compiler import Program, compile_bridge
 from flows.ir import Isolation, Rule
-from sdn.layout import Layout, build_layout
+from sdn.layout import FABRIC, Layout, build_layout
 from sdn.policy.model import Cluster
 from sdn.policy.rules import cluster_rules
 
@@ -19,19 +19,30 @@ class Compiled:
     layout: Layout
     rules: list[Rule]
     isolation: list[Isolation]
-    programs: dict[str, Program]
+    programs: dict[str, Program]  # node name (and FABRIC in fabric mode) -> program
+    enforce: str = "host"
 
 
 def compile_cluster(cluster: Cluster, nodes: list[str] | None = None,
                     port_maps: dict[str, dict[str, int]] | None = None,
-                    previous: dict[str, Program] | None = None) -> Compiled:
-    """Compile the bridges of `nodes` (default: every node)."""
+                    previous: dict[str, Program] | None = None,
+                    enforce: str = "host") -> Compiled:
+    """Compile the bridges of `nodes` (default: every node).
+
+    enforce "host": each node bridge judges its own pods. enforce "fabric": node bridges only
+    guard and deliver, and the program named `FABRIC` (always compiled) judges every rule.
+    """
+    if enforce not in ("host", "fabric"):
+        raise ValueError(f"enforce must be host or fabric, not {enforce!r}")
     layout = build_layout(cluster, port_maps)
     rules, isolation = cluster_rules(cluster)
     wanted = sorted(layout.nodes) if nodes is None else nodes
     for n in wanted:
         if n not in layout.nodes:
             raise KeyError(f"unknown node {n!r} (known: {', '.join(sorted(layout.nodes))})")
-    programs = {n: compile_bridge(layout.bridge(n), rules, isolation, (previous or {}).get(n))
-                for n in wanted}
-    return Compiled(cluster, layout, rules, isolation, programs)
+    mode = "host" if enforce == "host" else "fabric-node"
+    prev = previous or {}
+    programs = {n: compile_bridge(layout.bridge(n, mode), rules, isolation, prev.get(n)) for n in wanted}
+    if enforce == "fabric":
+        programs[FABRIC] = compile_bridge(layout.fabric_bridge(), rules, isolation, prev.get(FABRIC))
+    return Compiled(cluster, layout, rules, isolation, programs, enforce)

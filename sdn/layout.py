@@ -18,10 +18,13 @@ from flows.ir import Bridge, PodPort, Route
 from sdn.policy.model import Cluster, Pod
 
 TUNNEL_OFPORT = 1
+FABRIC_UPLINK_OFPORT = 2  # a node bridge's link to the fabric switch (fabric mode)
+FIRST_FABRIC_OFPORT = 100  # the fabric switch's link to each node, in node name order
 FIRST_POD_OFPORT = 10
 GATEWAY_MAC = "0a:58:a9:fe:00:01"
 DEFAULT_NODE = "node-1"
 BRIDGE_NAME = "br-sdn"
+FABRIC = "fabric"  # the name of the fabric switch in programs and layouts
 
 
 def pod_mac(pod: Pod) -> str:
@@ -58,20 +61,39 @@ class Layout:
         out.update(self.ofports.get(node, {}))
         return out
 
+    def _cidrs(self, info: NodeInfo) -> tuple[str, ...]:
+        return info.pod_cidrs or tuple(
+            ip + ("/32" if ipaddress.ip_address(ip).version == 4 else "/128")
+            for p in info.pods for ip in p.ips)
+
+    def fabric_ports(self) -> dict[str, int]:
+        """The fabric switch's port towards each node."""
+        return {n: FIRST_FABRIC_OFPORT + i for i, n in enumerate(sorted(self.nodes))}
+
+    def fabric_bridge(self) -> Bridge:
+        """The fabric switch: no pods; each node's pod addresses out of that node's port; it
+        judges every rule of the cluster."""
+        ports = self.fabric_ports()
+        routes = tuple(Route(cidr, ports[n], None, n)
+                       for n in sorted(self.nodes) for cidr in self._cidrs(self.nodes[n]))
+        return Bridge(FABRIC, (), routes, tuple(sorted(ports.values())), GATEWAY_MAC, "fabric")
+
     def bridge(self, node: str, mode: str = "host") -> Bridge:
-        """The bridge description of one node, for host mode."""
+        """The bridge of one node: "host" (judges its own pods' rules, tunnels to the other
+        nodes) or "fabric-node" (spoof guard and delivery only; every pod packet goes to the
+        fabric switch)."""
         info = self.nodes[node]
         ports = self.ofports.get(node, {})
         pods = tuple(PodPort(p.key, ports[p.key], pod_mac(p), p.ips)
                      for p in sorted(info.pods, key=lambda p: p.key) if p.ips)
+        if mode == "fabric-node":
+            return Bridge(BRIDGE_NAME, pods, (Route("0.0.0.0/0", FABRIC_UPLINK_OFPORT, None, FABRIC),),
+                          (FABRIC_UPLINK_OFPORT,), GATEWAY_MAC, mode)
         routes = []
         for other in sorted(self.nodes.values(), key=lambda n: n.name):
             if other.name == node:
                 continue
-            cidrs = other.pod_cidrs or tuple(
-                ip + ("/32" if ipaddress.ip_address(ip).version == 4 else "/128")
-                for p in other.pods for ip in p.ips)
-            for cidr in cidrs:
+            for cidr in self._cidrs(other):
                 routes.append(Route(cidr, TUNNEL_OFPORT, other.address, other.name))
         return Bridge(BRIDGE_NAME, pods, tuple(routes), (TUNNEL_OFPORT,), GATEWAY_MAC, mode)
 
@@ -105,7 +127,7 @@ def build_layout(cluster: Cluster, port_maps: dict[str, dict[str, int]] | None =
     ofports: dict[str, dict[str, int]] = {}
     for name, info in nodes.items():
         given = (port_maps or {}).get(name, {})
-        used = set(given.values()) | {TUNNEL_OFPORT}
+        used = set(given.values()) | {TUNNEL_OFPORT, FABRIC_UPLINK_OFPORT}
         assigned = {}
         nxt = FIRST_POD_OFPORT
         for pod in sorted(info.pods, key=lambda p: p.key):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from flows.simulate import Conntrack, Packet, Result, Simulator
 from sdn.compile import Compiled
-from sdn.layout import GATEWAY_MAC, TUNNEL_OFPORT, pod_mac
+from sdn.layout import FABRIC, FABRIC_UPLINK_OFPORT, GATEWAY_MAC, TUNNEL_OFPORT, pod_mac
 from sdn.policy.model import Pod
 
 
@@ -29,32 +29,50 @@ class Path:
 
 
 class ClusterSimulator:
-    """Simulators for every node of a compiled cluster, with per-node connection tracking."""
+    """Simulators for every bridge of a compiled cluster (node bridges, and the fabric switch in
+    fabric mode), with per-bridge connection tracking, joined by the tunnel and fabric links."""
 
     def __init__(self, compiled: Compiled):
         self.compiled = compiled
         self.sims = {n: Simulator(p.flows) for n, p in compiled.programs.items()}
         self.by_address = {info.address: n for n, info in compiled.layout.nodes.items()}
+        self.fabric_ports = compiled.layout.fabric_ports()
+        self.node_by_fabric_port = {p: n for n, p in self.fabric_ports.items()}
 
-    def _walk(self, node: str, packet: Packet, dst: Pod, tracks: dict[str, Conntrack]) -> tuple[bool, list[Hop]]:
+    def _next(self, bridge: str, result: Result) -> tuple[str, int] | None:
+        """Where a packet that left `bridge` arrives: (bridge, in_port), or None."""
+        if len(result.outputs) != 1:
+            return None
+        out = result.outputs[0]
+        if bridge == FABRIC:
+            node = self.node_by_fabric_port.get(out)
+            return None if node is None else (node, FABRIC_UPLINK_OFPORT)
+        if self.compiled.enforce == "fabric" and out == FABRIC_UPLINK_OFPORT:
+            return FABRIC, self.fabric_ports[bridge]
+        if out == TUNNEL_OFPORT:
+            node = self.by_address.get(str(ipaddress.IPv4Address(result.packet.get("tun_dst"))))
+            return None if node is None else (node, TUNNEL_OFPORT)
+        return None
+
+    def _walk(self, bridge: str, packet: Packet, dst: Pod, tracks: dict[str, Conntrack]) -> tuple[bool, list[Hop]]:
         hops: list[Hop] = []
-        for _ in range(4):
-            result = self.sims[node].run(packet, tracks.setdefault(node, Conntrack()))
-            hops.append(Hop(node, result))
-            dst_port = self.compiled.layout.ofports[node].get(dst.key)
-            if dst_port is not None and result.outputs == [dst_port] and self.compiled.layout.node_of(dst) == node:
+        dst_node = self.compiled.layout.node_of(dst)
+        dst_port = self.compiled.layout.ofports[dst_node][dst.key]
+        for _ in range(6):
+            if bridge not in self.sims:
+                return False, hops
+            result = self.sims[bridge].run(packet, tracks.setdefault(bridge, Conntrack()))
+            hops.append(Hop(bridge, result))
+            if bridge == dst_node and result.outputs == [dst_port]:
                 return True, hops
-            if result.outputs != [TUNNEL_OFPORT]:
+            nxt = self._next(bridge, result)
+            if nxt is None:
                 return False, hops
-            tun = result.packet.get("tun_dst")
-            nxt = self.by_address.get(str(ipaddress.IPv4Address(tun)))
-            if nxt is None or nxt not in self.sims:
-                return False, hops
-            f = dict(result.packet.fields)
-            for k in [k for k in f if k.startswith("reg") or k.startswith("ct_") or k in ("conj_id", "tun_dst")]:
-                del f[k]
-            f["in_port"] = TUNNEL_OFPORT
-            packet, node = Packet(f), nxt
+            bridge, in_port = nxt
+            f = {k: v for k, v in result.packet.fields.items()
+                 if not (k.startswith("reg") or k.startswith("ct_") or k in ("conj_id", "tun_dst"))}
+            f["in_port"] = in_port
+            packet = Packet(f)
         return False, hops
 
     def connect(self, src: Pod, dst: Pod, port: int, protocol: str, family: int = 4,

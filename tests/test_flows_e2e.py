@@ -1,5 +1,6 @@
 """The upstream e2e suite, through the compiled flows: for every case, step, probe and ordered
-pod pair, the flow simulator (across both nodes' bridges, tunnel included) delivers a new
+pod pair, in host mode (each node judges its own pods; tunnel between nodes) and in fabric mode
+(one fabric switch judges everything with the same rule tables), the flow simulator delivers a new
 connection exactly when the semantic evaluator allows it and the hand-written expectation says
 so; and every connection that gets through has its reply delivered."""
 
@@ -14,12 +15,13 @@ from sdn.verify import ClusterSimulator
 from tests.e2e_cases import ALL_CASES, expected_matrix, replay
 
 
+@pytest.mark.parametrize("enforce", ["host", "fabric"])
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.name)
-def test_flows_match_semantics(case):
+def test_flows_match_semantics(case, enforce):
     previous = None
     for index, step, docs in replay(case):
         cluster, _ = load_documents(docs)
-        compiled = compile_cluster(cluster, previous=previous)
+        compiled = compile_cluster(cluster, previous=previous, enforce=enforce)
         previous = compiled.programs
         sim = ClusterSimulator(compiled)
         pods = sorted(cluster.pods.values(), key=lambda p: p.key)
