@@ -3,6 +3,7 @@ from `ovs-ofctl dump-flows` text, and diffs two tables into adds, modifies and d
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Union
@@ -13,13 +14,21 @@ from flows.fields import (
 )
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Match:
-    """One match field: value under mask (mask None = exact)."""
+    """One match field: value under mask (mask None = exact). Ordered by (field, value, mask),
+    an exact match before any masked one."""
 
     field: str
     value: int
     mask: int | None = None
+
+    def _key(self) -> tuple[str, int, int]:
+        return (self.field, self.value, -1 if self.mask is None else self.mask)
+
+    def __lt__(self, other: "Match") -> bool:
+        return self._key() < other._key()
 
     def hits(self, packet_value: int) -> bool:
         if self.mask is None:
@@ -114,9 +123,11 @@ _SET_FIELD_NAME = {"dl_src": "eth_src", "dl_dst": "eth_dst"}
 
 # ---- flows ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Flow:
-    """One OpenFlow flow. `match` is kept sorted so equal flows compare and hash equal."""
+    """One OpenFlow flow. `match` is kept sorted so equal flows compare and hash equal; flows
+    are ordered by table, priority, match, actions text and cookie (a total order)."""
 
     table: int
     priority: int
@@ -125,9 +136,13 @@ class Flow:
     cookie: int = field(default=0, compare=True)
 
     def __post_init__(self):
-        ordered = tuple(sorted(self.match, key=lambda m: (ORDER[m.field], m.value, m.mask or 0)))
+        ordered = tuple(sorted(self.match, key=lambda m: (ORDER[m.field], m._key())))
         if ordered != self.match:
             object.__setattr__(self, "match", ordered)
+
+    def __lt__(self, other: "Flow") -> bool:
+        return ((self.table, self.priority, self.match, self.actions_text, self.cookie)
+                < (other.table, other.priority, other.match, other.actions_text, other.cookie))
 
     @property
     def key(self) -> tuple:
@@ -297,7 +312,8 @@ def parse_flow(line: str) -> Flow:
     cookie = table = 0
     priority = 32768
     match_parts = []
-    for tok in _split_top(m.group("head").replace(", ", ",")):
+    # dump-flows separates stats with ", " and bare flags ("send_flow_rem reset_counts") by " "
+    for tok in _split_top(re.sub(r",?\s+", ",", m.group("head"))):
         tok = tok.strip()
         if not tok:
             continue

@@ -12,6 +12,7 @@ produce that.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -20,6 +21,13 @@ from flows.fields import CT_BITS, ETH_ARP, ETH_IP, ETH_IPV6, FIELDS, FieldRef, f
 from flows.flow import CT, Conjunction, Flow, GotoTable, InPort, Load, Move, Output
 
 MAX_STEPS = 64
+
+
+def ct_state_flags(text: str) -> int:
+    """ct_state bits from ofproto/trace's --ct-next spelling: flags separated by commas or
+    spaces (ovs-vswitchd(8)); '|' and '+' are accepted too."""
+    names = [t for t in re.split(r"[\s,|+]+", text) if t]
+    return sum(CT_BITS[n] for n in set(names))
 
 
 class Ambiguous(RuntimeError):
@@ -251,8 +259,7 @@ class Simulator:
                         committed = True
                     if act.table is not None:
                         if ct_next:
-                            from flows.fields import parse_value
-                            state, _ = parse_value("ct_state", "+" + ct_next.pop(0).replace(",", "+").replace("|", "+"))
+                            state = ct_state_flags(ct_next.pop(0))
                         else:
                             state = conntrack.state(pkt, act.zone)
                         pkt.fields["ct_state"] = state
