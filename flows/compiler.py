@@ -1,42 +1,39 @@
-"""Rules -> OpenFlow tables for one bridge.
+"""Rules -> OpenFlow tables for one bridge, from scratch or incrementally.
 
 Each rule becomes a conjunction of up to three clauses (peer addresses, applied-to addresses,
 ports), so its flow count is |peers| + |targets| + |port matches| + 1, never their product. A
 rule with only the applied-to dimension needs no conjunction. Clause flows equal in table,
-priority and match are shared and carry one conjunction action per rule.
+priority and match are shared and carry one conjunction action per rule. Priorities and conj
+ids: see flows/priorities.py.
 
-Priorities: OVS leaves overlapping conjunctions at one priority undefined (ovs-fields(7),
-"Conjunctive match fields"), so every rule gets a priority level of its own unless it is
-provably disjoint (applied-to, peers or ports) from every rule already at that level; disjoint
-rules share a level, and with it their address and port flows.
+`BridgeCompiler` keeps what each rule contributed, so an update (rules added, changed or
+removed; pods isolated or not) touches only the flows of those rules and returns the flow
+difference. `compile_bridge` is the same compiler fed everything at once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from flows import pipeline as P
-from flows.fields import ETH_ARP, ETH_IP, ETH_IPV6, FieldRef, full_mask, parse_mac
-from flows.flow import CT, Conjunction, Flow, GotoTable, InPort, Load, Match, Move, Output
-from flows.ir import EGRESS, INGRESS, Bridge, Isolation, PortRange, Rule, RuleId
-from flows.ports import merge_ranges, range_to_masks
+from flows.base_flows import pipeline_flows
+from flows.fields import FieldRef, full_mask
+from flows.flow import Conjunction, Flow, FlowDiff, GotoTable, Load, Match
+from flows.ir import EGRESS, INGRESS, Bridge, Isolation, Rule, RuleId
+from flows.matches import address_match, families, port_matches
+from flows.priorities import (
+    CompileError, Levels, assign_conj_ids, assign_priorities, level_of, priority_of,
+    probe_conj_id, provably_disjoint, stable_hash,
+)
 
-RULE_PRIORITY_TOP = 60000
-RULE_PRIORITY_FLOOR = 1000
-SHARE_CANDIDATES = 8  # levels tried for sharing before taking a fresh one
-
-
-class CompileError(ValueError):
-    pass
+Key = tuple  # (table, priority, match)
 
 
 @dataclass(frozen=True)
 class RuleInfo:
-    """What the compiler did with one rule: where it lives and how many flows it owns."""
+    """What the compiler did with one rule: where it lives."""
 
     id: RuleId
     conj_id: int
@@ -74,305 +71,15 @@ def sorted_flows(flows: Iterable[Flow]) -> list[Flow]:
     return sorted(flows, key=lambda f: (f.table, -f.priority, f.match, f.actions_text))
 
 
-def stable_hash(text: str, bits: int) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") & (
-        (1 << bits) - 1)
+def rule_cookie(rid: RuleId) -> int:
+    return P.cookie(P.KIND_RULE, stable_hash(f"{rid.policy}|{rid.direction}|{rid.index}", 48))
 
 
-# ---- addresses and ports as matches --------------------------------------------------------
-
-def _net(text: str) -> ipaddress._BaseNetwork:
-    return ipaddress.ip_network(text, strict=False)
+def default_cookie(iso: Isolation) -> int:
+    return P.cookie(P.KIND_DEFAULT, stable_hash(f"{iso.direction}|{iso.address}", 48))
 
 
-def address_match(cidr: str, side: str) -> tuple[Match, ...]:
-    """Match an address or CIDR as source (side 'src') or destination ('dst')."""
-    net = _net(cidr)
-    if net.version == 4:
-        dl, name, bits = ETH_IP, f"nw_{side}", 32
-    else:
-        dl, name, bits = ETH_IPV6, f"ipv6_{side}", 128
-    mask = None if net.prefixlen == bits else int(net.netmask)
-    if net.prefixlen == 0:
-        return (Match("dl_type", dl),)
-    return (Match("dl_type", dl), Match(name, int(net.network_address), mask))
-
-
-def port_matches(ports: Sequence[PortRange], families: Iterable[int] = (4,)) -> list[tuple[Match, ...]]:
-    """Minimal value/mask matches for a rule's ports, per protocol and address family."""
-    by_proto: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for p in ports:
-        by_proto[p.protocol].append(p.bounds)
-    out = []
-    for fam in sorted(set(families)):
-        dl = ETH_IP if fam == 4 else ETH_IPV6
-        for proto in sorted(by_proto):
-            base = (Match("dl_type", dl), Match("nw_proto", {"tcp": 6, "udp": 17, "sctp": 132}[proto]))
-            segments = merge_ranges(by_proto[proto])
-            if segments == [(0, 65535)]:
-                out.append(base)
-                continue
-            for lo, hi in segments:
-                for value, mask in range_to_masks(lo, hi):
-                    m = None if mask == 0xFFFF else mask
-                    out.append(base + (Match("tp_dst", value, m),))
-    return out
-
-
-def _families(addresses: Iterable[str]) -> set[int]:
-    return {_net(a).version for a in addresses}
-
-
-# ---- priority levels -----------------------------------------------------------------------
-
-def _ports_disjoint(a: Sequence[PortRange], b: Sequence[PortRange]) -> bool:
-    for x in a:
-        for y in b:
-            if x.protocol == y.protocol:
-                (a0, a1), (b0, b1) = x.bounds, y.bounds
-                if a0 <= b1 and b0 <= a1:
-                    return False
-    return True
-
-
-def provably_disjoint(a: Rule, b: Rule) -> bool:
-    """True if no packet can match both rules (so they may share a priority)."""
-    if a.targets.isdisjoint(b.targets):
-        return True
-    if a.peers is not None and b.peers is not None and not (a.peer_set & b.peer_set):
-        return True
-    if a.ports is not None and b.ports is not None and _ports_disjoint(a.ports, b.ports):
-        return True
-    return False
-
-
-class _Levels:
-    """Priority levels of one table; each level holds rules that are pairwise disjoint."""
-
-    def __init__(self, n_levels: int):
-        self.n_levels = n_levels
-        self.at: dict[int, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
-        self.high_water: dict[str, int] = {}
-        self.by_targets: dict[frozenset[str], list[int]] = defaultdict(list)
-
-    def fits(self, level: int, rule: Rule) -> bool:
-        if not 0 <= level < self.n_levels:
-            return False
-        index = self.at.get(level)
-        if not index:
-            return True
-        seen: set[int] = set()
-        for t in rule.targets:
-            for other in index.get(t, ()):
-                if id(other) not in seen:
-                    seen.add(id(other))
-                    if not provably_disjoint(rule, other):
-                        return False
-        return True
-
-    def place(self, level: int, rule: Rule) -> None:
-        index = self.at[level]
-        for t in rule.targets:
-            index[t].append(rule)
-            if self.high_water.get(t, 0) <= level:
-                self.high_water[t] = level + 1
-        lv = self.by_targets[rule.targets]
-        if level not in lv:
-            lv.append(level)
-
-    def choose(self, rule: Rule) -> int:
-        for level in sorted(self.by_targets.get(rule.targets, ()))[:SHARE_CANDIDATES]:
-            if self.fits(level, rule):
-                return level
-        level = max((self.high_water.get(t, 0) for t in rule.targets), default=0)
-        if level >= self.n_levels:
-            raise CompileError(
-                f"more than {self.n_levels} overlapping rules in one table; cannot give each "
-                f"its own priority (rule {rule.id})")
-        return level
-
-
-def assign_priorities(rules: Sequence[Rule], hint: dict[RuleId, int] | None = None) -> dict[RuleId, int]:
-    """Priority per rule of one table. Rules keep their hinted priority while it stays valid,
-    so unchanged rules keep their flows across recompiles."""
-    n_levels = RULE_PRIORITY_TOP - RULE_PRIORITY_FLOOR + 1
-    levels = _Levels(n_levels)
-    out: dict[RuleId, int] = {}
-    pending = []
-    for rule in sorted(rules, key=lambda r: r.id):
-        prio = (hint or {}).get(rule.id)
-        level = None if prio is None else RULE_PRIORITY_TOP - prio
-        if level is not None and levels.fits(level, rule):
-            levels.place(level, rule)
-            out[rule.id] = prio
-        else:
-            pending.append(rule)
-    for rule in pending:
-        level = levels.choose(rule)
-        levels.place(level, rule)
-        out[rule.id] = RULE_PRIORITY_TOP - level
-    return out
-
-
-def assign_conj_ids(ids: Iterable[RuleId], hint: dict[RuleId, int] | None = None) -> dict[RuleId, int]:
-    """A 32-bit conj id per rule, unique on the bridge: a hash of the rule's identity, probed
-    on collision in a stable order."""
-    out: dict[RuleId, int] = {}
-    used: set[int] = set()
-    ordered = sorted(set(ids))
-    for rid in ordered:
-        cid = (hint or {}).get(rid)
-        if cid is not None and cid not in used:
-            out[rid] = cid
-            used.add(cid)
-    for rid in ordered:
-        if rid in out:
-            continue
-        cid = stable_hash(str(rid), 32) or 1
-        while cid in used or cid == 0:
-            cid = (cid + 1) & 0xFFFFFFFF
-        out[rid] = cid
-        used.add(cid)
-    return out
-
-
-# ---- the pipeline --------------------------------------------------------------------------
-
-def _reg(name: str, start: int = 0, end: int | None = None) -> FieldRef:
-    return FieldRef(name, start, end)
-
-
-def _pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
-    ck = lambda table: P.cookie(P.KIND_PIPELINE, table)  # noqa: E731
-    gw = parse_mac(bridge.gateway_mac)
-    after_guard = P.CONNTRACK if enforce else P.OUTPUT
-    out: list[Flow] = []
-    add = lambda t, prio, match, actions=(): out.append(Flow(t, prio, tuple(match), tuple(actions), ck(t)))  # noqa: E731
-
-    for pod in bridge.pods:
-        add(P.CLASSIFIER, 200, [Match("in_port", pod.ofport)],
-            [Load(1, _reg(P.REG_FROM)), GotoTable(P.SPOOFGUARD)])
-        mac = parse_mac(pod.mac)
-        for ip in pod.ips:
-            net = _net(ip)
-            if net.version == 4:
-                add(P.SPOOFGUARD, 200, [Match("in_port", pod.ofport), Match("dl_src", mac),
-                                        *address_match(ip, "src")], [GotoTable(after_guard)])
-                add(P.SPOOFGUARD, 200, [Match("in_port", pod.ofport), Match("dl_src", mac),
-                                        Match("dl_type", ETH_ARP),
-                                        Match("arp_spa", int(net.network_address)),
-                                        Match("arp_sha", mac)], [GotoTable(P.ARP_RESPONDER)])
-            else:
-                add(P.SPOOFGUARD, 200, [Match("in_port", pod.ofport), Match("dl_src", mac),
-                                        *address_match(ip, "src")], [GotoTable(after_guard)])
-    for port in bridge.uplinks:
-        add(P.CLASSIFIER, 200, [Match("in_port", port)], [GotoTable(after_guard)])
-    add(P.CLASSIFIER, 0, [])
-    add(P.SPOOFGUARD, 0, [])
-
-    # Proxy ARP: answer every request with the gateway MAC (swap addresses via reg4).
-    ref = FieldRef
-    add(P.ARP_RESPONDER, 200, [Match("dl_type", ETH_ARP), Match("arp_op", 1)], [
-        Move(ref("dl_src"), ref("dl_dst")), Load(gw, ref("dl_src")),
-        Load(2, ref("arp_op")), Move(ref("arp_sha"), ref("arp_tha")), Load(gw, ref("arp_sha")),
-        Move(ref("arp_tpa"), _reg(P.REG_SCRATCH)), Move(ref("arp_spa"), ref("arp_tpa")),
-        Move(_reg(P.REG_SCRATCH), ref("arp_spa")), InPort()])
-    add(P.ARP_RESPONDER, 0, [])
-
-    if enforce:
-        for dl in (ETH_IP, ETH_IPV6):
-            add(P.CONNTRACK, 200, [Match("dl_type", dl)], [CT(zone=P.CT_ZONE, table=P.CONNTRACK_STATE)])
-        add(P.CONNTRACK, 0, [])
-        st = lambda text: Match("ct_state", *_ct(text))  # noqa: E731
-        add(P.CONNTRACK_STATE, 200, [st("+inv+trk")])
-        add(P.CONNTRACK_STATE, 190, [st("+est+trk")], [GotoTable(P.OUTPUT)])
-        add(P.CONNTRACK_STATE, 180, [st("+rel+trk")], [GotoTable(P.OUTPUT)])
-        add(P.CONNTRACK_STATE, 0, [], [GotoTable(P.EGRESS_RULE)])
-        add(P.EGRESS_RULE, 0, [], [GotoTable(P.EGRESS_DEFAULT)])
-        add(P.EGRESS_DEFAULT, 0, [], [GotoTable(P.INGRESS_RULE)])
-        add(P.INGRESS_RULE, 0, [], [GotoTable(P.INGRESS_DEFAULT)])
-        add(P.INGRESS_DEFAULT, 0, [], [GotoTable(P.CONNTRACK_COMMIT)])
-        label = [Move(_reg(P.REG_EGRESS_CONJ), FieldRef("ct_label", 0, 31)),
-                 Move(_reg(P.REG_INGRESS_CONJ), FieldRef("ct_label", 32, 63))]
-        for dl in (ETH_IP, ETH_IPV6):
-            add(P.CONNTRACK_COMMIT, 200, [st("+new+trk"), Match("dl_type", dl)],
-                [CT(zone=P.CT_ZONE, commit=True, exec=tuple(label)), GotoTable(P.OUTPUT)])
-        add(P.CONNTRACK_COMMIT, 0, [], [GotoTable(P.OUTPUT)])
-
-    routes = bridge.routes
-    if bridge.mode == "fabric-node" and routes:
-        # Every pod packet goes to the fabric; what comes back is only delivered locally
-        # (never routed back, which could loop).
-        up = routes[0].ofport
-        for dl in (ETH_IP, ETH_IPV6):
-            add(P.OUTPUT, 300, [Match(P.REG_FROM, 1), Match("dl_type", dl)], [Output(up)])
-        routes = ()
-    for pod in bridge.pods:
-        for ip in pod.ips:
-            add(P.OUTPUT, 200, address_match(ip, "dst"),
-                [Load(gw, FieldRef("dl_src")), Load(parse_mac(pod.mac), FieldRef("dl_dst")),
-                 Output(pod.ofport)])
-    for route in routes:
-        acts = []
-        if route.tunnel_dst:
-            acts.append(Load(int(ipaddress.ip_address(route.tunnel_dst)), FieldRef("tun_dst")))
-        if route.ofport in bridge.uplinks and not route.tunnel_dst:
-            # Hairpin back out of the port a packet came in on needs IN_PORT (OpenFlow drops
-            # output to the ingress port).
-            add(P.OUTPUT, 110, [Match("in_port", route.ofport), *address_match(route.cidr, "dst")],
-                [InPort()])
-        add(P.OUTPUT, 100, address_match(route.cidr, "dst"), acts + [Output(route.ofport)])
-    add(P.OUTPUT, 0, [])
-    return out
-
-
-def _ct(text: str):
-    from flows.fields import parse_value
-    return parse_value("ct_state", text)
-
-
-def _rule_flows(rules: Sequence[Rule], prios: dict[RuleId, int], conj: dict[RuleId, int]
-                ) -> tuple[list[Flow], list[RuleInfo]]:
-    clause: dict[tuple, set[Conjunction]] = defaultdict(set)
-    hard: dict[tuple, Flow] = {}
-    infos: list[RuleInfo] = []
-    for rule in rules:
-        table = P.INGRESS_RULE if rule.direction == INGRESS else P.EGRESS_RULE
-        nxt = P.CONNTRACK_COMMIT if rule.direction == INGRESS else P.INGRESS_RULE
-        reg = P.REG_INGRESS_CONJ if rule.direction == INGRESS else P.REG_EGRESS_CONJ
-        tside, pside = ("dst", "src") if rule.direction == INGRESS else ("src", "dst")
-        cid, prio = conj[rule.id], prios[rule.id]
-        rcookie = P.cookie(P.KIND_RULE, stable_hash(f"{rule.id.policy}|{rule.id.direction}|{rule.id.index}", 48))
-        infos.append(RuleInfo(rule.id, cid, table, prio, rcookie, _describe(rule), not rule.matches_nothing))
-        if rule.matches_nothing:
-            continue
-        allow = (Load(cid, _reg(reg)), GotoTable(nxt))
-        dims: list[list[tuple[Match, ...]]] = []
-        if rule.peers is not None:
-            dims.append([address_match(c, pside) for c in rule.peers])
-        dims.append([address_match(t, tside) for t in sorted(rule.targets)])
-        if rule.ports is not None:
-            dims.append(port_matches(rule.ports, _families(rule.targets)))
-        if len(dims) == 1:
-            for m in dims[0]:
-                f = Flow(table, prio, m, allow, rcookie)
-                if f.key in hard:
-                    raise CompileError(f"two single-dimension rules collide on {f}")
-                hard[f.key] = f
-            continue
-        n = len(dims)
-        for k, dim in enumerate(dims, 1):
-            for m in dim:
-                clause[(table, prio, Flow(table, prio, m).match)].add(Conjunction(cid, k, n))
-        f = Flow(table, prio, (Match("conj_id", cid),), allow, rcookie)
-        hard[f.key] = f
-    flows = list(hard.values())
-    ccookie = P.cookie(P.KIND_CLAUSE)
-    for (table, prio, match), conjs in clause.items():
-        if (table, prio, match) in hard:
-            raise CompileError(f"clause flow collides with a rule flow: table {table} priority {prio}")
-        flows.append(Flow(table, prio, match, tuple(sorted(conjs)), ccookie))
-    return flows, infos
+CLAUSE_COOKIE = P.cookie(P.KIND_CLAUSE)
 
 
 def _describe(rule: Rule) -> str:
@@ -381,34 +88,277 @@ def _describe(rule: Rule) -> str:
     return f"{len(rule.targets)} pod address(es) {'from' if rule.direction == INGRESS else 'to'} {peers} on {ports}"
 
 
-def _default_flows(isolation: Sequence[Isolation]) -> tuple[list[Flow], list[tuple[int, Isolation]]]:
-    flows, index = [], []
-    for iso in isolation:
-        c = P.cookie(P.KIND_DEFAULT, stable_hash(f"{iso.direction}|{iso.address}", 48))
-        if iso.direction == EGRESS:
-            flows.append(Flow(P.EGRESS_DEFAULT, 200, address_match(iso.address, "src"), (), c))
-        else:
-            flows.append(Flow(P.INGRESS_DEFAULT, 200, address_match(iso.address, "dst"), (), c))
-        index.append((c, iso))
-    return flows, index
+def scope_rule(bridge: Bridge, rule: Rule, local: frozenset[str] | None = None) -> Rule | None:
+    """The part of a rule a bridge enforces, or None: in host mode the rule cut down to the
+    applied-to pods plugged in here; in fabric mode the whole rule; on a fabric-node bridge
+    nothing."""
+    if bridge.mode == "fabric":
+        return rule
+    if bridge.mode == "fabric-node":
+        return None
+    local = bridge.local_addresses if local is None else local
+    t = rule.targets & local
+    if not t:
+        return None
+    return rule if t == rule.targets else Rule(rule.id, frozenset(t), rule.peers, rule.ports)
 
 
 def scope_rules(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Isolation]
                 ) -> tuple[list[Rule], list[Isolation]]:
-    """The rules and isolations a bridge enforces: in host mode those whose applied-to pods are
-    plugged in here (targets cut down to them); in fabric mode all; on a fabric-node bridge
-    none."""
-    if bridge.mode == "fabric":
-        return list(rules), list(isolation)
+    """The rules and isolations a bridge enforces (see scope_rule)."""
     if bridge.mode == "fabric-node":
         return [], []
     local = bridge.local_addresses
-    kept = []
-    for r in rules:
-        t = r.targets & local
-        if t:
-            kept.append(r if t == r.targets else Rule(r.id, frozenset(t), r.peers, r.ports))
+    kept = [s for s in (scope_rule(bridge, r, local) for r in rules) if s is not None]
+    if bridge.mode == "fabric":
+        return kept, list(isolation)
     return kept, [i for i in isolation if i.address in local]
+
+
+@dataclass
+class _Placed:
+    rule: Rule  # as scoped to this bridge
+    conj_id: int
+    priority: int
+    hard: list[Key] = field(default_factory=list)
+    clauses: list[tuple[Key, Conjunction]] = field(default_factory=list)
+
+    def info(self) -> RuleInfo:
+        table = P.INGRESS_RULE if self.rule.direction == INGRESS else P.EGRESS_RULE
+        return RuleInfo(self.rule.id, self.conj_id, table, self.priority, rule_cookie(self.rule.id),
+                        _describe(self.rule), not self.rule.matches_nothing)
+
+
+class BridgeCompiler:
+    """The tables of one bridge, kept up to date rule by rule."""
+
+    def __init__(self, bridge: Bridge, previous: Program | None = None):
+        self.bridge = bridge
+        self._hint_prio = previous.priorities() if previous else {}
+        self._hint_conj = {r.id: r.conj_id for r in previous.rules} if previous else {}
+        self._levels = {EGRESS: Levels(), INGRESS: Levels()}
+        self._all_rules: dict[RuleId, Rule] = {}  # unscoped, as given
+        self._all_isolation: dict[tuple[str, str], Isolation] = {}
+        self._placed: dict[RuleId, _Placed] = {}
+        self._conj_used: set[int] = set()
+        self._pipeline: dict[Key, Flow] = {}
+        self._defaults: dict[Key, tuple[Flow, Isolation]] = {}
+        self._hard: dict[Key, Flow] = {}
+        self._clauses: dict[Key, set[Conjunction]] = defaultdict(set)
+        self._local = bridge.local_addresses
+        self._set_pipeline()
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def flow(self, key: Key) -> Flow | None:
+        if key in self._hard:
+            return self._hard[key]
+        conjs = self._clauses.get(key)
+        if conjs:
+            return Flow(key[0], key[1], key[2], tuple(sorted(conjs)), CLAUSE_COOKIE)
+        if key in self._defaults:
+            return self._defaults[key][0]
+        return self._pipeline.get(key)
+
+    def keys(self) -> set[Key]:
+        return set(self._pipeline) | set(self._defaults) | set(self._hard) | {
+            k for k, v in self._clauses.items() if v}
+
+    def program(self) -> Program:
+        flows = [self.flow(k) for k in self.keys()]
+        rules = sorted((p.info() for p in self._placed.values()), key=lambda i: i.id)
+        defaults = sorted(((f.cookie, iso) for f, iso in self._defaults.values()), key=lambda d: d[1])
+        return Program(self.bridge.name, tuple(sorted_flows(flows)), tuple(rules), tuple(defaults))
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    # ---- changing ------------------------------------------------------------------------
+
+    def update(self, upsert: Iterable[Rule] = (), delete: Iterable[RuleId] = (),
+               isolate: Iterable[Isolation] = (), unisolate: Iterable[tuple[str, str]] = ()) -> FlowDiff:
+        """Apply rule and isolation changes (rules as computed for the whole cluster; this
+        compiler scopes them). Returns the flow difference."""
+        before: dict[Key, Flow | None] = {}
+        touch = lambda k: before.setdefault(k, self.flow(k))  # noqa: E731
+        changed: list[Rule] = []
+        for rid in delete:
+            self._all_rules.pop(rid, None)
+            self._unplace(rid, touch)
+        for rule in upsert:
+            self._all_rules[rule.id] = rule
+            changed.append(rule)
+        self._replace(changed, touch)
+        for key in unisolate:
+            self._all_isolation.pop(key, None)
+            self._set_default(key, None, touch)
+        for iso in isolate:
+            self._all_isolation[(iso.direction, iso.address)] = iso
+            self._set_default((iso.direction, iso.address), iso, touch)
+        return self._diff(before)
+
+    def set_bridge(self, bridge: Bridge) -> FlowDiff:
+        """A new bridge description (ports, routes): the pipeline flows change, and rules and
+        isolations of pods that arrived or left are rescoped."""
+        before: dict[Key, Flow | None] = {}
+        touch = lambda k: before.setdefault(k, self.flow(k))  # noqa: E731
+        old_local, old_mode = self._local, self.bridge.mode
+        self.bridge, self._local = bridge, bridge.local_addresses
+        for k in list(self._pipeline):
+            touch(k)
+        self._pipeline.clear()
+        self._set_pipeline(touch)
+        moved = old_local ^ self._local
+        if moved or old_mode != bridge.mode:
+            rescope = [r for r in self._all_rules.values()
+                       if old_mode != bridge.mode or not r.targets.isdisjoint(moved)]
+            self._replace(rescope, touch)
+            for key, iso in self._all_isolation.items():
+                if old_mode != bridge.mode or iso.address in moved:
+                    self._set_default(key, iso, touch)
+        return self._diff(before)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _diff(self, before: dict[Key, Flow | None]) -> FlowDiff:
+        add, modify, delete = [], [], []
+        for key, old in before.items():
+            new = self.flow(key)
+            if old is None and new is not None:
+                add.append(new)
+            elif old is not None and new is None:
+                delete.append(old)
+            elif old is not None and new != old:
+                modify.append(new)
+        return FlowDiff(tuple(sorted(add)), tuple(sorted(modify)), tuple(sorted(delete)))
+
+    def _set_pipeline(self, touch=None) -> None:
+        for f in pipeline_flows(self.bridge, self.bridge.mode != "fabric-node"):
+            P.check_flow(f)
+            if touch:
+                touch(f.key)
+            self._pipeline[f.key] = f
+
+    def _enforces(self, iso: Isolation) -> bool:
+        if self.bridge.mode == "fabric":
+            return True
+        return self.bridge.mode == "host" and iso.address in self._local
+
+    def _set_default(self, key: tuple[str, str], iso: Isolation | None, touch) -> None:
+        direction, address = key
+        side = "src" if direction == EGRESS else "dst"
+        table = P.EGRESS_DEFAULT if direction == EGRESS else P.INGRESS_DEFAULT
+        fkey = (table, 200, Flow(table, 200, address_match(address, side)).match)
+        touch(fkey)
+        self._defaults.pop(fkey, None)
+        if iso is not None and self._enforces(iso):
+            f = Flow(table, 200, address_match(address, side), (), default_cookie(iso))
+            P.check_flow(f)
+            self._defaults[fkey] = (f, iso)
+
+    def _replace(self, rules: Sequence[Rule], touch) -> None:
+        """(Re)place rules: scoped anew; unchanged ones stay as they are; changed ones keep
+        their level and conj id when still valid."""
+        scoped: list[tuple[Rule, Rule]] = []
+        for rule in rules:
+            s = scope_rule(self.bridge, rule, self._local)
+            old = self._placed.get(rule.id)
+            if old is not None and s == old.rule:
+                continue
+            prev = (old.priority, old.conj_id) if old else None
+            self._unplace(rule.id, touch)
+            if s is not None:
+                scoped.append((s, prev))
+        if not scoped:
+            return
+        # Priorities: earlier placements and hints first, in rule order, then the rest.
+        scoped.sort(key=lambda x: x[0].id)
+        prios: dict[RuleId, int] = {}
+        pending = []
+        for s, prev in scoped:
+            prio = prev[0] if prev else self._hint_prio.get(s.id)
+            levels = self._levels[s.direction]
+            if prio is not None and levels.fits(level_of(prio), s):
+                levels.place(level_of(prio), s)
+                prios[s.id] = prio
+            else:
+                pending.append(s)
+        for s in pending:
+            levels = self._levels[s.direction]
+            level = levels.choose(s)
+            levels.place(level, s)
+            prios[s.id] = priority_of(level)
+        # Conj ids: the earlier or hinted one if free, else a probed hash.
+        conj: dict[RuleId, int] = {}
+        for s, prev in scoped:
+            cid = prev[1] if prev else self._hint_conj.get(s.id)
+            if cid is not None and cid not in self._conj_used:
+                conj[s.id] = cid
+                self._conj_used.add(cid)
+        for s, _ in scoped:
+            if s.id not in conj:
+                conj[s.id] = probe_conj_id(s.id, self._conj_used)
+                self._conj_used.add(conj[s.id])
+        for s, _ in scoped:
+            self._emit(_Placed(s, conj[s.id], prios[s.id]), touch)
+
+    def _unplace(self, rid: RuleId, touch) -> None:
+        placed = self._placed.pop(rid, None)
+        if placed is None:
+            return
+        self._levels[placed.rule.direction].remove(level_of(placed.priority), placed.rule)
+        self._conj_used.discard(placed.conj_id)
+        for key in placed.hard:
+            touch(key)
+            del self._hard[key]
+        for key, c in placed.clauses:
+            touch(key)
+            conjs = self._clauses[key]
+            conjs.discard(c)
+            if not conjs:
+                del self._clauses[key]
+
+    def _emit(self, placed: _Placed, touch) -> None:
+        rule, cid, prio = placed.rule, placed.conj_id, placed.priority
+        self._placed[rule.id] = placed
+        if rule.matches_nothing:
+            return
+        table = P.INGRESS_RULE if rule.direction == INGRESS else P.EGRESS_RULE
+        nxt = P.CONNTRACK_COMMIT if rule.direction == INGRESS else P.INGRESS_RULE
+        reg = P.REG_INGRESS_CONJ if rule.direction == INGRESS else P.REG_EGRESS_CONJ
+        tside, pside = ("dst", "src") if rule.direction == INGRESS else ("src", "dst")
+        cookie = rule_cookie(rule.id)
+        allow = (Load(cid, FieldRef(reg)), GotoTable(nxt))
+        dims: list[list[tuple[Match, ...]]] = []
+        if rule.peers is not None:
+            dims.append([address_match(c, pside) for c in rule.peers])
+        dims.append([address_match(t, tside) for t in sorted(rule.targets)])
+        if rule.ports is not None:
+            dims.append(port_matches(rule.ports, families(rule.targets)))
+
+        def hard(f: Flow) -> None:
+            P.check_flow(f)
+            if f.key in self._hard or self._clauses.get(f.key) or f.key in self._pipeline:
+                raise CompileError(f"flow of {rule.id} collides with another flow: {f}")
+            touch(f.key)
+            self._hard[f.key] = f
+            placed.hard.append(f.key)
+
+        if len(dims) == 1:
+            for m in dims[0]:
+                hard(Flow(table, prio, m, allow, cookie))
+            return
+        n = len(dims)
+        for k, dim in enumerate(dims, 1):
+            for m in dim:
+                f = Flow(table, prio, m)
+                if f.key in self._hard:
+                    raise CompileError(f"clause flow of {rule.id} collides with a rule flow: {f}")
+                touch(f.key)
+                c = Conjunction(cid, k, n)
+                self._clauses[f.key].add(c)
+                placed.clauses.append((f.key, c))
+        hard(Flow(table, prio, (Match("conj_id", cid),), allow, cookie))
 
 
 def compile_bridge(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Isolation],
@@ -416,25 +366,12 @@ def compile_bridge(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Is
     """Compile the tables of one bridge. `previous` (the last program installed on it) keeps
     priorities and conj ids of unchanged rules stable; without it the result depends on the
     input alone, byte for byte."""
-    rules, isolation = scope_rules(bridge, rules, isolation)
     ids = [r.id for r in rules]
     if len(set(ids)) != len(ids):
         raise CompileError("duplicate rule ids")
-    hint_prio = previous.priorities() if previous else None
-    hint_conj = {r.id: r.conj_id for r in previous.rules} if previous else None
-    prios: dict[RuleId, int] = {}
-    for direction in (EGRESS, INGRESS):
-        prios.update(assign_priorities([r for r in rules if r.direction == direction], hint_prio))
-    conj = assign_conj_ids(ids, hint_conj)
-    enforce = bridge.mode != "fabric-node"
-    flows = _pipeline_flows(bridge, enforce)
-    rflows, infos = _rule_flows(rules, prios, conj)
-    dflows, dindex = _default_flows(sorted(isolation))
-    flows += rflows + dflows
-    for f in flows:
-        P.check_flow(f)
-    return Program(bridge.name, tuple(sorted_flows(flows)), tuple(sorted(infos, key=lambda i: i.id)),
-                   tuple(dindex))
+    compiler = BridgeCompiler(bridge, previous)
+    compiler.update(upsert=rules, isolate=sorted(isolation))
+    return compiler.program()
 
 
 def cross_product_count(rules: Sequence[Rule]) -> int:
@@ -444,11 +381,11 @@ def cross_product_count(rules: Sequence[Rule]) -> int:
         if r.matches_nothing:
             continue
         peers = 1 if r.peers is None else len(r.peers)
-        ports = 1 if r.ports is None else len(port_matches(r.ports, _families(r.targets)))
+        ports = 1 if r.ports is None else len(port_matches(r.ports, families(r.targets)))
         total += peers * len(r.targets) * ports
     return total
 
 
-__all__ = ["Program", "RuleInfo", "CompileError", "compile_bridge", "scope_rules",
-           "assign_priorities", "assign_conj_ids", "provably_disjoint", "port_matches",
-           "address_match", "cross_product_count", "sorted_flows", "full_mask"]
+__all__ = ["Program", "RuleInfo", "CompileError", "BridgeCompiler", "compile_bridge", "scope_rule",
+           "scope_rules", "assign_priorities", "assign_conj_ids", "provably_disjoint", "port_matches",
+           "address_match", "cross_product_count", "sorted_flows", "full_mask", "stable_hash"]

@@ -28,6 +28,7 @@ import pytest
 
 from flows import pipeline as P
 from flows import compiler as C
+from flows import priorities as PR
 from flows.compiler import (
     CompileError, Program, address_match, assign_conj_ids, assign_priorities, compile_bridge,
     cross_product_count, port_matches, provably_disjoint, scope_rules, sorted_flows,
@@ -398,7 +399,7 @@ def test_overlapping_rules_get_different_priorities():
     prios = {r.id.policy: r.priority for r in prog.rules}
     assert len({prios["x/a"], prios["x/b"], prios["x/c"]}) == 3
     assert prios["x/d"] in {prios["x/a"], prios["x/b"], prios["x/c"]}
-    assert all(C.RULE_PRIORITY_FLOOR <= p <= C.RULE_PRIORITY_TOP for p in prios.values())
+    assert all(PR.RULE_PRIORITY_FLOOR <= p <= PR.RULE_PRIORITY_TOP for p in prios.values())
 
 
 def test_two_single_dimension_rules_on_one_target_never_collide():
@@ -531,14 +532,14 @@ def test_conj_ids_unique_per_bridge_and_stable_across_compiles():
 
 
 def test_conj_id_collisions_are_probed_and_previous_ids_are_kept(monkeypatch):
-    monkeypatch.setattr(C, "stable_hash", lambda text, bits: 7)
+    monkeypatch.setattr(PR, "stable_hash", lambda text, bits: 7)
     a, b, c = RuleId("a", INGRESS, 0), RuleId("b", INGRESS, 0), RuleId("c", INGRESS, 0)
     assert assign_conj_ids([b]) == {b: 7}
     assert assign_conj_ids([a, b]) == {a: 7, b: 8}
     assert assign_conj_ids([c, b, a], hint={b: 7}) == {a: 8, b: 7, c: 9}
-    monkeypatch.setattr(C, "stable_hash", lambda text, bits: 0)  # 0 is never a conj id
+    monkeypatch.setattr(PR, "stable_hash", lambda text, bits: 0)  # 0 is never a conj id
     assert assign_conj_ids([a, b]) == {a: 1, b: 2}
-    monkeypatch.setattr(C, "stable_hash", lambda text, bits: 0xFFFFFFFF)  # wraps, skipping 0
+    monkeypatch.setattr(PR, "stable_hash", lambda text, bits: 0xFFFFFFFF)  # wraps, skipping 0
     assert assign_conj_ids([a, b]) == {a: 0xFFFFFFFF, b: 1}
 
 
@@ -578,8 +579,8 @@ def test_a_hinted_priority_that_no_longer_fits_is_reassigned():
     a = rule("x/a", {"10.0.0.1"}, None, [tcp(80)])
     b = rule("x/b", {"10.0.0.1"}, None, [tcp(80)])
     # a stale hint puts both on one level: they overlap, so one must move
-    prios = assign_priorities([a, b], hint={a.id: 500 + C.RULE_PRIORITY_FLOOR, b.id: 500 + C.RULE_PRIORITY_FLOOR})
-    assert prios[a.id] == 500 + C.RULE_PRIORITY_FLOOR and prios[b.id] != prios[a.id]
+    prios = assign_priorities([a, b], hint={a.id: 500 + PR.RULE_PRIORITY_FLOOR, b.id: 500 + PR.RULE_PRIORITY_FLOOR})
+    assert prios[a.id] == 500 + PR.RULE_PRIORITY_FLOOR and prios[b.id] != prios[a.id]
 
 
 def test_same_input_gives_byte_identical_output():

@@ -1,0 +1,171 @@
+"""Priority levels and conj ids for rules.
+
+OVS leaves overlapping conjunctions at one priority undefined (ovs-fields(7), "Conjunctive
+match fields"), so a rule shares its priority level only with rules provably disjoint from it
+(applied-to addresses, peers or ports); rules that share a level share their address and port
+flows. Conj ids are a hash of the rule's identity, probed on collision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from typing import Iterable, Sequence
+
+from flows.ir import PortRange, Rule, RuleId
+
+RULE_PRIORITY_TOP = 60000
+RULE_PRIORITY_FLOOR = 1000
+N_LEVELS = RULE_PRIORITY_TOP - RULE_PRIORITY_FLOOR + 1
+SHARE_CANDIDATES = 8  # levels tried for sharing before taking a fresh one
+
+
+class CompileError(ValueError):
+    pass
+
+
+def stable_hash(text: str, bits: int) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") & (
+        (1 << bits) - 1)
+
+
+def _ports_disjoint(a: Sequence[PortRange], b: Sequence[PortRange]) -> bool:
+    for x in a:
+        for y in b:
+            if x.protocol == y.protocol:
+                (a0, a1), (b0, b1) = x.bounds, y.bounds
+                if a0 <= b1 and b0 <= a1:
+                    return False
+    return True
+
+
+def provably_disjoint(a: Rule, b: Rule) -> bool:
+    """True if no packet can match both rules (so they may share a priority)."""
+    if a.targets.isdisjoint(b.targets):
+        return True
+    if a.peers is not None and b.peers is not None and not (a.peer_set & b.peer_set):
+        return True
+    if a.ports is not None and b.ports is not None and _ports_disjoint(a.ports, b.ports):
+        return True
+    return False
+
+
+class Levels:
+    """Priority levels of one table; each level holds rules that are pairwise disjoint.
+
+    Level 0 is priority RULE_PRIORITY_TOP, level 1 the one below, and so on.
+    """
+
+    def __init__(self, n_levels: int = N_LEVELS):
+        self.n_levels = n_levels
+        self.at: dict[int, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
+        self.high_water: dict[str, int] = {}
+        self.by_targets: dict[frozenset[str], Counter] = defaultdict(Counter)
+
+    def fits(self, level: int, rule: Rule) -> bool:
+        if not 0 <= level < self.n_levels:
+            return False
+        index = self.at.get(level)
+        if not index:
+            return True
+        seen: set[int] = set()
+        for t in rule.targets:
+            for other in index.get(t, ()):
+                if id(other) not in seen:
+                    seen.add(id(other))
+                    if not provably_disjoint(rule, other):
+                        return False
+        return True
+
+    def place(self, level: int, rule: Rule) -> None:
+        index = self.at[level]
+        for t in rule.targets:
+            index[t].append(rule)
+            if self.high_water.get(t, 0) <= level:
+                self.high_water[t] = level + 1
+        self.by_targets[rule.targets][level] += 1
+
+    def remove(self, level: int, rule: Rule) -> None:
+        """Take a placed rule out. High-water marks stay (they only bound where new rules go)."""
+        index = self.at[level]
+        for t in rule.targets:
+            lst = index[t]
+            lst[:] = [r for r in lst if r is not rule]
+            if not lst:
+                del index[t]
+        if not index:
+            del self.at[level]
+        counts = self.by_targets[rule.targets]
+        counts[level] -= 1
+        if counts[level] <= 0:
+            del counts[level]
+        if not counts:
+            del self.by_targets[rule.targets]
+
+    def choose(self, rule: Rule) -> int:
+        for level in sorted(self.by_targets.get(rule.targets, ()))[:SHARE_CANDIDATES]:
+            if self.fits(level, rule):
+                return level
+        level = max((self.high_water.get(t, 0) for t in rule.targets), default=0)
+        while level < self.n_levels and not self.fits(level, rule):
+            level += 1
+        if level >= self.n_levels:
+            raise CompileError(
+                f"more than {self.n_levels} overlapping rules in one table; cannot give each "
+                f"its own priority (rule {rule.id})")
+        return level
+
+
+def priority_of(level: int) -> int:
+    return RULE_PRIORITY_TOP - level
+
+
+def level_of(priority: int) -> int:
+    return RULE_PRIORITY_TOP - priority
+
+
+def assign_priorities(rules: Sequence[Rule], hint: dict[RuleId, int] | None = None) -> dict[RuleId, int]:
+    """Priority per rule of one table. Rules keep their hinted priority while it stays valid,
+    so unchanged rules keep their flows across recompiles."""
+    levels = Levels()
+    out: dict[RuleId, int] = {}
+    pending = []
+    for rule in sorted(rules, key=lambda r: r.id):
+        prio = (hint or {}).get(rule.id)
+        level = None if prio is None else RULE_PRIORITY_TOP - prio
+        if level is not None and levels.fits(level, rule):
+            levels.place(level, rule)
+            out[rule.id] = prio
+        else:
+            pending.append(rule)
+    for rule in pending:
+        level = levels.choose(rule)
+        levels.place(level, rule)
+        out[rule.id] = RULE_PRIORITY_TOP - level
+    return out
+
+
+def assign_conj_ids(ids: Iterable[RuleId], hint: dict[RuleId, int] | None = None) -> dict[RuleId, int]:
+    """A 32-bit conj id per rule, unique on the bridge: a hash of the rule's identity, probed
+    on collision in a stable order."""
+    out: dict[RuleId, int] = {}
+    used: set[int] = set()
+    ordered = sorted(set(ids))
+    for rid in ordered:
+        cid = (hint or {}).get(rid)
+        if cid is not None and cid not in used:
+            out[rid] = cid
+            used.add(cid)
+    for rid in ordered:
+        if rid not in out:
+            out[rid] = probe_conj_id(rid, used)
+            used.add(out[rid])
+    return out
+
+
+def probe_conj_id(rid: RuleId, used: set[int]) -> int:
+    """The rule's hashed conj id, or the next free one after it (never 0)."""
+    cid = stable_hash(str(rid), 32) or 1
+    while cid in used or cid == 0:
+        cid = (cid + 1) & 0xFFFFFFFF
+    return cid
