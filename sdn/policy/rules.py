@@ -20,19 +20,38 @@ from sdn.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, Policy
 
 
 class ClusterIndex:
-    """Pods with an IP, by namespace, so selectors are evaluated once per namespace."""
+    """Pods with an IP, by namespace (in name order), and namespace labels, so selectors are
+    evaluated per namespace; updated in place as pods and namespaces change."""
 
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
-        self.by_ns: dict[str, list[Pod]] = defaultdict(list)
+        self.by_ns: dict[str, dict[str, Pod]] = defaultdict(dict)
         for pod in sorted(cluster.pods.values(), key=lambda p: p.key):
             if pod.ips:
-                self.by_ns[pod.namespace].append(pod)
+                self.by_ns[pod.namespace][pod.key] = pod
         self.namespaces = {ns: cluster.namespace(ns).label_map for ns in cluster.namespace_names()}
-        self.all_pods = [p for ns in sorted(self.by_ns) for p in self.by_ns[ns]]
+
+    @property
+    def all_pods(self) -> list[Pod]:
+        return [p for ns in sorted(self.by_ns) for p in self.pods_in(ns)]
+
+    def pods_in(self, ns: str) -> list[Pod]:
+        pods = self.by_ns.get(ns)
+        return [pods[k] for k in sorted(pods)] if pods else []
+
+    def put_pod(self, old: Pod | None, new: Pod | None) -> None:
+        if old is not None:
+            self.by_ns.get(old.namespace, {}).pop(old.key, None)
+        if new is not None:
+            if new.ips:
+                self.by_ns[new.namespace][new.key] = new
+            self.namespaces.setdefault(new.namespace, self.cluster.namespace(new.namespace).label_map)
+
+    def put_namespace(self, name: str, labels: dict[str, str]) -> None:
+        self.namespaces[name] = labels
 
     def selected(self, policy: Policy) -> list[Pod]:
-        return [p for p in self.by_ns.get(policy.namespace, ()) if policy.pod_selector.matches(p.labels)]
+        return [p for p in self.pods_in(policy.namespace) if policy.pod_selector.matches(p.labels)]
 
     def peer_pods(self, policy: Policy, peer: Peer) -> list[Pod]:
         if peer.ip_block is not None:
@@ -43,7 +62,7 @@ class ClusterIndex:
             namespaces = [ns for ns, labels in sorted(self.namespaces.items())
                           if peer.namespace_selector.matches(labels)]
         sel = peer.pod_selector
-        return [p for ns in namespaces for p in self.by_ns.get(ns, ())
+        return [p for ns in namespaces for p in self.pods_in(ns)
                 if sel is None or sel.matches(p.labels)]
 
 
@@ -121,22 +140,32 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
     return out
 
 
+def policy_rules(index: ClusterIndex, policy: Policy) -> tuple[list[Rule], set[tuple[str, str]]]:
+    """The IR rules of one policy in force, and the (direction, address) pairs it isolates."""
+    targets = index.selected(policy)
+    rules: list[Rule] = []
+    isolated: set[tuple[str, str]] = set()
+    for direction in (INGRESS, EGRESS):
+        if direction not in policy.policy_types:
+            continue
+        ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
+        isolated |= {(ir_dir, ip) for ip in _addresses(targets)}
+        if not targets:
+            continue
+        for number, rule in enumerate(policy.rules(direction)):
+            rules.extend(translate_rule(index, policy, direction, number, rule, targets))
+    return rules, isolated
+
+
 def cluster_rules(cluster: Cluster) -> tuple[list[Rule], list[Isolation]]:
     """Every rule of every policy in force, and every isolated pod address, for the cluster."""
     index = ClusterIndex(cluster)
     rules: list[Rule] = []
     isolating: dict[tuple[str, str], list[str]] = defaultdict(list)
     for policy in cluster.effective_policies():
-        targets = index.selected(policy)
-        for direction in (INGRESS, EGRESS):
-            if direction not in policy.policy_types:
-                continue
-            ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
-            for ip in sorted(_addresses(targets)):
-                isolating[(ir_dir, ip)].append(policy.key)
-            if not targets:
-                continue
-            for number, rule in enumerate(policy.rules(direction)):
-                rules.extend(translate_rule(index, policy, direction, number, rule, targets))
+        prules, isolated = policy_rules(index, policy)
+        rules.extend(prules)
+        for key in isolated:
+            isolating[key].append(policy.key)
     isolation = [Isolation(d, ip, tuple(sorted(set(pols)))) for (d, ip), pols in sorted(isolating.items())]
     return rules, isolation

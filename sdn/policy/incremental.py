@@ -1,0 +1,240 @@
+"""The rule IR of a cluster, kept up to date object by object.
+
+An event recomputes only the policies it can affect, found through indexes rather than by
+evaluating every policy:
+- a Pod: the policies of its namespace (it may be a target or a same-namespace peer), the
+  policies whose namespaceSelector peers match its namespace (found by the namespace's
+  label pairs), and the policies whose egress rules use a named port the pod declares;
+- a Namespace: the policies of that namespace (its annotations switch alpha/beta policies on
+  and off) and the policies whose namespaceSelector matched its old or new labels;
+- a policy: itself.
+`RuleSet.apply` returns the rule-level difference, which `flows.compiler.BridgeCompiler`
+turns into a flow difference per bridge.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from flows.ir import Isolation, Rule, RuleId
+from sdn.policy.model import (
+    EGRESS, FORM_ALPHA, FORM_BETA, FORM_IMPLICIT, INGRESS, Cluster, LabelSelector, Namespace, Node,
+    Pod, Policy,
+)
+from sdn.policy.rules import ClusterIndex, policy_rules
+
+Obj = Namespace | Pod | Node | Policy
+
+
+@dataclass
+class RuleDelta:
+    """What changed in the cluster's rules and isolations."""
+
+    upsert: list[Rule] = field(default_factory=list)
+    delete: list[RuleId] = field(default_factory=list)
+    isolate: list[Isolation] = field(default_factory=list)
+    unisolate: list[tuple[str, str]] = field(default_factory=list)
+    policies: set[str] = field(default_factory=set)  # keys of the policies recomputed
+
+    @property
+    def empty(self) -> bool:
+        return not (self.upsert or self.delete or self.isolate or self.unisolate)
+
+
+def _selector_buckets(sel: LabelSelector) -> list[tuple[str, str] | None]:
+    """Index keys of a selector: its first matchLabels pair, or None (scan) when it has none."""
+    return [sel.match_labels[0]] if sel.match_labels else [None]
+
+
+class RuleSet:
+    """Rules and isolations of every policy in force, with the indexes to update them."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.index = ClusterIndex(cluster)
+        self.rules: dict[str, dict[RuleId, Rule]] = {}  # policy key -> its rules
+        self.isolating: dict[str, set[tuple[str, str]]] = {}  # policy key -> (direction, ip)
+        self.owners: dict[tuple[str, str], set[str]] = defaultdict(set)  # (direction, ip) -> policies
+        self.policies: dict[str, Policy] = {}  # effective policies by key
+        self._by_ns: dict[str, set[str]] = defaultdict(set)
+        self._ns_peers: dict[tuple[str, str] | None, set[str]] = defaultdict(set)
+        self._named_egress: dict[str, set[str]] = defaultdict(set)  # port name -> policies
+        for pol in cluster.effective_policies():
+            self._recompute_policy(pol, RuleDelta(), set())
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def all_rules(self) -> list[Rule]:
+        return [r for rules in self.rules.values() for r in rules.values()]
+
+    def all_isolation(self) -> list[Isolation]:
+        return sorted(self._isolation(k) for k in self.owners)
+
+    def _isolation(self, key: tuple[str, str]) -> Isolation:
+        return Isolation(key[0], key[1], tuple(sorted(self.owners[key])))
+
+    # ---- indexes -------------------------------------------------------------------------
+
+    def _index(self, pol: Policy) -> None:
+        self._by_ns[pol.namespace].add(pol.key)
+        for direction in (INGRESS, EGRESS):
+            for rule in pol.rules(direction):
+                for peer in rule.peers or ():
+                    if peer.namespace_selector is not None:
+                        for b in _selector_buckets(peer.namespace_selector):
+                            self._ns_peers[b].add(pol.key)
+                if direction == EGRESS:
+                    for port in rule.ports or ():
+                        if isinstance(port.port, str):
+                            self._named_egress[port.port].add(pol.key)
+
+    def _unindex(self, pol: Policy) -> None:
+        self._by_ns[pol.namespace].discard(pol.key)
+        for bucket in self._ns_peers.values():
+            bucket.discard(pol.key)
+        for bucket in self._named_egress.values():
+            bucket.discard(pol.key)
+
+    def _ns_selector_policies(self, labels: dict[str, str]) -> set[str]:
+        """Policies with a namespaceSelector peer that may match a namespace with `labels`."""
+        out = set(self._ns_peers.get(None, ()))
+        for pair in labels.items():
+            out |= self._ns_peers.get(pair, set())
+        return out
+
+    def _affected_by_pod(self, pod: Pod | None) -> set[str]:
+        if pod is None:
+            return set()
+        out = set(self._by_ns.get(pod.namespace, ()))
+        out |= self._ns_selector_policies(self.cluster.namespace(pod.namespace).label_map)
+        for p in pod.ports:
+            if p.name:
+                out |= self._named_egress.get(p.name, set())
+        return out
+
+    # ---- changing ------------------------------------------------------------------------
+
+    def apply(self, upserts: Iterable[Obj] = (), deletes: Iterable[Obj] = ()) -> RuleDelta:
+        """Put objects into the cluster (or take them out) and recompute what they affect."""
+        delta = RuleDelta()
+        touched: set = set()
+        affected: set[str] = set()
+        namespaces: set[str] = set()
+        for obj, present in [(o, True) for o in upserts] + [(o, False) for o in deletes]:
+            if isinstance(obj, Pod):
+                old = self.cluster.pods.get(obj.key)
+                affected |= self._affected_by_pod(old)
+                if present:
+                    self.cluster.pods[obj.key] = obj
+                else:
+                    self.cluster.pods.pop(obj.key, None)
+                self.index.put_pod(old, obj if present else None)
+                affected |= self._affected_by_pod(obj if present else None)
+            elif isinstance(obj, Namespace):
+                old_labels = self.cluster.namespace(obj.name).label_map
+                affected |= self._ns_selector_policies(old_labels)
+                if present:
+                    self.cluster.namespaces[obj.name] = obj
+                else:
+                    self.cluster.namespaces.pop(obj.name, None)
+                self.index.put_namespace(obj.name, self.cluster.namespace(obj.name).label_map)
+                affected |= self._ns_selector_policies(self.cluster.namespace(obj.name).label_map)
+                namespaces.add(obj.name)
+            elif isinstance(obj, Policy):
+                key = (obj.form, obj.namespace, obj.name)
+                if present:
+                    self.cluster.policies[key] = obj
+                else:
+                    self.cluster.policies.pop(key, None)
+                namespaces.add(obj.namespace)
+                affected.add(obj.key)
+            elif isinstance(obj, Node):
+                if present:
+                    self.cluster.nodes[obj.name] = obj
+                else:
+                    self.cluster.nodes.pop(obj.name, None)
+        effective = {p.key: p for p in self._effective(namespaces)}
+        for ns in namespaces:  # policies of these namespaces may have come or gone
+            affected |= self._by_ns.get(ns, set()) | {k for k, p in effective.items() if p.namespace == ns}
+        for key in sorted(affected):
+            known = self.policies.get(key)
+            if key in effective or (known is not None and known.namespace in namespaces):
+                pol = effective.get(key)  # in a changed namespace: in force only if effective now
+            else:
+                pol = self._current_effective(key)
+            if pol is None:
+                self._drop_policy(key, delta, touched)
+            else:
+                self._recompute_policy(pol, delta, touched)
+        return self._finish(delta, touched)
+
+    def _effective(self, namespaces: set[str]) -> list[Policy]:
+        if not namespaces:
+            return []
+        return [p for p in self.cluster.effective_policies() if p.namespace in namespaces]
+
+    def _current_effective(self, key: str) -> Policy | None:
+        """The effective policy with this key now (for policies outside the changed namespaces,
+        whose effectiveness did not change)."""
+        pol = self.policies.get(key)
+        if pol is None:
+            return None
+        if pol.form == FORM_IMPLICIT:
+            return pol
+        return self.cluster.policies.get((pol.form, pol.namespace, pol.name))
+
+    def _drop_policy(self, key: str, delta: RuleDelta, touched: set) -> None:
+        pol = self.policies.pop(key, None)
+        if pol is not None:
+            self._unindex(pol)
+        for rid in self.rules.pop(key, {}):
+            delta.delete.append(rid)
+        self._set_isolation(key, set(), touched)
+        delta.policies.add(key)
+
+    def _recompute_policy(self, pol: Policy, delta: RuleDelta, touched: set) -> None:
+        old_pol = self.policies.get(pol.key)
+        if old_pol is not None:
+            self._unindex(old_pol)
+        self.policies[pol.key] = pol
+        self._index(pol)
+        rules, isolated = policy_rules(self.index, pol)
+        new = {r.id: r for r in rules}
+        old = self.rules.get(pol.key, {})
+        for rid, r in new.items():
+            if old.get(rid) != r:
+                delta.upsert.append(r)
+        for rid in old:
+            if rid not in new:
+                delta.delete.append(rid)
+        self.rules[pol.key] = new
+        self._set_isolation(pol.key, isolated, touched)
+        delta.policies.add(pol.key)
+
+    def _set_isolation(self, key: str, isolated: set[tuple[str, str]], touched: set) -> None:
+        old = self.isolating.get(key, set())
+        if old == isolated:
+            return
+        self.isolating[key] = isolated
+        for k in old - isolated:
+            self.owners[k].discard(key)
+            if not self.owners[k]:
+                del self.owners[k]
+            touched.add(k)
+        for k in isolated - old:
+            self.owners[k].add(key)
+            touched.add(k)
+
+    def _finish(self, delta: RuleDelta, touched: set) -> RuleDelta:
+        """Isolation changes as final states (several policies may touch one pod in a batch)."""
+        for k in sorted(touched):
+            if k in self.owners:
+                delta.isolate.append(self._isolation(k))
+            else:
+                delta.unisolate.append(k)
+        return delta
+
+
+__all__ = ["RuleSet", "RuleDelta", "FORM_ALPHA", "FORM_BETA"]
