@@ -95,6 +95,14 @@ def _pod(cluster: Cluster, ref: str, namespace: str) -> Pod:
     return pod
 
 
+def emit(doc, output: str) -> None:
+    """Print a document as JSON or YAML (kubectl's -o json|yaml)."""
+    if output == "yaml":
+        click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
+    else:
+        click.echo(json.dumps(doc, indent=2))
+
+
 def program_header(compiled: Compiled, node: str, program: Program) -> str:
     """Comment lines: what was compiled, the ofport map, and the cookie index."""
     lines = [f"# sdnctl compile: node {node}, bridge {program.bridge}, {len(program.flows)} flows",
@@ -138,15 +146,14 @@ enforce_option = click.option("--enforce", type=click.Choice(["host", "fabric"])
 @files_option
 @node_option
 @enforce_option
-@click.option("-o", "--output", type=click.Choice(["ofctl", "json"]), default="ofctl", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["ofctl", "json", "yaml"]), default="ofctl", show_default=True)
 @click.option("--port-map", metavar="FILE", help='JSON {"ns/pod": ofport} from OVSDB (with --node).')
 def compile_cmd(files, node, enforce, output, port_map):
     """Print the OpenFlow tables (loadable with `ovs-ofctl -O OpenFlow13 add-flows`)."""
     compiled = _compile(load(files), node, port_map, enforce)
-    if output == "json":
+    if output in ("json", "yaml"):
         nodes = [node] if node else sorted(compiled.programs)
-        doc = {"nodes": [program_json(compiled, n, compiled.programs[n]) for n in nodes]}
-        click.echo(json.dumps(doc, indent=2))
+        emit({"nodes": [program_json(compiled, n, compiled.programs[n]) for n in nodes]}, output)
         return
     node = _single_node(compiled, node)
     program = compiled.programs[node]
@@ -167,11 +174,14 @@ flows = flows_group()
 @files_option
 @node_option
 @enforce_option
-@click.option("--policy", metavar="NS/NAME", help="Only flows of this policy.")
+@click.option("--policy", metavar="[NS/]NAME", help="Only flows of this policy.")
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of --policy given without one.")
 @click.option("--table", metavar="NAME|ID", help="Only this table.")
-@click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table", show_default=True)
-def flows_show(files, node, enforce, policy, table, output):
+@click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]), default="table", show_default=True)
+def flows_show(files, node, enforce, policy, namespace, table, output):
     """Flows by table and by policy/rule, with the pods behind the addresses."""
+    if policy and "/" not in policy:
+        policy = f"{namespace}/{policy}"
     compiled = _compile(load(files), node, None, enforce)
     node = _single_node(compiled, node)
     program = compiled.programs[node]
@@ -185,8 +195,8 @@ def flows_show(files, node, enforce, policy, table, output):
         known = sorted({r.id.policy for r in program.rules} | {p for _, i in program.defaults for p in i.policies})
         _fail(f"--policy: no flows of {policy} on {node} (policies here: {', '.join(known) or 'none'})")
     grouped = show.group_flows(program.flows, program, _names(compiled), policy, table)
-    if output == "json":
-        click.echo(json.dumps({"node": node, "bridge": program.bridge, "tables": show.to_json(grouped)}, indent=2))
+    if output in ("json", "yaml"):
+        emit({"node": node, "bridge": program.bridge, "tables": show.to_json(grouped)}, output)
         return
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     console.print(f"[bold]node {node}[/bold], bridge {program.bridge}: {len(program.flows)} flows, "
@@ -273,7 +283,7 @@ def _trace_doc(compiled: Compiled, src: Pod, dst: Pod, port: int, proto: str) ->
 @click.option("--port", "port", required=True, metavar="PORT[/PROTO]", help="e.g. 8080/TCP, 53/UDP or a named port.")
 @click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of pods given without one.")
 @enforce_option
-@click.option("-o", "--output", type=click.Choice(["text", "wide", "json"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["text", "wide", "json", "yaml"]), default="text", show_default=True)
 def trace_cmd(files, src, dst, port, namespace, enforce, output):
     """Follow a new connection through the compiled flows: verdict, deciding rule, flows hit."""
     cluster = load(files)
@@ -281,8 +291,8 @@ def trace_cmd(files, src, dst, port, namespace, enforce, output):
     number, proto = parse_port(port, dst_pod)
     compiled = _compile(cluster, None, None, enforce)
     doc = _trace_doc(compiled, src_pod, dst_pod, number, proto)
-    if output == "json":
-        click.echo(json.dumps(doc, indent=2))
+    if output in ("json", "yaml"):
+        emit(doc, output)
         return
     wide = output == "wide"
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -331,11 +341,8 @@ def policy_explain(files, pod, namespace, output):
     if key not in cluster.pods:
         _fail(f"pod {key} not found in the manifests")
     doc = explain(cluster, cluster.pods[key])
-    if output == "json":
-        click.echo(json.dumps(doc, indent=2))
-        return
-    if output == "yaml":
-        click.echo(yaml.safe_dump(doc, sort_keys=False))
+    if output in ("json", "yaml"):
+        emit(doc, output)
         return
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     console.print(f"[bold]{doc['pod']}[/bold] {', '.join(doc['ips']) or '(no IP)'} on {doc['node'] or '?'}, "
@@ -386,6 +393,8 @@ except ImportError:  # pragma: no cover - only while that module does not exist
     _register_live = None
 if _register_live is not None:
     _register_live(main)
+from sdn.lab.cli import register as _register_lab  # noqa: E402 - `sdnctl lab` (sdn/lab)
+_register_lab(main)
 
 
 if __name__ == "__main__":

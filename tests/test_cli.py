@@ -1,0 +1,149 @@
+"""sdnctl as a user runs it: outputs, exit codes, and errors that name file, object and field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from flows.flow import parse_flows
+from sdn.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = str(ROOT / "examples")
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def test_compile_prints_loadable_flows_with_a_header():
+    out = run("compile", "-f", EXAMPLES, "--node", "node-1")
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].startswith("# sdnctl compile: node node-1")
+    ports = json.loads(lines[1].split("ofports: ", 1)[1])
+    assert ports["tunnel"] == 1 and ports["x/a"] == 10
+    assert any("x/allow-web ingress[1]" in line for line in lines if line.startswith("# cookie"))
+    flows = parse_flows(out.output)
+    assert len(flows) == int(lines[0].split(", ")[-1].split()[0])
+
+
+def test_compile_is_byte_identical_across_runs_and_input_order(tmp_path):
+    docs = list(yaml.safe_load_all((ROOT / "examples/cluster.yaml").read_text()))
+    docs += list(yaml.safe_load_all((ROOT / "examples/policies.yaml").read_text()))
+    (tmp_path / "shuffled.yaml").write_text(yaml.safe_dump_all(list(reversed(docs))))
+    a = run("compile", "-f", EXAMPLES, "--node", "node-2").output
+    b = run("compile", "-f", str(tmp_path / "shuffled.yaml"), "--node", "node-2").output
+    assert a == b
+
+
+def test_compile_needs_a_node_when_there_are_several():
+    out = run("compile", "-f", EXAMPLES)
+    assert out.exit_code == 2
+    assert "--node" in out.output and "node-1" in out.output
+
+
+def test_compile_json_lists_every_node_with_rules_and_isolation():
+    doc = json.loads(run("compile", "-f", EXAMPLES, "-o", "json").output)
+    assert [n["node"] for n in doc["nodes"]] == ["node-1", "node-2"]
+    n1 = doc["nodes"][0]
+    assert {r["policy"] for r in n1["rules"]} == {"x/allow-web"}
+    assert {i["address"] for i in n1["isolation"]} == {"10.244.1.2", "10.244.1.3"}
+
+
+def test_invalid_manifest_exits_2_naming_file_object_and_field_and_prints_no_flows(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-a", "namespace": "x"},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 90, "endPort": 80}]}]}}))
+    proc = subprocess.run([sys.executable, "-m", "sdn.cli", "compile", "-f", EXAMPLES, "-f", str(bad),
+                           "--node", "node-1"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert str(bad) in proc.stderr and "NetworkPolicy x/allow-a" in proc.stderr
+    assert "spec.ingress[0].ports[0].endPort" in proc.stderr
+
+
+def test_unknown_kinds_are_skipped_with_a_warning(tmp_path):
+    extra = tmp_path / "svc.yaml"
+    extra.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}}))
+    proc = subprocess.run([sys.executable, "-m", "sdn.cli", "compile", "-f", EXAMPLES, "-f", str(extra),
+                           "--node", "node-1"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0
+    assert "warning" in proc.stderr and "Service" in proc.stderr
+    assert parse_flows(proc.stdout)
+
+
+def test_stdin_input():
+    text = (ROOT / "examples/cluster.yaml").read_text() + "\n---\n" + (ROOT / "examples/policies.yaml").read_text()
+    out = run("compile", "-f", "-", "--node", "node-1", input=text)
+    assert out.exit_code == 0
+    assert out.output.splitlines()[2:] == run("compile", "-f", EXAMPLES, "--node", "node-1").output.splitlines()[2:]
+
+
+def test_flows_show_groups_by_table_and_rule():
+    doc = json.loads(run("flows", "show", "-f", EXAMPLES, "--node", "node-1", "-o", "json").output)
+    tables = {t["name"]: t for t in doc["tables"]}
+    assert list(tables)[0] == "classifier"
+    rules = [g for g in tables["ingress_rule"]["groups"] if g["kind"] == "rule"]
+    assert {g["policy"] for g in rules} == {"x/allow-web"}
+    shared = [f for g in rules for f in g["flows"] if f["flow"].endswith("conjunction(277568026,2/3),conjunction(1739729701,2/3)")]
+    assert len(shared) == 2 and all(f["pods"] == ["x/a"] for f in shared)
+    defaults = [g["title"] for g in tables["ingress_default"]["groups"] if g["kind"] == "default"]
+    assert defaults == ["x/a ingress-isolated by x/allow-web, x/default-deny",
+                        "x/c ingress-isolated by x/default-deny"]
+
+
+def test_flows_show_filters_by_policy_and_table():
+    doc = json.loads(run("flows", "show", "-f", EXAMPLES, "--node", "node-2", "--policy", "egress-to-x",
+                         "-n", "y", "-o", "json").output)
+    assert [t["name"] for t in doc["tables"]] == ["egress_rule", "egress_default"]
+    doc = json.loads(run("flows", "show", "-f", EXAMPLES, "--node", "node-1", "--table", "output", "-o", "json").output)
+    assert [t["name"] for t in doc["tables"]] == ["output"]
+    out = run("flows", "show", "-f", EXAMPLES, "--node", "node-1", "--policy", "y/none")
+    assert out.exit_code == 2 and "no flows of y/none" in out.output
+    assert run("flows", "show", "-f", EXAMPLES, "--node", "node-1", "--table", "nope").exit_code == 2
+
+
+@pytest.mark.parametrize("enforce", ["host", "fabric"])
+def test_trace_names_the_deciding_rule_or_default_deny(enforce):
+    allowed = json.loads(run("trace", "-f", EXAMPLES, "--enforce", enforce, "--from", "y/b", "--to", "x/a",
+                             "--port", "serve-80-tcp", "-o", "json").output)
+    assert allowed["verdict"] == "allowed" and allowed["agree"] and allowed["reply"] == "delivered"
+    assert allowed["port"] == 80 and allowed["protocol"] == "TCP"
+    assert any("x/allow-web ingress[0]" in d for d in allowed["decided_by"])
+    denied = json.loads(run("trace", "-f", EXAMPLES, "--enforce", enforce, "--from", "y/a", "--to", "x/a",
+                            "--port", "80", "-o", "json").output)
+    assert denied["verdict"] == "denied" and denied["agree"]
+    assert any("default deny of x/a" in d for d in denied["decided_by"])
+    egress = json.loads(run("trace", "-f", EXAMPLES, "--enforce", enforce, "--from", "c", "-n", "y", "--to", "z/a",
+                            "--port", "80/TCP", "-o", "json").output)
+    assert egress["verdict"] == "denied" and any("egress default deny of y/c" in d for d in egress["decided_by"])
+
+
+def test_trace_rejects_bad_ports_and_unknown_pods():
+    assert run("trace", "-f", EXAMPLES, "--from", "x/a", "--to", "x/b", "--port", "80/ICMP").exit_code == 2
+    assert run("trace", "-f", EXAMPLES, "--from", "x/a", "--to", "x/b", "--port", "nope").exit_code == 2
+    out = run("trace", "-f", EXAMPLES, "--from", "x/zz", "--to", "x/b", "--port", "80")
+    assert out.exit_code == 2 and "x/zz" in out.output
+
+
+def test_policy_explain():
+    out = run("policy", "explain", "-f", EXAMPLES, "x/a")
+    assert out.exit_code == 0
+    assert "ingress: isolated by 2 policies" in out.output
+    assert "rule 0: from namespaceSelector <all> and podSelector pod=b (x/b, y/b, z/b) on serve-80-tcp/TCP" in out.output
+    doc = yaml.safe_load(run("policy", "explain", "-f", EXAMPLES, "c", "-n", "y", "-o", "yaml").output)
+    assert doc["egress"]["isolated"] and not doc["ingress"]["isolated"]
+
+
+def test_no_input_is_a_usage_error():
+    out = run("compile")
+    assert out.exit_code == 2 and "-f" in out.output
