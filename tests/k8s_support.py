@@ -1,0 +1,71 @@
+"""Helpers for the tests that run the official client against the API stand-in."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from sdn.k8s.resources import WATCHED, resource_for
+from sdn.policy.manifests import add_object
+from sdn.policy.model import Cluster
+
+
+def namespace(name: str, labels: dict | None = None, annotations: dict | None = None) -> dict:
+    meta: dict = {"name": name, "labels": labels or {"ns": name}}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def pod(ns: str, name: str, ip: str | None, labels: dict | None = None,
+        node: str = "node-1") -> dict:
+    ports = [{"containerPort": p, "protocol": proto, "name": f"serve-{p}-{proto.lower()}"}
+             for p in (80, 81) for proto in ("TCP", "UDP")]
+    doc = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": ns, "labels": labels or {"pod": name}},
+           "spec": {"nodeName": node,
+                    "containers": [{"name": "c", "image": "agnhost", "ports": ports}]},
+           "status": {"phase": "Running"}}
+    if ip:
+        doc["status"].update(podIP=ip, podIPs=[{"ip": ip}])
+    return doc
+
+
+def node(name: str, cidr: str, address: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": address},
+                                     {"type": "Hostname", "address": name}]}}
+
+
+def policy(ns: str, name: str, spec: dict) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def alpha_policy(ns: str, name: str, spec: dict) -> dict:
+    return {"apiVersion": "net.alpha.kubernetes.io/v1alpha1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def reference_cluster(server, resources=WATCHED) -> Cluster:
+    """The Cluster a fresh start would build from the server's current objects (invalid
+    ones left out, as the informers leave them out)."""
+    from sdn.k8s.informer import to_model
+
+    cluster = Cluster()
+    for raw in server.objects(resources):
+        model, _ = to_model(resource_for(raw["apiVersion"], raw["kind"]), raw)
+        if model is not None:
+            add_object(cluster, model)
+    return cluster
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
+               interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
