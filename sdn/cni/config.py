@@ -1,0 +1,204 @@
+"""The network configuration on stdin: parsed and validated once, defaults filled in.
+
+Every problem is a CniError naming the field and what was expected: code 6 when stdin is
+not a JSON object, 1 for a cniVersion we do not speak, 7 for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from pathlib import Path
+from typing import Any
+
+from sdn.cni.spec import (ERR_DECODE, ERR_INCOMPATIBLE_VERSION, ERR_INVALID_CONFIG, IFNAMSIZ,
+                          SUPPORTED_VERSIONS, CniError)
+
+DEFAULT_BRIDGE = "br-sdn"  # sdn.layout.BRIDGE_NAME (not imported: keeps the plugin's start fast)
+DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
+DEFAULT_OVS_TIMEOUT = 10.0
+DEFAULT_DATA_DIR = Path("/var/lib/cni/networks")
+IPAM_TYPE = "sdn-ipam"
+NETNS_RUN_DIR = Path("/run/netns")  # where `ip netns add NAME` puts NAME
+# SPEC.md "Configuration format": the network name.
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: IPv4Network
+    gw: IPv4Address
+
+
+@dataclass(frozen=True)
+class IpamConfig:
+    """One IPv4 range: addresses ``range_start``..``range_end`` of ``subnet``, minus the
+    network, broadcast and gateway addresses; reservations live in ``store``."""
+
+    subnet: IPv4Network
+    range_start: IPv4Address
+    range_end: IPv4Address
+    gateway: IPv4Address
+    store: Path  # <dataDir>/<network name>, as host-local lays it out
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    cni_version: str
+    name: str
+    bridge: str
+    ovsdb: str
+    ovs_netns: str | None  # a path; None: the plugin's own namespace
+    ovs_timeout: float
+    mtu: int | None
+    ipam: IpamConfig
+    dns: Mapping[str, Any]
+    prev_result: Mapping[str, Any] | None
+
+
+def peek_version(data: bytes) -> str | None:
+    """The cniVersion of stdin, if it has one: errors are reported in that version."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    v = obj.get("cniVersion") if isinstance(obj, dict) else None
+    return v if isinstance(v, str) and v else None
+
+
+def _bad(msg: str, details: str = "") -> CniError:
+    return CniError(ERR_INVALID_CONFIG, msg, details)
+
+
+def _get(obj: Mapping, key: str, kind: type | tuple[type, ...], where: str, default=None):
+    value = obj.get(key, default)
+    if value is default:
+        return value
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise _bad(f"{where}{key}: expected {names}, got {json.dumps(value)}")
+    return value
+
+
+def _address(text: Any, field: str) -> IPv4Address:
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        addr = ip_address(text)
+    except ValueError:
+        raise _bad(f"ipam.{field}: {text!r} is not an IP address") from None
+    if addr.version != 4:
+        raise _bad(f"ipam.{field}: {text} is IPv6; this plugin assigns IPv4 only")
+    return addr
+
+
+def _network(text: Any, field: str) -> IPv4Network:
+    if not isinstance(text, str):
+        raise _bad(f"{field}: expected a CIDR string like \"10.244.1.0/24\", got "
+                   f"{json.dumps(text)}")
+    try:
+        net = ip_network(text)
+    except ValueError as e:
+        try:
+            fixed = ip_network(text, strict=False)
+        except ValueError:
+            raise _bad(f"{field}: {text!r} is not a CIDR ({e})") from None
+        raise _bad(f"{field}: {text} has host bits set; did you mean {fixed}?") from None
+    if net.version != 4:
+        raise _bad(f"{field}: {text} is IPv6; this plugin assigns IPv4 only")
+    return net
+
+
+def _in(addr: IPv4Address, subnet: IPv4Network, field: str) -> IPv4Address:
+    if addr not in subnet:
+        raise _bad(f"ipam.{field}: {addr} is outside ipam.subnet {subnet}")
+    return addr
+
+
+def parse_ipam(ipam: Any, network_name: str) -> IpamConfig:
+    if not isinstance(ipam, dict):
+        raise _bad("ipam: required, an object like "
+                   '{"type": "sdn-ipam", "subnet": "10.244.1.0/24"}')
+    kind = ipam.get("type", IPAM_TYPE)
+    if kind != IPAM_TYPE:
+        raise _bad(f"ipam.type: {kind!r} is not supported; this plugin allocates addresses "
+                   f"itself: use \"{IPAM_TYPE}\" (host-local's fields and on-disk format)")
+    if "subnet" not in ipam:
+        raise _bad("ipam.subnet: required (the node's pod CIDR, e.g. \"10.244.1.0/24\")")
+    subnet = _network(ipam["subnet"], "ipam.subnet")
+    if subnet.prefixlen > 30:
+        raise _bad(f"ipam.subnet: {subnet} is too small: a pod needs an address besides the "
+                   f"network, gateway and broadcast addresses (/30 or larger)")
+    gateway = _in(_address(ipam.get("gateway", str(subnet[1])), "gateway"), subnet, "gateway")
+    if gateway in (subnet.network_address, subnet.broadcast_address):
+        raise _bad(f"ipam.gateway: {gateway} is the network or broadcast address of {subnet}")
+    start = _in(_address(ipam.get("rangeStart", str(subnet[1])), "rangeStart"), subnet,
+                "rangeStart")
+    end = _in(_address(ipam.get("rangeEnd", str(subnet[-2])), "rangeEnd"), subnet, "rangeEnd")
+    if start > end:
+        raise _bad(f"ipam.rangeStart {start} is after ipam.rangeEnd {end}")
+    never = {subnet.network_address, subnet.broadcast_address, gateway}
+    if int(end) - int(start) + 1 <= sum(start <= a <= end for a in never):
+        raise _bad(f"ipam: range {start}-{end} holds no address besides the network, "
+                   f"broadcast and gateway ({gateway}) addresses")
+    data_dir = _get(ipam, "dataDir", str, "ipam.", str(DEFAULT_DATA_DIR))
+    if not data_dir.startswith("/"):
+        raise _bad(f"ipam.dataDir: {data_dir!r} must be an absolute path")
+    routes_json = _get(ipam, "routes", list, "ipam.", [{"dst": "0.0.0.0/0"}])
+    routes = []
+    for i, r in enumerate(routes_json):
+        if not isinstance(r, dict) or "dst" not in r:
+            raise _bad(f"ipam.routes[{i}]: expected {{\"dst\": CIDR, \"gw\": IP (optional)}}, "
+                       f"got {json.dumps(r)}")
+        gw = _address(r["gw"], f"routes[{i}].gw") if "gw" in r else gateway
+        routes.append(Route(_network(r["dst"], f"ipam.routes[{i}].dst"),
+                            _in(gw, subnet, f"routes[{i}].gw")))
+    return IpamConfig(subnet, start, end, gateway, Path(data_dir) / network_name, tuple(routes))
+
+
+def netns_path(name_or_path: str) -> str:
+    """A namespace given by name (``ip netns`` style) or by path, as a path."""
+    return name_or_path if "/" in name_or_path else str(NETNS_RUN_DIR / name_or_path)
+
+
+def parse_config(data: bytes) -> NetConfig:
+    """The network configuration from stdin bytes."""
+    try:
+        conf = json.loads(data)
+    except ValueError as e:
+        raise CniError(ERR_DECODE, "failed to decode the network configuration on stdin "
+                       "(not JSON)", str(e)) from None
+    if not isinstance(conf, dict):
+        raise CniError(ERR_DECODE, "the network configuration on stdin must be a JSON object",
+                       f"got {type(conf).__name__}")
+    version = conf.get("cniVersion")
+    if not isinstance(version, str) or not version:
+        raise _bad("cniVersion: required (\"1.0.0\" or \"0.4.0\")")
+    if version not in SUPPORTED_VERSIONS:
+        raise CniError(ERR_INCOMPATIBLE_VERSION, f"incompatible CNI version {version}",
+                       f"this plugin supports {', '.join(SUPPORTED_VERSIONS)}")
+    name = conf.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _bad(f"name: required, letters, digits, '_', '.' and '-' (got {json.dumps(name)})")
+    bridge = _get(conf, "bridge", str, "", DEFAULT_BRIDGE)
+    if not bridge or len(bridge) > IFNAMSIZ:
+        raise _bad(f"bridge: {bridge!r} is not a bridge name (1..{IFNAMSIZ} characters)")
+    ovsdb = _get(conf, "ovsdb", str, "", DEFAULT_OVSDB)
+    if not re.match(r"^(unix|tcp|ssl):.+", ovsdb):
+        raise _bad(f"ovsdb: {ovsdb!r} is not an OVSDB remote (unix:PATH, tcp:IP:PORT or "
+                   f"ssl:IP:PORT)")
+    ovs_netns = _get(conf, "ovsNetns", str, "")
+    timeout = float(_get(conf, "ovsTimeout", (int, float), "", DEFAULT_OVS_TIMEOUT))
+    if timeout < 1:
+        raise _bad(f"ovsTimeout: {timeout} is below 1 second")
+    mtu = _get(conf, "mtu", int, "")
+    if mtu is not None and not 68 <= mtu <= 65535:
+        raise _bad(f"mtu: {mtu} is outside 68..65535")
+    dns = _get(conf, "dns", dict, "", {})
+    prev = _get(conf, "prevResult", dict, "")
+    return NetConfig(version, name, bridge, ovsdb, netns_path(ovs_netns) if ovs_netns else None,
+                     timeout, mtu, parse_ipam(conf.get("ipam"), name), dns, prev)

@@ -1,0 +1,136 @@
+"""Pod addresses from one IPv4 range, reserved in files that outlive the plugin process.
+
+The store is host-local's on-disk format (plugins/ipam/host-local/backend/disk), so the
+two can even share a directory: one file per reserved address, named by the address and
+holding "<container id>\\r\\n<ifname>"; ``last_reserved_ip.0`` remembers where the last
+allocation stopped, so addresses are handed out round-robin (a released address is not
+reused at once); every change happens under ``flock`` on the ``lock`` file, and a file is
+created with O_EXCL, so no address is ever handed out twice, even by racing processes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+
+from sdn.cni.config import IpamConfig
+from sdn.cni.spec import ERR_IO, ERR_IPAM_EXHAUSTED, CniError
+
+LINE_BREAK = "\r\n"
+LAST_RESERVED = "last_reserved_ip.0"
+LOCK = "lock"
+
+
+class Store:
+    """Reservations of one network (``config.store``)."""
+
+    def __init__(self, config: IpamConfig):
+        self.config = config
+        self.dir = config.store
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise CniError(ERR_IO, f"IPAM store {self.dir}: {e.strerror}", str(e)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _reservations(self) -> dict[IPv4Address, tuple[str, str]]:
+        """Address -> (container id, ifname) of every reservation file."""
+        out = {}
+        for entry in os.scandir(self.dir):
+            try:
+                addr = IPv4Address(entry.name)
+            except ValueError:
+                continue  # lock, last_reserved_ip.0, foreign files
+            try:
+                text = Path(entry.path).read_text()
+            except FileNotFoundError:
+                continue
+            lines = [line.strip() for line in text.splitlines()]
+            out[addr] = (lines[0] if lines else "", lines[1] if len(lines) > 1 else "")
+        return out
+
+    def _owned(self, reservations: dict, container_id: str, ifname: str) -> list[IPv4Address]:
+        # host-local (before ifname was recorded) wrote only the id: match that too.
+        return sorted(a for a, (cid, ifn) in reservations.items()
+                      if cid == container_id and ifn in (ifname, ""))
+
+    def _candidates(self) -> Iterator[IPv4Address]:
+        """The range, minus network/gateway/broadcast, starting after the last reserved."""
+        c = self.config
+        skip = {c.subnet.network_address, c.subnet.broadcast_address, c.gateway}
+        first, last = int(c.range_start), int(c.range_end)
+        try:
+            prev = int(IPv4Address((self.dir / LAST_RESERVED).read_text().strip()))
+        except (OSError, ValueError):
+            prev = last
+        if not first <= prev <= last:
+            prev = last
+        size = last - first + 1
+        for i in range(size):
+            addr = IPv4Address(first + (prev - first + 1 + i) % size)
+            if addr not in skip:
+                yield addr
+
+    def allocate(self, container_id: str, ifname: str) -> tuple[IPv4Interface, bool]:
+        """An address for (container, ifname) and whether it is new: a container that
+        already holds one in the subnet gets the same one back (``False``)."""
+        c = self.config
+        with self._locked():
+            taken = self._reservations()
+            for addr in self._owned(taken, container_id, ifname):
+                if addr in c.subnet:
+                    return IPv4Interface(f"{addr}/{c.subnet.prefixlen}"), False
+            for addr in self._candidates():
+                if addr in taken:
+                    continue
+                try:
+                    fd = os.open(self.dir / str(addr), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                 0o644)
+                except FileExistsError:
+                    continue  # written by someone who ignores the lock
+                except OSError as e:
+                    raise CniError(ERR_IO, f"IPAM store {self.dir}: {e.strerror}",
+                                   str(e)) from None
+                try:
+                    os.write(fd, (container_id + LINE_BREAK + ifname).encode())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                tmp = self.dir / f".{LAST_RESERVED}.{os.getpid()}"
+                tmp.write_text(str(addr))
+                tmp.replace(self.dir / LAST_RESERVED)
+                return IPv4Interface(f"{addr}/{c.subnet.prefixlen}"), True
+        raise CniError(
+            ERR_IPAM_EXHAUSTED,
+            f"IPAM: no free address in {c.subnet} (range {c.range_start}-{c.range_end}, "
+            f"{sum(1 for _ in self._candidates())} reservable): all are in use",
+            f"network, broadcast and gateway {c.gateway} are never handed out; reservations "
+            f"are files in {self.dir}")
+
+    def lookup(self, container_id: str, ifname: str) -> IPv4Address | None:
+        """The address reserved for (container, ifname), if any."""
+        with self._locked():
+            owned = self._owned(self._reservations(), container_id, ifname)
+        return owned[0] if owned else None
+
+    def release(self, container_id: str, ifname: str) -> list[IPv4Address]:
+        """Free every address of (container, ifname); none is fine (DEL is idempotent)."""
+        if not self.dir.exists():
+            return []
+        with self._locked():
+            owned = self._owned(self._reservations(), container_id, ifname)
+            for addr in owned:
+                (self.dir / str(addr)).unlink(missing_ok=True)
+        return owned
