@@ -1,0 +1,241 @@
+"""The live half of `sdnctl`: run the controller, and ask a running one about real switches.
+
+  sdnctl controller -f DIR --bridge NODE[/BRIDGE]=OVSDB ...   program bridges (runs until SIGTERM)
+  sdnctl status                                               per bridge: connected, generations, errors
+  sdnctl flows show --node NODE | --bridge BR                 installed flows, grouped, with counters
+  sdnctl flows diff --node NODE | --bridge BR                 desired vs installed; exit 1 if they differ
+  sdnctl trace --live --from A --to B --port P                ofproto/trace on the real bridges
+
+`register(main)` adds these to the click group of sdn.cli: new commands, and options on the
+existing `flows show` and `trace` that switch them to the live switch (the offline behaviour
+is unchanged without them).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from flows import pipeline as P
+from sdn import show
+from sdn.switch.control import (DEFAULT_SOCKET, ControlError, installed_from_json, program_from_json,
+                                request)
+
+err = Console(stderr=True, highlight=False)
+
+control_option = click.option("--control", default=DEFAULT_SOCKET, show_default=True, metavar="SOCKET",
+                              envvar="SDN_CONTROL", help="The running controller's control socket.")
+
+
+def _ask(control: str, cmd: str, **args) -> dict:
+    try:
+        return request(control, cmd, **args)
+    except ControlError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _console() -> Console:
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+# ---- controller ----------------------------------------------------------------------------
+
+@click.command("controller")
+@click.option("-f", "--filename", "files", multiple=True, metavar="FILE|DIR", required=True,
+              help="Manifests to enforce (re-read when they change). Repeatable.")
+@click.option("--bridge", "bridges", multiple=True, required=True, metavar="NODE[/BRIDGE]=OVSDB",
+              help="A node's OVSDB (unix:PATH or tcp:HOST:PORT) and optionally its bridge name "
+                   "(default: the only bridge, or br-sdn). Repeatable.")
+@click.option("--listen", default="unix:/run/sdn/openflow.sock", show_default=True, metavar="TARGET",
+              help="Where bridges connect: unix:PATH or tcp:HOST:PORT. Also set as each bridge's controller.")
+@control_option
+@click.option("--poll", default=0.5, show_default=True, type=float, help="Seconds between manifest checks.")
+@click.option("--no-configure", is_flag=True,
+              help="Leave the bridges' OVSDB configuration alone (controller, fail_mode, datapath-id).")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-file", metavar="FILE", help="Also log to this file.")
+def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file):
+    """Program real Open vSwitch bridges from the manifests, through os-ken (OpenFlow 1.3).
+
+    Each change goes to each bridge as one atomic bundle of only the difference; a restart
+    reads what is installed and sends nothing if nothing changed. Stops on SIGTERM/SIGINT."""
+    from sdn.switch.controller import Options, run
+    from sdn.switch.core import NodeSpec
+    try:
+        nodes = [NodeSpec.parse(b) for b in bridges]
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    sys.exit(run(Options(list(files), nodes, listen, control, poll, not no_configure, log_level, log_file)))
+
+
+# ---- status --------------------------------------------------------------------------------
+
+@click.command("status")
+@control_option
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def status_cmd(control, output):
+    """The running controller: per bridge, connection, generations, flows, last error."""
+    st = _ask(control, "status")
+    if output == "json":
+        click.echo(json.dumps(st, indent=2))
+        return
+    c = _console()
+    c.print(f"generation {st['generation']}, {'in sync' if st['in_sync'] else '[yellow]not in sync[/yellow]'}"
+            f"; manifests {', '.join(st['manifests'])}")
+    for key in ("manifest_error", "compile_error"):
+        if st.get(key):
+            c.print(f"[red]{key.replace('_', ' ')}:[/red] {escape(st[key])}")
+    for p in st.get("problems", []):
+        c.print(f"[yellow]problem:[/yellow] {escape(p)}")
+    for b in st["bridges"]:
+        conn = "[green]connected[/green]" if b["connected"] else "[red]not connected[/red]"
+        db = "ovsdb ok" if b["ovsdb"]["connected"] else f"[red]ovsdb: {escape(b['ovsdb']['error'] or 'connecting')}[/red]"
+        c.print(f"[bold]{b['node']}[/bold] bridge {b['bridge'] or '?'} dpid {b['dpid'] or '?'}: {conn}, {db}, "
+                f"generation {b['realized_generation']}/{b['desired_generation']}, {b['desired_flows']} flows desired, "
+                f"{b['installed_flows'] if b['installed_flows'] is not None else '?'} known installed")
+        if b["last_bundle"]:
+            lb = b["last_bundle"]
+            c.print(f"  last bundle: +{lb['add']} ~{lb['modify']} -{lb['delete']} ({lb['messages']} messages, "
+                    f"{lb['seconds']}s, {'committed' if lb['committed'] else 'NOT committed'})")
+        if b["last_error"]:
+            c.print(f"  [red]last error:[/red] {escape(b['last_error'])}")
+
+
+# ---- flows show / diff ---------------------------------------------------------------------
+
+def _target(node: str | None, bridge: str | None) -> dict:
+    if not node and not bridge:
+        raise click.UsageError("give --node NODE or --bridge BRIDGE")
+    return {"node": node} if node else {"bridge": bridge}
+
+
+def flows_show_live(node, bridge, control, policy, table, output) -> None:
+    doc = _ask(control, "flows", **_target(node, bridge))
+    if doc["program"] is None:
+        raise click.ClickException(f"the controller has no program for {doc['node']} yet")
+    program = program_from_json(doc["program"])
+    flows, stats = [], {}
+    for d in doc["flows"]:
+        f, counters = installed_from_json(d)
+        flows.append(f)
+        stats[f.key] = counters
+    if table is not None:
+        try:
+            P.table_named(table)
+        except KeyError:
+            raise click.UsageError(f"--table: unknown table {table!r}") from None
+    grouped = show.group_flows(flows, program, doc["names"], policy, table)
+    if output == "json":
+        click.echo(json.dumps({"node": doc["node"], "bridge": doc["bridge"], "dpid": doc["dpid"], "live": True,
+                               "tables": show.to_json(grouped, stats)}, indent=2))
+        return
+    c = _console()
+    c.print(f"[bold]node {doc['node']}[/bold], bridge {doc['bridge']} (dpid {doc['dpid']}): {len(flows)} flows "
+            f"installed, {len(program.flows)} desired")
+    show.render(grouped, c, stats=stats, wide=output == "wide")
+
+
+@click.command("diff")
+@click.option("--node", help="The node whose bridge to compare.")
+@click.option("--bridge", help="The bridge (name or datapath-id) to compare.")
+@control_option
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def flows_diff_cmd(node, bridge, control, output):
+    """Desired vs installed flows of a live bridge: the bundle that would make them equal.
+    Empty when in sync; exit status 1 when they differ."""
+    doc = _ask(control, "diff", **_target(node, bridge))
+    if output == "json":
+        click.echo(json.dumps(doc, indent=2))
+    elif not doc["in_sync"]:
+        s = doc["summary"]
+        click.echo(f"# {doc['node']} ({doc['bridge']}): {s['add']} to add, {s['modify']} to modify, "
+                   f"{s['delete']} to delete")
+        for line in doc["ops"]:
+            sign = {"add": "+", "replace": "~", "modify": "~"}.get(line.split(" ", 1)[0], "-")
+            click.echo(f"{sign} {line}")
+    sys.exit(0 if doc["in_sync"] else 1)
+
+
+# ---- trace --live --------------------------------------------------------------------------
+
+def trace_live(src, dst, port, namespace, control, output) -> None:
+    key = lambda ref: ref if "/" in ref else f"{namespace}/{ref}"  # noqa: E731
+    doc = _ask(control, "trace", **{"from": key(src), "to": key(dst), "port": port})
+    if output == "json":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        c = _console()
+        colour = "green" if doc["verdict"] == "allowed" else "red"
+        c.print(f"[bold]{doc['from']} -> {doc['to']} {doc['port']}/{doc['protocol']}: "
+                f"[{colour}]{doc['verdict'].upper()}[/{colour}][/bold] (ofproto/trace on the live bridges)")
+        for line in doc["decided_by"]:
+            c.print(f"  {line}")
+        agree = "agrees" if doc["agree"] else "[red]DISAGREES[/red]"
+        c.print(f"  semantic evaluator: {doc['evaluator']} ({agree})")
+        for hop in doc["hops"]:
+            c.print(f"[bold]{hop['node']}[/bold] bridge {hop['bridge']} -> outputs {hop['outputs'] or 'none (dropped)'}")
+            for s in hop["steps"]:
+                note = ""
+                if "rule" in s:
+                    note = f"  [cyan]{escape(s['rule'])}[/cyan]"
+                elif "default_deny" in s:
+                    note = f"  [red]default deny of {escape(s['default_deny']['pod'])}[/red]"
+                if s["miss"]:
+                    c.print(f"  {s['table']:>3} {s['name']:<16} no match: drop")
+                    continue
+                actions = s["actions"] if output == "wide" or len(s["actions"]) <= 60 else s["actions"][:57] + "..."
+                c.print(f"  {s['table']:>3} {s['name']:<16} {s['priority'] if s['priority'] is not None else '':>5} "
+                        f"{escape(s['match'] or '*')} -> {escape(actions or 'drop')}{note}")
+    if not doc["agree"]:
+        sys.exit(1)
+
+
+# ---- registration --------------------------------------------------------------------------
+
+def _extend(command: click.Command, options: list[click.Option], live, is_live) -> None:
+    """Add options to an existing command; when `is_live(kwargs)`, run `live(**mine, **shared)`."""
+    original = command.callback
+    names = [o.name for o in options]
+    command.params.extend(options)
+
+    def callback(**kwargs):
+        mine = {n: kwargs.pop(n) for n in names}
+        if is_live(mine, kwargs):
+            return live(mine, kwargs)
+        return original(**kwargs)
+
+    command.callback = callback
+
+
+def register(main: click.Group) -> None:
+    main.add_command(controller_cmd)
+    main.add_command(status_cmd)
+    flows = main.commands.get("flows")
+    if isinstance(flows, click.Group):
+        flows.add_command(flows_diff_cmd)
+        show_cmd = flows.commands.get("show")
+        if show_cmd is not None:
+            _extend(show_cmd, [
+                click.Option(["--bridge"], help="Live: the installed flows of this bridge (name or datapath-id), "
+                                                "through the running controller."),
+                click.Option(["--live"], is_flag=True, help="Live: with --node, read the installed flows."),
+                click.Option(["--control"], default=DEFAULT_SOCKET, envvar="SDN_CONTROL", metavar="SOCKET",
+                             help="The running controller's control socket (live mode)."),
+            ], lambda mine, kw: flows_show_live(kw["node"], mine["bridge"], mine["control"], kw["policy"],
+                                                kw["table"], kw["output"]),
+                lambda mine, kw: bool(mine["bridge"] or mine["live"] or (kw.get("node") and not kw.get("files"))))
+    trace = main.commands.get("trace")
+    if trace is not None:
+        _extend(trace, [
+            click.Option(["--live"], is_flag=True, help="Ask OVS (ofproto/trace) on the real bridges, "
+                                                        "through the running controller."),
+            click.Option(["--control"], default=DEFAULT_SOCKET, envvar="SDN_CONTROL", metavar="SOCKET",
+                         help="The running controller's control socket (with --live)."),
+        ], lambda mine, kw: trace_live(kw["src"], kw["dst"], kw["port"], kw["namespace"], mine["control"],
+                                       kw["output"]),
+            lambda mine, kw: bool(mine["live"]))

@@ -1,0 +1,280 @@
+"""One bridge's worker: keeps the installed flows equal to the desired program.
+
+Each bridge has a thread that wakes when the desired program changes, when its switch
+connects or reconnects, or when a retry is due. It knows what is installed (`view`) only from
+two sources: a fresh read of the switch (after every connect, and after anything went wrong)
+or a bundle the switch confirmed as committed. The difference goes out as one atomic bundle;
+nothing is sent when there is none, so a restarted controller facing an up-to-date switch
+sends nothing at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from flows import pipeline as P
+from flows.compiler import Program
+from flows.flow import Flow
+from sdn.switch import channel as chan
+from sdn.switch import reconcile
+
+log = logging.getLogger("sdn.switch.bridge")
+
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+
+
+def flow_origin(program: Program | None, flow: Flow | None) -> str:
+    """Which policy rule (or pipeline part) a flow implements, for messages."""
+    if flow is None:
+        return "an undecoded flow"
+    if program is None:
+        return f"cookie {flow.cookie:#x}"
+    kind = P.cookie_kind(flow.cookie)
+    by_conj = program.by_conj()
+    if flow.conjunctions:
+        rules = [str(by_conj[c.id].id) for c in flow.conjunctions if c.id in by_conj]
+        return "clause of " + (", ".join(rules) or "unknown rules")
+    cid = flow.get("conj_id")
+    if cid is not None and cid.value in by_conj:
+        return f"rule {by_conj[cid.value].id}"
+    if kind == P.KIND_RULE:
+        info = program.by_cookie().get(flow.cookie)
+        return f"rule {info.id}" if info else "an unknown rule"
+    if kind == P.KIND_DEFAULT:
+        iso = dict(program.defaults).get(flow.cookie)
+        return (f"default deny of {iso.address} ({iso.direction}, {', '.join(iso.policies)})"
+                if iso else "an unknown default deny")
+    if kind == P.KIND_PIPELINE:
+        table = P.BY_ID.get(flow.table)
+        return f"pipeline table {table.name if table else flow.table}"
+    return f"cookie {flow.cookie:#x} (not ours)"
+
+
+@dataclass
+class Counters:
+    bundles: int = 0  # committed
+    failed_bundles: int = 0
+    flow_mods: int = 0  # messages inside committed or failed bundles
+    resyncs: int = 0  # full reads of the switch
+    connects: int = 0
+
+
+@dataclass
+class BridgeStatus:
+    node: str
+    bridge: str | None
+    dpid: int | None
+    connected: bool
+    desired_generation: int
+    realized_generation: int
+    desired_flows: int
+    installed_flows: int | None
+    in_sync: bool
+    last_error: str
+    last_bundle: dict | None
+    counters: Counters = field(default_factory=Counters)
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["dpid"] = None if self.dpid is None else f"{self.dpid:016x}"
+        d["counters"] = dict(self.counters.__dict__)
+        return d
+
+
+class BridgeAgent:
+    """The worker of one node's bridge. Thread-safe: the controller calls `set_desired`,
+    `connected` and `disconnected` from its threads; the worker thread does all switch I/O."""
+
+    def __init__(self, node: str):
+        self.node = node
+        self.bridge: str | None = None
+        self.dpid: int | None = None
+        self._cv = threading.Condition()
+        self._program: Program | None = None
+        self._generation = 0
+        self._realized = 0
+        self._channel: chan.Channel | None = None
+        self._view: dict[tuple, Flow] | None = None
+        self._view_program: Program | None = None  # the program `_view` was made from
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_MIN
+        self._stopping = False
+        self._busy = False
+        self.last_error = ""
+        self.last_bundle: dict | None = None
+        self.counters = Counters()
+        self._thread = threading.Thread(target=self._run, name=f"bridge-{node}", daemon=True)
+
+    def start(self) -> "BridgeAgent":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the operation in flight (a bundle is never abandoned half-sent by us;
+        if the process dies anyway, OVS discards the open bundle with the connection)."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+
+    # -- inputs
+    def set_desired(self, program: Program, generation: int) -> None:
+        with self._cv:
+            self._program = program
+            self._generation = generation
+            self.bridge = program.bridge
+            self._retry_at = 0.0
+            self._cv.notify_all()
+
+    def connected(self, channel: chan.Channel, dpid: int) -> None:
+        with self._cv:
+            self._channel = channel
+            self.dpid = dpid
+            self._view = None  # whatever we knew, the switch may have restarted: read it
+            self._view_program = None
+            self._retry_at = 0.0
+            self._backoff = BACKOFF_MIN
+            self.counters.connects += 1
+            self._cv.notify_all()
+        log.info("%s: switch %016x connected; reading its flows", self.node, dpid)
+
+    def disconnected(self, channel: chan.Channel) -> None:
+        with self._cv:
+            if channel is not self._channel:
+                return
+            self._channel = None
+            self._view = None
+            self._view_program = None
+            self._cv.notify_all()
+        log.warning("%s: switch disconnected; its flows stay (fail_mode=secure) until it is back",
+                    self.node)
+
+    @property
+    def channel(self) -> chan.Channel | None:
+        return self._channel
+
+    @property
+    def program(self) -> Program | None:
+        return self._program
+
+    def status(self) -> BridgeStatus:
+        with self._cv:
+            view = self._view
+            return BridgeStatus(
+                self.node, self.bridge, self.dpid, self._channel is not None, self._generation,
+                self._realized, len(self._program.flows) if self._program else 0,
+                None if view is None else len(view),
+                self._channel is not None and self._program is not None and view is not None
+                and self._realized == self._generation and not self._busy,
+                self.last_error, self.last_bundle, Counters(**self.counters.__dict__))
+
+    def wait_realized(self, generation: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._realized < generation:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
+
+    # -- the worker
+    def _due(self) -> bool:
+        if self._channel is None or self._program is None:
+            return False
+        if time.monotonic() < self._retry_at:
+            return False
+        return self._view is None or self._realized != self._generation
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopping and not self._due():
+                    timeout = None
+                    if self._retry_at and self._channel is not None:
+                        timeout = max(0.0, self._retry_at - time.monotonic())
+                    self._cv.wait(timeout if timeout is not None else 1.0)
+                if self._stopping:
+                    return
+                ch, program, generation, view = self._channel, self._program, self._generation, self._view
+                if view is not None and self._view_program is not None and (
+                        program is self._view_program or program.flows == self._view_program.flows):
+                    self._realized = generation  # recompiled, same tables: nothing to send
+                    self._view_program = program
+                    self._cv.notify_all()
+                    continue
+                self._busy = True
+            try:
+                self._sync(ch, program, generation, view)
+            except (chan.ChannelClosed, chan.SwitchTimeout) as e:
+                self._failed(ch, f"{e}", discarded=False)
+            except Exception as e:  # noqa: BLE001 - a bug must not end the bridge's worker
+                log.exception("%s: reconcile failed", self.node)
+                self._failed(ch, f"internal error: {e!r}", discarded=False)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def _sync(self, ch: chan.Channel, program: Program, generation: int, view: dict | None) -> None:
+        if view is None:
+            started = time.monotonic()
+            installed = chan.read_flows(ch)
+            self.counters.resyncs += 1
+            log.info("%s: read %d installed flows in %.2fs", self.node, len(installed), time.monotonic() - started)
+            plan = reconcile.plan(installed, program.flows)
+        else:
+            plan = reconcile.plan(view.values(), program.flows)
+        if plan.empty:
+            self._succeeded(ch, program, generation, None)
+            return
+        result = chan.apply_plan(ch, plan)
+        self.counters.flow_mods += result.messages
+        if result.committed:
+            self.counters.bundles += 1
+            s = plan.summary()
+            log.info("%s: bundle committed (generation %d): %d added, %d modified, %d deleted in %d messages, %.3fs%s",
+                     self.node, generation, s["add"], s["modify"], s["delete"], s["messages"], result.seconds,
+                     f"; removed flows of unknown cookies {', '.join(f'{c:#x}' for c in plan.delete_cookies)}"
+                     if plan.delete_cookies else "")
+            self._succeeded(ch, program, generation, result.summary)
+            return
+        self.counters.failed_bundles += 1
+        for r in result.rejections[:10]:
+            flow = r.op.flow if r.op is not None else None
+            log.error("%s: switch rejected %s -- %s: %s", self.node,
+                      r.op.describe() if r.op else f"the bundle ({r.stage})",
+                      flow_origin(program, flow), r.error.name)
+        reason = f"bundle {'discarded' if result.discarded else 'not committed'}: {result.describe_failure()}"
+        self._failed(ch, reason, result.summary, discarded=True)
+
+    def _succeeded(self, ch, program: Program, generation: int, bundle: dict | None) -> None:
+        with self._cv:
+            if ch is not self._channel:
+                return
+            self._view = {f.key: f for f in program.flows}
+            self._view_program = program
+            self._realized = generation
+            self._backoff = BACKOFF_MIN
+            self._retry_at = 0.0
+            self.last_error = ""
+            if bundle is not None:
+                self.last_bundle = bundle
+            self._cv.notify_all()
+
+    def _failed(self, ch, reason: str, bundle: dict | None = None, *, discarded: bool) -> None:
+        with self._cv:
+            self.last_error = reason
+            if bundle is not None:
+                self.last_bundle = bundle
+            self._view = None  # read the switch again before the next attempt
+            self._view_program = None
+            delay = self._backoff
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._retry_at = time.monotonic() + delay
+            self._cv.notify_all()
+        log.error("%s: %s; %s; retrying in %.1fs", self.node, reason,
+                  "nothing changed on the switch" if discarded else "the switch will be read again", delay)

@@ -1,0 +1,168 @@
+"""`sdnctl trace --live`: the same question as `sdnctl trace` (may a new connection from pod
+A reach pod B on port P?), answered by OVS's `ofproto/trace` on the real bridges, with the
+policy rule named behind every flow the packet hit.
+
+The packet starts at the source pod's real port (ofport and MAC from OVSDB). If the bridge
+sends it to the tunnel, the trace continues on the bridge of the node the tunnel destination
+names, entering by that bridge's tunnel port. Conntrack state after each recirculation is
+OVS's default for a trace, trk|new: a new connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from flows import pipeline as P
+from flows.compiler import Program
+from sdn.layout import GATEWAY_MAC
+from sdn.ovs.instance import OvsInstance
+from sdn.ovs.trace import TraceResult, split_actions
+from sdn.ovs.trace import trace as ofproto_trace
+from sdn.policy.evaluate import evaluate
+from sdn.policy.model import Cluster, Pod
+
+MAX_HOPS = 4
+
+
+@dataclass
+class NodePlace:
+    """What the trace needs of one node's bridge."""
+
+    node: str
+    bridge: str
+    program: Program
+    ovs_rundir: str
+    address: str  # the node's tunnel address
+    ports: dict[str, tuple[int, str]]  # pod -> (ofport, mac)
+    tunnel_ofport: int | None
+
+
+class LiveTraceError(RuntimeError):
+    pass
+
+
+def resolve_port(text: str, dst: Pod) -> tuple[int, str]:
+    """'8080/TCP', '8080' (TCP) or a named container port of the destination."""
+    number, _, proto = str(text).partition("/")
+    proto = (proto or "TCP").upper()
+    if proto not in ("TCP", "UDP", "SCTP"):
+        raise LiveTraceError(f"unknown protocol {proto!r} (TCP, UDP or SCTP)")
+    if number.isdigit():
+        port = int(number)
+        if not 1 <= port <= 65535:
+            raise LiveTraceError("port must be 1-65535")
+        return port, proto
+    resolved = dst.resolve_port(number, proto)
+    if resolved is None:
+        raise LiveTraceError(f"{dst.key} has no {proto} container port named {number!r}")
+    return resolved, proto
+
+
+def _packet(proto: str, in_port: int, mac: str, src_ip: str, dst_ip: str, port: int) -> str:
+    l4 = proto.lower()
+    v6 = ipaddress.ip_address(src_ip).version == 6
+    base = f"{l4}6" if v6 else l4
+    addr = "ipv6" if v6 else "nw"
+    return (f"{base},in_port={in_port},dl_src={mac},dl_dst={GATEWAY_MAC},{addr}_src={src_ip},"
+            f"{addr}_dst={dst_ip},{l4}_src=40000,{l4}_dst={port}")
+
+
+def annotate(program: Program, table: int, cookie: int, match: str, names: dict[str, str]) -> dict:
+    """Which rule, default deny or pipeline part a traced flow belongs to."""
+    kind = P.cookie_kind(cookie)
+    out: dict = {}
+    if kind == P.KIND_RULE:
+        m = re.search(r"conj_id=(\d+)", match)
+        info = program.by_conj().get(int(m.group(1))) if m else None
+        info = info or program.by_cookie().get(cookie)
+        if info is not None:
+            out.update(rule=str(info.id), policy=info.id.policy, conj_id=info.conj_id)
+    elif kind == P.KIND_DEFAULT:
+        iso = dict(program.defaults).get(cookie)
+        if iso is not None:
+            out["default_deny"] = {"pod": names.get(iso.address, iso.address), "direction": iso.direction,
+                                   "policies": list(iso.policies)}
+    elif kind == P.KIND_PIPELINE:
+        out["pipeline"] = True
+    elif cookie:
+        out["foreign"] = True
+    return out
+
+
+def _tun_dst(result: TraceResult) -> str | None:
+    for s in result.steps:
+        for act in split_actions(s.actions):
+            m = re.match(r"(?:set_field|load):([0-9.]+|0x[0-9a-f]+)->(?:tun_dst|NXM_NX_TUN_IPV4_DST\[\])", act)
+            if m:
+                v = m.group(1)
+                return str(ipaddress.IPv4Address(int(v, 16))) if v.startswith("0x") else v
+    return None
+
+
+def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict[str, str],
+                     src_key: str, dst_key: str, port_text: str) -> dict:
+    """Run the connection through the live bridges; a JSON-able account like `sdnctl trace`."""
+    src, dst = cluster.pods.get(src_key), cluster.pods.get(dst_key)
+    for key, pod in ((src_key, src), (dst_key, dst)):
+        if pod is None:
+            raise LiveTraceError(f"pod {key} is not in the controller's manifests")
+        if not pod.ips:
+            raise LiveTraceError(f"pod {key} has no IP")
+    port, proto = resolve_port(port_text, dst)
+    src_node = next((n for n, p in places.items() if src.key in p.ports), None)
+    if src_node is None:
+        raise LiveTraceError(f"pod {src.key} is not plugged into any controlled bridge")
+    family = ipaddress.ip_address(src.ips[0]).version
+    dst_ip = next((ip for ip in dst.ips if ipaddress.ip_address(ip).version == family), None)
+    if dst_ip is None:
+        raise LiveTraceError(f"{dst.key} has no IPv{family} address")
+    by_address = {p.address: n for n, p in places.items()}
+    place = places[src_node]
+    in_port, mac = place.ports[src.key]
+    hops, decided_by = [], []
+    delivered = False
+    for _ in range(MAX_HOPS):
+        ovs = OvsInstance(Path(place.ovs_rundir), netns=None, create_netns=False)
+        result = ofproto_trace(ovs, place.bridge, _packet(proto, in_port, mac, src.ips[0], dst_ip, port))
+        steps = []
+        for s in result.steps:
+            entry = {"table": s.table, "name": P.BY_ID[s.table].name if s.table in P.BY_ID else "",
+                     "priority": s.priority, "cookie": f"{s.cookie:#x}", "match": s.match, "actions": s.actions,
+                     "miss": s.miss}
+            entry.update(annotate(place.program, s.table, s.cookie, s.match, names))
+            if "rule" in entry:
+                decided_by.append(f"allowed by {entry['rule']} on {place.node}")
+            if "default_deny" in entry:
+                d = entry["default_deny"]
+                decided_by.append(f"dropped by the {d['direction']} default deny of {d['pod']} "
+                                  f"(isolated by {', '.join(d['policies'])}) on {place.node}")
+            steps.append(entry)
+        outputs = result.openflow_outputs
+        hops.append({"node": place.node, "bridge": place.bridge, "outputs": outputs, "steps": steps,
+                     "datapath_actions": result.all_datapath_actions})
+        dst_here = place.ports.get(dst.key)
+        if dst_here is not None and outputs == [dst_here[0]]:
+            delivered = True
+            break
+        if place.tunnel_ofport is None or outputs != [place.tunnel_ofport]:
+            break
+        nxt = by_address.get(_tun_dst(result) or "")
+        if nxt is None or places[nxt].tunnel_ofport is None:
+            break
+        place = places[nxt]
+        in_port = place.tunnel_ofport
+    verdict = evaluate(cluster, src, dst, port, proto)
+    fmt = lambda refs: [f"{r.policy} {r.direction.lower()}[{r.index}]" for r in refs]  # noqa: E731
+    return {
+        "from": src.key, "to": dst.key, "port": port, "protocol": proto, "live": True,
+        "verdict": "allowed" if delivered else "denied",
+        "evaluator": "allowed" if verdict.allowed else "denied",
+        "agree": delivered == verdict.allowed,
+        "decided_by": decided_by,
+        "egress": {"isolated": verdict.egress.isolated, "allowed_by": fmt(verdict.egress.allowed_by)},
+        "ingress": {"isolated": verdict.ingress.isolated, "allowed_by": fmt(verdict.ingress.allowed_by)},
+        "hops": hops,
+    }
