@@ -1,0 +1,256 @@
+"""`sdnctl lab`: the local multi-node lab (network namespaces, one Open vSwitch per node).
+
+    sdnctl lab up -f CLUSTER.yaml [--enforce host|fabric]
+    sdnctl lab apply -f FILE.yaml
+    sdnctl lab delete -f FILE.yaml
+    sdnctl lab pods -o json
+    sdnctl lab matrix [--port P] [--protocol TCP|UDP] [-o json|table] [--check]
+    sdnctl lab status
+    sdnctl lab down
+
+Other tools drive these names and outputs: keep them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from sdn.lab.state import DEFAULT_STATE_DIR, ENV_STATE_DIR, State
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _console() -> Console:
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+class LabFailure(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:  # noqa: A003 - click's name
+        err.print(f"[red]error:[/red] {escape(self.message)}")
+
+
+def _lab(ctx: click.Context, verbose: bool = False):
+    from sdn.lab.lab import Lab
+    if os.geteuid() != 0:
+        raise LabFailure("sdnctl lab needs root (network namespaces, private Open vSwitch daemons): "
+                         "run it as root")
+    log = (lambda m: err.print(f"[dim]{escape(m)}[/dim]")) if verbose else None
+    return Lab(State(ctx.obj["state_dir"]), log=log)
+
+
+def _run(fn, *args, **kwargs):
+    from sdn.lab.lab import LabError
+    try:
+        return fn(*args, **kwargs)
+    except LabError as e:
+        raise LabFailure(str(e), e.exit_code) from None
+
+
+files_option = click.option("-f", "--filename", "files", multiple=True, required=True, metavar="FILE|DIR",
+                            help="Manifests (YAML/JSON, List, directories; '-' for stdin). Repeatable.")
+timeout_option = click.option("--timeout", default=90.0, show_default=True, type=float,
+                              help="Seconds to wait for every bridge to have the flows.")
+
+
+@click.group("lab")
+@click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True, envvar=ENV_STATE_DIR,
+              metavar="DIR", help=f"The lab's state directory (also ${ENV_STATE_DIR}); one lab per directory.")
+@click.pass_context
+def lab_group(ctx: click.Context, state_dir: str) -> None:
+    """A multi-node lab on this machine: nodes, pods and agents in network namespaces."""
+    ctx.ensure_object(dict)
+    ctx.obj["state_dir"] = state_dir
+
+
+@lab_group.command("up")
+@files_option
+@click.option("--enforce", type=click.Choice(["host", "fabric"]), default="host", show_default=True,
+              help="host: each node bridge judges its pods; fabric: a fabric switch judges all pod traffic.")
+@click.option("--tunnel", type=click.Choice(["vxlan", "geneve"]), default="vxlan", show_default=True,
+              help="Tunnel ports between node bridges.")
+@timeout_option
+@click.option("-v", "--verbose", is_flag=True, help="Say what is being made.")
+@click.pass_context
+def up_cmd(ctx, files, enforce, tunnel, timeout, verbose):
+    """Nodes, namespaces, pods and policies from manifests; returns when every bridge has its flows."""
+    lab = _lab(ctx, verbose)
+    res = _run(lab.up, list(files), enforce, tunnel, timeout)
+    click.echo(f"lab up: {len(res['nodes'])} node(s) ({', '.join(res['nodes'])}), {res['pods']} pod(s), "
+               f"enforce {res['enforce']}, ready in {res['seconds']}s (state {lab.state.dir})")
+
+
+@lab_group.command("apply")
+@files_option
+@timeout_option
+@click.pass_context
+def apply_cmd(ctx, files, timeout):
+    """Create or update objects; returns once every bridge has the resulting flows."""
+    lab = _lab(ctx)
+    for line in _run(lab.apply, list(files), timeout):
+        click.echo(line)
+
+
+@lab_group.command("delete")
+@files_option
+@timeout_option
+@click.option("--ignore-not-found", is_flag=True, help="Objects that do not exist are not an error.")
+@click.pass_context
+def delete_cmd(ctx, files, timeout, ignore_not_found):
+    """Delete the named objects; returns once every bridge has the resulting flows."""
+    lab = _lab(ctx)
+    for line in _run(lab.delete, list(files), timeout, ignore_not_found):
+        click.echo(line)
+
+
+@lab_group.command("pods")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def pods_cmd(ctx, output):
+    """The lab's pods: node, address, network namespace (for `ip netns exec`), ports."""
+    pods = _run(_lab(ctx).pods)
+    if output == "json":
+        click.echo(json.dumps(pods, indent=2))
+        return
+    rows = [("POD", "NODE", "IP", "NETNS", "PORTS")]
+    for p in pods:
+        ports = ",".join(f"{x['containerPort']}/{x['protocol']}" for x in p["ports"])
+        rows.append((f"{p['namespace']}/{p['name']}", p["node"], p["ip"] or "-", p["netns"], ports))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+
+
+SYMBOL = {"allowed": ("✓", "green"), "denied": ("✗", "red"), "refused": ("R", "yellow"), "error": ("E", "magenta")}
+
+
+def render_matrix(doc: dict, console: Console, check: bool) -> None:
+    keys = doc["pods"]
+    width = max([len(k) for k in keys] + [4])
+    cell = max(len(k) for k in keys) if keys else 3
+    for m in doc["matrices"]:
+        measured, predicted = m["measured"], m["predicted"]
+        diffs = {(d["from"], d["to"]) for d in m["differences"]}
+        title = f"[bold]{m['protocol']}/{m['port']}[/bold] measured with real packets"
+        head = " " * width + " " + " ".join(k.center(cell) for k in keys)
+        if check:
+            gap = "   "
+            console.print(f"{title}".ljust(0) + f"  |  [bold]predicted[/bold] by the semantic evaluator")
+            console.print(escape(head) + gap + escape(" ".join(k.center(cell) for k in keys)))
+        else:
+            console.print(title)
+            console.print(escape(head))
+        for s in keys:
+            parts = []
+            for d in keys:
+                sym, colour = SYMBOL[measured[s][d]]
+                text = sym.center(cell)
+                if (s, d) in diffs:
+                    parts.append(f"[bold white on red]{text}[/bold white on red]")
+                else:
+                    parts.append(f"[{colour}]{text}[/{colour}]")
+            line = escape(s.ljust(width)) + " " + " ".join(parts)
+            if check:
+                pred = []
+                for d in keys:
+                    ok = predicted[s][d]
+                    sym, colour = ("✓", "green") if ok else ("✗", "red")
+                    text = sym.center(cell)
+                    pred.append(f"[bold white on red]{text}[/bold white on red]" if (s, d) in diffs
+                                else f"[{colour}]{text}[/{colour}]")
+                line += "   " + " ".join(pred)
+            console.print(line)
+        total = len(keys) * len(keys)
+        if check:
+            if m["differences"]:
+                console.print(f"[red]{len(m['differences'])} of {total} cells differ from the prediction:[/red]")
+                for d in m["differences"]:
+                    console.print(f"  {escape(d['from'])} -> {escape(d['to'])}: measured {d['measured']}, "
+                                  f"predicted {d['predicted']}")
+            else:
+                console.print(f"[green]all {total} cells agree with the semantic evaluator[/green]")
+    console.print(f"[dim]✓ reached  ✗ no answer within {doc['timeout']}s  R refused (reached, port closed); "
+                  f"{sum(len(doc['pods']) ** 2 for _ in doc['matrices'])} probes in {doc['seconds']}s[/dim]")
+
+
+@lab_group.command("matrix")
+@click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535), metavar="P",
+              help="Port to probe (default 80). Repeatable.")
+@click.option("--protocol", "protocols", multiple=True, type=click.Choice(["TCP", "UDP"], case_sensitive=False),
+              help="TCP (default) or UDP. Repeatable: every port on every protocol.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--check", is_flag=True, help="Compare with the semantic evaluator; exit 1 on any difference.")
+@click.option("--timeout", default=0.5, show_default=True, type=click.FloatRange(0.05, 30),
+              help="Seconds a probe waits before it counts as denied.")
+@click.pass_context
+def matrix_cmd(ctx, ports, protocols, output, check, timeout):
+    """Probe every ordered pod pair in parallel: real TCP connects and UDP round trips."""
+    probes = [(p, proto.upper()) for proto in (protocols or ("TCP",)) for p in (ports or (80,))]
+    doc = _run(_lab(ctx).matrix, probes, timeout)
+    if output == "json":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        render_matrix(doc, _console(), check)
+    if check and not all(m["agree"] for m in doc["matrices"]):
+        sys.exit(1)
+
+
+@lab_group.command("status")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def status_cmd(ctx, output):
+    """The lab: nodes, their switch and agent (connected, generations, flows, errors), pods."""
+    st = _run(_lab(ctx).status)
+    if output == "json":
+        click.echo(json.dumps(st, indent=2))
+        sys.exit(1 if st["problems"] else 0)
+    c = _console()
+    c.print(f"[bold]lab[/bold] {st['state_dir']} (prefix {st['prefix']}): {st['phase']}, enforce {st['enforce']}, "
+            f"tunnel {st['tunnel']}, since {st['created']}")
+    for n in st["nodes"]:
+        a = n["agent"]
+        ovs = "[green]ovs running[/green]" if n["ovs"] else "[red]ovs DOWN[/red]"
+        if not a.get("running"):
+            agent = "[red]agent not running[/red]"
+        elif "error" in a:
+            agent = f"[red]agent: {escape(a['error'])}[/red]"
+        else:
+            conn = "[green]connected[/green]" if a.get("connected") else "[red]not connected[/red]"
+            agent = (f"agent pid {a['pid']} {conn}, generation {a.get('realized_generation')}/"
+                     f"{a.get('desired_generation')} realized/desired, {a.get('desired_flows')} flows")
+        where = f"{n['address']}, pods {n['pod_cidr']}" if n.get("address") else "fabric switch"
+        c.print(f"  [bold]{n['name']}[/bold] ({n['netns']}, {where}): {ovs}, {agent}")
+        if a.get("last_error"):
+            c.print(f"    [red]last error:[/red] {escape(str(a['last_error']))}")
+    for p in st["pods"]:
+        srv = "serving" if p["server"] else "[red]server DOWN[/red]"
+        c.print(f"  pod {p['pod']:<20} {p['node']:<10} {p['ip'] or '-':<15} {p['netns']}  {srv}")
+    for prob in st["problems"]:
+        c.print(f"[yellow]problem:[/yellow] {escape(prob)}")
+    sys.exit(1 if st["problems"] else 0)
+
+
+@lab_group.command("down")
+@click.pass_context
+def down_cmd(ctx):
+    """Remove every namespace, interface and process of the lab (also after a crash)."""
+    lab = _lab(ctx)
+    removed = _run(lab.down)
+    if not removed["netns"] and not removed["processes"]:
+        click.echo(f"lab down: nothing was running (state {lab.state.dir})")
+    else:
+        click.echo(f"lab down: removed {len(removed['netns'])} network namespace(s) and "
+                   f"{len(removed['processes'])} process(es) besides the switch daemons")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(lab_group)

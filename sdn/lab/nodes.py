@@ -1,0 +1,151 @@
+"""Nodes of the lab: one network namespace each, with its own ovsdb-server and ovs-vswitchd
+(userspace datapath: one per namespace is an OVS limit), an underlay link, tunnel ports, and
+(enforce fabric) a link to the fabric switch.
+
+    PREFIX_underlay      a Linux bridge `br-ul`; each node's `ul0` is plugged into it
+    PREFIX-NODE          the node: ovsdb-server + ovs-vswitchd (state dir nodes/NODE/)
+        br-phy           netdev bridge holding `ul0`; the node's underlay address (its Node
+                         InternalIP) sits on br-phy's internal port, so ovs/route learns the
+                         underlay (the "br-phy" recipe of OVS userspace native tunnelling)
+        br-sdn           the pod bridge (fail_mode secure, programmed by the node's agent):
+                         tunnel port `tun0` (VXLAN or Geneve, remote_ip=flow: the flows set
+                         tun_dst) at ofport 1; pods' veths from 10 on (the CNI plugin)
+                         enforce fabric: `fab0` at ofport 2, a veth to the fabric switch
+    PREFIX_fabric        enforce fabric: the fabric switch `fabric`, port 100+i towards the
+                         i-th node in name order (sdn/layout.py)
+
+Nothing here creates an interface outside the lab's own namespaces: every veth is made with
+`ip -n NS link add ... peer ... netns NS2`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from sdn.layout import FABRIC, FABRIC_UPLINK_OFPORT, FIRST_FABRIC_OFPORT, TUNNEL_OFPORT
+from sdn.ovs.instance import OvsInstance, add_netns, del_netns, netns_exists, run_cmd
+
+BRIDGE = "br-sdn"  # sdn.layout.BRIDGE_NAME
+PHY_BRIDGE = "br-phy"
+UNDERLAY_BRIDGE = "br-ul"
+TUNNEL_PORT = "tun0"
+UPLINK_PORT = "fab0"
+FABRIC_BRIDGE = FABRIC  # the program of the fabric switch is named "fabric": so is its bridge
+FABRIC_DPID = 0xFAB
+TUNNEL_TYPES = ("vxlan", "geneve")
+
+
+def node_netns(prefix: str, node: str) -> str:
+    return f"{prefix}-{node}"
+
+
+def underlay_netns(prefix: str) -> str:
+    return f"{prefix}_underlay"  # '_' is never in a Kubernetes name: no node can clash
+
+
+def fabric_netns(prefix: str) -> str:
+    return f"{prefix}_fabric"
+
+
+def phy_mac(address: str) -> str:
+    """The MAC of a node's underlay port: 0a:5a + its IPv4 address (stable, unique)."""
+    return "0a:5a:" + ":".join(f"{b:02x}" for b in ipaddress.ip_address(address).packed)
+
+
+def node_ovs(rundir: Path, netns: str) -> OvsInstance:
+    return OvsInstance(rundir, netns=netns, create_netns=True)
+
+
+def create_underlay(prefix: str) -> str:
+    ns = underlay_netns(prefix)
+    if not netns_exists(ns):
+        add_netns(ns)
+    run_cmd(["ip", "-n", ns, "link", "add", UNDERLAY_BRIDGE, "type", "bridge"])
+    run_cmd(["ip", "-n", ns, "link", "set", UNDERLAY_BRIDGE, "up"])
+    return ns
+
+
+def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: str,
+               underlay_prefixlen: int, controller: str | list[str] | None,
+               tunnel: str = "vxlan") -> None:
+    """Start the node's OVS and build br-phy (underlay) and br-sdn (pods, tunnel)."""
+    if tunnel not in TUNNEL_TYPES:
+        raise ValueError(f"tunnel must be one of {TUNNEL_TYPES}, not {tunnel!r}")
+    ovs.start()
+    ns = ovs.netns
+    ul = underlay_netns(prefix)
+    peer = f"n{slot}"
+    run_cmd(["ip", "-n", ns, "link", "add", "ul0", "type", "veth", "peer", "name", peer, "netns", ul])
+    run_cmd(["ip", "-n", ul, "link", "set", peer, "master", UNDERLAY_BRIDGE, "up"])
+    run_cmd(["ip", "-n", ns, "link", "set", "ul0", "up"])
+    ovs.vsctl("add-br", PHY_BRIDGE, "--", "set", "bridge", PHY_BRIDGE, "datapath_type=netdev",
+              f"other-config:hwaddr={phy_mac(address)}", "other-config:disable-in-band=true",
+              f"other-config:datapath-id={0xF000 + dpid:016x}",
+              "--", "add-port", PHY_BRIDGE, "ul0")
+    run_cmd(["ip", "-n", ns, "addr", "add", f"{address}/{underlay_prefixlen}", "dev", PHY_BRIDGE])
+    run_cmd(["ip", "-n", ns, "link", "set", PHY_BRIDGE, "up"])
+    ovs.add_bridge(BRIDGE, dpid=dpid, fail_mode="secure", controller=controller)
+    ovs.vsctl("add-port", BRIDGE, TUNNEL_PORT, "--", "set", "interface", TUNNEL_PORT,
+              f"type={tunnel}", "options:remote_ip=flow", f"options:local_ip={address}",
+              f"ofport_request={TUNNEL_OFPORT}")
+    got = ovs.ofport(TUNNEL_PORT)
+    if got != TUNNEL_OFPORT:
+        raise RuntimeError(f"{ns}: tunnel port got ofport {got}, not {TUNNEL_OFPORT}")
+
+
+def set_neighbours(ovs: OvsInstance, others: dict[str, str]) -> None:
+    """Tell the node's tunnel code the underlay MAC of every other node (address -> MAC), so
+    the first tunnelled packet is not dropped while OVS resolves the next hop with ARP."""
+    for address, mac in others.items():
+        ovs.appctl("tnl/neigh/set", PHY_BRIDGE, address, mac)
+
+
+def start_fabric(ovs: OvsInstance, controller: str | list[str] | None) -> None:
+    ovs.start()
+    ovs.add_bridge(FABRIC_BRIDGE, dpid=FABRIC_DPID, fail_mode="secure", controller=controller)
+
+
+def link_fabric(node: OvsInstance, fabric: OvsInstance, slot: int, fabric_ofport: int) -> None:
+    """A veth between the node's br-sdn (ofport 2) and the fabric switch (`fabric_ofport`)."""
+    peer = f"n{slot}"
+    run_cmd(["ip", "-n", node.netns, "link", "add", UPLINK_PORT, "type", "veth", "peer", "name",
+             peer, "netns", fabric.netns])
+    run_cmd(["ip", "-n", fabric.netns, "link", "set", peer, "up"])
+    run_cmd(["ip", "-n", node.netns, "link", "set", UPLINK_PORT, "up"])
+    node.vsctl("add-port", BRIDGE, UPLINK_PORT, "--", "set", "interface", UPLINK_PORT,
+               f"ofport_request={FABRIC_UPLINK_OFPORT}")
+    fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
+                 f"ofport_request={fabric_ofport}")
+    for ovs, port, want in ((node, UPLINK_PORT, FABRIC_UPLINK_OFPORT), (fabric, peer, fabric_ofport)):
+        got = ovs.ofport(port)
+        if got != want:
+            raise RuntimeError(f"{ovs.netns}: port {port} got ofport {got}, not {want}")
+
+
+def renumber_fabric_port(fabric: OvsInstance, slot: int, fabric_ofport: int) -> None:
+    """Move a node's fabric-side port to another ofport (the node order changed)."""
+    peer = f"n{slot}"
+    if fabric.ofport(peer) == fabric_ofport:
+        return
+    fabric.vsctl("del-port", FABRIC_BRIDGE, peer)
+    fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
+                 f"ofport_request={fabric_ofport}")
+    got = fabric.ofport(peer)
+    if got != fabric_ofport:
+        raise RuntimeError(f"{fabric.netns}: port {peer} got ofport {got}, not {fabric_ofport}")
+
+
+def unlink_fabric(fabric: OvsInstance, slot: int) -> None:
+    peer = f"n{slot}"
+    fabric.vsctl("--if-exists", "del-port", FABRIC_BRIDGE, peer)
+    run_cmd(["ip", "-n", fabric.netns, "link", "del", peer], check=False)
+
+
+def fabric_ofports(nodes: list[str]) -> dict[str, int]:
+    """The fabric switch's port towards each node (sdn.layout.Layout.fabric_ports)."""
+    return {n: FIRST_FABRIC_OFPORT + i for i, n in enumerate(sorted(nodes))}
+
+
+def remove_underlay(prefix: str) -> None:
+    del_netns(underlay_netns(prefix))
