@@ -9,7 +9,8 @@ from flows import pipeline as P
 from flows.fields import ETH_ARP, ETH_IP, ETH_IPV6, FieldRef, parse_mac, parse_value
 from flows.flow import CT, Flow, GotoTable, InPort, Load, Match, Move, Output
 from flows.ir import Bridge
-from flows.matches import address_match, _net
+from flows.addrset import parse_cidr
+from flows.matches import address_match
 
 
 def _reg(name: str, start: int = 0, end: int | None = None) -> FieldRef:
@@ -28,13 +29,13 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
             [Load(1, _reg(P.REG_FROM)), GotoTable(P.SPOOFGUARD)])
         mac = parse_mac(pod.mac)
         for ip in pod.ips:
-            net = _net(ip)
-            if net.version == 4:
+            family, first, _ = parse_cidr(ip)
+            if family == 4:
                 add(P.SPOOFGUARD, 200, [Match("in_port", pod.ofport), Match("dl_src", mac),
                                         *address_match(ip, "src")], [GotoTable(after_guard)])
                 add(P.SPOOFGUARD, 200, [Match("in_port", pod.ofport), Match("dl_src", mac),
                                         Match("dl_type", ETH_ARP),
-                                        Match("arp_spa", int(net.network_address)),
+                                        Match("arp_spa", first),
                                         Match("arp_sha", mac)], [GotoTable(P.ARP_RESPONDER)])
             else:
                 add(P.SPOOFGUARD, 200, [Match("in_port", pod.ofport), Match("dl_src", mac),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-import netaddr
+from flows.addrset import AddressSet
 
 INGRESS = "ingress"
 EGRESS = "egress"
@@ -77,8 +77,8 @@ class Rule:
         return self.id.direction
 
     @cached_property
-    def peer_set(self) -> netaddr.IPSet | None:
-        return None if self.peers is None else netaddr.IPSet(self.peers)
+    def peer_set(self) -> AddressSet | None:
+        return None if self.peers is None else AddressSet.of(self.peers)
 
     @property
     def matches_nothing(self) -> bool:

@@ -43,7 +43,7 @@ def provably_disjoint(a: Rule, b: Rule) -> bool:
     """True if no packet can match both rules (so they may share a priority)."""
     if a.targets.isdisjoint(b.targets):
         return True
-    if a.peers is not None and b.peers is not None and not (a.peer_set & b.peer_set):
+    if a.peers is not None and b.peers is not None and a.peer_set.isdisjoint(b.peer_set):
         return True
     if a.ports is not None and b.ports is not None and _ports_disjoint(a.ports, b.ports):
         return True

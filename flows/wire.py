@@ -312,6 +312,8 @@ def encode_instructions(actions: Sequence) -> bytes:
             append(enc)
     if parts:
         body = b"".join(parts)
+        if len(body) > 0xFFFF - 8:
+            raise WireError(f"flow too large for one OpenFlow message ({len(body)} bytes of actions)")
         out = _APPLY_HEAD.pack(OFPIT_APPLY_ACTIONS, 8 + len(body)) + body
         return out if goto is None else out + _GOTO[goto]
     return b"" if goto is None else _GOTO[goto]

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-import netaddr
-
+from flows.addrset import AddressSet
 from flows.ir import EGRESS as IR_EGRESS, INGRESS as IR_INGRESS, Isolation, PortRange, Rule, RuleId
 from sdn.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, PolicyRule
 
@@ -66,32 +65,32 @@ class ClusterIndex:
                 if sel is None or sel.matches(p.labels)]
 
 
-def ipblock_set(peer: Peer) -> netaddr.IPSet:
+def ipblock_set(peer: Peer) -> AddressSet:
     block = peer.ip_block
-    return netaddr.IPSet([block.cidr]) - netaddr.IPSet(block.excepts)
+    return AddressSet.of([block.cidr]) - AddressSet.of(block.excepts)
 
 
 def _addresses(pods: Iterable[Pod]) -> set[str]:
     return {ip for p in pods for ip in p.ips}
 
 
-def _cidrs(addresses: netaddr.IPSet) -> tuple[str, ...]:
-    return tuple(str(c) for c in addresses.iter_cidrs())
+def _cidrs(addresses: AddressSet) -> tuple[str, ...]:
+    return addresses.cidrs()
 
 
 def _port_range(protocol: str, port: int | None, end: int | None) -> PortRange:
     return PortRange(protocol.lower(), port, end)
 
 
-def _peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> netaddr.IPSet | None:
+def _peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet | None:
     if rule.peers is None:
         return None
-    out = netaddr.IPSet()
+    out = AddressSet()
     for peer in rule.peers:
         if peer.ip_block is not None:
             out |= ipblock_set(peer)
         else:
-            out |= netaddr.IPSet(_addresses(index.peer_pods(policy, peer)))
+            out |= AddressSet.of(_addresses(index.peer_pods(policy, peer)))
     return out
 
 
@@ -136,7 +135,7 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
             if r:
                 groups[r] |= set(ips)
         for part, (ports, ips) in enumerate(sorted(groups.items()), 1):
-            out.append(Rule(rid(part), target_ips, _cidrs(netaddr.IPSet(ips)), ports))
+            out.append(Rule(rid(part), target_ips, _cidrs(AddressSet.of(ips)), ports))
     return out
 
 

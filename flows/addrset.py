@@ -1,0 +1,155 @@
+"""Sets of IP addresses as sorted, disjoint integer intervals per address family.
+
+Union, difference and disjointness are linear merges, and the set renders back as the fewest
+CIDRs (the same prefix decomposition as port ranges). This is what peer sets and ipBlock
+excepts need, at a fraction of the cost of a general IP set library.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+_BITS = {4: 32, 6: 128}
+
+Intervals = tuple[tuple[int, int], ...]
+
+
+def parse_cidr(text: str) -> tuple[int, int, int]:
+    """'10.0.0.0/8' or '10.1.2.3' (or IPv6) -> (family, first, last)."""
+    addr, _, plen = text.partition("/")
+    if ":" in addr:
+        import ipaddress
+        net = ipaddress.IPv6Network(text, strict=False)
+        return 6, int(net.network_address), int(net.broadcast_address)
+    parts = addr.split(".")
+    if len(parts) != 4:
+        raise ValueError(f"bad IPv4 address {addr!r}")
+    value = 0
+    for p in parts:
+        octet = int(p)
+        if not 0 <= octet <= 255:
+            raise ValueError(f"bad IPv4 address {addr!r}")
+        value = (value << 8) | octet
+    n = 32 if not plen else int(plen)
+    if not 0 <= n <= 32:
+        raise ValueError(f"bad prefix length in {text!r}")
+    host = (1 << (32 - n)) - 1
+    return 4, value & ~host & 0xFFFFFFFF, (value & ~host & 0xFFFFFFFF) | host
+
+
+def _merge(intervals: Iterable[tuple[int, int]]) -> Intervals:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(intervals):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def _subtract(a: Intervals, b: Intervals) -> Intervals:
+    out: list[tuple[int, int]] = []
+    j = 0
+    for lo, hi in a:
+        cur = lo
+        while j < len(b) and b[j][1] < cur:
+            j += 1
+        k = j
+        while k < len(b) and b[k][0] <= hi:
+            if b[k][0] > cur:
+                out.append((cur, b[k][0] - 1))
+            cur = max(cur, b[k][1] + 1)
+            if cur > hi:
+                break
+            k += 1
+        if cur <= hi:
+            out.append((cur, hi))
+    return tuple(out)
+
+
+def _overlap(a: Intervals, b: Intervals) -> bool:
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i][1] < b[j][0]:
+            i += 1
+        elif b[j][1] < a[i][0]:
+            j += 1
+        else:
+            return True
+    return False
+
+
+def _to_cidrs(lo: int, hi: int, bits: int) -> list[tuple[int, int]]:
+    out = []
+    while lo <= hi:
+        size = lo & -lo if lo else 1 << bits
+        while size > hi - lo + 1:
+            size >>= 1
+        out.append((lo, bits - size.bit_length() + 1))
+        lo += size
+    return out
+
+
+def _format(family: int, value: int) -> str:
+    if family == 4:
+        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+    import ipaddress
+    return str(ipaddress.IPv6Address(value))
+
+
+class AddressSet:
+    """An immutable set of IPv4 and IPv6 addresses."""
+
+    __slots__ = ("v4", "v6", "_hash")
+
+    def __init__(self, v4: Intervals = (), v6: Intervals = ()):
+        self.v4, self.v6 = v4, v6
+        self._hash = None
+
+    @classmethod
+    def of(cls, cidrs: Iterable[str]) -> "AddressSet":
+        v4, v6 = [], []
+        for c in cidrs:
+            fam, lo, hi = parse_cidr(c)
+            (v4 if fam == 4 else v6).append((lo, hi))
+        return cls(_merge(v4), _merge(v6))
+
+    def __or__(self, other: "AddressSet") -> "AddressSet":
+        return AddressSet(_merge(self.v4 + other.v4), _merge(self.v6 + other.v6))
+
+    def __sub__(self, other: "AddressSet") -> "AddressSet":
+        return AddressSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
+
+    def isdisjoint(self, other: "AddressSet") -> bool:
+        return not (_overlap(self.v4, other.v4) or _overlap(self.v6, other.v6))
+
+    def __contains__(self, address) -> bool:
+        """An address or CIDR (a string, or anything whose str() is one) wholly inside."""
+        fam, lo, hi = parse_cidr(str(address))
+        return _overlap(self.v4 if fam == 4 else self.v6, ((lo, hi),)) and not (
+            _subtract(((lo, hi),), self.v4 if fam == 4 else self.v6))
+
+    def __bool__(self) -> bool:
+        return bool(self.v4 or self.v6)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, AddressSet) and self.v4 == other.v4 and self.v6 == other.v6
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash((self.v4, self.v6))
+        return self._hash
+
+    def cidrs(self) -> tuple[str, ...]:
+        """The fewest CIDRs covering exactly this set, IPv4 first, in address order."""
+        out = []
+        for fam, intervals in ((4, self.v4), (6, self.v6)):
+            bits = _BITS[fam]
+            for lo, hi in intervals:
+                for value, plen in _to_cidrs(lo, hi, bits):
+                    out.append(f"{_format(fam, value)}/{plen}")
+        return tuple(out)
+
+    def __repr__(self) -> str:
+        return f"AddressSet({list(self.cidrs())})"
