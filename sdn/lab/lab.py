@@ -180,13 +180,17 @@ class Lab:
     # ------------------------------------------------------------------ up
     def up(self, paths: list[str], enforce: str = "host", tunnel: str = "vxlan",
            timeout: float = SYNC_TIMEOUT) -> dict:
+        return self.up_docs(read_docs(paths), enforce, tunnel, timeout)
+
+    def up_docs(self, docs: list[dict], enforce: str = "host", tunnel: str = "vxlan",
+                timeout: float = SYNC_TIMEOUT) -> dict:
         if enforce not in ("host", "fabric"):
             raise LabError(f"--enforce must be host or fabric, not {enforce!r}", 2)
         if tunnel not in N.TUNNEL_TYPES:
             raise LabError(f"--tunnel must be one of {', '.join(N.TUNNEL_TYPES)}", 2)
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, Open vSwitch): run it as root")
-        docs = read_docs(paths)
+        docs = [copy.deepcopy(d) for d in docs]
         if not docs:
             raise LabError("no objects in the given manifests", 2)
         self._validate(docs)
@@ -404,6 +408,9 @@ class Lab:
     def _unplug(self, key: str) -> None:
         rec = self.record["pods"][key]
         self._stop_server(key)
+        if rec["node"] not in self.record["nodes"]:  # its node is gone, and the veth with it
+            del_netns(rec["netns"])
+            return
         try:
             P.cni("DEL", self._cni_config(rec["node"]), rec["container_id"], rec["netns"], key)
         except P.PodError as e:
@@ -515,24 +522,70 @@ class Lab:
 
     # ------------------------------------------------------------------ apply / delete
     def apply(self, paths: list[str], timeout: float = SYNC_TIMEOUT) -> list[str]:
-        return self.apply_docs(read_docs(paths), timeout)
+        return self.change(apply=read_docs(paths), timeout=timeout)
 
     def apply_docs(self, docs: list[dict], timeout: float = SYNC_TIMEOUT) -> list[str]:
-        """Create or update objects; returns one line per object ("pod x/a created", ...)."""
+        return self.change(apply=docs, timeout=timeout)
+
+    def delete(self, paths: list[str], timeout: float = SYNC_TIMEOUT, ignore_not_found: bool = False) -> list[str]:
+        return self.change(delete=read_docs(paths), timeout=timeout, ignore_not_found=ignore_not_found)
+
+    def delete_docs(self, docs: list[dict], timeout: float = SYNC_TIMEOUT,
+                    ignore_not_found: bool = False) -> list[str]:
+        return self.change(delete=docs, timeout=timeout, ignore_not_found=ignore_not_found)
+
+    def change(self, apply: list[dict] = (), delete: list[dict] = (), timeout: float = SYNC_TIMEOUT,
+               ignore_not_found: bool = False) -> list[str]:
+        """Delete objects, then create or update objects, in one change of the agents' input;
+        returns once every bridge has the resulting flows, with one line per object
+        ("Pod x/a created", "NetworkPolicy x/deny deleted", ...).
+
+        Updates happen in place (a Pod keeps its node, address and server; its server
+        restarts only if its TCP/UDP ports changed); a new Pod is placed, plugged in and
+        served before the agents see it; a deleted Pod leaves the flows first, then its
+        namespace goes and its address is freed. Deleting a Namespace deletes its objects,
+        deleting a Node its pods. Objects to delete that do not exist: LabError after the
+        rest is done, unless ignore_not_found."""
         with self.state.locked():
             self._require_ready()
             self._finish_deletes()
             self._docs = self.state.read_manifests()
             current = {T.doc_key(d): d for d in self._docs}
-            merged = T.merge(self._docs, docs)
-            self._validate(merged)
             report: list[str] = []
+            # -- deletions
+            gone: set = set()
+            missing = []
+            for doc in delete:
+                key = T.doc_key(doc)
+                if key not in current:
+                    missing.append(T.describe_key(key))
+                    continue
+                gone.add(key)
+                report.append(f"{T.describe_key(key)} deleted")
+                if key[1] == "Namespace":
+                    gone |= {k for k in current if k[2] == key[3]}
+                if key[1] == "Node":
+                    gone |= {k for k, d in current.items()
+                             if k[1] == "Pod" and (d.get("spec") or {}).get("nodeName") == key[3]}
+            applying = {T.doc_key(d) for d in apply}
+            dead_pods = [f"{k[2]}/{k[3]}" for k in gone if k[1] == "Pod"]
+            dead_nodes = [k[3] for k in gone if k[1] == "Node"]
+            for k in gone & applying:
+                if k[1] in ("Pod", "Node"):
+                    raise LabError(f"{T.describe_key(k)} is both deleted and applied in one change", 2)
+            remaining = [d for d in self._docs if T.doc_key(d) not in gone]
+            merged = T.merge(remaining, apply)
+            self._validate(merged)
+            current = {T.doc_key(d): d for d in remaining}
+            self._docs = remaining
+            # -- applies
             new_nodes: list[T.NodePlan] = []
             updates: list[dict] = []
             new_pods: list[dict] = []
             restart: list[tuple[str, dict]] = []
-            plans = {n: T.NodePlan(n, i["address"], i["cidr"]) for n, i in self.record["nodes"].items()}
-            for doc in docs:
+            plans = {n: T.NodePlan(n, i["address"], i["cidr"]) for n, i in self.record["nodes"].items()
+                     if n not in dead_nodes}
+            for doc in apply:
                 key = T.doc_key(doc)
                 kind = key[1]
                 what = T.describe_key(key)
@@ -570,8 +623,14 @@ class Lab:
                     continue
                 updates.append(copy.deepcopy(doc))
                 report.append(f"{what} {'created' if old is None else ('configured' if doc != old else 'unchanged')}")
+            # -- make it so: nodes and pods first, then the agents' input, then unplug
+            for key in dead_pods:
+                self.record["pods"][key]["deleting"] = True
+            self._save()
+            if dead_nodes:
+                self._remove_nodes(dead_nodes)
             if new_nodes:
-                self._add_nodes(new_nodes, docs)
+                self._add_nodes(new_nodes, apply)
                 plans = {n: T.NodePlan(n, i["address"], i["cidr"]) for n, i in self.record["nodes"].items()}
             self._docs = T.merge(self._docs, updates)
             for k, new in restart:
@@ -580,7 +639,8 @@ class Lab:
             if new_pods:
                 counts: dict[str, int] = {}
                 for rec in self.record["pods"].values():
-                    counts[rec["node"]] = counts.get(rec["node"], 0) + 1
+                    if not rec.get("deleting"):
+                        counts[rec["node"]] = counts.get(rec["node"], 0) + 1
                 placement = T.spread(new_pods, list(plans), counts, round_robin=False)
                 specs = []
                 for d in new_pods:
@@ -591,7 +651,12 @@ class Lab:
                     specs.append(PodSpec(k, node, d))
                 self._add_pods(specs)
             self._write_manifests()
+            # flows first (nothing forwards to a deleted pod's address any more), then it goes
             self._sync(timeout)
+            self._finish_deletes()
+            if missing and not ignore_not_found:
+                raise LabError("not found: " + ", ".join(missing) + (
+                    f" (done: {'; '.join(report)})" if report else ""))
             return report
 
     def _add_nodes(self, new: list[T.NodePlan], docs: list[dict]) -> None:
@@ -622,53 +687,6 @@ class Lab:
         node_docs = {T.doc_key(d)[3]: d for d in given}
         self._docs = T.merge(self._docs, [T.node_manifest(plans[n], node_docs.get(n)) for n in names])
         self._start_controllers(only=names)
-
-    def delete(self, paths: list[str], timeout: float = SYNC_TIMEOUT, ignore_not_found: bool = False) -> list[str]:
-        return self.delete_docs(read_docs(paths), timeout, ignore_not_found)
-
-    def delete_docs(self, docs: list[dict], timeout: float = SYNC_TIMEOUT,
-                    ignore_not_found: bool = False) -> list[str]:
-        """Delete the named objects (a Namespace takes its pods and policies along, a Node
-        its pods); returns one line per object. Objects not found: LabError after the rest
-        is deleted, unless ignore_not_found."""
-        with self.state.locked():
-            self._require_ready()
-            self._finish_deletes()
-            self._docs = self.state.read_manifests()
-            current = {T.doc_key(d): d for d in self._docs}
-            gone: set = set()
-            report, missing = [], []
-            for doc in docs:
-                key = T.doc_key(doc)
-                if key not in current:
-                    missing.append(T.describe_key(key))
-                    continue
-                gone.add(key)
-                report.append(f"{T.describe_key(key)} deleted")
-                if key[1] == "Namespace":
-                    gone |= {k for k in current if k[2] == key[3]}
-                if key[1] == "Node":
-                    gone |= {k for k, d in current.items()
-                             if k[1] == "Pod" and (d.get("spec") or {}).get("nodeName") == key[3]}
-            pods = [f"{k[2]}/{k[3]}" for k in gone if k[1] == "Pod"]
-            dead_nodes = [k[3] for k in gone if k[1] == "Node"]
-            self._docs = [d for d in self._docs if T.doc_key(d) not in gone]
-            for key in pods:
-                self.record["pods"][key]["deleting"] = True
-            self._save()
-            self._write_manifests()
-            if dead_nodes:
-                self._remove_nodes(dead_nodes)
-            # flows first (nothing forwards to the address any more), then the pods go
-            self._sync(timeout)
-            _parallel([lambda k=k: self._unplug(k) for k in pods], workers=6)
-            for key in pods:
-                del self.record["pods"][key]
-            self._save()
-            if missing and not ignore_not_found:
-                raise LabError("not found: " + ", ".join(missing) + (
-                    f" (deleted: {', '.join(r.rsplit(' ', 1)[0] for r in report)})" if report else ""))
-            return report
 
     def _remove_nodes(self, names: list[str]) -> None:
         for name in names:
@@ -751,6 +769,25 @@ class Lab:
                                       "predicted": "allowed" if want else "denied"})
             out["matrices"].append({"port": port, "protocol": proto, "measured": measured,
                                     "predicted": predicted, "differences": diffs, "agree": not diffs})
+        return out
+
+    def trace(self, probes: list[tuple[int, str]], pods: list[str] | None = None) -> dict:
+        """Every ordered pair on each (port, protocol) judged by ofproto/trace on the real
+        bridges (for SCTP, which the kernel here cannot send): {(port, proto): {src: {dst: bool}}}."""
+        from sdn.lab.trace import Tracer
+        record = self._require_ready()
+        tracer = Tracer(record)
+        keys = [k for k in sorted(record["pods"]) if record["pods"][k].get("ip") and (pods is None or k in pods)]
+        cells = [(port, proto, s, d) for port, proto in probes for s in keys for d in keys]
+
+        def one(c):
+            port, proto, s, d = c
+            return True if s == d else tracer.connect(s, d, port, proto)["allowed"]
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(one, cells))
+        out: dict = {}
+        for (port, proto, s, d), ok in zip(cells, got):
+            out.setdefault((port, proto), {}).setdefault(s, {})[d] = ok
         return out
 
     def _refresh_neighbours(self) -> None:
