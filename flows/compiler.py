@@ -68,7 +68,10 @@ class Program:
 
 def sorted_flows(flows: Iterable[Flow]) -> list[Flow]:
     """ovs-ofctl-like order: by table, highest priority first, then match."""
-    return sorted(flows, key=lambda f: (f.table, -f.priority, f.match, f.actions_text))
+    def key(f: Flow) -> tuple:
+        k = f.sort_key()
+        return (k[0], -k[1], k[2], k[3])
+    return sorted(flows, key=key)
 
 
 def rule_cookie(rid: RuleId) -> int:
@@ -175,12 +178,23 @@ class BridgeCompiler:
 
     # ---- changing ------------------------------------------------------------------------
 
+    def _toucher(self, before: dict[Key, Flow | None] | None):
+        """A function recording the state of a flow key before its first change."""
+        if before is None:
+            return lambda key: None
+
+        def touch(key: Key) -> None:
+            if key not in before:
+                before[key] = self.flow(key)
+        return touch
+
     def update(self, upsert: Iterable[Rule] = (), delete: Iterable[RuleId] = (),
-               isolate: Iterable[Isolation] = (), unisolate: Iterable[tuple[str, str]] = ()) -> FlowDiff:
+               isolate: Iterable[Isolation] = (), unisolate: Iterable[tuple[str, str]] = (),
+               diff: bool = True) -> FlowDiff | None:
         """Apply rule and isolation changes (rules as computed for the whole cluster; this
-        compiler scopes them). Returns the flow difference."""
-        before: dict[Key, Flow | None] = {}
-        touch = lambda k: before.setdefault(k, self.flow(k))  # noqa: E731
+        compiler scopes them). Returns the flow difference (None with diff=False)."""
+        before: dict[Key, Flow | None] | None = {} if diff else None
+        touch = self._toucher(before)
         changed: list[Rule] = []
         for rid in delete:
             self._all_rules.pop(rid, None)
@@ -195,13 +209,13 @@ class BridgeCompiler:
         for iso in isolate:
             self._all_isolation[(iso.direction, iso.address)] = iso
             self._set_default((iso.direction, iso.address), iso, touch)
-        return self._diff(before)
+        return None if before is None else self._diff(before)
 
     def set_bridge(self, bridge: Bridge) -> FlowDiff:
         """A new bridge description (ports, routes): the pipeline flows change, and rules and
         isolations of pods that arrived or left are rescoped."""
         before: dict[Key, Flow | None] = {}
-        touch = lambda k: before.setdefault(k, self.flow(k))  # noqa: E731
+        touch = self._toucher(before)
         old_local, old_mode = self._local, self.bridge.mode
         self.bridge, self._local = bridge, bridge.local_addresses
         for k in list(self._pipeline):
@@ -370,7 +384,7 @@ def compile_bridge(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Is
     if len(set(ids)) != len(ids):
         raise CompileError("duplicate rule ids")
     compiler = BridgeCompiler(bridge, previous)
-    compiler.update(upsert=rules, isolate=sorted(isolation))
+    compiler.update(upsert=rules, isolate=sorted(isolation), diff=False)
     return compiler.program()
 
 

@@ -140,9 +140,17 @@ class Flow:
         if ordered != self.match:
             object.__setattr__(self, "match", ordered)
 
+    def sort_key(self) -> tuple:
+        """(table, priority, match keys, actions text, cookie), computed once per flow."""
+        key = self.__dict__.get("_sort_key")
+        if key is None:
+            key = (self.table, self.priority, tuple(m._key() for m in self.match), self.actions_text,
+                   self.cookie)
+            object.__setattr__(self, "_sort_key", key)
+        return key
+
     def __lt__(self, other: "Flow") -> bool:
-        return ((self.table, self.priority, self.match, self.actions_text, self.cookie)
-                < (other.table, other.priority, other.match, other.actions_text, other.cookie))
+        return self.sort_key() < other.sort_key()
 
     @property
     def key(self) -> tuple:

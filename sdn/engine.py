@@ -39,7 +39,7 @@ class Engine:
         rules, isolation = self.ruleset.all_rules(), self.ruleset.all_isolation()
         for name, bridge in self._bridges().items():
             c = BridgeCompiler(bridge, (previous or {}).get(name))
-            c.update(upsert=rules, isolate=isolation)
+            c.update(upsert=rules, isolate=isolation, diff=False)
             self.compilers[name] = c
         self.last_delta = RuleDelta()
 
