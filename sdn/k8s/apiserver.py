@@ -54,6 +54,15 @@ CHUNKING = ("event", "split", "batch", "random")
 _TRUE = ("1", "true", "True")
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client (or a test) dropping a connection is normal here; anything else is not."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            log.exception("request from %s failed", client_address)
+
+
 class _Watch:
     """One open watch stream: its socket, so a test (or stop) can cut it."""
 
@@ -84,7 +93,7 @@ class ApiServer:
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._watches: set[_Watch] = set()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         for name in namespaces:
             self.store.create(NAMESPACES, {"metadata": {"name": name}})
@@ -95,8 +104,7 @@ class ApiServer:
         """Listen (again: on the same port after a stop) and serve in a daemon thread."""
         if self._httpd is not None:
             return self
-        httpd = ThreadingHTTPServer((self.host, self.port), _Handler)
-        httpd.daemon_threads = True
+        httpd = _HTTPServer((self.host, self.port), _Handler)
         httpd.api = self  # type: ignore[attr-defined]
         self.port = httpd.server_address[1]
         self._httpd = httpd
