@@ -152,6 +152,14 @@ class BridgeAgent:
         log.warning("%s: switch disconnected; its flows stay (fail_mode=secure) until it is back",
                     self.node)
 
+    def resync(self) -> None:
+        """Read the switch again and repair any drift (someone edited its flows)."""
+        with self._cv:
+            self._view = None
+            self._view_program = None
+            self._retry_at = 0.0
+            self._cv.notify_all()
+
     @property
     def channel(self) -> chan.Channel | None:
         return self._channel

@@ -9,6 +9,7 @@ Requests ({"cmd": ..., ...}):
   wait  [generation] [timeout]  until every bridge realized G (default: the current one)
   flows  node|bridge          the flows installed now, with counters, and the program's index
   diff   node|bridge          desired vs installed now: the bundle that would fix it (empty: in sync)
+  resync node|bridge          read the switch again and repair drift
   program node|bridge         the desired program (flows and the rule index), port map
   trace  from to port         a new connection through the live bridges (ofproto/trace)
 Errors come back as {"error": "..."}.
@@ -156,6 +157,10 @@ class ControlServer:
                         "flows": [installed_to_json(i) for i in installed],
                         "program": program_to_json(agent.program) if agent.program else None,
                         "names": self._names()}
+            if cmd == "resync":
+                agent = core.agent_for(request.get("node"), request.get("bridge"))
+                agent.resync()
+                return {"node": agent.node, "resync": True}
             if cmd == "trace":
                 return core.trace(request["from"], request["to"], str(request["port"]))
             if cmd == "diff":
@@ -183,7 +188,7 @@ class ControlServer:
             return {"error": str(e.args[0]) if e.args else str(e)}
         except (ChannelClosed, SwitchTimeout, LiveTraceError, TraceError) as e:
             return {"error": str(e)}
-        return {"error": f"unknown command {cmd!r} (status, reload, wait, flows, diff, program, trace)"}
+        return {"error": f"unknown command {cmd!r} (status, reload, wait, flows, diff, resync, program, trace)"}
 
     def _names(self) -> dict[str, str]:
         cluster = self.core.cluster

@@ -23,6 +23,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from sdn.switch.control import DEFAULT_SOCKET, ControlServer
 from sdn.switch.core import ControllerCore, NodeSpec
@@ -87,24 +88,30 @@ def _prepare_unix(path: str) -> None:
 LINK_NAME = "sdn-openflow.sock"
 
 
-def controller_target(listen: str, spec: NodeSpec) -> str:
-    """The target a node's bridge should connect to. OVS only connects to unix sockets inside
-    its own run directory ("possibility for remote exploit" otherwise), so for a unix listener
-    elsewhere a symlink RUNDIR/sdn-openflow.sock points at it; one listener then serves OVS
-    instances in any network namespace (unix socket paths are files, not per namespace)."""
+def controller_target(listen: str, spec: NodeSpec) -> tuple[str, Callable[[], None] | None]:
+    """The target a node's bridge should connect to, and what must exist for it to work.
+
+    OVS only connects to unix sockets inside its own run directory ("possibility for remote
+    exploit" otherwise), so for a unix listener elsewhere a symlink RUNDIR/sdn-openflow.sock
+    points at it: one listener then serves OVS instances in any network namespace (unix socket
+    paths are files, not per namespace). The symlink is (re)made whenever the node's OVSDB
+    connects, so a node that is down at start-up gets it when it comes up."""
     kind, where = parse_listen(listen)
     if kind == "tcp" or spec.ovs_rundir is None:
-        return listen
-    rundir = os.path.realpath(spec.ovs_rundir)
-    if os.path.dirname(os.path.realpath(where)) == rundir:
-        return listen
+        return listen, None
+    rundir = spec.ovs_rundir
+    if os.path.dirname(where) == rundir:
+        return listen, None
     link = os.path.join(rundir, LINK_NAME)
-    if os.path.islink(link) and os.readlink(link) == where:
-        return f"unix:{link}"
-    tmp = f"{link}.{os.getpid()}"
-    os.symlink(where, tmp)
-    os.replace(tmp, link)
-    return f"unix:{link}"
+
+    def ensure() -> None:
+        if os.path.islink(link) and os.readlink(link) == where:
+            return
+        tmp = f"{link}.{os.getpid()}"
+        os.symlink(where, tmp)
+        os.replace(tmp, link)
+
+    return f"unix:{link}", ensure
 
 
 def _check_tcp_free(host: str, port: int) -> None:
@@ -184,7 +191,7 @@ def run(opts: Options) -> int:
             _prepare_unix(where)
         else:
             _check_tcp_free(*where)
-        targets = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else None
+        targets = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
                    for n in opts.nodes}
         core = ControllerCore(opts.manifests, opts.nodes, targets)
         control = ControlServer(core, opts.control).start()

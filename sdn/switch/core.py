@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from flows.compiler import CompileError, Program
 from flows.wire import InstalledFlow
@@ -82,9 +83,11 @@ def manifest_stamp(paths: list[str]) -> tuple:
 
 
 class ControllerCore:
-    def __init__(self, manifests: list[str], nodes: list[NodeSpec], targets: dict[str, str | None]):
+    def __init__(self, manifests: list[str], nodes: list[NodeSpec],
+                 targets: dict[str, tuple[str | None, Callable[[], None] | None]] | None = None):
         """`targets`: per node, the OpenFlow target to keep configured on its bridge (None:
-        leave the bridge's configuration alone)."""
+        leave the bridge's configuration alone) and what to prepare when its OVSDB connects."""
+        targets = targets or {}
         if len({n.node for n in nodes}) != len(nodes):
             raise ValueError("a node is given twice with --bridge")
         self.manifests = list(manifests)
@@ -108,8 +111,8 @@ class ControllerCore:
         self._pending: dict[int, chan.Channel] = {}  # dpid -> channel, not yet mapped to a node
         self.agents = {n: BridgeAgent(n) for n in self.nodes}
         self.monitors = {
-            n.node: OvsdbMonitor(n.ovsdb, n.bridge, self._view_callback(n.node), self.targets.get(n.node),
-                                 name=n.node)
+            n.node: OvsdbMonitor(n.ovsdb, n.bridge, self._view_callback(n.node),
+                                 *self.targets.get(n.node, (None, None)), name=n.node)
             for n in nodes}
 
     # -- lifecycle
@@ -265,8 +268,10 @@ class ControllerCore:
             st["ovs_rundir"] = spec.ovs_rundir
             bridges.append(st)
         out["bridges"] = bridges
-        out["in_sync"] = bool(bridges) and all(b["in_sync"] for b in bridges) and all(
-            b["realized_generation"] >= gen or not b["desired_flows"] for b in bridges)
+        # Bridges without a program yet (OVSDB not reached) are reported, not waited for.
+        programmed = [b for b in bridges if b["desired_generation"] > 0]
+        out["in_sync"] = bool(programmed) and all(b["in_sync"] for b in programmed)
+        out["all_bridges_programmed"] = len(programmed) == len(bridges)
         return out
 
     def wait(self, generation: int | None, timeout: float) -> dict:

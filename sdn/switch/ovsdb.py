@@ -153,15 +153,17 @@ class OvsdbMonitor:
     `bridge`: its name; None picks the only bridge (or `br-sdn` among several).
     `on_change(view | None)`: called from the monitor thread with the new view (None when the
     bridge is absent). `controller`: an OpenFlow target ("unix:/run/sdn/ofp.sock") to keep
-    configured on the bridge, or None to leave its configuration alone.
+    configured on the bridge, or None to leave its configuration alone; `prepare()` runs each
+    time the database connects, before anything is configured (makes the target exist).
     """
 
     def __init__(self, remote: str, bridge: str | None, on_change: Callable[[BridgeView | None], None],
-                 controller: str | None = None, name: str = ""):
+                 controller: str | None = None, prepare: Callable[[], None] | None = None, name: str = ""):
         self.remote = remote
         self.bridge = bridge
         self.on_change = on_change
         self.controller = controller
+        self.prepare = prepare
         self.name = name or remote
         self.status = MonitorStatus()
         self.view: BridgeView | None = None
@@ -211,6 +213,7 @@ class OvsdbMonitor:
                     if connected:
                         self.status = MonitorStatus(True, "")
                         log.info("%s: connected to OVSDB %s", self.name, self.remote)
+                        self._prepare()
                     else:
                         self._set_error(f"lost the connection to OVSDB {self.remote}; reconnecting")
                         log.warning("%s: lost the connection to OVSDB %s; reconnecting with backoff",
@@ -229,6 +232,15 @@ class OvsdbMonitor:
                 poller.block()
         finally:
             idl.close()
+
+    def _prepare(self) -> None:
+        if self.prepare is None:
+            return
+        try:
+            self.prepare()
+        except OSError as e:
+            self.status = MonitorStatus(True, f"cannot prepare the controller target: {e}")
+            log.error("%s: cannot prepare the controller target %s: %s", self.name, self.controller, e)
 
     def _deliver(self, view: BridgeView | None) -> None:
         try:

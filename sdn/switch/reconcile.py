@@ -42,7 +42,9 @@ class Op:
         if self.kind == DELETE_RAW and self.installed is not None:
             i = self.installed
             return f"delete table={i.table},priority={i.priority} (undecoded match, cookie {i.cookie:#x})"
-        return f"{self.kind} {self.flow.render() if self.flow is not None else '?'}"
+        if self.flow is None:
+            return f"{self.kind} ?"
+        return f"{self.kind} {self.flow.render(cookie=False)} (cookie {self.flow.cookie:#x})"
 
 
 @dataclass(frozen=True)
