@@ -1,7 +1,7 @@
 # sdn-netpol: Kubernetes NetworkPolicy -> Open vSwitch flows.
 #
 #   make test    system packages (root), stop the system OVS service, venv, pytest -n auto
-#   make demo    compile the examples and show node-1's flows (sdnctl)
+#   make demo    the example cluster as a live lab: flows, measured vs predicted matrix (KEEP=1)
 #   make bench   run the benchmarks (if any)
 #   make lint    ruff if installed in the venv, else a byte-compile check
 #   make clean   remove the venv and caches
@@ -24,7 +24,7 @@ APT_PACKAGES := openvswitch-switch iproute2 ethtool
 
 SHELL := /bin/bash
 
-.PHONY: all help test check system-deps stop-system-ovs venv demo bench lint clean
+.PHONY: all help test check system-deps stop-system-ovs venv demo demo-root bench lint clean
 
 all: test
 
@@ -89,12 +89,29 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # ---------------------------------------------------------------- demo / bench / lint
-demo: venv
+# The example cluster as a live lab: two nodes (network namespaces with their own Open vSwitch),
+# nine pods, the example policies; a node's installed flows; the reachability matrix measured
+# with real packets next to the semantic evaluator's prediction; then the lab goes away
+# (KEEP=1 leaves it up: `sdnctl lab status`, `ip netns exec sdnlab-x_a ...`, `sdnctl lab down`).
+demo: demo-root system-deps stop-system-ovs venv
 	@[ -d $(EXAMPLES) ] || { echo "no $(EXAMPLES) directory" >&2; exit 1; }
-	@$(VPY) -c 'import sdn.cli' 2>/dev/null || { \
-	  echo "sdnctl is not available yet (sdn/cli.py missing or broken)" >&2; exit 1; }
-	$(SDNCTL) compile -f $(EXAMPLES) --node $(NODE)
-	$(SDNCTL) flows show -f $(EXAMPLES) --node $(NODE)
+	@run() { echo; echo "\$$ sdnctl $$*"; $(SDNCTL) "$$@"; }; \
+	lab="$${SDN_LAB_DIR:-/run/sdn-lab}"; \
+	run lab up -f $(EXAMPLES) || exit 1; \
+	status=0; \
+	run flows show --node $(NODE) --control "$$lab/nodes/$(NODE)/control.sock" || status=1; \
+	run lab matrix --check --port 80 --protocol TCP || status=1; \
+	run lab matrix --check --port 81 --protocol UDP || status=1; \
+	case "$(KEEP)" in \
+	  ""|0|no|false) run lab down || status=1 ;; \
+	  *) echo; echo "the lab is still up (KEEP=$(KEEP)): sdnctl lab status | pods | matrix; sdnctl lab down" ;; \
+	esac; \
+	exit $$status
+
+demo-root:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "make demo needs root: it builds a lab of network namespaces with private Open vSwitch" \
+	       "daemons and installs what is missing. Run it as root (sudo make demo)." >&2; exit 1; fi
 
 bench: venv
 	@if [ -d benchmarks ]; then $(VPY) -m benchmarks; else echo "no benchmarks yet"; fi
