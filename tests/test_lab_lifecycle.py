@@ -141,6 +141,13 @@ def test_add_a_node_to_a_running_lab_with_geneve(lab):
     got = all_reach(lab)
     assert set(got.values()) == {PR.ALLOWED}, got
     assert lab.status()["problems"] == []
+    # and away again: its pods go with it
+    report = lab.delete_docs([node_doc("node-2")])
+    assert report == ["Node node-2 deleted", "Pod x/c deleted (with Node node-2)"]
+    assert [p["name"] for p in lab.pods()] == ["a", "b"]
+    assert set(all_reach(lab).values()) == {PR.ALLOWED}
+    assert lab.status()["problems"] == []
+    assert not [n for n in netns_list() if n.endswith("-node-2") and n.startswith(lab.prefix)]
 
 
 def test_cli_status_and_not_root(lab, tmp_path):

@@ -310,14 +310,21 @@ class Lab:
         N.start_fabric(self._fabric_ovs(), controller=f"unix:{info['openflow']}")
 
     def _link_fabric_all(self) -> None:
+        """Link every node to the fabric switch at port 100+i (i: the node's place in name
+        order, sdn/layout.py); a node added or removed shifts the others: they move first."""
         ports = N.fabric_ofports(list(self.record["nodes"]))
         fabric = self._fabric_ovs()
-        for name, info in sorted(self.record["nodes"].items()):
+        nodes = self.record["nodes"]
+        moves = {n: (i["slot"], ports[n]) for n, i in nodes.items()
+                 if i.get("fabric_ofport") is not None and i["fabric_ofport"] != ports[n]}
+        if moves:
+            N.renumber_fabric_ports(fabric, moves)
+            for n in moves:
+                nodes[n]["fabric_ofport"] = ports[n]
+        for name, info in sorted(nodes.items()):
             if info.get("fabric_ofport") is None:
-                N.link_fabric(self._ovs(name), fabric, info["slot"], ports[name])
-            elif info["fabric_ofport"] != ports[name]:
-                N.renumber_fabric_port(fabric, info["slot"], ports[name])
-            info["fabric_ofport"] = ports[name]
+                N.link_fabric(self._ovs(name), fabric, info["slot"], ports[name], name)
+                info["fabric_ofport"] = ports[name]
         self._save()
 
     def _neighbours(self) -> None:
@@ -562,11 +569,15 @@ class Lab:
                     continue
                 gone.add(key)
                 report.append(f"{T.describe_key(key)} deleted")
+                along: set = set()
                 if key[1] == "Namespace":
-                    gone |= {k for k in current if k[2] == key[3]}
+                    along = {k for k in current if k[2] == key[3]}
                 if key[1] == "Node":
-                    gone |= {k for k, d in current.items()
+                    along = {k for k, d in current.items()
                              if k[1] == "Pod" and (d.get("spec") or {}).get("nodeName") == key[3]}
+                for k in sorted(along - gone):
+                    report.append(f"{T.describe_key(k)} deleted (with {T.describe_key(key)})")
+                gone |= along
             applying = {T.doc_key(d) for d in apply}
             dead_pods = [f"{k[2]}/{k[3]}" for k in gone if k[1] == "Pod"]
             dead_nodes = [k[3] for k in gone if k[1] == "Node"]

@@ -88,7 +88,7 @@ def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: 
     ovs.add_bridge(BRIDGE, dpid=dpid, fail_mode="secure", controller=controller)
     ovs.vsctl("add-port", BRIDGE, TUNNEL_PORT, "--", "set", "interface", TUNNEL_PORT,
               f"type={tunnel}", "options:remote_ip=flow", f"options:local_ip={address}",
-              f"ofport_request={TUNNEL_OFPORT}")
+              f"ofport_request={TUNNEL_OFPORT}", "external_ids:sdn-role=tunnel")
     got = ovs.ofport(TUNNEL_PORT)
     if got != TUNNEL_OFPORT:
         raise RuntimeError(f"{ns}: tunnel port got ofport {got}, not {TUNNEL_OFPORT}")
@@ -106,34 +106,39 @@ def start_fabric(ovs: OvsInstance, controller: str | list[str] | None) -> None:
     ovs.add_bridge(FABRIC_BRIDGE, dpid=FABRIC_DPID, fail_mode="secure", controller=controller)
 
 
-def link_fabric(node: OvsInstance, fabric: OvsInstance, slot: int, fabric_ofport: int) -> None:
-    """A veth between the node's br-sdn (ofport 2) and the fabric switch (`fabric_ofport`)."""
+def link_fabric(node: OvsInstance, fabric: OvsInstance, slot: int, fabric_ofport: int, node_name: str) -> None:
+    """A veth between the node's br-sdn (ofport 2) and the fabric switch (`fabric_ofport`).
+    Both ends say what they are in external_ids (sdn-role, and sdn-node on the fabric side)."""
     peer = f"n{slot}"
     run_cmd(["ip", "-n", node.netns, "link", "add", UPLINK_PORT, "type", "veth", "peer", "name",
              peer, "netns", fabric.netns])
     run_cmd(["ip", "-n", fabric.netns, "link", "set", peer, "up"])
     run_cmd(["ip", "-n", node.netns, "link", "set", UPLINK_PORT, "up"])
     node.vsctl("add-port", BRIDGE, UPLINK_PORT, "--", "set", "interface", UPLINK_PORT,
-               f"ofport_request={FABRIC_UPLINK_OFPORT}")
+               f"ofport_request={FABRIC_UPLINK_OFPORT}", "external_ids:sdn-role=fabric-uplink")
     fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
-                 f"ofport_request={fabric_ofport}")
+                 f"ofport_request={fabric_ofport}", "external_ids:sdn-role=fabric-link",
+                 f"external_ids:sdn-node={node_name}")
     for ovs, port, want in ((node, UPLINK_PORT, FABRIC_UPLINK_OFPORT), (fabric, peer, fabric_ofport)):
         got = ovs.ofport(port)
         if got != want:
             raise RuntimeError(f"{ovs.netns}: port {port} got ofport {got}, not {want}")
 
 
-def renumber_fabric_port(fabric: OvsInstance, slot: int, fabric_ofport: int) -> None:
-    """Move a node's fabric-side port to another ofport (the node order changed)."""
-    peer = f"n{slot}"
-    if fabric.ofport(peer) == fabric_ofport:
-        return
-    fabric.vsctl("del-port", FABRIC_BRIDGE, peer)
-    fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
-                 f"ofport_request={fabric_ofport}")
-    got = fabric.ofport(peer)
-    if got != fabric_ofport:
-        raise RuntimeError(f"{fabric.netns}: port {peer} got ofport {got}, not {fabric_ofport}")
+def renumber_fabric_ports(fabric: OvsInstance, moves: dict[str, tuple[int, int]]) -> None:
+    """Move nodes' fabric-side ports to other ofports (the node order changed): node ->
+    (slot, new ofport). All are taken off the bridge first, so no move collides with another."""
+    for node, (slot, _) in moves.items():
+        fabric.vsctl("--if-exists", "del-port", FABRIC_BRIDGE, f"n{slot}")
+    for node, (slot, ofport) in moves.items():
+        peer = f"n{slot}"
+        fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
+                     f"ofport_request={ofport}", "external_ids:sdn-role=fabric-link",
+                     f"external_ids:sdn-node={node}")
+    for node, (slot, ofport) in moves.items():
+        got = fabric.ofport(f"n{slot}")
+        if got != ofport:
+            raise RuntimeError(f"{fabric.netns}: port n{slot} got ofport {got}, not {ofport}")
 
 
 def unlink_fabric(fabric: OvsInstance, slot: int) -> None:
