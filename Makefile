@@ -114,7 +114,8 @@ demo-root:
 	       "daemons and installs what is missing. Run it as root (sudo make demo)." >&2; exit 1; fi
 
 bench: venv
-	@if [ -d benchmarks ]; then $(VPY) -m benchmarks; else echo "no benchmarks yet"; fi
+	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install $(PIP_FLAGS) -e '.[bench]'
+	$(VPY) -m benchmarks $(if $(filter 1 yes true,$(QUICK)),--quick) $(BENCH_ARGS)
 
 lint: venv
 	@if $(VPY) -m ruff --version >/dev/null 2>&1; then \

@@ -1,0 +1,174 @@
+"""python -m benchmarks [--quick] [--only S3,S5] [--out benchmarks/results]
+
+Runs each scenario in a worker process of its own (benchmarks/worker.py), one after the other,
+then writes results.json, results.md and PNG plots into --out. A scenario that exceeds
+--timeout is killed; the stages it finished are still reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import report
+from benchmarks.scenarios import BUILDERS, DEFAULT_SEED, FULL_SCALES, QUICK_SCALES
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Per-mode settings; every one can be overridden on the command line.
+QUICK = {"events": 5, "timeout": 60.0, "all_nodes_budget": 2.0, "growth_scale": 0.05, "max_flows": 300_000,
+         "max_affected": 2}
+FULL = {"events": 20, "timeout": 4 * 3600.0, "all_nodes_budget": 300.0, "growth_scale": 1.0, "max_flows": 3_000_000,
+        "max_affected": 4}
+# S3 and S4 share one state: S3 measures the static compile, S4 the events and the growth.
+PER_SCENARIO = {"S3": ["--skip-events"], "S4": ["--skip-all-nodes"]}
+# Scenarios whose time target is (or is likely) missed: profiled after their timed stages. S4
+# (the event path under many touched policies) only in full runs, to keep QUICK short.
+PROFILED = {"quick": ("S1",), "full": ("S1", "S4")}
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="scaled-down scenarios (< 2 min on 2 cores)")
+    ap.add_argument("--only", default="", help="comma-separated scenarios, e.g. S3,S5 (default: all)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="output directory")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every scenario's scale by this (after --quick); e.g. 0.1")
+    ap.add_argument("--scales", default="", help="explicit scales, e.g. S1=0.5,S3=1 (overrides the mode's)")
+    ap.add_argument("--events", type=int, default=None, help="events per scenario for the incremental stage")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per scenario before it is killed")
+    ap.add_argument("--all-nodes-budget", type=float, default=None,
+                    help="compile seconds for 'all nodes' before extrapolating (0: compile every node)")
+    ap.add_argument("--max-flows", type=int, default=None,
+                    help="skip compiling a node whose estimated rule flows exceed this")
+    ap.add_argument("--max-affected", type=int, default=None, help="affected nodes compiled per event")
+    ap.add_argument("--growth-scale", type=float, default=None, help="S4 growth: 500 and 2000 pods times this")
+    ap.add_argument("--profile", choices=("auto", "all", "none"), default="auto",
+                    help="auto: cProfile S1 (and S4 in full runs) after their timed stages")
+    ap.add_argument("--hook", action="append", default=[],
+                    help="extra stage (benchmarks.hooks): a registered name or package.module:function")
+    ap.add_argument("--no-engine", action="store_true",
+                    help="events: skip the side-by-side flows.compiler.BridgeCompiler measurement")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def settings(args) -> dict:
+    base = dict(QUICK if args.quick else FULL)
+    for k in base:
+        v = getattr(args, k)
+        if v is not None:
+            base[k] = v
+    return base
+
+
+def scales(args) -> dict[str, float]:
+    out = dict(QUICK_SCALES if args.quick else FULL_SCALES)
+    for k in out:
+        out[k] = out[k] * args.scale
+    for item in filter(None, args.scales.split(",")):
+        k, v = item.split("=")
+        out[k.strip().upper()] = float(v)
+    return out
+
+
+def wants_profile(name: str, mode: str, quick: bool) -> bool:
+    """auto: the scenarios with a time target (S1 rules + node, S1/S4 event path). The profile
+    runs in the same worker after every timed stage, so it does not distort them."""
+    return mode == "all" or (mode == "auto" and name in PROFILED["quick" if quick else "full"])
+
+
+def run_worker(name: str, scale: float, args, cfg: dict, out: Path, profile: bool) -> dict:
+    json_path = out / f".{name}.json"
+    json_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.worker", "--scenario", name, "--scale", repr(scale),
+           "--seed", str(args.seed), "--json", str(json_path), "--events", str(cfg["events"]),
+           "--max-flows", str(cfg["max_flows"]), "--all-nodes-budget", str(cfg["all_nodes_budget"]),
+           "--growth-scale", str(cfg["growth_scale"]), "--max-affected", str(cfg["max_affected"])]
+    if args.quick:
+        cmd.append("--quick")
+    if profile:
+        cmd.append("--profile")
+    cmd += PER_SCENARIO.get(name, [])
+    if args.no_engine:
+        cmd.append("--no-engine")
+    for h in args.hook:
+        cmd += ["--hook", h]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL if args.quiet else None)
+    timed_out = None
+    try:
+        proc.wait(timeout=cfg["timeout"])
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        timed_out = f"killed after the {cfg['timeout']:g} s timeout"
+    wall = time.perf_counter() - t0
+    res = json.loads(json_path.read_text()) if json_path.exists() else {"scenario": name, "scale": scale,
+                                                                         "stages": {}, "errors": {}}
+    json_path.unlink(missing_ok=True)
+    if timed_out:
+        res["timed_out"] = timed_out + (f" during stage `{res['current']}`" if res.get("current") else "")
+    elif proc.returncode:
+        res.setdefault("errors", {})["worker"] = {"error": f"worker exited with {proc.returncode}",
+                                                  "where": "benchmarks/worker.py"}
+    res["wall_seconds"] = round(wall, 2)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cfg = settings(args)
+    sc = scales(args)
+    names = [n.strip().upper() for n in args.only.split(",") if n.strip()] or sorted(BUILDERS)
+    unknown = [n for n in names if n not in BUILDERS]
+    if unknown:
+        print(f"unknown scenario(s) {unknown}; known: {', '.join(sorted(BUILDERS))}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()
+    for name in names:
+        if not args.quiet:
+            print(f"== {name} (scale {sc[name]:g})", flush=True)
+        res = run_worker(name, sc[name], args, cfg, out, wants_profile(name, args.profile, args.quick))
+        results[name] = res
+        if not args.quiet:
+            print(f"   {name} done in {res['wall_seconds']} s", flush=True)
+    meta = {"quick": args.quick, "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "seed": args.seed,
+            "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "settings": cfg, "scales": {n: sc[n] for n in names},
+            "total_seconds": round(time.perf_counter() - t_start, 1),
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, sort_keys=True,
+                                                 default=str) + "\n")
+    written = [] if args.no_plots else report.plots(results, out)
+    md = report.markdown(results, meta)
+    if written:
+        md += "\n" + "".join(f"![{w}]({w})\n" for w in written)
+    (out / "results.md").write_text(md)
+    if not args.quiet:
+        print(f"wrote {out / 'results.md'} ({meta['total_seconds']} s)")
+        for t in report.evaluate_targets(results):
+            print(f"  {t['status']:>12}  {t['target']}: {t['measured']} (target {t['target_text']}; {t['margin']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
