@@ -9,6 +9,33 @@ from sdn.k8s.resources import WATCHED, resource_for
 from sdn.policy.manifests import add_object
 from sdn.policy.model import Cluster
 
+# What the random streams draw from: v1 specs, alpha specs, namespace annotations.
+POLICY_SPECS = [
+    {"podSelector": {}},
+    {"podSelector": {"matchLabels": {"role": "db"}},
+     "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "web"}}}],
+                  "ports": [{"port": 80}]}]},
+    {"podSelector": {}, "policyTypes": ["Egress"],
+     "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]},
+    {"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In",
+                                           "values": ["a", "c"]}]},
+     "ingress": [{"ports": [{"port": "serve-81-tcp"}, {"protocol": "UDP", "port": 80}]}]},
+    {"podSelector": {"matchLabels": {"pod": "b"}},
+     "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.2.0.0/16"]}}]}]},
+]
+ALPHA_SPECS = [
+    {"podSelector": {"role": "db"},
+     "allowIncoming": {"from": [{"pods": {"role": "web"}}],
+                       "toPorts": [{"port": 80, "protocol": "TCP"}]}},
+    {"podSelector": {}, "allowIncoming": {"from": [{"namespaces": {"ns": "x"}}]}},
+    {"podSelector": {"matchLabels": {"a": "b"}}},  # invalid: the alpha selector is a plain map
+]
+ANNOTATIONS = [
+    {},
+    {"net.alpha.kubernetes.io/network-isolation": "on"},
+    {"net.beta.kubernetes.io/network-policy": '{"ingress": {"isolation": "DefaultDeny"}}'},
+]
+
 
 def namespace(name: str, labels: dict | None = None, annotations: dict | None = None) -> dict:
     meta: dict = {"name": name, "labels": labels or {"ns": name}}

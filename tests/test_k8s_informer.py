@@ -23,6 +23,9 @@ from sdn.policy.manifests import add_object, remove_object
 from sdn.policy.model import FORM_ALPHA, FORM_V1, Cluster
 from sdn.policy.rules import cluster_rules
 from tests.k8s_support import (
+    ALPHA_SPECS,
+    ANNOTATIONS,
+    POLICY_SPECS,
     alpha_policy,
     namespace,
     node,
@@ -125,33 +128,6 @@ def test_a_burst_is_handed_over_in_few_batches(server):
 
 
 # ------------------------------------------------------------------------------ the stream
-
-
-POLICY_SPECS = [
-    {"podSelector": {}},
-    {"podSelector": {"matchLabels": {"role": "db"}},
-     "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "web"}}}],
-                  "ports": [{"port": 80}]}]},
-    {"podSelector": {}, "policyTypes": ["Egress"],
-     "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]},
-    {"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In",
-                                           "values": ["a", "c"]}]},
-     "ingress": [{"ports": [{"port": "serve-81-tcp"}, {"protocol": "UDP", "port": 80}]}]},
-    {"podSelector": {"matchLabels": {"pod": "b"}},
-     "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.2.0.0/16"]}}]}]},
-]
-ALPHA_SPECS = [
-    {"podSelector": {"role": "db"},
-     "allowIncoming": {"from": [{"pods": {"role": "web"}}],
-                       "toPorts": [{"port": 80, "protocol": "TCP"}]}},
-    {"podSelector": {}, "allowIncoming": {"from": [{"namespaces": {"ns": "x"}}]}},
-    {"podSelector": {"matchLabels": {"a": "b"}}},  # invalid: the alpha selector is a plain map
-]
-ANNOTATIONS = [
-    {},
-    {"net.alpha.kubernetes.io/network-isolation": "on"},
-    {"net.beta.kubernetes.io/network-policy": '{"ingress": {"isolation": "DefaultDeny"}}'},
-]
 
 
 class RandomCluster:

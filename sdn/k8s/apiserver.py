@@ -2,7 +2,7 @@
 
 A real kube-apiserver cannot be fetched where the tests run, so this serves the resources of
 `sdn.k8s.resources` with the API's own wire behaviour, enough for the official `kubernetes`
-client (and `kubectl --server`) to run unchanged against it:
+client to run unchanged against it:
 
 - discovery (/api, /apis, /api/v1, /apis/GROUP/VERSION, /version) and /healthz, /readyz;
 - list with resourceVersion, resourceVersionMatch, limit and continue (consistent snapshots);
