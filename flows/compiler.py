@@ -146,6 +146,7 @@ class BridgeCompiler:
         self._conj_used: set[int] = set()
         self._pipeline: dict[Key, Flow] = {}
         self._defaults: dict[Key, tuple[Flow, Isolation]] = {}
+        self._default_of: dict[tuple[str, str], Key] = {}  # (direction, address) -> flow key
         self._hard: dict[Key, Flow] = {}
         self._clauses: dict[Key, set[Conjunction]] = defaultdict(set)
         self._local = bridge.local_addresses
@@ -170,7 +171,8 @@ class BridgeCompiler:
     def program(self) -> Program:
         flows = [self.flow(k) for k in self.keys()]
         rules = sorted((p.info() for p in self._placed.values()), key=lambda i: i.id)
-        defaults = sorted(((f.cookie, iso) for f, iso in self._defaults.values()), key=lambda d: d[1])
+        defaults = sorted(((f.cookie, iso) for f, iso in self._defaults.values()),
+                          key=lambda d: (d[1].direction, d[1].address))
         return Program(self.bridge.name, tuple(sorted_flows(flows)), tuple(rules), tuple(defaults))
 
     def __len__(self) -> int:
@@ -259,16 +261,22 @@ class BridgeCompiler:
         return self.bridge.mode == "host" and iso.address in self._local
 
     def _set_default(self, key: tuple[str, str], iso: Isolation | None, touch) -> None:
+        """The default-deny flow of one (direction, address): present while it is isolated and
+        enforced on this bridge."""
+        old = self._default_of.pop(key, None)
+        if old is not None:
+            touch(old)
+            del self._defaults[old]
+        if iso is None or not self._enforces(iso):
+            return
         direction, address = key
         side = "src" if direction == EGRESS else "dst"
         table = P.EGRESS_DEFAULT if direction == EGRESS else P.INGRESS_DEFAULT
-        fkey = (table, 200, Flow(table, 200, address_match(address, side)).match)
-        touch(fkey)
-        self._defaults.pop(fkey, None)
-        if iso is not None and self._enforces(iso):
-            f = Flow(table, 200, address_match(address, side), (), default_cookie(iso))
-            P.check_flow(f)
-            self._defaults[fkey] = (f, iso)
+        f = Flow(table, 200, address_match(address, side), (), default_cookie(iso))
+        P.check_flow(f)
+        touch(f.key)
+        self._defaults[f.key] = (f, iso)
+        self._default_of[key] = f.key
 
     def _replace(self, rules: Sequence[Rule], touch) -> None:
         """(Re)place rules: scoped anew; unchanged ones stay as they are; changed ones keep
@@ -384,7 +392,7 @@ def compile_bridge(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Is
     if len(set(ids)) != len(ids):
         raise CompileError("duplicate rule ids")
     compiler = BridgeCompiler(bridge, previous)
-    compiler.update(upsert=rules, isolate=sorted(isolation), diff=False)
+    compiler.update(upsert=rules, isolate=isolation, diff=False)
     return compiler.program()
 
 

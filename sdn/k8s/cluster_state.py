@@ -102,7 +102,8 @@ class ClusterState:
 
     def _snapshot(self) -> Cluster:
         c = self._cluster
-        return Cluster(dict(c.namespaces), dict(c.pods), dict(c.nodes), dict(c.policies))
+        return Cluster(namespaces=dict(c.namespaces), pods=dict(c.pods), nodes=dict(c.nodes),
+                       policies=dict(c.policies))
 
     def invalid(self) -> dict[tuple[str, str, str], str]:
         """(resource name, namespace, name) -> why the object is ignored."""

@@ -58,6 +58,7 @@ class RuleSet:
         self.isolating: dict[str, set[tuple[str, str]]] = {}  # policy key -> (direction, ip)
         self.owners: dict[tuple[str, str], set[str]] = defaultdict(set)  # (direction, ip) -> policies
         self.policies: dict[str, Policy] = {}  # effective policies by key
+        self._iso_cache: dict[tuple[str, str], Isolation] = {}
         self._by_ns: dict[str, set[str]] = defaultdict(set)
         self._ns_peers: dict[tuple[str, str] | None, set[str]] = defaultdict(set)
         self._named_egress: dict[str, set[str]] = defaultdict(set)  # port name -> policies
@@ -70,10 +71,13 @@ class RuleSet:
         return [r for rules in self.rules.values() for r in rules.values()]
 
     def all_isolation(self) -> list[Isolation]:
-        return sorted(self._isolation(k) for k in self.owners)
+        return [self._isolation(k) for k in sorted(self.owners)]
 
     def _isolation(self, key: tuple[str, str]) -> Isolation:
-        return Isolation(key[0], key[1], tuple(sorted(self.owners[key])))
+        iso = self._iso_cache.get(key)
+        if iso is None:
+            iso = self._iso_cache[key] = Isolation(key[0], key[1], tuple(sorted(self.owners[key])))
+        return iso
 
     # ---- indexes -------------------------------------------------------------------------
 
@@ -218,6 +222,8 @@ class RuleSet:
         if old == isolated:
             return
         self.isolating[key] = isolated
+        for k in old ^ isolated:
+            self._iso_cache.pop(k, None)
         for k in old - isolated:
             self.owners[k].discard(key)
             if not self.owners[k]:

@@ -66,7 +66,9 @@ class LabelSelector:
     match_expressions: tuple[Requirement, ...] = ()
 
     def matches(self, labels: Mapping[str, str] | Labels) -> bool:
-        if not isinstance(labels, Mapping):
+        if type(labels) is tuple:  # frozen labels; checked first: Mapping checks are slow
+            labels = dict(labels)
+        elif not isinstance(labels, Mapping):
             labels = dict(labels)
         return all(labels.get(k) == v for k, v in self.match_labels) and all(
             r.matches(labels) for r in self.match_expressions

@@ -29,19 +29,26 @@ class ClusterIndex:
             if pod.ips:
                 self.by_ns[pod.namespace][pod.key] = pod
         self.namespaces = {ns: cluster.namespace(ns).label_map for ns in cluster.namespace_names()}
+        self._sorted: dict[str, list[Pod]] = {}
 
     @property
     def all_pods(self) -> list[Pod]:
         return [p for ns in sorted(self.by_ns) for p in self.pods_in(ns)]
 
     def pods_in(self, ns: str) -> list[Pod]:
-        pods = self.by_ns.get(ns)
-        return [pods[k] for k in sorted(pods)] if pods else []
+        """Pods of a namespace with an IP, in name order (cached until the namespace changes)."""
+        cached = self._sorted.get(ns)
+        if cached is None:
+            pods = self.by_ns.get(ns)
+            cached = self._sorted[ns] = [pods[k] for k in sorted(pods)] if pods else []
+        return cached
 
     def put_pod(self, old: Pod | None, new: Pod | None) -> None:
         if old is not None:
             self.by_ns.get(old.namespace, {}).pop(old.key, None)
+            self._sorted.pop(old.namespace, None)
         if new is not None:
+            self._sorted.pop(new.namespace, None)
             if new.ips:
                 self.by_ns[new.namespace][new.key] = new
             self.namespaces.setdefault(new.namespace, self.cluster.namespace(new.namespace).label_map)
