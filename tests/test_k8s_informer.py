@@ -379,3 +379,30 @@ def test_pods_resource_is_listed_in_pages(server):
     with start(server, recorder) as informers:
         assert wait_until(lambda: converged(server, recorder))
         assert informers.stats()[PODS.name].list_pages == 4
+
+
+def test_a_list_whose_continue_token_expires_starts_over(server):
+    from sdn.k8s.informer import Informer, list_function
+
+    server.create(namespace("x"))
+    for i in range(7):
+        server.create(pod("x", f"p{i}", f"10.1.0.{i + 1}"))
+    real = list_function(api_client(url=server.url), PODS)
+    compacted = []
+
+    def list_fn(**kwargs):
+        if kwargs.get("_continue") and not compacted:  # between the first and second page
+            server.delete(pod("x", "p0", None))
+            compacted.append(server.compact_history())
+        return real(**kwargs)
+
+    recorder = Recorder()
+    informer = Informer(None, PODS, recorder, list_fn=list_fn, **FAST)
+    informer.start()
+    try:
+        assert informer.synced.wait(10)
+        assert compacted and informer.stats.expired == 1
+        assert sorted(p.name for p in informer.objects()) == [f"p{i}" for i in range(1, 7)]
+        assert informer.stats.lists == 1  # the interrupted list delivered nothing
+    finally:
+        informer.stop()
