@@ -11,7 +11,8 @@ The cycle, after client-go's reflector:
   as synthetic ADDED/MODIFIED/DELETED events, then SYNCED;
 - watch from the list's resourceVersion with allowWatchBookmarks and a jittered
   timeoutSeconds; a BOOKMARK only advances the version; a clean end of the stream re-watches
-  from the last version seen, without listing;
+  from the last version seen, without listing (an end long before the timeout with not one
+  event counts as a failure, so a misbehaving server is not hammered);
 - a 410 (ERROR event or HTTP status: the version left the server's history) re-lists and
   diffs, so deletions missed meanwhile are still reported;
 - any other failure (refused connection, cut stream, 5xx) retries the watch from the last
@@ -258,15 +259,22 @@ class Informer:
                 timeout = self._rng.uniform(self._watch_timeout, 2 * self._watch_timeout)
                 if next_relist is not None:
                     timeout = min(timeout, max(1.0, next_relist - time.monotonic()))
-                self._watch(self.resource_version, max(1, round(timeout)))
+                timeout = max(1, round(timeout))
+                began = time.monotonic()
+                if not self._watch(self.resource_version, timeout) \
+                        and time.monotonic() - began < timeout / 2:
+                    raise WatchError("the watch ended early without a single event")
                 if next_relist is not None and time.monotonic() >= next_relist:
                     self.resource_version, reason = None, "resync"
             except _Stopped:
                 break
             except _Gone as e:
+                listing = self.resource_version is None
                 self.stats.expired += 1
                 log.info("%s: %s; listing again", self.resource.name, e)
                 self.resource_version, reason = None, "expired"
+                if listing:  # the list itself expired: do not hammer the server
+                    self._stopping.wait(self._backoff.next())
             except Exception as e:  # refused, cut, timed out, 5xx, garbage: retry later
                 if self._stopping.is_set():
                     break
@@ -342,14 +350,15 @@ class Informer:
         self.synced.set()
         self._backoff.reset()
 
-    def _watch(self, rv: str, timeout: int) -> None:
-        """One watch request, until the stream ends; every line advances resource_version."""
+    def _watch(self, rv: str, timeout: int) -> int:
+        """One watch request, until the stream ends; every line advances resource_version.
+        Returns how many lines (events and bookmarks) it read."""
         resp = self._call(watch=True, resource_version=rv, allow_watch_bookmarks=True,
                           timeout_seconds=timeout,
                           _request_timeout=(self._connect_timeout, timeout + self._read_timeout))
         self._resp = resp
         self.stats.watches += 1
-        buffer = bytearray()
+        buffer, lines = bytearray(), 0
         try:
             if self._stopping.is_set():
                 raise _Stopped()
@@ -360,12 +369,15 @@ class Informer:
                     del buffer[:end + 1]
                     if line.strip():
                         self._on_line(line)
+                        lines += 1
                 if self._stopping.is_set():
                     raise _Stopped()
             if self._stopping.is_set():
                 raise _Stopped()
             if buffer.strip():
                 self._on_line(bytes(buffer))
+                lines += 1
+            return lines
         finally:
             self._resp = None
             resp.close()
