@@ -35,9 +35,15 @@ def plug_internal(ovs: OvsInstance, bridge: str, port: str, key: str, ip: str, m
                                  external_ids=pod_external_ids(key, ip, mac))
 
 
-def add_tunnel(ovs: OvsInstance, bridge: str, name: str, ofport: int = 1) -> None:
+def add_tunnel(ovs: OvsInstance, bridge: str, name: str, ofport: int = 1, dst_port: int = 4789) -> None:
+    """A flow-based VXLAN port. Two bridges of one ovs-vswitchd need different `dst_port`s
+    (OVS refuses a second tunnel port with the same configuration)."""
     ovs.vsctl("add-port", bridge, name, "--", "set", "interface", name, "type=vxlan",
-              "options:remote_ip=flow", "options:key=flow", f"ofport_request={ofport}")
+              "options:remote_ip=flow", "options:key=flow", f"options:dst_port={dst_port}",
+              f"ofport_request={ofport}")
+    got = ovs.ofport(name)
+    if got != ofport:
+        raise RuntimeError(f"tunnel port {name} got ofport {got}, not {ofport}")
 
 
 def write_manifests(directory: Path, docs: list[dict], name: str = "cluster.yaml") -> Path:

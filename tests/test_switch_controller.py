@@ -98,7 +98,8 @@ def lab(tmp_path_factory):
         manifests = tmp_path_factory.mktemp("manifests")
         write_manifests(manifests, docs("v0"))
         # node-9's OVSDB does not exist: reported, retried, and it must disturb nothing.
-        ctl = Controller(manifests, {NODE: ovs.db_remote, "node-9": "unix:/nonexistent/sdn/db.sock"}).start()
+        ctl = Controller(manifests, {NODE: ovs.db_remote, "node-9": "unix:/nonexistent/sdn/db.sock"})
+        ctl.start()
         ctl.wait_in_sync()
         yield Lab(ovs, ctl, manifests)
     finally:
