@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from typing import Iterable
+from typing import Callable, Iterable
 
 from flows.compiler import BridgeCompiler, Program
 from flows.flow import FlowDiff
+from flows.ir import Bridge
 from sdn.layout import FABRIC, Layout, build_layout
 from sdn.policy.incremental import Obj, RuleDelta, RuleSet
 from sdn.policy.model import Cluster, Node, Pod
@@ -40,17 +41,32 @@ def _placement(pod: Pod | None) -> tuple | None:
     return None if pod is None else (pod.node, pod.ips)
 
 
+BridgeFactory = Callable[[Layout, str, str], "Bridge | None"]
+
+
+def layout_bridge(layout: Layout, name: str, mode: str) -> Bridge:
+    """The offline bridge description (sdn.layout): invented ofports, the tunnel on port 1."""
+    return layout.fabric_bridge() if name == FABRIC else layout.bridge(name, mode)
+
+
 class Engine:
-    """Incremental compiler for the bridges of a cluster (or of one node)."""
+    """Incremental compiler for the bridges of a cluster (or of some of its nodes).
+
+    `bridge_factory(layout, name, mode)` describes a bridge (its pods' ofports and MACs, its
+    routes); by default the offline layout does, a live controller passes one that reads
+    OVSDB. It may return None for a bridge not known yet.
+    """
 
     def __init__(self, cluster: Cluster, nodes: Iterable[str] | None = None, enforce: str = "host",
                  port_maps: dict[str, dict[str, int]] | None = None,
-                 previous: dict[str, Program] | None = None):
+                 previous: dict[str, Program] | None = None,
+                 bridge_factory: BridgeFactory = layout_bridge):
         if enforce not in ("host", "fabric"):
             raise ValueError(f"enforce must be host or fabric, not {enforce!r}")
         self.enforce = enforce
         self.port_maps = dict(port_maps or {})
         self.only = None if nodes is None else list(nodes)
+        self.bridge_factory = bridge_factory
         self.compilers: dict[str, BridgeCompiler] = {}
         with bulk():
             self.ruleset = RuleSet(cluster)
@@ -66,12 +82,22 @@ class Engine:
     def cluster(self) -> Cluster:
         return self.ruleset.cluster
 
-    def _bridges(self) -> dict:
+    def _names(self) -> list[str]:
+        names = sorted(self.layout.nodes) if self.only is None else [
+            n for n in self.only if n in self.layout.nodes or n == FABRIC]
+        if self.enforce == "fabric" and self.only is None:
+            names.append(FABRIC)
+        if self.enforce == "host":
+            names = [n for n in names if n != FABRIC]
+        return names
+
+    def _bridges(self) -> dict[str, Bridge]:
         mode = "host" if self.enforce == "host" else "fabric-node"
-        names = sorted(self.layout.nodes) if self.only is None else [n for n in self.only if n in self.layout.nodes]
-        out = {n: self.layout.bridge(n, mode) for n in names}
-        if self.enforce == "fabric" and (self.only is None or FABRIC in self.only):
-            out[FABRIC] = self.layout.fabric_bridge()
+        out = {}
+        for name in self._names():
+            bridge = self.bridge_factory(self.layout, name, mode)
+            if bridge is not None:
+                out[name] = bridge
         return out
 
     def program(self, name: str) -> Program:
@@ -80,35 +106,49 @@ class Engine:
     def programs(self) -> dict[str, Program]:
         return {n: c.program() for n, c in self.compilers.items()}
 
+    def refresh_bridges(self) -> dict[str, FlowDiff]:
+        """Describe every bridge again (after OVSDB or placement changes); flow differences of
+        the bridges whose description changed, appeared or went away."""
+        diffs: dict[str, FlowDiff] = {}
+        self.layout = build_layout(self.cluster, self.port_maps)
+        bridges = self._bridges()
+        for name in [n for n in self.compilers if n not in bridges]:
+            gone = self.compilers.pop(name)
+            diffs[name] = FlowDiff((), (), tuple(gone.program().flows))
+        for name, bridge in bridges.items():
+            compiler = self.compilers.get(name)
+            if compiler is None:
+                compiler = self.compilers[name] = BridgeCompiler(bridge)
+                compiler.update(upsert=self.ruleset.all_rules(), isolate=self.ruleset.all_isolation(),
+                                diff=False)
+                diffs[name] = FlowDiff(tuple(compiler.program().flows), (), ())
+            elif bridge != compiler.bridge:
+                d = compiler.set_bridge(bridge)
+                if d:
+                    diffs[name] = d
+        return diffs
+
     def apply(self, upserts: Iterable[Obj] = (), deletes: Iterable[Obj] = (),
               port_maps: dict[str, dict[str, int]] | None = None) -> dict[str, FlowDiff]:
         """Apply changed objects (and, optionally, new port maps from OVSDB); returns the flow
         difference of every bridge that changed."""
         upserts, deletes = list(upserts), list(deletes)
+        deleted = {id(o) for o in deletes}
         relayout = port_maps is not None and port_maps != self.port_maps
         for obj in upserts + deletes:
             if isinstance(obj, Node):
                 relayout = True
             elif isinstance(obj, Pod):
                 old = self.cluster.pods.get(obj.key)
-                new = obj if obj in upserts else None
-                relayout |= _placement(old) != _placement(new)
+                relayout |= _placement(old) != _placement(None if id(obj) in deleted else obj)
         if port_maps is not None:
             self.port_maps = dict(port_maps)
         delta = self.ruleset.apply(upserts, deletes)
         self.last_delta = delta
         diffs: dict[str, list[FlowDiff]] = {}
         if relayout:
-            self.layout = build_layout(self.cluster, self.port_maps)
-            for name, bridge in self._bridges().items():
-                compiler = self.compilers.get(name)
-                if compiler is None:
-                    compiler = self.compilers[name] = BridgeCompiler(bridge)
-                    compiler.update(upsert=self.ruleset.all_rules(), isolate=self.ruleset.all_isolation())
-                    diffs.setdefault(name, []).append(FlowDiff(tuple(compiler.program().flows), (), ()))
-                    continue
-                if bridge != compiler.bridge:
-                    diffs.setdefault(name, []).append(compiler.set_bridge(bridge))
+            for name, d in self.refresh_bridges().items():
+                diffs.setdefault(name, []).append(d)
         if not delta.empty:
             for name, compiler in self.compilers.items():
                 d = compiler.update(delta.upsert, delta.delete, delta.isolate, delta.unisolate)
