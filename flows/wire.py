@@ -183,19 +183,6 @@ def encode_match(match: Sequence[Match]) -> bytes:
     return _MATCH_HEAD.pack(1, length) + body + _PADS[length % 8]
 
 
-def _iter_tlvs(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, bool, bytes]]:
-    pos = start
-    while pos < end:
-        if end - pos < 4:
-            raise WireError("truncated match field header")
-        header = int.from_bytes(data[pos:pos + 4], "big")
-        cls, code, hasmask, length = header >> 16, (header >> 9) & 0x7F, bool(header & 0x100), header & 0xFF
-        if cls == 0xFFFF:
-            raise WireError("experimenter OXM fields are not used here")
-        yield cls, code, hasmask, data[pos + 4:pos + 4 + length]
-        pos += 4 + length
-
-
 _match_field_cache: dict[bytes, Match] = {}
 
 
@@ -216,17 +203,22 @@ def decode_match_fields(data: bytes) -> tuple[Match, ...]:
 
 
 def _decode_tlv(raw: bytes) -> Match:
-    ((cls, code, hasmask, payload),) = list(_iter_tlvs(raw, 0, len(raw)))
+    if len(raw) < 4:
+        raise WireError("truncated match field header")
+    header = int.from_bytes(raw[:4], "big")
+    cls, code, hasmask, length = header >> 16, (header >> 9) & 0x7F, header & 0x100, header & 0xFF
+    if cls == 0xFFFF:
+        raise WireError("experimenter OXM fields are not used here")
     known = _DECODE.get((cls, code))
     if known is None:
         raise WireError(f"unknown match field class {cls:#06x} code {code}")
     name, size = known
-    if len(payload) != size * (2 if hasmask else 1):
-        raise WireError(f"bad length {len(payload)} for field {name}")
-    value = int.from_bytes(payload[:size], "big")
+    if length != len(raw) - 4 or length != size * (2 if hasmask else 1):
+        raise WireError(f"bad length {length} for field {name}")
+    value = int.from_bytes(raw[4:4 + size], "big")
     if not hasmask:
         return Match(name, value)
-    mask = int.from_bytes(payload[size:], "big")
+    mask = int.from_bytes(raw[4 + size:], "big")
     if mask == (1 << FIELDS[name].bits) - 1:
         return Match(name, value)
     return Match(name, value & mask, mask)

@@ -75,6 +75,7 @@ class BridgeStatus:
     in_sync: bool
     last_error: str
     last_bundle: dict | None
+    last_sync: dict | None = None
     counters: Counters = field(default_factory=Counters)
 
     def to_json(self) -> dict:
@@ -97,7 +98,9 @@ class BridgeAgent:
         self._generation = 0
         self._realized = 0
         self._channel: chan.Channel | None = None
-        self._view: dict[tuple, Flow] | None = None
+        # What the switch holds as far as we know: the flows of the last program committed (or
+        # confirmed by a read); None = unknown, read the switch before anything else.
+        self._view: tuple[Flow, ...] | None = None
         self._view_program: Program | None = None  # the program `_view` was made from
         self._retry_at = 0.0
         self._backoff = BACKOFF_MIN
@@ -105,6 +108,7 @@ class BridgeAgent:
         self._busy = False
         self.last_error = ""
         self.last_bundle: dict | None = None
+        self.last_sync: dict | None = None
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name=f"bridge-{node}", daemon=True)
 
@@ -177,7 +181,7 @@ class BridgeAgent:
                 None if view is None else len(view),
                 self._channel is not None and self._program is not None and view is not None
                 and self._realized == self._generation and not self._busy,
-                self.last_error, self.last_bundle, Counters(**self.counters.__dict__))
+                self.last_error, self.last_bundle, self.last_sync, Counters(**self.counters.__dict__))
 
     def wait_realized(self, generation: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -227,19 +231,26 @@ class BridgeAgent:
                     self._busy = False
                     self._cv.notify_all()
 
-    def _sync(self, ch: chan.Channel, program: Program, generation: int, view: dict | None) -> None:
+    def _sync(self, ch: chan.Channel, program: Program, generation: int, view: tuple | None) -> None:
+        started = time.monotonic()
         if view is None:
-            started = time.monotonic()
             installed = chan.read_flows(ch)
             self.counters.resyncs += 1
             log.info("%s: read %d installed flows in %.2fs", self.node, len(installed), time.monotonic() - started)
-            plan = reconcile.plan(installed, program.flows)
-        else:
-            plan = reconcile.plan(view.values(), program.flows)
+        read = time.monotonic()
+        plan = reconcile.plan(installed if view is None else view, program.flows)
+        planned = time.monotonic()
+        self.last_sync = {"generation": generation, "read": view is None,
+                          "flows_read": len(installed) if view is None else None,
+                          "read_seconds": round(read - started, 4), "plan_seconds": round(planned - read, 4),
+                          "changes": plan.summary()}
         if plan.empty:
             self._succeeded(ch, program, generation, None)
             return
         result = chan.apply_plan(ch, plan)
+        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4),
+                       read_seconds=round(read - started, 4) if view is None else None,
+                       plan_seconds=round(planned - read, 4))
         self.counters.flow_mods += result.messages
         if result.committed:
             self.counters.bundles += 1
@@ -248,7 +259,7 @@ class BridgeAgent:
                      self.node, generation, s["add"], s["modify"], s["delete"], s["messages"], result.seconds,
                      f"; removed flows of unknown cookies {', '.join(f'{c:#x}' for c in plan.delete_cookies)}"
                      if plan.delete_cookies else "")
-            self._succeeded(ch, program, generation, result.summary)
+            self._succeeded(ch, program, generation, summary)
             return
         self.counters.failed_bundles += 1
         for r in result.rejections[:10]:
@@ -257,13 +268,13 @@ class BridgeAgent:
                       r.op.describe() if r.op else f"the bundle ({r.stage})",
                       flow_origin(program, flow), r.error.name)
         reason = f"bundle {'discarded' if result.discarded else 'not committed'}: {result.describe_failure()}"
-        self._failed(ch, reason, result.summary, discarded=True)
+        self._failed(ch, reason, summary, discarded=True)
 
     def _succeeded(self, ch, program: Program, generation: int, bundle: dict | None) -> None:
         with self._cv:
             if ch is not self._channel:
                 return
-            self._view = {f.key: f for f in program.flows}
+            self._view = program.flows
             self._view_program = program
             self._realized = generation
             self._backoff = BACKOFF_MIN

@@ -232,8 +232,7 @@ def apply_plan(ch: Channel, plan: Plan, *, timeout: float | None = None,
     accepted. Raises ChannelClosed / SwitchTimeout if the switch goes away (then nothing was
     committed unless the commit itself was in flight; callers resync from a fresh read)."""
     started = time.monotonic()
-    ops = plan.ops()
-    n = len(ops)
+    n = plan.messages
     if n == 0:
         return BundleResult(True, plan, 0, 0.0)
     limit = timeout if timeout is not None else 30.0 + n / 5000.0
@@ -246,15 +245,22 @@ def apply_plan(ch: Channel, plan: Plan, *, timeout: float | None = None,
     try:
         parts = [wire.bundle_ctrl(open_xid, bundle, wire.BUNDLE_OPEN_REQUEST, flags)]
         size = 0
+        xid = first + 1
         bundled, add, modify = wire.bundled_flow_mod, wire.OFPFC_ADD, wire.OFPFC_MODIFY_STRICT
-        for i, op in enumerate(ops):
-            kind = op.kind
-            if kind is ADD or kind is REPLACE:
-                msg = bundled(op.flow, add, first + 1 + i, bundle, flags)
-            elif kind is MODIFY:
-                msg = bundled(op.flow, modify, first + 1 + i, bundle, flags)
-            else:
-                msg = wire.bundle_add(encode(op, first + 1 + i), bundle, flags)
+        # The bulk (adds, replacements, modifies) is encoded straight from the plan's flows, in
+        # the order of Plan.ops(); Op values are only made to name a rejected message.
+        for command, flows in ((add, plan.add), (add, plan.replace), (modify, plan.modify)):
+            for f in flows:
+                msg = bundled(f, command, xid, bundle, flags)
+                xid += 1
+                parts.append(msg)
+                size += len(msg)
+                if size >= CHUNK_BYTES:
+                    ch.send(b"".join(parts))
+                    parts, size = [], 0
+        for op in plan.delete_ops():
+            msg = wire.bundle_add(encode(op, xid), bundle, flags)
+            xid += 1
             parts.append(msg)
             size += len(msg)
             if size >= CHUNK_BYTES:
@@ -263,7 +269,7 @@ def apply_plan(ch: Channel, plan: Plan, *, timeout: float | None = None,
         parts.append(wire.barrier_request(barrier_xid))
         ch.send(b"".join(parts))
         tx.wait(limit, f"a bundle of {n} flow_mods")
-        rejections = _rejections(tx, ops, first)
+        rejections = _rejections(tx, plan, first)
         if rejections:
             tx.expect(discard_xid)
             ch.send(wire.bundle_ctrl(discard_xid, bundle, wire.BUNDLE_DISCARD_REQUEST, flags))
@@ -275,7 +281,7 @@ def apply_plan(ch: Channel, plan: Plan, *, timeout: float | None = None,
         tx.expect(commit_xid)
         ch.send(wire.bundle_ctrl(commit_xid, bundle, wire.BUNDLE_COMMIT_REQUEST, flags))
         tx.wait(limit, "a bundle commit")
-        rejections = _rejections(tx, ops, first)
+        rejections = _rejections(tx, plan, first)
         committed = not rejections and any(
             (wire.decode_bundle_ctrl(m) or (0, -1, 0))[1] == wire.BUNDLE_COMMIT_REPLY
             and wire.header(m)[3] == commit_xid for m in tx.messages)
@@ -284,8 +290,11 @@ def apply_plan(ch: Channel, plan: Plan, *, timeout: float | None = None,
         ch.unregister(tx)
 
 
-def _rejections(tx: Transaction, ops: list[Op], first: int) -> list[Rejection]:
+def _rejections(tx: Transaction, plan: Plan, first: int) -> list[Rejection]:
+    if not tx.errors:
+        return []
     out = []
+    ops = plan.ops()
     n = len(ops)
     for e in tx.errors:
         k = e.xid - first - 1

@@ -79,14 +79,23 @@ class Plan:
         out = [Op(ADD, f) for f in self.add]
         out += [Op(REPLACE, f) for f in self.replace]
         out += [Op(MODIFY, f) for f in self.modify]
-        out += [Op(DELETE, f) for f in self.delete]
+        return out + self.delete_ops()
+
+    def delete_ops(self) -> list[Op]:
+        """The last part of ops(): the deletes."""
+        out = [Op(DELETE, f) for f in self.delete]
         out += [Op(DELETE_RAW, installed=i) for i in self.delete_raw]
         out += [Op(DELETE_COOKIE, cookie=c) for c in self.delete_cookies]
         return out
 
+    @property
+    def messages(self) -> int:
+        return (len(self.add) + len(self.replace) + len(self.modify) + len(self.delete)
+                + len(self.delete_raw) + len(self.delete_cookies))
+
     def summary(self) -> dict:
         return {"add": len(self.add), "modify": self.modified, "delete": self.deleted,
-                "messages": len(self.ops())}
+                "messages": self.messages}
 
     def __len__(self) -> int:
         return len(self.add) + self.modified + self.deleted
@@ -97,13 +106,16 @@ Installed = Union[Flow, InstalledFlow]
 
 def plan(installed: Iterable[Installed], desired: Iterable[Flow]) -> Plan:
     """The bundle that makes the switch hold exactly `desired`."""
+    installed = installed if isinstance(installed, (list, tuple)) else list(installed)
+    if not installed:  # a cold install: no need to index 100k keys (adds replace equal keys)
+        return Plan(add=tuple(desired))
     want = {f.key: f for f in desired}
     known = {f.cookie for f in want.values()}
-    have: dict[tuple, Flow] = {}
     delete_raw: list[InstalledFlow] = []
     by_cookie: dict[int, int] = {}
     delete: list[Flow] = []
-    for item in installed:
+    replace, modify = [], []
+    for item in installed:  # each installed key is hashed once: pop it from what is wanted
         flow = item.flow if isinstance(item, InstalledFlow) else item
         if flow is None:  # a match we cannot decode: never one of ours
             if item.cookie in known:
@@ -111,20 +123,15 @@ def plan(installed: Iterable[Installed], desired: Iterable[Flow]) -> Plan:
             else:
                 by_cookie[item.cookie] = by_cookie.get(item.cookie, 0) + 1
             continue
-        if flow.key in want:
-            have[flow.key] = flow
-            continue
-        if flow.cookie in known:
+        f = want.pop(flow.key, None)
+        if f is not None:
+            if f != flow:
+                (modify if f.cookie == flow.cookie else replace).append(f)
+        elif flow.cookie in known:
             delete.append(flow)
         else:
             by_cookie[flow.cookie] = by_cookie.get(flow.cookie, 0) + 1
-    add, replace, modify = [], [], []
-    for key, f in want.items():
-        old = have.get(key)
-        if old is None:
-            add.append(f)
-        elif old != f:
-            (modify if old.cookie == f.cookie else replace).append(f)
+    add = list(want.values())  # what no installed flow had
     # Desired order (the compiler's) and switch order are kept: sorting 100k Flow values
     # would cost more than encoding them.
     cookies = tuple(sorted(by_cookie))
