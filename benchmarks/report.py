@@ -79,21 +79,23 @@ def evaluate_targets(results: dict[str, dict]) -> list[dict]:
     row = {"target": "S1: every policy's rules for the whole cluster + one node's flows, one core",
            "scenario": "S1", "target_text": f"<= Antrea's {ANTREA_S1_S[0]}-{ANTREA_S1_S[1]} s"}
     if r and _ok(r, "rules") and _ok(r, "node"):
-        t = _st(r, "rules")["seconds"] + _st(r, "node")["seconds"]
+        ru, no = _st(r, "rules"), _st(r, "node")
+        wall = ru["seconds"] + no["seconds"]
+        t = _cpu(ru) + _cpu(no)
         scale = r.get("scale", 1.0)
-        init = (_st(r, "events").get("engine") or {}).get("init_s")
-        side = (f"; side by side: sdn.engine.Engine cold start (RuleSet + the node's BridgeCompiler) "
-                f"{fmt_s(init)}" if init else "")
+        eng = _st(r, "events").get("engine") or {}
+        side = (f"; side by side: sdn.engine.Engine cold start (RuleSet + the node's BridgeCompiler) CPU "
+                f"{fmt_s(eng.get('init_cpu_s') or eng['init_s'])}" if eng.get("init_s") else "")
         if scale >= 1:
             met, margin = _factor(t, ANTREA_S1_S[1])
             if met and t > ANTREA_S1_S[0]:
                 margin += f" (inside the published {ANTREA_S1_S[0]}-{ANTREA_S1_S[1]} s spread)"
-            row.update(measured=f"{fmt_s(t)} (cluster_rules {fmt_s(_st(r, 'rules')['seconds'])} + compile_bridge "
-                                f"{fmt_s(_st(r, 'node')['seconds'])}){side}",
+            row.update(measured=f"CPU {fmt_s(t)} = cluster_rules {fmt_s(_cpu(ru))} + compile_bridge "
+                                f"{fmt_s(_cpu(no))} (wall {fmt_s(wall)}){side}",
                        status="met" if met else "missed", margin=margin, met=met)
         else:
             per = t / max(_st(r, "generate").get("policies", 1), 1) * 1e6
-            row.update(measured=f"{fmt_s(t)} at scale {scale:g} ({per:,.0f} us per policy)",
+            row.update(measured=f"CPU {fmt_s(t)} (wall {fmt_s(wall)}) at scale {scale:g} ({per:,.0f} us per policy)",
                        status="not evaluated (reduced scale; run `python -m benchmarks --only S1`)",
                        margin="-", met=None)
     else:
@@ -107,15 +109,17 @@ def evaluate_targets(results: dict[str, dict]) -> list[dict]:
         ev = _st(r, "events")
         scale = r.get("scale", 1.0)
         eng = ev.get("engine")
-        full_p99 = ev["latency_ms"]["p99"]
+        full_p99 = _lat_cpu(ev)["p99"]
         if eng:
-            p99 = eng["latency_ms"]["p99"]
-            text = (f"{fmt_ms(p99)} ms via sdn.engine.Engine.apply over {eng['n']} events (event to flow diff; "
-                    f"bundle not sent yet); full recompute path {fmt_ms(full_p99)} ms")
+            p99 = _lat_cpu(eng)["p99"]
+            text = (f"CPU p99 {fmt_ms(p99)} ms (wall {fmt_ms(eng['latency_ms']['p99'])} ms) via "
+                    f"sdn.engine.Engine.apply over {eng['n']} events (event to flow diff; bundle not sent yet); "
+                    f"full recompute path CPU p99 {fmt_ms(full_p99)} ms")
         else:
             p99 = full_p99
-            text = (f"{fmt_ms(p99)} ms over {ev['n']} events, full recompute path (no incremental engine: "
-                    f"{ev.get('engine_error', 'disabled')}); bundle not sent yet")
+            text = (f"CPU p99 {fmt_ms(p99)} ms (wall {fmt_ms(ev['latency_ms']['p99'])} ms) over {ev['n']} events, "
+                    f"full recompute path (no incremental engine: {ev.get('engine_error', 'disabled')}); "
+                    f"bundle not sent yet")
         met, margin = _factor(p99, INCREMENTAL_P99_MS)
         if scale >= 1:
             row.update(measured=text, status="met (without the switch part)" if met else "missed",
@@ -130,6 +134,37 @@ def evaluate_targets(results: dict[str, dict]) -> list[dict]:
         row.update(_missing(r, "events"))
     rows.append(row)
     return rows
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if not a or not b else f"x{a / b:,.1f}"
+
+
+def _mw(d: dict, key: str) -> str:
+    """'cpu (wall)' ms of d[key_cpu_ms] / d[key_ms] (growth rows)."""
+    wall = d.get(f"{key}_ms")
+    cpu = d.get(f"{key}_cpu_ms")
+    if wall is None:
+        return "-"
+    return fmt_ms(wall) if cpu is None else f"{fmt_ms(cpu)} ({fmt_ms(wall)})"
+
+
+def _cpu(st: dict) -> float:
+    """CPU seconds of a stage (older results: wall)."""
+    return st.get("cpu_seconds", st.get("seconds"))
+
+
+def _lat_cpu(ev: dict) -> dict:
+    return ev.get("latency_cpu_ms") or ev["latency_ms"]
+
+
+def fmt_wc(st: dict) -> str:
+    """'CPU (wall)' of a stage."""
+    if st.get("seconds") is None:
+        return "-"
+    if "cpu_seconds" not in st:
+        return fmt_s(st["seconds"])
+    return f"{fmt_s(st['cpu_seconds'])} ({fmt_s(st['seconds'])})"
 
 
 def _scaled_status(met: bool, r: dict) -> str:
@@ -163,9 +198,90 @@ def reference_rows(results: dict[str, dict]) -> list[list[str]]:
                      f"Antrea {ANTREA_S1_MB[0]:,}-{ANTREA_S1_MB[1]:,} MB (Go heap) at full scale"])
     r = results.get("S2")
     if r and _ok(r, "rules"):
-        t = _st(r, "rules")["seconds"] + (_st(r, "node").get("seconds") or 0)
+        t = _cpu(_st(r, "rules")) + ((_cpu(_st(r, "node")) or 0) if _ok(r, "node") else 0)
         note = "" if _ok(r, "node") else " (node compile skipped or failed)"
-        rows.append(["S2 cluster_rules + one node", f"{fmt_s(t)} at scale {r['scale']:g}{note}",
+        rows.append(["S2 cluster_rules + one node (CPU)", f"{fmt_s(t)} at scale {r['scale']:g}{note}",
+                     f"Antrea {ANTREA_S2_S} s, {ANTREA_S2_MB:,} MB at full scale (policy computation only)"])
+    r = results.get("S4")
+    if r and _ok(r, "growth"):
+        g = _st(r, "growth")
+        for row in g["rows"]:
+            w, wo = row["with"], row["without"]
+            txt = (f"full path CPU {_mw(w, 'latency')} / {_mw(wo, 'latency')} ms = "
+                   f"{_ratio(w.get('latency_cpu_ms', w['latency_ms']), wo.get('latency_cpu_ms', wo['latency_ms']))}")
+            if "engine_ms" in w and "engine_ms" in wo:
+                txt += (f"; engine {_mw(w, 'engine')} / {_mw(wo, 'engine')} ms = "
+                        f"{_ratio(w.get('engine_cpu_ms', w['engine_ms']), wo.get('engine_cpu_ms', wo['engine_ms']))}")
+            rows.append([f"S4 add one pod at {row['pods']:,} pods: with / without policies", txt,
+                         "OpenShift: with policies no slower than without"])
+    return rows
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if not a or not b else f"x{a / b:,.1f}"
+
+
+def _mw(d: dict, key: str) -> str:
+    """'cpu (wall)' ms of d[key_cpu_ms] / d[key_ms] (growth rows)."""
+    wall = d.get(f"{key}_ms")
+    cpu = d.get(f"{key}_cpu_ms")
+    if wall is None:
+        return "-"
+    return fmt_ms(wall) if cpu is None else f"{fmt_ms(cpu)} ({fmt_ms(wall)})"
+
+
+def _cpu(st: dict) -> float:
+    """CPU seconds of a stage (older results: wall)."""
+    return st.get("cpu_seconds", st.get("seconds"))
+
+
+def _lat_cpu(ev: dict) -> dict:
+    return ev.get("latency_cpu_ms") or ev["latency_ms"]
+
+
+def fmt_wc(st: dict) -> str:
+    """'CPU (wall)' of a stage."""
+    if st.get("seconds") is None:
+        return "-"
+    if "cpu_seconds" not in st:
+        return fmt_s(st["seconds"])
+    return f"{fmt_s(st['cpu_seconds'])} ({fmt_s(st['seconds'])})"
+
+
+def _scaled_status(met: bool, r: dict) -> str:
+    s = "met" if met else "missed"
+    if r.get("scale", 1.0) < 1:
+        s += f" (at scale {r['scale']:g})"
+    return s
+
+
+def _missing(r: dict | None, stage: str) -> dict:
+    if not r:
+        return {"measured": "-", "status": "not run", "margin": "-", "met": None}
+    err = r.get("errors", {}).get(stage)
+    if err:
+        return {"measured": f"failed: {err['error'][:120]} at {err['where']}", "status": "not measured",
+                "margin": "-", "met": None}
+    if r.get("timed_out"):
+        return {"measured": f"timed out ({r['timed_out']})", "status": "not measured", "margin": "-", "met": None}
+    st = _st(r, stage)
+    if st.get("skipped"):
+        return {"measured": f"skipped: {st['skipped']}", "status": "not measured", "margin": "-", "met": None}
+    return {"measured": "-", "status": "not measured", "margin": "-", "met": None}
+
+
+def reference_rows(results: dict[str, dict]) -> list[list[str]]:
+    rows = []
+    r = results.get("S1")
+    if r and _ok(r, "rules"):
+        rows.append(["S1 peak RSS after cluster_rules (process, incl. the cluster objects)",
+                     f"{fmt_n(_st(r, 'rules')['rss_mb'])} MB at scale {r['scale']:g}",
+                     f"Antrea {ANTREA_S1_MB[0]:,}-{ANTREA_S1_MB[1]:,} MB (Go heap) at full scale"])
+    r = results.get("S2")
+    if r and _ok(r, "rules"):
+        t = _cpu(_st(r, "rules")) + ((_cpu(_st(r, "node")) or 0) if _ok(r, "node") else 0)
+        note = "" if _ok(r, "node") else " (node compile skipped or failed)"
+        rows.append(["S2 cluster_rules + one node (CPU)", f"{fmt_s(t)} at scale {r['scale']:g}{note}",
                      f"Antrea {ANTREA_S2_S} s, {ANTREA_S2_MB:,} MB at full scale (policy computation only)"])
     r = results.get("S4")
     if r and _ok(r, "growth"):
@@ -214,19 +330,22 @@ def markdown(results: dict[str, dict], meta: dict) -> str:
         L.append(_table(["what", "measured here", "published"], refs))
 
     L.append("\n## Scenarios: whole-cluster rules and compile time\n")
+    L.append("Times are CPU seconds of the worker process with wall-clock seconds in parentheses; on a "
+             "machine shared with other work the CPU time is the better measure of what one core needs. "
+             "Verdicts on time targets use CPU time.\n\n")
     rows = []
     for n in names:
         r = results[n]
         g, ru, no, al = (_st(r, s) for s in ("generate", "rules", "node", "all_nodes"))
         all_s = al.get("seconds")
-        all_txt = "-" if all_s is None else fmt_s(all_s) + (
+        all_txt = "-" if all_s is None else fmt_wc(al) + (
             f" (extrapolated from {al['compiled']})" if al.get("extrapolated") else "")
         if al.get("skipped_too_big"):
             all_txt += f", {al['skipped_too_big']} node(s) skipped (too big)"
         rows.append([n, f"{r.get('scale', 1):g}", fmt_n(g.get("namespaces")), fmt_n(g.get("pods")),
                      fmt_n(g.get("policies")), fmt_n(g.get("nodes")), fmt_n(ru.get("rules")),
-                     fmt_n(ru.get("isolation")), fmt_s(g.get("seconds")), fmt_s(ru.get("seconds")),
-                     fmt_n(ru.get("rss_mb")), fmt_s(no.get("seconds")) if _ok(r, "node") else _why(r, "node"),
+                     fmt_n(ru.get("isolation")), fmt_s(g.get("seconds")), fmt_wc(ru),
+                     fmt_n(ru.get("rss_mb")), fmt_wc(no) if _ok(r, "node") else _why(r, "node"),
                      all_txt if _ok(r, "all_nodes") else _why(r, "all_nodes"),
                      fmt_n(r.get("rss_peak_mb"))])
     L.append(_table(["scenario", "scale", "namespaces", "pods", "policies", "nodes", "IR rules",
@@ -271,14 +390,15 @@ def markdown(results: dict[str, dict], meta: dict) -> str:
         lat = ev["latency_ms"]
         eng = ev.get("engine")
         if eng:
-            e_cols = [fmt_ms(eng["latency_ms"]["p50"]), fmt_ms(eng["latency_ms"]["p99"]),
-                      f"x{lat['p50'] / max(eng['latency_ms']['p50'], 1e-9):,.0f}",
+            ec = _lat_cpu(eng)
+            e_cols = [fmt_ms(ec["p50"]), f"{fmt_ms(ec['p99'])} ({fmt_ms(eng['latency_ms']['p99'])})",
+                      f"x{_lat_cpu(ev)['p50'] / max(ec['p50'], 1e-9):,.0f}",
                       fmt_n(eng["policies_recomputed_median"]), ", ".join(eng["vs_full_compile"])]
         else:
             e_cols = [f"n/a: {ev.get('engine_error', 'disabled')[:80]}", "-", "-", "-", "-"]
         ev_rows.append([n, fmt_n(ev["n"]), fmt_n(ev["policies_touched_median"]), fmt_n(ev["affected_nodes_median"]),
-                        fmt_ms(ev["rules_ms_p50"]), fmt_ms(ev["node_ms_p50"]), fmt_ms(lat["p50"]),
-                        fmt_ms(lat["p99"]), fmt_n(ev["diff_median"])] + e_cols)
+                        fmt_ms(ev["rules_ms_p50"]), fmt_ms(ev["node_ms_p50"]), fmt_ms(_lat_cpu(ev)["p50"]),
+                        f"{fmt_ms(_lat_cpu(ev)['p99'])} ({fmt_ms(lat['p99'])})", fmt_n(ev["diff_median"])] + e_cols)
     if ev_rows:
         L.append("\n## Incremental update: one pod label event, two paths side by side\n")
         L.append("The events' pods live on the focus node (S5: anywhere; every mesh event reaches the focus "
@@ -291,35 +411,46 @@ def markdown(results: dict[str, dict], meta: dict) -> str:
                  "sends a bundle (no switch here). p99 is the nearest-rank percentile: with fewer than 100 "
                  "events it is the maximum.\n\n")
         L.append(_table(["scenario", "events", "policies touched (median)", "affected nodes (median)",
-                         "full: rules ms p50", "full: focus node ms p50", "full: latency ms p50", "full: p99",
-                         "flow diff (median)", "engine: ms p50", "engine: p99", "full / engine (p50)",
+                         "full: rules ms p50 (wall)", "full: focus node ms p50 (wall)", "full: CPU ms p50",
+                         "full: CPU ms p99 (wall)", "flow diff (median)", "engine: CPU ms p50",
+                         "engine: CPU ms p99 (wall)", "full / engine (CPU p50)",
                          "engine: policies recomputed", "engine program vs full compile"], ev_rows))
         inits = [(n, _st(results[n], "events")["engine"]) for n in names
                  if _ok(results[n], "events") and _st(results[n], "events").get("engine")]
         if inits:
             L.append("\nEngine cold start (RuleSet of the whole cluster + its bridges, not part of any event): "
-                     + "; ".join(f"{n} {fmt_s(e['init_s'])} for {e['bridges']} bridge(s)" for n, e in inits)
+                     + "; ".join(f"{n} CPU {fmt_s(e.get('init_cpu_s') or e['init_s'])} (wall {fmt_s(e['init_s'])}) "
+                                 f"for {e['bridges']} bridge(s)" for n, e in inits)
                      + ".\n")
 
     for n in names:
         r = results[n]
         if _ok(r, "growth"):
             g = _st(r, "growth")
-            L.append(f"\n## {n} growth: add one pod (rules recompute + node compile + diff)\n")
-            L.append(_table(["pods", "policies", "full: without ms", "full: with ms", "full: with / without",
-                             "engine: without ms", "engine: with ms", "engine: with / without",
-                             "flows on the pod's node (with)", "flow diff (with)"],
-                            [[fmt_n(x["pods"]), fmt_n(x["with"]["policies"]), fmt_ms(x["without"]["latency_ms"]),
-                              fmt_ms(x["with"]["latency_ms"]), f"x{x['ratio_with_without']:.1f}",
-                              fmt_ms(x["without"].get("engine_ms")), fmt_ms(x["with"].get("engine_ms")),
-                              f"x{x['engine_ratio_with_without']:.1f}" if "engine_ratio_with_without" in x else
-                              x["with"].get("engine_error", "-")[:80],
-                              fmt_n(x["with"]["flows"]), fmt_n(x["with"]["diff"])] for x in g["rows"]]))
-            txt = (f"\nGrowth {g['rows'][0]['pods']} -> {g['rows'][-1]['pods']} pods, full path: with policies "
-                   f"x{g['growth_with']:.1f}, without x{g['growth_without']:.1f}")
-            if "engine_growth_with" in g:
-                txt += f"; engine: with x{g['engine_growth_with']:.1f}, without x{g['engine_growth_without']:.1f}"
-            L.append(txt + ".\n")
+            L.append(f"\n## {n} growth: add one pod, with and without policies\n")
+            L.append("CPU ms (wall ms). *full*: cluster_rules + compile_bridge(previous=) of the pod's node + "
+                     "diff; *engine*: sdn.engine.Engine.apply for that node.\n\n")
+            body = []
+            for x in g["rows"]:
+                w, wo = x["with"], x["without"]
+                full_r = _ratio(w.get("latency_cpu_ms", w["latency_ms"]), wo.get("latency_cpu_ms", wo["latency_ms"]))
+                eng_r = (_ratio(w.get("engine_cpu_ms", w.get("engine_ms")), wo.get("engine_cpu_ms", wo.get("engine_ms")))
+                         if "engine_ms" in w and "engine_ms" in wo else w.get("engine_error", "-")[:80])
+                body.append([fmt_n(x["pods"]), fmt_n(w["policies"]), _mw(wo, "latency"), _mw(w, "latency"), full_r,
+                             _mw(wo, "engine"), _mw(w, "engine"), eng_r, fmt_n(w["flows"]), fmt_n(w["diff"])])
+            L.append(_table(["pods", "policies", "full: without", "full: with", "full: with / without",
+                             "engine: without", "engine: with", "engine: with / without",
+                             "flows on the pod's node (with)", "flow diff (with)"], body))
+            first, last = g["rows"][0], g["rows"][-1]
+
+            def growth(key: str, side: str) -> str:
+                a_, b_ = first[side], last[side]
+                k = f"{key}_cpu_ms" if f"{key}_cpu_ms" in b_ else f"{key}_ms"
+                return _ratio(b_.get(k), a_.get(k)) if a_.get(k) and b_.get(k) else "-"
+
+            L.append(f"\nGrowth {first['pods']} -> {last['pods']} pods (CPU): full path with policies "
+                     f"{growth('latency', 'with')}, without {growth('latency', 'without')}; engine with "
+                     f"{growth('engine', 'with')}, without {growth('engine', 'without')}.\n")
 
     extra = [(n, k, v) for n in names for k, v in results[n].get("stages", {}).items() if k.startswith("hook:")]
     if extra:
@@ -426,9 +557,9 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
     if rows:
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
         w = 0.27
-        series = [("cluster_rules (whole cluster)", lambda r: _st(r, "rules").get("seconds"), "#8172b2"),
-                  ("compile one node", lambda r: _st(r, "node").get("seconds") if _ok(r, "node") else None, "#4c72b0"),
-                  ("compile all nodes", lambda r: _st(r, "all_nodes").get("seconds") if _ok(r, "all_nodes") else None,
+        series = [("cluster_rules (whole cluster)", lambda r: _cpu(_st(r, "rules")), "#8172b2"),
+                  ("compile one node", lambda r: _cpu(_st(r, "node")) if _ok(r, "node") else None, "#4c72b0"),
+                  ("compile all nodes", lambda r: _cpu(_st(r, "all_nodes")) if _ok(r, "all_nodes") else None,
                    "#dd8452")]
         for k, (label, get, color) in enumerate(series):
             vals = [get(results[n]) for n in rows]
@@ -441,7 +572,7 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
         ax.set_yscale("log")
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels([f"{n}\n(scale {results[n]['scale']:g})" for n in rows])
-        ax.set_ylabel("seconds (log)")
+        ax.set_ylabel("CPU seconds (log)")
         ax.set_title("Compile time per scenario (one core; * extrapolated from the nodes compiled)")
         ax.legend(fontsize=8, loc="upper left")
         top = max([v for n in rows for _, get, _ in series for v in [get(results[n])] if v] + [1])
@@ -457,10 +588,10 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
         w = 0.2
         ev = {n: _st(results[n], "events") for n in rows}
-        series = [("full recompute p50", lambda e: e["latency_ms"]["p50"], "#8da0cb"),
-                  ("full recompute p99", lambda e: e["latency_ms"]["p99"], "#4c72b0"),
-                  ("engine p50", lambda e: (e.get("engine") or {}).get("latency_ms", {}).get("p50"), "#fc8d62"),
-                  ("engine p99", lambda e: (e.get("engine") or {}).get("latency_ms", {}).get("p99"), "#c44e52")]
+        series = [("full recompute p50", lambda e: _lat_cpu(e)["p50"], "#8da0cb"),
+                  ("full recompute p99", lambda e: _lat_cpu(e)["p99"], "#4c72b0"),
+                  ("engine p50", lambda e: _lat_cpu(e["engine"])["p50"] if e.get("engine") else None, "#fc8d62"),
+                  ("engine p99", lambda e: _lat_cpu(e["engine"])["p99"] if e.get("engine") else None, "#c44e52")]
         for k, (label, get, color) in enumerate(series):
             vals = [get(ev[n]) for n in rows]
             pos = [x + (k - 1.5) * w for x in range(len(rows))]
@@ -469,7 +600,7 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
         ax.set_yscale("log")
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels([f"{n}\n(scale {results[n]['scale']:g})" for n in rows])
-        ax.set_ylabel("ms per event (log)")
+        ax.set_ylabel("CPU ms per event (log)")
         ax.set_title("One pod label event to flow diff (bundle not sent)")
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -2,7 +2,8 @@
 
     python -m benchmarks.worker --scenario S3 --scale 0.1 --json out.json [...]
 
-Stages, each timed with time.perf_counter and followed by the process's peak RSS
+Stages, each timed with time.perf_counter (wall) and time.process_time (CPU: what one core
+spends, the fairer number on a shared machine), and followed by the process's peak RSS
 (ru_maxrss, a high-water mark: the value after a stage is the peak up to its end):
 
   generate   build the Cluster (not part of any target)
@@ -99,6 +100,12 @@ def conj_upper_bound(rules) -> int:
     return total
 
 
+def clock():
+    """Start a stopwatch; calling the result gives (wall seconds, CPU seconds) since."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    return lambda: (time.perf_counter() - w0, time.process_time() - c0)
+
+
 def pct(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100); with fewer than 100 samples p99 is the max."""
     s = sorted(values)
@@ -160,9 +167,10 @@ class Worker:
             gc.collect()
             gc.freeze()
         with self.stage("rules") as rec:
-            t0 = time.perf_counter()
+            stop = clock()
             self.rules, self.iso = cluster_rules(self.sc.cluster)
-            rec["seconds"] = round(time.perf_counter() - t0, 4)
+            wall, cpu = stop()
+            rec["seconds"], rec["cpu_seconds"] = round(wall, 4), round(cpu, 4)
             rec["rules"] = len(self.rules)
             rec["isolation"] = len(self.iso)
         if "rules" in self.failed:
@@ -210,9 +218,10 @@ class Worker:
                 rec["seconds"] = None
                 return
             bridge = self.bridge(node)
-            t0 = time.perf_counter()
+            stop = clock()
             prog = compile_bridge(bridge, self.rules, self.iso)
-            rec["seconds"] = round(time.perf_counter() - t0, 4)
+            wall, cpu = stop()
+            rec["seconds"], rec["cpu_seconds"] = round(wall, 4), round(cpu, 4)
             self.programs[node] = prog
             kinds = flow_kinds(prog.flows)
             rec["flows"] = kinds
@@ -223,15 +232,17 @@ class Worker:
         budget = self.args.all_nodes_budget
         with self.stage("all_nodes") as rec:
             rec["nodes"] = len(nodes)
-            done, spent, flows, rule_flows, cross, skipped = 0, 0.0, [], [], [], 0
+            done, spent, spent_cpu, flows, rule_flows, cross, skipped = 0, 0.0, 0.0, [], [], [], 0
             for node in nodes:
                 nums = self.node_numbers(node, self.rules, self.iso)
                 if nums["conj_upper_bound"] > self.args.max_flows:
                     skipped += 1
                     continue
-                t0 = time.perf_counter()
+                stop = clock()
                 prog = compile_bridge(self.bridge(node), self.rules, self.iso)
-                spent += time.perf_counter() - t0
+                wall, cpu = stop()
+                spent += wall
+                spent_cpu += cpu
                 done += 1
                 k = flow_kinds(prog.flows)
                 flows.append(k["total"])
@@ -246,6 +257,7 @@ class Worker:
             if done:
                 per = spent / done
                 rec["seconds"] = round(per * (len(nodes) - skipped), 4)
+                rec["cpu_seconds"] = round(spent_cpu / done * (len(nodes) - skipped), 4)
                 rec["extrapolated"] = done < len(nodes) - skipped
                 rec["flows_per_node"] = {"min": min(flows), "median": statistics.median(flows),
                                          "max": max(flows), "sum_compiled": sum(flows)}
@@ -283,10 +295,10 @@ class Worker:
                 old_pod = cl.pods[ev.pod]
                 new_pod = dataclasses.replace(old_pod, labels=ev.labels)
                 # -- full path: event to recomputed rules --
-                t0 = time.perf_counter()
+                stop = clock()
                 cl.pods[ev.pod] = new_pod
                 rules1, iso1 = cluster_rules(cl)
-                t_rules = time.perf_counter() - t0
+                t_rules, c_rules = stop()
                 # -- what changed and which nodes it reaches (analysis, not timed) --
                 old_by = {r.id: r for r in rules0}
                 new_by = {r.id: r for r in rules1}
@@ -304,7 +316,7 @@ class Worker:
                 home = focus
                 order = ([home] if home in affected else []) + [n for n in affected if n != home]
                 compiled = order[:max_nodes]
-                node_times, diff_sizes, home_prog = [], [], None
+                node_times, node_cpu, diff_sizes, home_prog = [], [], [], None
                 for node in compiled:
                     prev = cache.get(node)
                     if prev is None:  # the node's program before the event (not timed)
@@ -312,10 +324,12 @@ class Worker:
                     est = self.node_numbers(node, rules1, iso1)["conj_upper_bound"]
                     if est > self.args.max_flows:
                         raise RuntimeError(f"node {node}: estimated {est:,} rule flows > --max-flows")
-                    t1 = time.perf_counter()
+                    stop = clock()
                     new = compile_bridge(self.bridge(node), rules1, iso1, previous=prev)
                     d = diff(prev.flows, new.flows)
-                    node_times.append(time.perf_counter() - t1)
+                    wall, cpu = stop()
+                    node_times.append(wall)
+                    node_cpu.append(cpu)
                     diff_sizes.append({"add": len(d.add), "modify": len(d.modify), "delete": len(d.delete)})
                     cache[node] = new
                     if node == home:
@@ -324,10 +338,13 @@ class Worker:
                     if node not in compiled:
                         cache.pop(node, None)
                 rules0, iso0 = rules1, iso1
-                t_home = node_times[0] if compiled and compiled[0] == home else 0.0
+                reached = bool(compiled and compiled[0] == home)
+                t_home = node_times[0] if reached else 0.0
+                c_home = node_cpu[0] if reached else 0.0
                 sample = {
                     "event": ev.description, "rules_s": t_rules, "node_s": t_home,
-                    "focus_reached": bool(compiled and compiled[0] == home),
+                    "latency_cpu_s": c_rules + c_home,
+                    "focus_reached": reached,
                     "node_others_s": max(node_times[1:] if t_home else node_times, default=0.0),
                     "latency_s": t_rules + t_home,
                     "rules_changed": len(changed), "isolation_changed": len(iso_changed),
@@ -345,6 +362,8 @@ class Worker:
             rec["n"] = len(samples)
             rec["latency_ms"] = {"p50": pct(lat, 50) * 1e3, "p99": pct(lat, 99) * 1e3, "max": max(lat) * 1e3,
                                  "min": min(lat) * 1e3}
+            lc = [s["latency_cpu_s"] for s in samples]
+            rec["latency_cpu_ms"] = {"p50": pct(lc, 50) * 1e3, "p99": pct(lc, 99) * 1e3}
             rec["rules_ms_p50"] = pct([s["rules_s"] for s in samples], 50) * 1e3
             rec["node_ms_p50"] = pct([s["node_s"] for s in samples], 50) * 1e3
             rec["policies_touched_median"] = statistics.median(s["policies_touched"] for s in samples)
@@ -353,9 +372,12 @@ class Worker:
             eng = [s for s in samples if "engine_s" in s]
             if eng:
                 el = [s["engine_s"] for s in eng]
+                ec = [s["engine_cpu_s"] for s in eng]
                 rec["engine"] = {
-                    "n": len(eng), "init_s": info.get("engine_init_s"), "bridges": info.get("engine_bridges"),
+                    "n": len(eng), "init_s": info.get("engine_init_s"), "init_cpu_s": info.get("engine_init_cpu_s"),
+                    "bridges": info.get("engine_bridges"),
                     "latency_ms": {"p50": pct(el, 50) * 1e3, "p99": pct(el, 99) * 1e3, "max": max(el) * 1e3},
+                    "latency_cpu_ms": {"p50": pct(ec, 50) * 1e3, "p99": pct(ec, 99) * 1e3},
                     "policies_recomputed_median": statistics.median(s["engine_policies"] for s in eng),
                     "diff_median": statistics.median(s["engine_diff"] for s in eng),
                     "vs_full_compile": sorted({s["engine_vs_full"] for s in eng}),
@@ -384,19 +406,21 @@ class Worker:
             return None, {"engine_error": "every event node is too big to compile (--max-flows)"}
         copy = S.copy_cluster(cluster)
         try:
-            t0 = time.perf_counter()
+            stop = clock()
             engine = Engine(copy, nodes=nodes)
-            return engine, {"engine_init_s": round(time.perf_counter() - t0, 4), "engine_bridges": len(nodes),
+            wall, cpu = stop()
+            return engine, {"engine_init_s": round(wall, 4), "engine_init_cpu_s": round(cpu, 4),
+                            "engine_bridges": len(nodes),
                             "engine_rss_mb": rss_mb()}
         except Exception as e:
             return None, {"engine_error": f"{type(e).__name__}: {e} at {where(e)}"}
 
     def _engine_event(self, engine, new_pod, home: str, full_prog) -> dict:
         try:
-            t0 = time.perf_counter()
+            stop = clock()
             diffs = engine.apply(upserts=[new_pod])
-            t = time.perf_counter() - t0
-            out = {"engine_s": t, "engine_diff": len(diffs.get(home, ())) if diffs else 0,
+            t, c = stop()
+            out = {"engine_s": t, "engine_cpu_s": c, "engine_diff": len(diffs.get(home, ())) if diffs else 0,
                    "engine_policies": len(getattr(engine.last_delta, "policies", ()) or ())}
             if full_prog is not None and home in engine.compilers:
                 mine, full = set(engine.program(home).flows), set(full_prog.flows)
@@ -422,23 +446,25 @@ class Worker:
                     rules0, iso0 = cluster_rules(c)
                     prev = compile_bridge(lay.bridge(new.node), rules0, iso0)
                     engine, info = self._make_engine(c, [new.node], rules0, iso0, lay)
-                    t0 = time.perf_counter()
+                    stop = clock()
                     c.pods[new.key] = new
                     rules1, iso1 = cluster_rules(c)
-                    t1 = time.perf_counter()
+                    t_rules, _ = stop()
                     lay = build_layout(c)  # the new pod gets its ofport
                     prog = compile_bridge(lay.bridge(new.node), rules1, iso1, previous=prev)
                     d = diff(prev.flows, prog.flows)
-                    t2 = time.perf_counter()
+                    wall, cpu = stop()
                     key = "with" if with_pol else "without"
-                    row[key] = {"latency_ms": (t2 - t0) * 1e3, "rules_ms": (t1 - t0) * 1e3,
-                                "node_ms": (t2 - t1) * 1e3, "diff": len(d), "policies": len(c.policies),
+                    row[key] = {"latency_ms": wall * 1e3, "latency_cpu_ms": cpu * 1e3, "rules_ms": t_rules * 1e3,
+                                "node_ms": (wall - t_rules) * 1e3, "diff": len(d), "policies": len(c.policies),
                                 "flows": len(prog.flows)}
                     if engine is not None:
                         try:
-                            t3 = time.perf_counter()
+                            stop = clock()
                             diffs = engine.apply(upserts=[new])
-                            row[key]["engine_ms"] = (time.perf_counter() - t3) * 1e3
+                            wall, cpu = stop()
+                            row[key]["engine_ms"] = wall * 1e3
+                            row[key]["engine_cpu_ms"] = cpu * 1e3
                             row[key]["engine_diff"] = len(diffs.get(new.node, ())) if diffs else 0
                         except Exception as e:
                             row[key]["engine_error"] = f"{type(e).__name__}: {e} at {where(e)}"
@@ -483,26 +509,32 @@ class Worker:
                 rec["skipped"] = "focus node too big to compile"
                 return
             prof = cProfile.Profile()
+            stop = clock()
             prof.enable()
             rules, iso = cluster_rules(self.sc.cluster)
             prog = compile_bridge(self.bridge(node), rules, iso, previous=prev)
             if prev is not None:
                 diff(prev.flows, prog.flows)
             prof.disable()
+            total = stop()[0]
+            rec["profiled_seconds"] = round(total, 3)
             rec["what"] = ("cluster_rules + compile_bridge(focus node"
                            + (", previous=last program) + diff" if prev is not None else ")"))
-            rec["top_tottime"] = top_entries(prof, "tottime", self.args.profile_top)
-            rec["top_cumtime_repo"] = top_entries(prof, "cumtime", self.args.profile_top, repo_only=True)
+            rec["top_tottime"] = top_entries(prof, "tottime", self.args.profile_top, total)
+            rec["top_cumtime_repo"] = top_entries(prof, "cumtime", self.args.profile_top, total, repo_only=True)
             engine, undo = getattr(self, "engine", None), getattr(self, "undo", [])
             if engine is not None and undo:
                 prof = cProfile.Profile()
+                stop = clock()
                 prof.enable()
                 for pod in reversed(undo):
                     engine.apply(upserts=[pod])
                 prof.disable()
+                total = stop()[0]
+                rec["engine_profiled_seconds"] = round(total, 3)
                 rec["engine_what"] = f"sdn.engine.Engine.apply x{len(undo)} (the events undone, one by one)"
-                rec["engine_top_tottime"] = top_entries(prof, "tottime", self.args.profile_top)
-                rec["engine_top_cumtime_repo"] = top_entries(prof, "cumtime", self.args.profile_top,
+                rec["engine_top_tottime"] = top_entries(prof, "tottime", self.args.profile_top, total)
+                rec["engine_top_cumtime_repo"] = top_entries(prof, "cumtime", self.args.profile_top, total,
                                                              repo_only=True)
 
 
@@ -523,9 +555,10 @@ def _loc(func: tuple) -> str:
     return f"{filename}:{line}({name})"
 
 
-def top_entries(prof: cProfile.Profile, key: str, n: int, repo_only: bool = False) -> list[dict]:
+def top_entries(prof: cProfile.Profile, key: str, n: int, total: float, repo_only: bool = False) -> list[dict]:
+    """The n costliest functions; share = their time / the profiled block's wall time."""
     st = pstats.Stats(prof)
-    total = sum(v[2] for v in st.stats.values()) or 1e-9  # sum of tottime = profiled time
+    total = max(total, 1e-9)
     rows = []
     for func, (cc, nc, tt, ct, _callers) in st.stats.items():
         loc = _loc(func)
