@@ -117,3 +117,25 @@ def ovs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvsInstance]:
 def netns_name() -> Callable[[str], str]:
     """``netns_name("pod")`` -> a unique namespace name (for pods made by add_veth_port)."""
     return unique_name
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make `--dist loadgroup` (pyproject.toml) work: pytest-xdist groups the tests marked
+    ``xdist_group(NAME)`` onto one worker by the ``@NAME`` suffix it puts on their node ids,
+    but it writes ``item._nodeid``, which pytest 9 no longer reads (node ids live in
+    ``item._id``). Each live lab module (tests/test_lab_*.py) needs its tests on one worker,
+    so that its lab is brought up once."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # an older pytest: xdist's own suffix works there
+        return
+    for item in items:
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                 for m in item.iter_markers("xdist_group")}
+        nodeid = item.nodeid
+        if not names or nodeid.rfind("@") > nodeid.rfind("]") or not hasattr(item, "_id"):
+            continue
+        item._id = NodeId.parse(f"{nodeid}@{'_'.join(sorted(names))}")
