@@ -1,6 +1,6 @@
 """Make-before-break with real packets: a long-lived allowed TCP connection between two pod
-namespaces survives 200 policy updates that do not concern it -- no reset, no TCP
-retransmission -- and so does a numbered UDP stream whose every datagram comes from a new
+namespaces survives 200 policy updates that do not concern it -- no reset, no TCP segment
+retransmitted for a loss -- and so does a numbered UDP stream whose every datagram comes from a new
 source port, so each is a new connection judged by the rule tables in the middle of the
 updates: none is lost. A denied pod never gets a single packet through meanwhile."""
 
@@ -42,11 +42,23 @@ def version(i: int) -> list[dict]:
     return docs
 
 
-def _retrans(ns: str) -> int:
-    out = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
-    head, values = [l.split() for l in out if l.startswith("Tcp:")][:2]
-    return int(values[head.index("RetransSegs")])
+def _tcp_counters(ns: str) -> dict[str, int]:
+    """The namespace's TCP counters (/proc/net/snmp and /proc/net/netstat)."""
+    out: dict[str, int] = {}
+    for path, prefix in (("/proc/net/snmp", "Tcp:"), ("/proc/net/netstat", "TcpExt:")):
+        lines = subprocess.run(["ip", "netns", "exec", ns, "cat", path], capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+        head, values = [line.split() for line in lines if line.startswith(prefix)][:2]
+        out.update(zip(head[1:], (int(v) for v in values[1:])))
+    return out
+
+
+def _lost_segments(before: dict[str, int], after: dict[str, int]) -> int:
+    """Retransmissions not proven spurious. Under CPU load a tail loss probe or an early RTO
+    resends a segment that did arrive; the receiver then reports the duplicate (D-SACK). A
+    segment really lost on the bridge is retransmitted without such a report."""
+    delta = {k: after[k] - before[k] for k in ("RetransSegs", "TCPDSACKRecv", "TCPDSACKOfoRecv")}
+    return delta["RetransSegs"] - delta["TCPDSACKRecv"] - delta["TCPDSACKOfoRecv"]
 
 
 def _start(ns: str, *args: str) -> subprocess.Popen:
@@ -80,7 +92,7 @@ def test_allowed_connection_survives_200_updates_and_denied_pair_never_passes(tm
 
         server_out, client_out, denied_out = (tmp_path / f"{n}.json" for n in ("server", "client", "denied"))
         procs.append(_start(netns[SERVER], "server", str(server_out)))
-        retrans_before = _retrans(netns[CLIENT])
+        tcp_before = {k: _tcp_counters(netns[k]) for k in (CLIENT, SERVER)}
         procs.append(_start(netns[CLIENT], "client", pod_ip(SERVER), str(client_out)))
         procs.append(_start(netns[INTRUDER], "denied", pod_ip(SERVER), str(denied_out)))
 
@@ -107,7 +119,8 @@ def test_allowed_connection_survives_200_updates_and_denied_pair_never_passes(tm
         assert not c["error"] and c["errors"] == 0, c
         assert c["sent"] > 1000 and s["echoed_lines"] >= c["sent"] - 1
         assert c["longest_gap"] < 1.0, c
-        assert _retrans(netns[CLIENT]) == retrans_before, "a TCP segment was lost and retransmitted"
+        for k in (CLIENT, SERVER):
+            assert _lost_segments(tcp_before[k], _tcp_counters(netns[k])) <= 0, f"{k} retransmitted a lost segment"
         allowed = s["udp"][pod_ip(CLIENT)]
         assert allowed["missing"] == [] and allowed["count"] >= c["sent"] - 1, allowed
         assert pod_ip(INTRUDER) not in s["udp"], s["udp"]
