@@ -20,7 +20,7 @@ import yaml
 from sdn.lab import probe as PR
 from sdn.lab.lab import Lab, LabError
 from sdn.lab.state import State
-from sdn.ovs.instance import _alive, netns_list
+from sdn.ovs.instance import netns_list
 from tests.e2e_model import namespace_doc, node_doc
 from tests.lab_harness import lab_state_dir, new_pod_doc
 

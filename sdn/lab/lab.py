@@ -15,10 +15,8 @@ pod plugged into it in the port map the flows were compiled from.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -244,6 +242,9 @@ class Lab:
                 raise LabError(f"pod {T.pod_key(d)}: node {node} unknown", 2)
         placement = T.spread(pod_docs, list(plans), round_robin=True)
         self.state.dir.mkdir(parents=True, exist_ok=True)
+        for stale in (self.state.ipam_dir, self.state.dir / "nodes", self.state.fabric_dir, self.state.logs):
+            shutil.rmtree(stale, ignore_errors=True)  # no lab record: nothing here is in use
+        self.state.manifests_path.unlink(missing_ok=True)
         self.record = {
             "version": 1, "prefix": self.prefix, "state_dir": str(self.state.dir), "phase": "starting",
             "created": _now(), "enforce": enforce, "tunnel": tunnel,
