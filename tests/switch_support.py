@@ -56,8 +56,8 @@ def write_manifests(directory: Path, docs: list[dict], name: str = "cluster.yaml
     return path
 
 
-def restart_vswitchd(ovs: OvsInstance) -> None:
-    """Kill ovs-vswitchd (its flows die with it) and start it again on the same database."""
+def kill_vswitchd(ovs: OvsInstance) -> None:
+    """SIGKILL ovs-vswitchd: its flows die with it; ovsdb-server stays."""
     pid = ovs.vswitchd_pid
     if pid is not None and _alive(pid):
         os.kill(pid, signal.SIGKILL)
@@ -65,6 +65,15 @@ def restart_vswitchd(ovs: OvsInstance) -> None:
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
     ovs.vswitchd_pidfile.unlink(missing_ok=True)
+
+
+def restart_vswitchd(ovs: OvsInstance) -> None:
+    """Kill ovs-vswitchd (its flows die with it) and start it again on the same database."""
+    kill_vswitchd(ovs)
+    start_vswitchd(ovs)
+
+
+def start_vswitchd(ovs: OvsInstance) -> None:
     ovs.run("ovs-vswitchd", ovs.db_remote, f"--pidfile={ovs.vswitchd_pidfile}",
             f"--log-file={ovs.vswitchd_log}", "-vconsole:off", "--detach", in_netns=True)
     deadline = time.monotonic() + 15

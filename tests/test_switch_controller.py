@@ -23,7 +23,8 @@ from sdn.policy.manifests import load_documents
 from tests.conftest import OvsFactory
 from tests.e2e_model import (base_cluster, deny_ingress, from_, match, namespaces, netpol, node_of, pod_ip,
                              pod_keys, pods, port)
-from tests.switch_support import Controller, add_tunnel, plug_internal, restart_vswitchd, write_manifests
+from tests.switch_support import (Controller, add_tunnel, kill_vswitchd, plug_internal, start_vswitchd,
+                                  write_manifests)
 
 pytestmark = pytest.mark.ovs
 
@@ -209,7 +210,14 @@ def test_flows_of_unknown_cookies_are_cleaned_up_after_a_resync(lab):
 def test_vswitchd_restart_is_resynced(lab):
     lab.use("v2")
     b0 = lab.ctl.bridge(NODE)["counters"]
-    restart_vswitchd(lab.ovs)
+    kill_vswitchd(lab.ovs)
+    deadline = time.monotonic() + 20
+    while lab.ctl.bridge(NODE)["connected"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    b = lab.ctl.bridge(NODE)
+    assert "has not connected" in b["waiting"] and "sdn-openflow.sock" in b["waiting"]
+    start_vswitchd(lab.ovs)
     deadline = time.monotonic() + 30
     while lab.ctl.bridge(NODE)["counters"]["connects"] == b0["connects"]:
         assert time.monotonic() < deadline, lab.ctl.log_text()[-3000:]

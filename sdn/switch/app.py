@@ -9,9 +9,10 @@ everything else to os-ken unchanged. Our requests go out through `Datapath.send`
 queue os-ken's own messages use.
 
 os-ken has no hook for the accepted socket, so `install_socket_wrapper` replaces the module
-function that wraps it into a Datapath (os_ken.controller.controller.datapath_connection_factory);
-the wrapper also makes unix-socket listeners work (os-ken sets TCP_NODELAY on every socket,
-which a unix socket refuses).
+function that wraps it into a Datapath (os_ken.controller.controller.datapath_connection_factory)
+with a copy that wraps the socket first. The wrapper also makes unix-socket listeners work
+(os-ken sets TCP_NODELAY on every socket, which a unix socket refuses) and lets a dead
+connection actually end (see SwitchSocket._end).
 
 Every handler is guarded: os-ken would otherwise stop dispatching to an app whose handler
 raised (notes/os-ken.md, pitfall 1); an error is logged and counted, and the app carries on.
@@ -19,9 +20,11 @@ raised (notes/os-ken.md, pitfall 1); an error is logged and counted, and the app
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import socket
+import threading
 from typing import Protocol
 
 import os_ken.base.app_manager  # noqa: F401 - must come first (os-ken's circular imports)
@@ -79,6 +82,8 @@ class SwitchSocket:
         self._inbuf = bytearray()
         self._out = bytearray()
         self.channel = OskenChannel(address)
+        self.datapath = None  # set by the connection factory
+        self._ended = False
 
     def setsockopt(self, level, option, value):
         if self._unix and level == socket.IPPROTO_TCP:
@@ -90,6 +95,7 @@ class SwitchSocket:
             data = self._sock.recv(1 << 20)  # socket.timeout propagates: os-ken retries
             if not data:
                 self.channel.fail_pending("connection closed by the switch")
+                self._end()
                 return b""
             self._inbuf += data
             try:
@@ -111,8 +117,22 @@ class SwitchSocket:
     def sendall(self, data) -> None:
         self._sock.sendall(data)
 
+    def _end(self) -> None:
+        """Let os-ken's send thread finish. With the native hub (the os-ken 4.x default)
+        hub.kill() is a no-op, so after the receive loop ends, Datapath.serve() would wait
+        forever for a send thread blocked on its empty queue: the datapath would never reach
+        DEAD_DISPATCHER and nobody would learn that the switch went away. A final message with
+        close_socket=True ends that thread."""
+        if self._ended:
+            return
+        self._ended = True
+        dp = self.datapath
+        if dp is not None:
+            threading.Thread(target=dp.send, args=(b"", True), name="osken-send-stop", daemon=True).start()
+
     def close(self) -> None:
         self.channel.fail_pending("connection closed")
+        self._end()
         self._sock.close()
 
     def __getattr__(self, name):
@@ -122,17 +142,26 @@ class SwitchSocket:
 _original_factory = None
 
 
+def datapath_connection_factory(sock, address) -> None:
+    """os-ken's own factory (os_ken.controller.controller), with the socket wrapped and the
+    Datapath known to the wrapper."""
+    wrapped = SwitchSocket(sock, address)
+    with contextlib.closing(of_controller.Datapath(wrapped, address)) as datapath:
+        wrapped.datapath = datapath
+        try:
+            datapath.serve()
+        except Exception:  # noqa: BLE001 - as os-ken does: log, and let the connection end
+            log.exception("error on the connection of datapath %s from %r",
+                          f"{datapath.id:016x}" if datapath.id else "?", address)
+
+
 def install_socket_wrapper() -> None:
-    """Make os-ken wrap every accepted switch connection into a SwitchSocket (idempotent)."""
+    """Make os-ken hand every accepted switch connection to our factory (idempotent)."""
     global _original_factory
     if _original_factory is not None:
         return
     _original_factory = of_controller.datapath_connection_factory
-
-    def factory(sock, address):
-        return _original_factory(SwitchSocket(sock, address), address)
-
-    of_controller.datapath_connection_factory = factory
+    of_controller.datapath_connection_factory = datapath_connection_factory
 
 
 _core: Core | None = None

@@ -153,7 +153,8 @@ class BridgeAgent:
             self._view = None
             self._view_program = None
             self._cv.notify_all()
-        log.warning("%s: switch disconnected; its flows stay (fail_mode=secure) until it is back",
+        log.warning("%s: switch disconnected; a running switch keeps its flows (fail_mode=secure); "
+                    "they are read and reconciled when it connects again",
                     self.node)
 
     def resync(self) -> None:

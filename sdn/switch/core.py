@@ -109,6 +109,8 @@ class ControllerCore:
         self._stamp: tuple | None = None
         self._views_dirty = False
         self._pending: dict[int, chan.Channel] = {}  # dpid -> channel, not yet mapped to a node
+        self._absent_since: dict[str, float] = {}  # node -> when its switch was last seen missing
+        self._warned_at: dict[str, float] = {}
         self.agents = {n: BridgeAgent(n) for n in self.nodes}
         self.monitors = {
             n.node: OvsdbMonitor(n.ovsdb, n.bridge, self._view_callback(n.node),
@@ -175,7 +177,9 @@ class ControllerCore:
 
     # -- inputs -> programs
     def poll(self) -> None:
-        """One turn of the main loop: reload manifests that changed, recompile if needed."""
+        """One turn of the main loop: reload manifests that changed, recompile if needed, and
+        say so when a switch OVSDB knows does not connect."""
+        self._check_switches()
         stamp = manifest_stamp(self.manifests)
         with self._lock:
             reload = stamp != self._stamp
@@ -184,6 +188,25 @@ class ControllerCore:
             self.reload(stamp)
         elif dirty:
             self.recompile()
+
+    def _check_switches(self, grace: float = 10.0) -> None:
+        now = time.monotonic()
+        for node, agent in self.agents.items():
+            view = self.views.get(node)
+            if view is None or agent.channel is not None:
+                self._absent_since.pop(node, None)
+                self._warned_at.pop(node, None)
+                continue
+            since = self._absent_since.setdefault(node, now)
+            last = self._warned_at.get(node)
+            interval = grace if last is None else min(300.0, 2 * (last - since) or grace)
+            if now - since >= grace and (last is None or now - last >= interval):
+                self._warned_at[node] = now
+                target = ", ".join(view.controllers) or "none"
+                log.warning("%s: bridge %s (datapath-id %s) has not connected for %.0fs; its controller is %s "
+                            "(OVS reports %s). Is ovs-vswitchd running, and can it reach that target?",
+                            node, view.name, f"{view.datapath_id:016x}" if view.datapath_id else "?",
+                            now - since, target, "connected" if view.controller_connected else "not connected")
 
     def reload(self, stamp: tuple | None = None) -> dict:
         """Read the manifests again and recompile (the control API's `reload`)."""
@@ -266,6 +289,12 @@ class ControllerCore:
             spec = self.nodes[node]
             st["ovsdb"] = {"remote": spec.ovsdb, "connected": mon.status.connected, "error": mon.status.last_error}
             st["ovs_rundir"] = spec.ovs_rundir
+            view = self.views.get(node)
+            if view is not None and not st["connected"]:
+                since = self._absent_since.get(node)
+                st["waiting"] = (f"bridge {view.name} has not connected"
+                                 + (f" for {time.monotonic() - since:.0f}s" if since else "")
+                                 + f" (its controller: {', '.join(view.controllers) or 'none'})")
             bridges.append(st)
         out["bridges"] = bridges
         # Bridges without a program yet (OVSDB not reached) are reported, not waited for.

@@ -71,6 +71,7 @@ class BridgeView:
     fail_mode: str = ""
     controllers: tuple[str, ...] = ()
     pinned_dpid: str | None = None
+    controller_connected: bool = False  # OVS's own view (Controller.is_connected)
 
     def pods(self) -> dict[str, PortInfo]:
         """Pods plugged into the bridge with a usable ofport."""
@@ -276,7 +277,8 @@ class OvsdbMonitor:
         dpid = _scalar(br.datapath_id)
         return BridgeView(br.name, int(dpid, 16) if dpid else None, tuple(sorted(ports, key=lambda p: p.name)),
                           _scalar(br.fail_mode, "") or "", tuple(sorted(c.target for c in br.controller)),
-                          dict(br.other_config).get("datapath-id"))
+                          dict(br.other_config).get("datapath-id"),
+                          any(bool(c.is_connected) for c in br.controller))
 
     def _ensure_config(self, idl, view: BridgeView) -> None:
         br = self._pick(idl)
