@@ -102,6 +102,8 @@ def status_cmd(control, output):
             lb = b["last_bundle"]
             c.print(f"  last bundle: +{lb['add']} ~{lb['modify']} -{lb['delete']} ({lb['messages']} messages, "
                     f"{lb['seconds']}s, {'committed' if lb['committed'] else 'NOT committed'})")
+        if b.get("waiting"):
+            c.print(f"  [yellow]{escape(b['waiting'])}[/yellow]")
         if b["last_error"]:
             c.print(f"  [red]last error:[/red] {escape(b['last_error'])}")
 
