@@ -2,6 +2,7 @@
 `ovs-ofctl --bundle add-flows` of the same flows on the same ovs-vswitchd.
 
     python -m benchmarks.install [--flows 100000] [--rounds 3] [--json OUT]
+    python -m benchmarks --hook benchmarks.install:install_hook   (per scenario, see install_hook)
 
 Needs root and Open vSwitch (a private instance in its own network namespace is started and
 removed). The flows come from manifests: one node with 50 pods and policies whose ingress
@@ -180,6 +181,44 @@ def run(n_flows: int, rounds: int, keep: bool = False) -> dict:
             print(f"kept {work} (controller.log, flows.txt, manifests)")
         elif not netns_exists(ns):
             shutil.rmtree(work, ignore_errors=True)
+
+
+def install_hook(ctx) -> dict:
+    """`python -m benchmarks --hook benchmarks.install:install_hook`: the scenario's focus node
+    program, cold-installed into a private ovs-vswitchd as one bundle by our encoder and
+    bundle code (sdn.switch.channel over the bridge's management socket, without os-ken),
+    against `ovs-ofctl --bundle add-flows` of the same flows."""
+    from sdn.switch import channel, ofclient, reconcile
+    program = ctx.program(ctx.scenario.focus_node)
+    work = Path(tempfile.mkdtemp(prefix="sdnbench", dir="/tmp"))
+    ovs = OvsInstance(work / "ovs", netns=f"sdnbh{int(time.time() * 1000) % 10**7}")
+    try:
+        ovs.start()
+        ovs.add_bridge(BRIDGE, dpid=0xBE02)
+        flow_file = work / "flows.txt"
+        flow_file.write_text(program.render())
+        t = time.perf_counter()
+        ovs.ofctl("--bundle", "add-flows", BRIDGE, str(flow_file), timeout=3600)
+        ofctl = time.perf_counter() - t
+        ovs.del_flows(BRIDGE)
+        with ofclient.DirectChannel(f"unix:{ovs.mgmt(BRIDGE)}") as ch:
+            t = time.perf_counter()
+            result = channel.apply_plan(ch, reconcile.plan(channel.read_flows(ch), program.flows))
+            ours = time.perf_counter() - t
+            if not result.committed:
+                raise RuntimeError(result.describe_failure())
+            t = time.perf_counter()
+            installed = channel.read_flows(ch)
+            read = time.perf_counter() - t
+            t = time.perf_counter()
+            empty = reconcile.plan(installed, program.flows).empty
+            diff_seconds = time.perf_counter() - t
+        return {"flows": len(program.flows), "seconds": round(ours, 3), "ovs_ofctl_seconds": round(ofctl, 3),
+                "ratio": round(ours / ofctl, 3) if ofctl else None, "read_back_seconds": round(read, 3),
+                "diff_seconds": round(diff_seconds, 3), "in_sync_after": empty}
+    finally:
+        ovs.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
