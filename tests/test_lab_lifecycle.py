@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,3 +164,44 @@ def test_cli_status_and_not_root(lab, tmp_path):
     assert "needs root" in out.stderr
     out = subprocess.run(nobody + ["make", "-s", "-C", str(REPO), "demo-root"], capture_output=True, text=True)
     assert out.returncode != 0 and "make demo needs root" in out.stderr
+
+
+def test_fabric_wiring_and_renumbering(tmp_path):
+    """The fabric switch's links (sdn/lab/nodes.py): node side ofport 2, fabric side 100+i in
+    node name order, roles in external_ids; a node that sorts first moves the others up."""
+    from sdn.lab import nodes as N
+    from sdn.ovs.instance import OvsInstance
+    from tests.conftest import unique_name
+    made = []
+
+    def ovs(tag):
+        o = OvsInstance(Path("/run") / unique_name(tag), netns=unique_name(tag))
+        made.append(o)
+        return o
+    try:
+        fabric = ovs("fab")
+        N.start_fabric(fabric, controller=None)
+        nodes = {}
+        for slot, name in enumerate(["node-1", "node-2"]):
+            nodes[name] = ovs(f"n{slot}")
+            nodes[name].start()
+            nodes[name].add_bridge(N.BRIDGE, dpid=slot + 1)
+        ports = N.fabric_ofports(list(nodes))
+        for slot, name in enumerate(["node-1", "node-2"]):
+            N.link_fabric(nodes[name], fabric, slot, ports[name], name)
+        assert {n: fabric.ofport(f"n{i}") for i, n in enumerate(["node-1", "node-2"])} == {"node-1": 100, "node-2": 101}
+        assert all(o.ofport(N.UPLINK_PORT) == 2 for o in nodes.values())
+        ids = fabric.vsctl("get", "interface", "n1", "external_ids")
+        assert 'sdn-node=node-2' in ids and 'sdn-role=fabric-link' in ids
+        # node-0 joins: everyone moves up by one, then it takes 100
+        ports = N.fabric_ofports(["node-0", "node-1", "node-2"])
+        N.renumber_fabric_ports(fabric, {"node-1": (0, ports["node-1"]), "node-2": (1, ports["node-2"])})
+        nodes["node-0"] = ovs("n2")
+        nodes["node-0"].start()
+        nodes["node-0"].add_bridge(N.BRIDGE, dpid=3)
+        N.link_fabric(nodes["node-0"], fabric, 2, ports["node-0"], "node-0")
+        assert [fabric.ofport(f"n{i}") for i in range(3)] == [101, 102, 100]
+    finally:
+        for o in reversed(made):
+            o.stop()
+            shutil.rmtree(o.rundir, ignore_errors=True)
