@@ -1,8 +1,9 @@
 """Rules -> OpenFlow tables for one bridge, from scratch or incrementally.
 
 Each rule becomes a conjunction of up to three clauses (peer addresses, applied-to addresses,
-ports), so its flow count is |peers| + |targets| + |port matches| + 1, never their product. A
-rule with only the applied-to dimension needs no conjunction. Clause flows equal in table,
+ports), so its flow count is |peers| + |targets| + |port matches| + 1, never their product; a
+rule whose product is no bigger than that sum is written as plain flows instead, and a rule
+with only the applied-to dimension needs no conjunction at all. Clause flows equal in table,
 priority and match are shared and carry one conjunction action per rule. Priorities and conj
 ids: see flows/priorities.py.
 
@@ -370,6 +371,11 @@ class BridgeCompiler:
             for m in dims[0]:
                 hard(Flow(table, prio, m, allow, cookie))
             return
+        if _product(dims) <= sum(len(d) for d in dims) + 1:
+            # Small rules: the plain cross product is no bigger than the conjunction.
+            for m in _combinations(dims):
+                hard(Flow(table, prio, m, allow, cookie))
+            return
         n = len(dims)
         for k, dim in enumerate(dims, 1):
             for m in dim:
@@ -381,6 +387,29 @@ class BridgeCompiler:
                 self._clauses[f.key].add(c)
                 placed.clauses.append((f.key, c))
         hard(Flow(table, prio, (Match("conj_id", cid),), allow, cookie))
+
+
+def _product(dims: list[list]) -> int:
+    n = 1
+    for d in dims:
+        n *= len(d)
+    return n
+
+
+def _combinations(dims: list[list[tuple[Match, ...]]]) -> list[tuple[Match, ...]]:
+    """Every combination of one match per dimension, merged; combinations that cannot match
+    (an IPv4 address with an IPv6 port match) are left out. The matches of one dimension are
+    disjoint, so the combined flows are too."""
+    out: list[dict[str, Match]] = [{}]
+    for dim in dims:
+        nxt = []
+        for partial in out:
+            for match in dim:
+                merged = dict(partial)
+                if all(merged.setdefault(m.field, m) == m for m in match):
+                    nxt.append(merged)
+        out = nxt
+    return [tuple(m.values()) for m in out]
 
 
 def compile_bridge(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Isolation],

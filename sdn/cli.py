@@ -29,7 +29,7 @@ class UsageProblem(click.ClickException):
     exit_code = 2
 
     def show(self, file=None) -> None:  # noqa: A003 - click's name
-        err.print(f"[red]error:[/red] {self.message}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {escape(self.message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
@@ -47,7 +47,7 @@ def load(files: Sequence[str]) -> Cluster:
     except OSError as e:
         _fail(f"{e.filename}: {e.strerror}")
     for w in warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}", markup=True, highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {escape(w)}", markup=True, highlight=False, soft_wrap=True)
     return cluster
 
 

@@ -94,11 +94,18 @@ def test_flows_show_groups_by_table_and_rule():
     assert list(tables)[0] == "classifier"
     rules = [g for g in tables["ingress_rule"]["groups"] if g["kind"] == "rule"]
     assert {g["policy"] for g in rules} == {"x/allow-web"}
-    shared = [f for g in rules for f in g["flows"] if f["flow"].endswith("conjunction(277568026,2/3),conjunction(1739729701,2/3)")]
-    assert len(shared) == 2 and all(f["pods"] == ["x/a"] for f in shared)
+    assert [g["rule"] for g in rules] == ["x/allow-web ingress[0].1", "x/allow-web ingress[1]",
+                                          "x/allow-web ingress[2]"]
+    # rules 0 and 2 are conjunctions sharing the applied-to flow of x/a (shown under both)
+    shared = [f for g in rules for f in g["flows"] if f.get("pods") == ["x/a"] and "conjunction" in f["flow"]]
+    assert len(shared) == 2 and shared[0]["flow"] == shared[1]["flow"]
+    assert shared[0]["flow"].count("conjunction(") == 2
+    # rule 1 is small: plain flows, each naming both pods
+    plain = [f for f in rules[1]["flows"]]
+    assert len(plain) == 6 and all(f["role"] == "allow" and len(f["pods"]) == 2 for f in plain)
     defaults = [g["title"] for g in tables["ingress_default"]["groups"] if g["kind"] == "default"]
     assert defaults == ["x/a ingress-isolated by x/allow-web, x/default-deny",
-                        "x/c ingress-isolated by x/default-deny"]
+                        "x/c ingress-isolated by x/allow-web, x/default-deny"]
 
 
 def test_flows_show_filters_by_policy_and_table():

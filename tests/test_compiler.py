@@ -311,9 +311,22 @@ def test_rule_flow_count_is_a_sum_not_a_product(peers, targets, ports, n_ports, 
     if ports is not None:
         assert len(port_matches(ports)) == n_ports
     n_peers = 0 if peers is None else len(peers)
-    assert len(flows) == n_peers + len(targets) + n_ports + 1
     dims = (peers is not None) + 1 + (ports is not None)
     (rinfo,) = prog.rules
+    product = max(n_peers, 1) * len(targets) * max(n_ports, 1)
+    total = n_peers + len(targets) + n_ports + 1
+    # the naive encoding would need the product
+    assert cross_product_count([r]) == product
+    if product <= total:
+        # small rules are written as the plain product: never more flows than the conjunction
+        assert len(flows) == product
+        reg = P.REG_INGRESS_CONJ if direction == INGRESS else P.REG_EGRESS_CONJ
+        nxt = P.CONNTRACK_COMMIT if direction == INGRESS else P.INGRESS_RULE
+        for f in flows:
+            assert not f.conjunctions and f.priority == rinfo.priority and f.cookie == rinfo.cookie
+            assert f.actions == (Load(rinfo.conj_id, FieldRef(reg)), GotoTable(nxt))
+        return
+    assert len(flows) == total
     (conj_flow,) = [f for f in flows if f.get("conj_id")]
     assert conj_flow.match == (Match("conj_id", rinfo.conj_id),)
     reg = P.REG_INGRESS_CONJ if direction == INGRESS else P.REG_EGRESS_CONJ
@@ -329,8 +342,6 @@ def test_rule_flow_count_is_a_sum_not_a_product(peers, targets, ports, n_ports, 
             assert P.cookie_kind(f.cookie) == P.KIND_CLAUSE
     clauses = {c.clause for f in flows for c in f.conjunctions}
     assert clauses == set(range(1, dims + 1))
-    # the naive encoding would need the product
-    assert cross_product_count([r]) == max(n_peers, 1) * len(targets) * max(n_ports, 1)
 
 
 @pytest.mark.parametrize("direction", [INGRESS, EGRESS])
@@ -358,20 +369,22 @@ def test_rules_that_match_nothing_compile_to_no_flows_but_are_listed():
 
 
 def test_two_rules_sharing_a_target_at_one_priority_share_one_address_flow():
-    a = rule("x/a", {"10.0.0.1"}, ["10.1.0.0/16"], [tcp(80)])
-    b = rule("x/b", {"10.0.0.1"}, ["10.1.0.0/16", "10.9.0.0/16"], [tcp(443)])  # disjoint on ports
+    targets = {"10.0.0.1", "10.0.0.2"}
+    a = rule("x/a", targets, ["10.1.0.0/16", "10.5.0.0/16"], [tcp(80), tcp(8080)])
+    b = rule("x/b", targets, ["10.1.0.0/16", "10.9.0.0/16"], [tcp(443), tcp(8443)])  # disjoint on ports
     assert provably_disjoint(a, b)
     prog = compile_bridge(ALONE, [a, b], [])
     ia, ib = info(prog, "x/a"), info(prog, "x/b")
     assert ia.priority == ib.priority
     assert ia.conj_id != ib.conj_id
     target = [f for f in rule_flows(prog) if f.get("nw_dst")]
-    assert len(target) == 1
-    assert set(target[0].conjunctions) == {Conjunction(ia.conj_id, 2, 3), Conjunction(ib.conj_id, 2, 3)}
+    assert len(target) == 2
+    for f in target:
+        assert set(f.conjunctions) == {Conjunction(ia.conj_id, 2, 3), Conjunction(ib.conj_id, 2, 3)}
     shared_peer = [f for f in rule_flows(prog) if f.get("nw_src") == Match("nw_src", ip("10.1.0.0"), 0xFFFF0000)]
     assert len(shared_peer) == 1 and len(shared_peer[0].conjunctions) == 2
-    # 1 shared target + 2 peers (one shared) + 2 port flows + 2 conj_id flows
-    assert len(rule_flows(prog)) == 1 + 2 + 2 + 2
+    # 2 shared targets + 3 peers (one shared) + 4 port flows + 2 conj_id flows
+    assert len(rule_flows(prog)) == 2 + 3 + 4 + 2
     # and the simulator tells the two rules apart
     sim = Simulator(prog.flows)
     for port, who in ((80, ia), (443, ib)):
@@ -380,6 +393,18 @@ def test_two_rules_sharing_a_target_at_one_priority_share_one_address_flow():
         assert step.flow.get("conj_id").value == who.conj_id
     assert sim.lookup(P.INGRESS_RULE, Packet.l4("tcp", in_port=0, src_ip="10.9.0.1", dst_ip="10.0.0.1",
                                                 dst_port=80)).flow.priority == 0
+
+
+def test_a_small_rule_is_written_as_plain_flows():
+    r = rule("x/a", {"10.0.0.1"}, ["10.1.0.0/16", "10.2.0.0/16"], [tcp(80)])  # 2 x 1 x 1 <= 2 + 1 + 1 + 1
+    prog = compile_bridge(ALONE, [r], [])
+    flows = rule_flows(prog)
+    assert len(flows) == 2 and not any(f.conjunctions or f.get("conj_id") for f in flows)
+    sim = Simulator(prog.flows)
+    assert sim.lookup(P.INGRESS_RULE, Packet.l4("tcp", in_port=0, src_ip="10.2.0.9", dst_ip="10.0.0.1",
+                                                dst_port=80)).flow in flows
+    assert sim.lookup(P.INGRESS_RULE, Packet.l4("tcp", in_port=0, src_ip="10.2.0.9", dst_ip="10.0.0.1",
+                                                dst_port=81)).flow.priority == 0
 
 
 def test_overlapping_rules_get_different_priorities():
@@ -391,7 +416,7 @@ def test_overlapping_rules_get_different_priorities():
     # the packet both allow is decided by one of them, never undefined
     pkt = Packet.l4("tcp", in_port=0, src_ip="10.1.2.3", dst_ip="10.0.0.2", dst_port=88)
     step = Simulator(prog.flows).lookup(P.INGRESS_RULE, pkt)
-    assert step.flow.get("conj_id") is not None
+    assert step.flow.actions[0].value in {info(prog, "x/a").conj_id, info(prog, "x/b").conj_id}
     # a third overlapping rule takes a third level; a disjoint one shares
     c = rule("x/c", {"10.0.0.2"}, None, [tcp(80)])
     d = rule("x/d", {"10.0.0.3"}, None, [tcp(443)])

@@ -38,13 +38,16 @@ def port_name(key: str) -> str:
     return "p" + key.replace("/", "")
 
 
+# y/web is big enough to be a conjunction on node-1 (3 peers x 1 pod x 3 ports > 3 + 1 + 3 + 1);
+# in v2 a second rule with disjoint ports shares its level and its address flows.
+WEB_PORTS = [port(80), port(443), port(8080)]
 POLICIES = {
     "v0": [deny_ingress("x"), netpol("x", "allow-from-y", match(), ingress=[from_(namespaces(match(ns="y")))])],
     "v1": [deny_ingress("x"), netpol("x", "allow-from-y", match(), ingress=[from_(namespaces(match(ns="y")))]),
-           netpol("y", "web", match(pod="b"), ingress=[from_(pods(match(pod="a")), ports=[port(80), port(81)])])],
+           netpol("y", "web", match(pod="b"), ingress=[from_(pods(match()), ports=WEB_PORTS)])],
     "v2": [deny_ingress("x"), netpol("x", "allow-from-y", match(), ingress=[from_(namespaces(match(ns="y")))]),
-           netpol("y", "web", match(pod="b"), ingress=[from_(pods(match(pod="a")), pods(match(pod="c")),
-                                                             ports=[port(80)])])],
+           netpol("y", "web", match(pod="b"), ingress=[from_(pods(match()), ports=WEB_PORTS),
+                                                       from_(pods(match()), ports=[port(7000), port(9000), port(9443)])])],
     "v3": [netpol("y", "web", match(pod="b"), ingress=[from_(pods(match(pod="c")), ports=[port(8080)])])],
 }
 

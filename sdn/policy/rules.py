@@ -30,6 +30,9 @@ class ClusterIndex:
                 self.by_ns[pod.namespace][pod.key] = pod
         self.namespaces = {ns: cluster.namespace(ns).label_map for ns in cluster.namespace_names()}
         self._sorted: dict[str, list[Pod]] = {}
+        # Selector results, shared by every policy using the same selector (many policies
+        # select the same pods: one evaluation each), valid until a pod or namespace changes.
+        self._memo: dict[tuple, object] = {}
 
     @property
     def all_pods(self) -> list[Pod]:
@@ -44,6 +47,7 @@ class ClusterIndex:
         return cached
 
     def put_pod(self, old: Pod | None, new: Pod | None) -> None:
+        self._memo.clear()
         if old is not None:
             self.by_ns.get(old.namespace, {}).pop(old.key, None)
             self._sorted.pop(old.namespace, None)
@@ -54,14 +58,28 @@ class ClusterIndex:
             self.namespaces.setdefault(new.namespace, self.cluster.namespace(new.namespace).label_map)
 
     def put_namespace(self, name: str, labels: dict[str, str]) -> None:
+        self._memo.clear()
         self.namespaces[name] = labels
 
+    def memo(self, key: tuple, compute):
+        """compute(), remembered under key until the next pod or namespace change."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = compute()
+            return value
+
     def selected(self, policy: Policy) -> list[Pod]:
-        return [p for p in self.pods_in(policy.namespace) if policy.pod_selector.matches(p.labels)]
+        ns, sel = policy.namespace, policy.pod_selector
+        return self.memo(("sel", ns, sel), lambda: [p for p in self.pods_in(ns) if sel.matches(p.labels)])
 
     def peer_pods(self, policy: Policy, peer: Peer) -> list[Pod]:
         if peer.ip_block is not None:
             return []
+        ns = policy.namespace if peer.namespace_selector is None else None
+        return self.memo(("peer", ns, peer), lambda: self._peer_pods(policy, peer))
+
+    def _peer_pods(self, policy: Policy, peer: Peer) -> list[Pod]:
         if peer.namespace_selector is None:
             namespaces = [policy.namespace]
         else:
@@ -92,6 +110,12 @@ def _port_range(protocol: str, port: int | None, end: int | None) -> PortRange:
 def _peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet | None:
     if rule.peers is None:
         return None
+    local = any(p.namespace_selector is None and p.ip_block is None for p in rule.peers)
+    key = ("peers", policy.namespace if local else None, rule.peers)
+    return index.memo(key, lambda: _compute_peer_set(index, policy, rule))
+
+
+def _compute_peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet:
     out = AddressSet()
     for peer in rule.peers:
         if peer.ip_block is not None:
