@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-engine", action="store_true",
                     help="events: skip the side-by-side flows.compiler.BridgeCompiler measurement")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--report-from", nargs="+", metavar="DIR",
+                    help="run nothing: re-render results.md and plots into --out from the results.json "
+                         "of these directories (merged; a later directory wins per scenario)")
     ap.add_argument("--quiet", action="store_true")
     return ap
 
@@ -128,8 +131,41 @@ def run_worker(name: str, scale: float, args, cfg: dict, out: Path, profile: boo
     return res
 
 
+def write_report(results: dict, meta: dict, out: Path, plots: bool = True) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, sort_keys=True,
+                                                 default=str) + "\n")
+    written = report.plots(results, out) if plots else []
+    md = report.markdown(results, meta)
+    if written:
+        md += "\n" + "".join(f"![{w}]({w})\n" for w in written)
+    (out / "results.md").write_text(md)
+
+
+def rerender(args) -> int:
+    results: dict = {}
+    metas = []
+    for d in args.report_from:
+        data = json.loads((Path(d) / "results.json").read_text())
+        results.update(data["results"])
+        metas.append(data["meta"])
+    meta = dict(metas[-1])
+    if len(metas) > 1:
+        meta["command"] = " + ".join(m.get("command", "?") for m in metas)
+        meta["date"] = " / ".join(m.get("date", "?") for m in metas)
+        meta["loadavg_start"] = [m.get("loadavg_start") for m in metas]
+        meta["loadavg_end"] = [m.get("loadavg_end") for m in metas]
+        meta["quick"] = all(m.get("quick") for m in metas)
+    write_report(results, meta, Path(args.out), not args.no_plots)
+    if not args.quiet:
+        print(f"wrote {Path(args.out) / 'results.md'} from {len(metas)} run(s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.report_from:
+        return rerender(args)
     cfg = settings(args)
     sc = scales(args)
     names = [n.strip().upper() for n in args.only.split(",") if n.strip()] or sorted(BUILDERS)
@@ -156,13 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             "total_seconds": round(time.perf_counter() - t_start, 1),
             "loadavg_start": [round(x, 2) for x in load_start],
             "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, sort_keys=True,
-                                                 default=str) + "\n")
-    written = [] if args.no_plots else report.plots(results, out)
-    md = report.markdown(results, meta)
-    if written:
-        md += "\n" + "".join(f"![{w}]({w})\n" for w in written)
-    (out / "results.md").write_text(md)
+    write_report(results, meta, out, not args.no_plots)
     if not args.quiet:
         print(f"wrote {out / 'results.md'} ({meta['total_seconds']} s)")
         for t in report.evaluate_targets(results):

@@ -68,7 +68,13 @@ def evaluate_targets(results: dict[str, dict]) -> list[dict]:
         ratio = n["flows"]["rule"] / max(n["cross_product"], 1)
         total = n["flows"]["total"] / max(n["naive_total"], 1)
         met, margin = _factor(ratio, S5_RATIO)
-        row.update(measured=f"{ratio:.4f} (1/{1 / ratio:.0f}); whole table {total:.4f} (1/{1 / total:.0f})",
+        al = _st(r, "all_nodes")
+        every = ""
+        if al.get("cross_product_sum"):
+            a_ratio = al["rule_flows_sum"] / al["cross_product_sum"]
+            every = f"; summed over {al['compiled']} nodes {a_ratio:.4f} (1/{1 / a_ratio:.0f})"
+        row.update(measured=f"focus node {ratio:.4f} (1/{1 / ratio:.0f}); whole table {total:.4f} "
+                            f"(1/{1 / total:.0f}){every}",
                    status=_scaled_status(met, r), margin=margin, met=met)
     else:
         row.update(_missing(r, "node"))
@@ -92,7 +98,7 @@ def evaluate_targets(results: dict[str, dict]) -> list[dict]:
                 margin += f" (inside the published {ANTREA_S1_S[0]}-{ANTREA_S1_S[1]} s spread)"
             row.update(measured=f"CPU {fmt_s(t)} = cluster_rules {fmt_s(_cpu(ru))} + compile_bridge "
                                 f"{fmt_s(_cpu(no))} (wall {fmt_s(wall)}){side}",
-                       status="met" if met else "missed", margin=margin, met=met)
+                       status=_cpu_status(met, wall <= ANTREA_S1_S[1], f"wall {fmt_s(wall)}"), margin=margin, met=met)
         else:
             per = t / max(_st(r, "generate").get("policies", 1), 1) * 1e6
             row.update(measured=f"CPU {fmt_s(t)} (wall {fmt_s(wall)}) at scale {scale:g} ({per:,.0f} us per policy)",
@@ -122,7 +128,9 @@ def evaluate_targets(results: dict[str, dict]) -> list[dict]:
                     f"bundle not sent yet")
         met, margin = _factor(p99, INCREMENTAL_P99_MS)
         if scale >= 1:
-            row.update(measured=text, status="met (without the switch part)" if met else "missed",
+            wall99 = (eng or ev)["latency_ms"]["p99"]
+            status = _cpu_status(met, wall99 < INCREMENTAL_P99_MS, f"wall p99 {fmt_ms(wall99)} ms")
+            row.update(measured=text, status=status + (" (without the switch part)" if met else ""),
                        margin=margin, met=met)
         elif met:
             row.update(measured=text + f" at scale {scale:g}", margin=margin, met=None,
@@ -165,6 +173,14 @@ def fmt_wc(st: dict) -> str:
     if "cpu_seconds" not in st:
         return fmt_s(st["seconds"])
     return f"{fmt_s(st['cpu_seconds'])} ({fmt_s(st['seconds'])})"
+
+
+def _cpu_status(met_cpu: bool, met_wall: bool, wall_text: str) -> str:
+    if met_cpu and met_wall:
+        return "met"
+    if met_cpu:
+        return f"met on CPU time; {wall_text} misses it on this loaded machine"
+    return "missed"
 
 
 def _scaled_status(met: bool, r: dict) -> str:
@@ -246,6 +262,14 @@ def fmt_wc(st: dict) -> str:
     if "cpu_seconds" not in st:
         return fmt_s(st["seconds"])
     return f"{fmt_s(st['cpu_seconds'])} ({fmt_s(st['seconds'])})"
+
+
+def _cpu_status(met_cpu: bool, met_wall: bool, wall_text: str) -> str:
+    if met_cpu and met_wall:
+        return "met"
+    if met_cpu:
+        return f"met on CPU time; {wall_text} misses it on this loaded machine"
+    return "missed"
 
 
 def _scaled_status(met: bool, r: dict) -> str:

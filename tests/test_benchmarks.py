@@ -75,7 +75,7 @@ def test_s3_shape():
     assert len(rule.ports) == 10 and len(ranges) == 5
     local = [p for p in c.pods.values() if p.namespace == "s3-0000" and pol.pod_selector.matches(p.labels)]
     assert len(local) == 10
-    assert S.s3(1.0).shape["nodes"] == 24
+    assert sc.shape == {"namespaces": 240, "pods": 2_400, "policies": 4_800, "nodes": 24}
 
 
 def test_s4_growth_with_and_without_policies():
