@@ -59,7 +59,10 @@ def _console() -> Console:
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-file", metavar="FILE", help="Also log to this file.")
-def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file):
+@click.option("--enforce", type=click.Choice(["host", "fabric"]), default="host", show_default=True,
+              help="host: each node bridge judges its pods; fabric: node bridges guard and deliver, and the "
+                   "bridge of node 'fabric' is the fabric switch that judges every rule.")
+def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce):
     """Program real Open vSwitch bridges from the manifests, through os-ken (OpenFlow 1.3).
 
     Each change goes to each bridge as one atomic bundle of only the difference; a restart
@@ -70,7 +73,8 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
         nodes = [NodeSpec.parse(b) for b in bridges]
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    sys.exit(run(Options(list(files), nodes, listen, control, poll, not no_configure, log_level, log_file)))
+    sys.exit(run(Options(list(files), nodes, listen, control, poll, not no_configure, log_level, log_file,
+                         enforce)))
 
 
 # ---- status --------------------------------------------------------------------------------
@@ -181,7 +185,11 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
         c.print(f"  semantic evaluator: {doc['evaluator']} ({agree})")
         for hop in doc["hops"]:
             c.print(f"[bold]{hop['node']}[/bold] bridge {hop['bridge']} -> outputs {hop['outputs'] or 'none (dropped)'}")
+            current = hop["bridge"]
             for s in hop["steps"]:
+                if s.get("bridge", current) != current:  # continued through a patch port
+                    current = s["bridge"]
+                    c.print(f"  [bold]-> {s.get('node', '')}[/bold] bridge {current}")
                 note = ""
                 if "rule" in s:
                     note = f"  [cyan]{escape(s['rule'])}[/cyan]"

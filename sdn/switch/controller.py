@@ -22,7 +22,7 @@ import socket
 import stat
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from sdn.switch.control import DEFAULT_SOCKET, ControlServer
@@ -43,7 +43,7 @@ class Options:
     configure_bridges: bool = True
     log_level: str = "INFO"
     log_file: str | None = None
-    extra: dict = field(default_factory=dict)
+    enforce: str = "host"
 
 
 class StartupError(RuntimeError):
@@ -193,7 +193,7 @@ def run(opts: Options) -> int:
             _check_tcp_free(*where)
         targets = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
                    for n in opts.nodes}
-        core = ControllerCore(opts.manifests, opts.nodes, targets)
+        core = ControllerCore(opts.manifests, opts.nodes, targets, opts.enforce)
         control = ControlServer(core, opts.control).start()
     except (StartupError, OSError, ValueError) as e:
         log.error("cannot start: %s", e)

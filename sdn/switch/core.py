@@ -84,9 +84,15 @@ def manifest_stamp(paths: list[str]) -> tuple:
 
 class ControllerCore:
     def __init__(self, manifests: list[str], nodes: list[NodeSpec],
-                 targets: dict[str, tuple[str | None, Callable[[], None] | None]] | None = None):
+                 targets: dict[str, tuple[str | None, Callable[[], None] | None]] | None = None,
+                 enforce: str = "host"):
         """`targets`: per node, the OpenFlow target to keep configured on its bridge (None:
-        leave the bridge's configuration alone) and what to prepare when its OVSDB connects."""
+        leave the bridge's configuration alone) and what to prepare when its OVSDB connects.
+        `enforce`: "host" (each node's bridge judges its pods) or "fabric" (node bridges guard
+        and deliver; the node named `fabric` is the fabric switch that judges every rule)."""
+        if enforce not in ("host", "fabric"):
+            raise ValueError(f"--enforce must be host or fabric, not {enforce!r}")
+        self.enforce = enforce
         targets = targets or {}
         if len({n.node for n in nodes}) != len(nodes):
             raise ValueError("a node is given twice with --bridge")
@@ -160,7 +166,8 @@ class ControllerCore:
     # -- OVSDB side
     def _view_callback(self, node: str):
         def relevant(v: BridgeView | None):
-            return None if v is None else (v.name, v.datapath_id, v.pods(), v.tunnel_ofport)
+            return None if v is None else (v.name, v.datapath_id, v.pods(), v.tunnel_ofport, v.uplink_ofport,
+                                           v.fabric_links())
 
         def changed(view: BridgeView | None) -> None:
             with self._lock:
@@ -244,7 +251,7 @@ class ControllerCore:
             return {"generation": self.generation, "error": self.manifest_error or "no manifests loaded"}
         started = time.monotonic()
         try:
-            desired = compile_live(cluster, views, previous)
+            desired = compile_live(cluster, views, previous, self.enforce)
         except (CompileError, ValueError, KeyError) as e:
             msg = f"cannot compile: {e}"
             log.error("%s (the switches keep their last tables)", msg)
@@ -276,6 +283,7 @@ class ControllerCore:
             out = {
                 "generation": gen,
                 "manifests": self.manifests,
+                "enforce": self.enforce,
                 "manifest_error": self.manifest_error,
                 "compile_error": self.compile_error,
                 "problems": list(self.problems),

@@ -7,6 +7,11 @@ ofport OVS gave it and the MAC in `attached-mac` (else the 0a:58:<IPv4> conventi
 elsewhere are reached through the bridge's tunnel port, by their node's pod CIDRs (or their
 own addresses when the node has none). A bridge without a tunnel port gets no routes: sending
 to a guessed port number could hand traffic to a pod.
+
+Fabric enforcement (`enforce="fabric"`, as `sdnctl compile --enforce fabric` offline): node
+bridges only guard and deliver, sending every pod packet up their fabric uplink; the bridge of
+the node named `fabric` is the fabric switch, which judges every rule and routes each node's
+pod addresses out of that node's fabric link (both found by their OVSDB roles).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass, field
 
 from flows.compiler import Program, compile_bridge
 from flows.ir import Bridge, PodPort, Route
-from sdn.layout import GATEWAY_MAC, Layout, build_layout, pod_mac
+from sdn.layout import FABRIC, GATEWAY_MAC, Layout, build_layout, pod_mac
 from sdn.policy.model import Cluster
 from sdn.policy.rules import cluster_rules
 from sdn.switch.ovsdb import BridgeView
@@ -47,8 +52,31 @@ def with_ovsdb_addresses(cluster: Cluster, views: dict[str, BridgeView | None]) 
     return Cluster(dict(cluster.namespaces), pods, dict(cluster.nodes), dict(cluster.policies))
 
 
+def _cidrs(cluster: Cluster, layout: Layout, node: str, placement: dict[str, str]) -> tuple[str, ...]:
+    """A node's pod CIDRs, or the addresses of the pods placed on it."""
+    info = layout.nodes[node]
+    return info.pod_cidrs or tuple(
+        ip + ("/32" if ipaddress.ip_address(ip).version == 4 else "/128")
+        for p in sorted(cluster.pods.values(), key=lambda p: p.key) if placement.get(p.key) == node
+        for ip in p.ips)
+
+
+def fabric_bridge(cluster: Cluster, layout: Layout, view: BridgeView, placement: dict[str, str],
+                  problems: list[str]) -> Bridge:
+    """The fabric switch: no pods; every node's pod addresses out of that node's link."""
+    links = view.fabric_links()
+    routes = []
+    for node in sorted(layout.nodes):
+        if node not in links:
+            problems.append(f"{FABRIC}: no fabric link to node {node} (external_ids sdn-role=fabric-link, "
+                            f"sdn-node={node}); its pods are unreachable through the fabric")
+            continue
+        routes += [Route(cidr, links[node], None, node) for cidr in _cidrs(cluster, layout, node, placement)]
+    return Bridge(view.name, (), tuple(routes), tuple(sorted(links.values())), GATEWAY_MAC, "fabric")
+
+
 def live_bridge(cluster: Cluster, layout: Layout, node: str, view: BridgeView,
-                placement: dict[str, str], problems: list[str]) -> Bridge:
+                placement: dict[str, str], problems: list[str], enforce: str = "host") -> Bridge:
     """The bridge description of `node` from its OVSDB view."""
     pods = []
     for key, port in sorted(view.pods().items()):
@@ -61,24 +89,31 @@ def live_bridge(cluster: Cluster, layout: Layout, node: str, view: BridgeView,
             problems.append(f"{node}: pod {key} has no IP (manifests or OVSDB external_ids:ip)")
             continue
         pods.append(PodPort(key, port.ofport, port.mac or pod_mac(pod), pod.ips))
+    if enforce == "fabric":
+        uplink = view.uplink_ofport
+        if uplink is None:
+            problems.append(f"{node}: no fabric uplink (external_ids sdn-role=fabric-uplink) on bridge "
+                            f"{view.name}; its pods reach only each other")
+            return Bridge(view.name, tuple(pods), (), (), GATEWAY_MAC, "fabric-node")
+        return Bridge(view.name, tuple(pods), (Route("0.0.0.0/0", uplink, None, FABRIC),), (uplink,),
+                      GATEWAY_MAC, "fabric-node")
     routes = []
     tunnel = view.tunnel_ofport
     if tunnel is not None:
         for other in sorted(layout.nodes.values(), key=lambda n: n.name):
             if other.name == node:
                 continue
-            cidrs = other.pod_cidrs or tuple(
-                ip + ("/32" if ipaddress.ip_address(ip).version == 4 else "/128")
-                for p in cluster.pods.values() if placement.get(p.key) == other.name for ip in p.ips)
-            for cidr in cidrs:
+            for cidr in _cidrs(cluster, layout, other.name, placement):
                 routes.append(Route(cidr, tunnel, other.address, other.name))
     return Bridge(view.name, tuple(pods), tuple(routes), (tunnel,) if tunnel is not None else (),
                   GATEWAY_MAC, "host")
 
 
 def compile_live(cluster: Cluster, views: dict[str, BridgeView | None],
-                 previous: dict[str, Program] | None = None) -> Desired:
+                 previous: dict[str, Program] | None = None, enforce: str = "host") -> Desired:
     """Programs for every node whose bridge OVSDB shows (nodes without a view are skipped)."""
+    if enforce not in ("host", "fabric"):
+        raise ValueError(f"enforce must be host or fabric, not {enforce!r}")
     problems: list[str] = []
     cluster = with_ovsdb_addresses(cluster, views)
     layout = build_layout(cluster)
@@ -92,7 +127,10 @@ def compile_live(cluster: Cluster, views: dict[str, BridgeView | None],
     for node, view in sorted(views.items()):
         if view is None:
             continue
-        bridge = live_bridge(cluster, layout, node, view, placement, problems)
+        if enforce == "fabric" and node == FABRIC:
+            bridge = fabric_bridge(cluster, layout, view, placement, problems)
+        else:
+            bridge = live_bridge(cluster, layout, node, view, placement, problems, enforce)
         programs[node] = compile_bridge(bridge, rules, isolation, (previous or {}).get(node))
         bridges[node] = bridge
         port_maps[node] = {p.pod: p.ofport for p in bridge.pods}

@@ -4,8 +4,10 @@ policy rule named behind every flow the packet hit.
 
 The packet starts at the source pod's real port (ofport and MAC from OVSDB). If the bridge
 sends it to the tunnel, the trace continues on the bridge of the node the tunnel destination
-names, entering by that bridge's tunnel port. Conntrack state after each recirculation is
-OVS's default for a trace, trk|new: a new connection.
+names, entering by that bridge's tunnel port; bridges joined by patch ports (a fabric switch
+in the same ovs-vswitchd) are followed by OVS itself. The connection is delivered when the
+destination pod's port on its bridge is output to. Conntrack state after each recirculation
+is OVS's default for a trace, trk|new: a new connection.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
     if dst_ip is None:
         raise LiveTraceError(f"{dst.key} has no IPv{family} address")
     by_address = {p.address: n for n, p in places.items()}
+    by_bridge = {p.bridge: p for p in places.values()}
+    dst_place = next((p for p in places.values() if dst.key in p.ports), None)
     place = places[src_node]
     in_port, mac = place.ports[src.key]
     hops, decided_by = [], []
@@ -129,25 +133,30 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
         result = ofproto_trace(ovs, place.bridge, _packet(proto, in_port, mac, src.ips[0], dst_ip, port))
         steps = []
         for s in result.steps:
+            owner = by_bridge.get(s.bridge, place)  # a patch port continues into another bridge
             entry = {"table": s.table, "name": P.BY_ID[s.table].name if s.table in P.BY_ID else "",
+                     "bridge": s.bridge or place.bridge, "node": owner.node,
                      "priority": s.priority, "cookie": f"{s.cookie:#x}", "match": s.match, "actions": s.actions,
                      "miss": s.miss}
-            entry.update(annotate(place.program, s.table, s.cookie, s.match, names))
+            entry.update(annotate(owner.program, s.table, s.cookie, s.match, names))
             if "rule" in entry:
-                decided_by.append(f"allowed by {entry['rule']} on {place.node}")
+                decided_by.append(f"allowed by {entry['rule']} on {owner.node}")
             if "default_deny" in entry:
                 d = entry["default_deny"]
                 decided_by.append(f"dropped by the {d['direction']} default deny of {d['pod']} "
-                                  f"(isolated by {', '.join(d['policies'])}) on {place.node}")
+                                  f"(isolated by {', '.join(d['policies'])}) on {owner.node}")
             steps.append(entry)
         outputs = result.openflow_outputs
         hops.append({"node": place.node, "bridge": place.bridge, "outputs": outputs, "steps": steps,
                      "datapath_actions": result.all_datapath_actions})
-        dst_here = place.ports.get(dst.key)
-        if dst_here is not None and outputs == [dst_here[0]]:
+        if dst_place is not None and any(
+                e["bridge"] == dst_place.bridge and f"output:{dst_place.ports[dst.key][0]}" in split_actions(e["actions"])
+                for e in steps):
             delivered = True
             break
-        if place.tunnel_ofport is None or outputs != [place.tunnel_ofport]:
+        here = [o for e in steps if e["bridge"] == place.bridge
+                for o in (int(a[7:]) for a in split_actions(e["actions"]) if a.startswith("output:") and a[7:].isdigit())]
+        if place.tunnel_ofport is None or here != [place.tunnel_ofport]:
             break
         nxt = by_address.get(_tun_dst(result) or "")
         if nxt is None or places[nxt].tunnel_ofport is None:

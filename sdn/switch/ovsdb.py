@@ -9,7 +9,10 @@ A pod's interface is recognised by its external_ids, whichever convention wrote 
 `k8s.pod=NS/NAME` (ours), `pod_namespace` + `pod_name` (Antrea), or `iface-id` as `NS/NAME` or
 `NS_NAME` (OVN-Kubernetes; Kubernetes names cannot contain "_"). `attached-mac` and `ip`
 (comma-separated, prefix lengths ignored) are read when present. The tunnel port is the
-bridge's interface of a tunnel type (vxlan, geneve, gre, stt).
+bridge's interface of a tunnel type (vxlan, geneve, gre, stt) or marked
+`sdn-role=tunnel`; with fabric enforcement, `sdn-role=fabric-uplink` marks a node bridge's
+link to the fabric switch and `sdn-role=fabric-link` + `sdn-node=NODE` the fabric switch's
+port towards each node.
 
 With `controller` set, the monitor also keeps the bridge's OpenFlow configuration as restart
 safety needs it (notes/openvswitch.md): fail_mode=secure and our controller in ONE transaction
@@ -55,10 +58,12 @@ class PortInfo:
     pod: str | None = None  # "ns/name"
     mac: str | None = None
     ips: tuple[str, ...] = ()
+    role: str | None = None  # external_ids:sdn-role: tunnel | fabric-uplink | fabric-link
+    peer_node: str | None = None  # external_ids:sdn-node (a fabric link: the node behind it)
 
     @property
     def is_tunnel(self) -> bool:
-        return self.type in TUNNEL_TYPES
+        return self.role == "tunnel" or (self.role is None and self.type in TUNNEL_TYPES)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,17 @@ class BridgeView:
     def tunnel_ofport(self) -> int | None:
         ports = sorted(p.ofport for p in self.ports if p.is_tunnel and p.ofport > 0)
         return ports[0] if ports else None
+
+    @property
+    def uplink_ofport(self) -> int | None:
+        """A node bridge's link to the fabric switch (fabric enforcement)."""
+        ports = sorted(p.ofport for p in self.ports if p.role == "fabric-uplink" and p.ofport > 0)
+        return ports[0] if ports else None
+
+    def fabric_links(self) -> dict[str, int]:
+        """The fabric switch's port towards each node."""
+        return {p.peer_node: p.ofport for p in self.ports
+                if p.role == "fabric-link" and p.peer_node and p.ofport > 0}
 
 
 def pod_identity(external_ids: dict[str, str]) -> str | None:
@@ -273,7 +289,8 @@ class OvsdbMonitor:
                 ofport = _scalar(iface.ofport, -1)
                 ports.append(PortInfo(iface.name, int(ofport) if ofport is not None else -1, iface.type or "",
                                       pod_identity(ext), ext.get("attached-mac") or None,
-                                      _ips(ext.get("ip", "") or ext.get("ip_address", ""))))
+                                      _ips(ext.get("ip", "") or ext.get("ip_address", "")),
+                                      ext.get("sdn-role") or None, ext.get("sdn-node") or None))
         dpid = _scalar(br.datapath_id)
         return BridgeView(br.name, int(dpid, 16) if dpid else None, tuple(sorted(ports, key=lambda p: p.name)),
                           _scalar(br.fail_mode, "") or "", tuple(sorted(c.target for c in br.controller)),
