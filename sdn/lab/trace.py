@@ -17,6 +17,7 @@ from pathlib import Path
 from sdn.lab import nodes as N
 from sdn.layout import FABRIC_UPLINK_OFPORT, GATEWAY_MAC, TUNNEL_OFPORT
 from sdn.ovs.instance import OvsInstance
+from sdn.ovs.trace import split_actions
 
 
 def interface_ports(ovs: OvsInstance) -> dict[str, int]:
@@ -59,6 +60,8 @@ class Tracer:
         for _ in range(4):
             res = ovs.trace(name, f"{fields},in_port={in_port}", ct_next="trk,new")
             outs = res.openflow_outputs
+            if not outs and any(a == "IN_PORT" for st in res.steps for a in split_actions(st.actions)):
+                outs = [in_port]  # a hairpin (the fabric switch back down the link it came from)
             hops.append((bridge, outs))
             if len(outs) != 1:
                 return {"allowed": False, "hops": hops}
