@@ -187,9 +187,9 @@ class ControllerCore:
         """One turn of the main loop: reload manifests that changed, recompile if needed, and
         say so when a switch OVSDB knows does not connect."""
         self._check_switches()
-        stamp = manifest_stamp(self.manifests)
+        stamp = manifest_stamp(self.manifests) if self.manifests else None
         with self._lock:
-            reload = stamp != self._stamp
+            reload = bool(self.manifests) and stamp != self._stamp
             dirty = self._views_dirty
         if reload:
             self.reload(stamp)
@@ -215,8 +215,22 @@ class ControllerCore:
                             node, view.name, f"{view.datapath_id:016x}" if view.datapath_id else "?",
                             now - since, target, "connected" if view.controller_connected else "not connected")
 
+    def set_cluster(self, cluster: Cluster, upserts=(), deletes=(), full: bool = False) -> int:
+        """The cluster from another source (the Kubernetes API instead of manifest files):
+        compile it for every bridge and return the generation to wait for (`wait`). The
+        hints (`upserts`, `deletes`, `full`) are accepted for an incremental compiler; the
+        programs are recompiled whole for now. A compile error keeps the bridges' tables and
+        shows in `status` (compile_error); the returned generation is then the previous one."""
+        with self._compile_lock:
+            with self._lock:
+                self.cluster = cluster
+                self.manifest_error = ""
+            return self._recompile_locked()["generation"]
+
     def reload(self, stamp: tuple | None = None) -> dict:
         """Read the manifests again and recompile (the control API's `reload`)."""
+        if not self.manifests:
+            return self.recompile()
         with self._compile_lock:
             stamp = manifest_stamp(self.manifests) if stamp is None else stamp
             try:
