@@ -233,93 +233,6 @@ def reference_rows(results: dict[str, dict]) -> list[list[str]]:
     return rows
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return "-" if not a or not b else f"x{a / b:,.1f}"
-
-
-def _mw(d: dict, key: str) -> str:
-    """'cpu (wall)' ms of d[key_cpu_ms] / d[key_ms] (growth rows)."""
-    wall = d.get(f"{key}_ms")
-    cpu = d.get(f"{key}_cpu_ms")
-    if wall is None:
-        return "-"
-    return fmt_ms(wall) if cpu is None else f"{fmt_ms(cpu)} ({fmt_ms(wall)})"
-
-
-def _cpu(st: dict) -> float:
-    """CPU seconds of a stage (older results: wall)."""
-    return st.get("cpu_seconds", st.get("seconds"))
-
-
-def _lat_cpu(ev: dict) -> dict:
-    return ev.get("latency_cpu_ms") or ev["latency_ms"]
-
-
-def fmt_wc(st: dict) -> str:
-    """'CPU (wall)' of a stage."""
-    if st.get("seconds") is None:
-        return "-"
-    if "cpu_seconds" not in st:
-        return fmt_s(st["seconds"])
-    return f"{fmt_s(st['cpu_seconds'])} ({fmt_s(st['seconds'])})"
-
-
-def _cpu_status(met_cpu: bool, met_wall: bool, wall_text: str) -> str:
-    if met_cpu and met_wall:
-        return "met"
-    if met_cpu:
-        return f"met on CPU time; {wall_text} misses it on this loaded machine"
-    return "missed"
-
-
-def _scaled_status(met: bool, r: dict) -> str:
-    s = "met" if met else "missed"
-    if r.get("scale", 1.0) < 1:
-        s += f" (at scale {r['scale']:g})"
-    return s
-
-
-def _missing(r: dict | None, stage: str) -> dict:
-    if not r:
-        return {"measured": "-", "status": "not run", "margin": "-", "met": None}
-    err = r.get("errors", {}).get(stage)
-    if err:
-        return {"measured": f"failed: {err['error'][:120]} at {err['where']}", "status": "not measured",
-                "margin": "-", "met": None}
-    if r.get("timed_out"):
-        return {"measured": f"timed out ({r['timed_out']})", "status": "not measured", "margin": "-", "met": None}
-    st = _st(r, stage)
-    if st.get("skipped"):
-        return {"measured": f"skipped: {st['skipped']}", "status": "not measured", "margin": "-", "met": None}
-    return {"measured": "-", "status": "not measured", "margin": "-", "met": None}
-
-
-def reference_rows(results: dict[str, dict]) -> list[list[str]]:
-    rows = []
-    r = results.get("S1")
-    if r and _ok(r, "rules"):
-        rows.append(["S1 peak RSS after cluster_rules (process, incl. the cluster objects)",
-                     f"{fmt_n(_st(r, 'rules')['rss_mb'])} MB at scale {r['scale']:g}",
-                     f"Antrea {ANTREA_S1_MB[0]:,}-{ANTREA_S1_MB[1]:,} MB (Go heap) at full scale"])
-    r = results.get("S2")
-    if r and _ok(r, "rules"):
-        t = _cpu(_st(r, "rules")) + ((_cpu(_st(r, "node")) or 0) if _ok(r, "node") else 0)
-        note = "" if _ok(r, "node") else " (node compile skipped or failed)"
-        rows.append(["S2 cluster_rules + one node (CPU)", f"{fmt_s(t)} at scale {r['scale']:g}{note}",
-                     f"Antrea {ANTREA_S2_S} s, {ANTREA_S2_MB:,} MB at full scale (policy computation only)"])
-    r = results.get("S4")
-    if r and _ok(r, "growth"):
-        g = _st(r, "growth")
-        for row in g["rows"]:
-            txt = (f"full path {fmt_ms(row['with']['latency_ms'])} / {fmt_ms(row['without']['latency_ms'])} ms "
-                   f"= x{row['ratio_with_without']:.1f}")
-            if "engine_ratio_with_without" in row:
-                txt += (f"; engine {fmt_ms(row['with']['engine_ms'])} / {fmt_ms(row['without']['engine_ms'])} ms "
-                        f"= x{row['engine_ratio_with_without']:.1f}")
-            rows.append([f"S4 add one pod at {row['pods']:,} pods: with / without policies", txt,
-                         "OpenShift: with policies no slower than without"])
-    return rows
-
 
 # ---- markdown ------------------------------------------------------------------------------
 
@@ -520,8 +433,8 @@ def markdown(results: dict[str, dict], meta: dict) -> str:
         "addresses from each node's /24, so selected pods are scattered like in a real cluster).\n"
         "- Time: `time.perf_counter` around each call; memory: `ru_maxrss` of the scenario's own "
         "process (a high-water mark that includes the cluster objects and the interpreter).\n"
-        "- `one node compile`: `flows.compiler.compile_bridge` for the focus node (S5: the node "
-        "holding the 20 pods every policy selects; otherwise the node of the first event's pod).\n"
+        "- `one node compile`: `flows.compiler.compile_bridge` for the focus node, node-0000 (S5: it "
+        "holds the 20 pods every allow policy selects; elsewhere the events' pods live on it).\n"
         "- `all nodes compile`: `compile_bridge` for every node in turn (the programs are not kept); "
         "nodes whose estimated rule flows exceed `--max-flows` are skipped and counted.\n"
         "- Plots: `flows.png` (flows on the focus node, log scale), `compile_time.png`, "
