@@ -816,6 +816,17 @@ class Lab:
             out.setdefault((port, proto), {}).setdefault(s, {})[d] = ok
         return out
 
+    def purge_datapath(self) -> None:
+        """Empty every switch's datapath flow cache (`revalidator/purge`): the next packets
+        are translated afresh from the OpenFlow tables. For diagnosis: OVS 3.1's userspace
+        datapath can keep a stale megaflow after a table change (docs/lab.md)."""
+        record = self._load()
+        switches = [(i["rundir"], i["netns"]) for i in record["nodes"].values()]
+        if record.get("fabric"):
+            switches.append((record["fabric"]["rundir"], record["fabric"]["netns"]))
+        for rundir, netns in switches:
+            OvsInstance(Path(rundir), netns=netns).appctl("revalidator/purge")
+
     def _refresh_neighbours(self) -> None:
         """The tunnel code forgets idle underlay neighbours after a while; a lost first packet
         would look like a denial."""
