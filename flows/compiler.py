@@ -43,6 +43,7 @@ class RuleInfo:
     cookie: int
     description: str = ""
     active: bool = True
+    digest: str = ""  # of the rule as compiled here: tells an unchanged rule on the next compile
 
 
 @dataclass(frozen=True)
@@ -95,16 +96,34 @@ def _describe(rule: Rule) -> str:
 def scope_rule(bridge: Bridge, rule: Rule, local: frozenset[str] | None = None) -> Rule | None:
     """The part of a rule a bridge enforces, or None: in host mode the rule cut down to the
     applied-to pods plugged in here; in fabric mode the whole rule; on a fabric-node bridge
-    nothing."""
-    if bridge.mode == "fabric":
-        return rule
+    nothing. Peers are normalised to the targets' address families (see normal_peers)."""
     if bridge.mode == "fabric-node":
         return None
-    local = bridge.local_addresses if local is None else local
-    t = rule.targets & local
-    if not t:
+    t = rule.targets
+    if bridge.mode != "fabric":
+        t = t & (bridge.local_addresses if local is None else local)
+        if not t:
+            return None
+    peers = normal_peers(rule.peers, families(t))
+    if t == rule.targets and peers == rule.peers:
+        return rule
+    return Rule(rule.id, frozenset(t), peers, rule.ports)
+
+
+_FULL = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def normal_peers(peers: tuple[str, ...] | None, fams: set[int]) -> tuple[str, ...] | None:
+    """Peers that can meet the targets: a source and a destination share an address family,
+    so peers of another family never match (kept out: as clause flows they would only cost
+    flows); peers that are the whole address space of every target family are no constraint
+    at all (None), which keeps every flow of a small rule carrying each of its dimensions."""
+    if peers is None:
         return None
-    return rule if t == rule.targets else Rule(rule.id, frozenset(t), rule.peers, rule.ports)
+    kept = tuple(p for p in peers if (6 if ":" in p else 4) in fams)
+    if fams and all(_FULL[f] in kept for f in fams):
+        return None
+    return kept
 
 
 def scope_rules(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Isolation]
@@ -130,7 +149,34 @@ class _Placed:
     def info(self) -> RuleInfo:
         table = P.INGRESS_RULE if self.rule.direction == INGRESS else P.EGRESS_RULE
         return RuleInfo(self.rule.id, self.conj_id, table, self.priority, rule_cookie(self.rule.id),
-                        _describe(self.rule), not self.rule.matches_nothing)
+                        _describe(self.rule), not self.rule.matches_nothing, rule_digest(self.rule))
+
+
+def rule_digest(rule: Rule) -> str:
+    """A short hash of what a rule matches (not of its identity)."""
+    text = repr((sorted(rule.targets), rule.peers, None if rule.ports is None else sorted(rule.ports)))
+    return f"{stable_hash(text, 48):012x}"
+
+
+def rule_dims(rule: Rule) -> list[list[tuple[Match, ...]]]:
+    """The matches of each dimension of a rule, in clause order: peers (if any), applied-to
+    addresses, ports (if any)."""
+    tside, pside = ("dst", "src") if rule.direction == INGRESS else ("src", "dst")
+    dims: list[list[tuple[Match, ...]]] = []
+    if rule.peers is not None:
+        dims.append([address_match(c, pside) for c in rule.peers])
+    dims.append([address_match(t, tside) for t in sorted(rule.targets)])
+    if rule.ports is not None:
+        dims.append(port_matches(rule.ports, families(rule.targets)))
+    return dims
+
+
+def encoding(rule: Rule, dims: list[list]) -> str:
+    """"conj" when a conjunction is the smaller encoding, else "plain" (the cross product, or
+    one flow per pod for a rule with only applied-to addresses)."""
+    if rule.matches_nothing or len(dims) == 1:
+        return "plain"
+    return "plain" if _product(dims) <= sum(len(d) for d in dims) + 1 else "conj"
 
 
 class BridgeCompiler:
@@ -140,6 +186,7 @@ class BridgeCompiler:
         self.bridge = bridge
         self._hint_prio = previous.priorities() if previous else {}
         self._hint_conj = {r.id: r.conj_id for r in previous.rules} if previous else {}
+        self._hint_digest = {r.id: r.digest for r in previous.rules} if previous else {}
         self._levels = {EGRESS: Levels(), INGRESS: Levels()}
         self._all_rules: dict[RuleId, Rule] = {}  # unscoped, as given
         self._all_isolation: dict[tuple[str, str], Isolation] = {}
@@ -294,8 +341,17 @@ class BridgeCompiler:
                 scoped.append((s, prev))
         if not scoped:
             return
-        # Priorities: earlier placements and hints first, in rule order, then the rest.
-        scoped.sort(key=lambda x: x[0].id)
+        # Priorities: earlier placements and hints of unchanged rules first, then hints of
+        # changed rules, then the rest (each group in rule order).
+        dims = {s.id: rule_dims(s) for s, _ in scoped}
+        kinds = {s.id: encoding(s, dims[s.id]) for s, _ in scoped}
+
+        def order(item):
+            s, prev = item
+            unchanged = prev is not None or self._hint_digest.get(s.id) == rule_digest(s)
+            return (0 if unchanged else 1, s.id)
+
+        scoped.sort(key=order)
         prios: dict[RuleId, int] = {}
         pending = []
         for s, prev in scoped:
@@ -322,8 +378,8 @@ class BridgeCompiler:
             if s.id not in conj:
                 conj[s.id] = probe_conj_id(s.id, self._conj_used)
                 self._conj_used.add(conj[s.id])
-        for s, _ in scoped:
-            self._emit(_Placed(s, conj[s.id], prios[s.id]), touch)
+        for s, _ in sorted(scoped, key=lambda x: x[0].id):
+            self._emit(_Placed(s, conj[s.id], prios[s.id]), dims[s.id], kinds[s.id], touch)
 
     def _unplace(self, rid: RuleId, touch) -> None:
         placed = self._placed.pop(rid, None)
@@ -341,7 +397,7 @@ class BridgeCompiler:
             if not conjs:
                 del self._clauses[key]
 
-    def _emit(self, placed: _Placed, touch) -> None:
+    def _emit(self, placed: _Placed, dims: list[list[tuple[Match, ...]]], kind: str, touch) -> None:
         rule, cid, prio = placed.rule, placed.conj_id, placed.priority
         self._placed[rule.id] = placed
         if rule.matches_nothing:
@@ -349,15 +405,8 @@ class BridgeCompiler:
         table = P.INGRESS_RULE if rule.direction == INGRESS else P.EGRESS_RULE
         nxt = P.CONNTRACK_COMMIT if rule.direction == INGRESS else P.INGRESS_RULE
         reg = P.REG_INGRESS_CONJ if rule.direction == INGRESS else P.REG_EGRESS_CONJ
-        tside, pside = ("dst", "src") if rule.direction == INGRESS else ("src", "dst")
         cookie = rule_cookie(rule.id)
         allow = (Load(cid, FieldRef(reg)), GotoTable(nxt))
-        dims: list[list[tuple[Match, ...]]] = []
-        if rule.peers is not None:
-            dims.append([address_match(c, pside) for c in rule.peers])
-        dims.append([address_match(t, tside) for t in sorted(rule.targets)])
-        if rule.ports is not None:
-            dims.append(port_matches(rule.ports, families(rule.targets)))
 
         def hard(f: Flow) -> None:
             P.check_flow(f)
@@ -367,13 +416,9 @@ class BridgeCompiler:
             self._hard[f.key] = f
             placed.hard.append(f.key)
 
-        if len(dims) == 1:
-            for m in dims[0]:
-                hard(Flow(table, prio, m, allow, cookie))
-            return
-        if _product(dims) <= sum(len(d) for d in dims) + 1:
-            # Small rules: the plain cross product is no bigger than the conjunction.
-            for m in _combinations(dims):
+        if kind == "plain":
+            # One dimension, or a product no bigger than the conjunction: plain flows.
+            for m in (dims[0] if len(dims) == 1 else _combinations(dims)):
                 hard(Flow(table, prio, m, allow, cookie))
             return
         n = len(dims)

@@ -7,6 +7,7 @@ compiler turns them into flows. A bridge description says which pods are plugged
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -17,9 +18,11 @@ EGRESS = "egress"
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class PortRange:
-    """A protocol with an inclusive port range; start None means every port of the protocol."""
+    """A protocol with an inclusive port range; start None means every port of the protocol.
+    Ordered by protocol, then bounds ("all ports" is 0-65535)."""
 
     protocol: str  # tcp | udp | sctp
     start: int | None = None
@@ -34,6 +37,10 @@ class PortRange:
     @property
     def bounds(self) -> tuple[int, int]:
         return (0, 65535) if self.start is None else (self.start, self.end)
+
+    def __lt__(self, other: "PortRange") -> bool:
+        return (self.protocol, self.bounds, self.start is not None) < (
+            other.protocol, other.bounds, other.start is not None)
 
     def __str__(self) -> str:
         if self.start is None:

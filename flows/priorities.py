@@ -63,6 +63,7 @@ class Levels:
         self.by_targets: dict[frozenset[str], Counter] = defaultdict(Counter)
 
     def fits(self, level: int, rule: Rule) -> bool:
+        """Room for `rule` at `level`: disjoint from every rule there."""
         if not 0 <= level < self.n_levels:
             return False
         index = self.at.get(level)

@@ -361,6 +361,40 @@ def policy_explain(files, pod, namespace, output):
                 console.print(f"      rule {rule['index']}: {escape(_describe_rule(rule, direction))}")
 
 
+@policy_group.command("status")
+@click.option("--agent", "agent_url", default="http://127.0.0.1:9470", show_default=True, metavar="URL",
+              help="The node agent's HTTP endpoint (its metricsPort).")
+@click.option("-n", "--namespace", help="Only policies of this namespace.")
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
+def policy_status(agent_url, namespace, output):
+    """For each NetworkPolicy: has this node realized its current generation?"""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(agent_url.rstrip("/") + "/status", timeout=10) as resp:
+            doc = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        _fail(f"cannot read the agent's status at {agent_url}: {getattr(e, 'reason', e)}")
+    policies = [p for p in doc.get("policies", []) if namespace is None or p["namespace"] == namespace]
+    if output in ("json", "yaml"):
+        emit({"node": doc.get("node"), "policies": policies}, output)
+        return
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    from rich.table import Table as RichTable
+    t = RichTable(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAMESPACE", "NAME", "FORM", "GENERATION", "REALIZED", "NOTE"):
+        t.add_column(col)
+    for p in policies:
+        realized = "yes" if p["realized"] and p["realized_generation"] == p["observed_generation"] else (
+            f"gen {p['realized_generation']}" if p["realized_generation"] is not None else "no")
+        t.add_row(p["namespace"], p["name"], p["form"], str(p["observed_generation"] or "-"), realized,
+                  escape(p["error"] or ""))
+    sync = "in sync" if doc.get("in_sync") else "not in sync"
+    console.print(f"node {doc.get('node')}: API {'synced' if doc.get('api_synced') else 'not synced yet'}, "
+                  f"bridge {sync}, {len(policies)} polic{'y' if len(policies) == 1 else 'ies'}")
+    console.print(t)
+
+
 def _describe_rule(rule: dict, direction: str) -> str:
     word = "from" if direction == "ingress" else "to"
     if rule["peers"] == "all":
@@ -387,12 +421,11 @@ def _describe_rule(rule: dict, direction: str) -> str:
     return f"{word} {peers} on {ports}"
 
 
-try:  # the live commands (controller, flows on a real switch) register themselves if present
-    from sdn.cli_live import register as _register_live
-except ImportError:  # pragma: no cover - only while that module does not exist
-    _register_live = None
-if _register_live is not None:
-    _register_live(main)
+from sdn.agent import agent_command  # noqa: E402 - the commands that run services
+from sdn.cli_live import register as _register_live  # noqa: E402
+
+_register_live(main)
+main.add_command(agent_command())
 from sdn.lab.cli import register as _register_lab  # noqa: E402 - `sdnctl lab` (sdn/lab)
 _register_lab(main)
 

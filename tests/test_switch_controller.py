@@ -19,6 +19,7 @@ import pytest
 
 from flows.flow import diff, parse_flow, parse_flows
 from sdn.compile import compile_cluster
+from sdn.switch.control import program_from_json
 from sdn.policy.manifests import load_documents
 from tests.conftest import OvsFactory
 from tests.e2e_model import (base_cluster, deny_ingress, from_, match, namespaces, netpol, node_of, pod_ip,
@@ -77,7 +78,10 @@ class Lab:
         ports = self.ofports() if plugged is None else plugged
         for key in [p for p in cluster.pods if node_of(p) == NODE and p not in ports]:
             del cluster.pods[key]  # not plugged in: not on this bridge (and no longer in routes)
-        return set(compile_cluster(cluster, [NODE], {NODE: ports}).programs[NODE].flows)
+        # The controller compiles with its last program as the hint (stable priorities and
+        # conj ids for unchanged rules); so does the expectation. Rule contents must match.
+        previous = program_from_json(self.ctl.ask("program", node=NODE)["program"])
+        return set(compile_cluster(cluster, [NODE], {NODE: ports}, previous={NODE: previous}).programs[NODE].flows)
 
     def use(self, version: str) -> dict:
         write_manifests(self.manifests, docs(version))

@@ -468,6 +468,11 @@ class Dispatcher:
     def put(self, events: list[Event]) -> None:
         self._queue.put(events)
 
+    @property
+    def alive(self) -> bool:
+        """The dispatcher thread is running (health of the agent's event path)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)

@@ -44,7 +44,8 @@ def program_to_json(program: Program) -> dict:
         "bridge": program.bridge,
         "rules": [{"policy": r.id.policy, "direction": r.id.direction, "index": r.id.index, "part": r.id.part,
                    "conj_id": r.conj_id, "table": r.table, "priority": r.priority, "cookie": r.cookie,
-                   "description": r.description, "active": r.active} for r in program.rules],
+                   "description": r.description, "active": r.active, "digest": r.digest}
+                  for r in program.rules],
         "defaults": [{"cookie": c, "direction": i.direction, "address": i.address, "policies": list(i.policies)}
                      for c, i in program.defaults],
         "flows": [f.render() for f in program.flows],
@@ -53,7 +54,8 @@ def program_to_json(program: Program) -> dict:
 
 def program_from_json(doc: dict) -> Program:
     rules = tuple(RuleInfo(RuleId(r["policy"], r["direction"], r["index"], r["part"]), r["conj_id"], r["table"],
-                           r["priority"], r["cookie"], r["description"], r["active"]) for r in doc["rules"])
+                           r["priority"], r["cookie"], r["description"], r["active"], r.get("digest", ""))
+                  for r in doc["rules"])
     defaults = tuple((d["cookie"], Isolation(d["direction"], d["address"], tuple(d["policies"])))
                      for d in doc["defaults"])
     return Program(doc["bridge"], tuple(parse_flow(f) for f in doc["flows"]), rules, defaults)

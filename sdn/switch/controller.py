@@ -44,6 +44,9 @@ class Options:
     log_level: str = "INFO"
     log_file: str | None = None
     enforce: str = "host"
+    # Another input besides (or instead of) manifest files: called with the started core,
+    # returns a function that stops it (the Kubernetes agent, sdn.agent).
+    source: Callable[[object], Callable[[], None]] | None = None
 
 
 class StartupError(RuntimeError):
@@ -221,6 +224,16 @@ def run(opts: Options) -> int:
              ", ".join(f"{n.node}={n.ovsdb}" for n in opts.nodes))
     core.start()
     core.reload()
+    stop_source = None
+    if opts.source is not None:
+        try:
+            stop_source = opts.source(core)
+        except Exception as e:  # noqa: BLE001 - a source that cannot start is fatal
+            log.error("cannot start: %s", e)
+            control.stop()
+            core.stop()
+            logging.shutdown()
+            os._exit(1)
     while not stop.is_set():
         try:
             core.poll()
@@ -228,6 +241,8 @@ def run(opts: Options) -> int:
             log.exception("input loop")
         core.changed.wait(opts.poll)
         core.changed.clear()
+    if stop_source is not None:
+        stop_source()
     control.stop()
     core.stop()
     if kind == "unix":
