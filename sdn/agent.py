@@ -27,6 +27,7 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from flows import pipeline as P
 from sdn.k8s.cluster_state import ClusterState, PolicyStatus
 from sdn.k8s.informer import Event, Informers
 from sdn.k8s.settings import Settings
@@ -58,9 +59,15 @@ class _Collector:
         failed = CounterMetricFamily("sdn_bundle_errors", "Bundles the switch rejected", labels=["bridge"])
         for b in st.get("bridges", []):
             name = b.get("bridge") or b.get("node", "")
-            for table, n in sorted((b.get("flows_by_table") or {}).items()):
-                flows.add_metric([name, str(table)], n)
-            rules.add_metric([name], b.get("rules", 0))
+            program = a.core.agents[b["node"]].program if b.get("node") in a.core.agents else None
+            if program is not None:
+                by_table: dict[str, int] = {}
+                for f in program.flows:
+                    t = P.BY_ID[f.table].name if f.table in P.BY_ID else str(f.table)
+                    by_table[t] = by_table.get(t, 0) + 1
+                for table, n in sorted(by_table.items()):
+                    flows.add_metric([name, table], n)
+                rules.add_metric([name], sum(1 for r in program.rules if r.active))
             counters = b.get("counters", {})
             bundles.add_metric([name], counters.get("bundles", 0))
             failed.add_metric([name], counters.get("failed_bundles", 0))

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from flows.flow import parse_flows
 from sdn.compile import compile_cluster
 from sdn.k8s.apiserver import ApiServer
 from sdn.k8s.resources import EVENTS
+from sdn.switch.control import program_from_json, request
 from tests.conftest import OvsFactory
 from tests.e2e_model import base_cluster, node_of, pod_ip, pod_keys
 from tests.k8s_support import ANNOTATIONS, POLICY_SPECS, reference_cluster, wait_until
@@ -84,7 +86,10 @@ class AgentRun:
         ports = {k: int(self.ovs.vsctl("get", "interface", port_name(k), "ofport").strip()) for k in LOCAL}
         for key in [k for k, p in cluster.pods.items() if (p.node or NODE) == NODE and k not in ports]:
             del cluster.pods[key]
-        return set(compile_cluster(cluster, [NODE], {NODE: ports}).programs[NODE].flows)
+        # Compiled as the agent does, with its last program as the hint (its free choice of
+        # priorities and conj ids); the rules themselves must match the API's objects.
+        previous = program_from_json(request(str(self.dir / "ctl.sock"), "program", node=NODE)["program"])
+        return set(compile_cluster(cluster, [NODE], {NODE: ports}, previous={NODE: previous}).programs[NODE].flows)
 
     def converged(self, timeout: float = 60.0) -> None:
         ok = wait_until(lambda: self.flows() == self.expected(), timeout, 0.2)
