@@ -3,11 +3,13 @@
 #   make test    system packages (root), stop the system OVS service, venv, pytest -n auto
 #   make demo    the example cluster as a live lab: flows, measured vs predicted matrix (KEEP=1)
 #   make bench   run the benchmarks (if any)
+#   make vagrant-up / vagrant-down   the multi-node lab on VMs (vagrant/README.md; SDN_WORKERS=N)
 #   make lint    ruff if installed in the venv, else a byte-compile check
 #   make clean   remove the venv and caches
 #
 # The tests run their own private Open vSwitch instances in network namespaces
-# (sdn/ovs/instance.py); the system openvswitch-switch service must not run.
+# (sdn/ovs/instance.py); the system openvswitch-switch service must not run. The Vagrant lab
+# is checked statically (tests/test_vagrant.py: vagrant validate, ruby -c, shellcheck).
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -20,16 +22,19 @@ VPY    := $(VENV)/bin/python
 SDNCTL := $(VENV)/bin/sdnctl
 STAMP  := $(VENV)/.installed
 
-APT_PACKAGES := openvswitch-switch iproute2 ethtool
+# vagrant, vagrant-libvirt (a provider to validate against, offline), ruby and shellcheck:
+# the static checks of vagrant/ (tests/test_vagrant.py). No VM is started.
+APT_PACKAGES := openvswitch-switch iproute2 ethtool vagrant vagrant-libvirt ruby shellcheck
 
 SHELL := /bin/bash
 
-.PHONY: all help test check system-deps stop-system-ovs venv demo demo-root bench lint clean
+.PHONY: all help test check system-deps stop-system-ovs venv demo demo-root bench lint clean \
+        vagrant-up vagrant-down
 
 all: test
 
 help:
-	@sed -n '3,9p' Makefile
+	@sed -n '3,10p' Makefile
 
 test: system-deps stop-system-ovs venv
 	$(VPY) -m pytest $(PYTEST_ARGS)
@@ -50,7 +55,8 @@ system-deps:
 	  echo "installing:$$missing"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
-	@for prog in ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool; do \
+	@for prog in ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool \
+	             vagrant ruby shellcheck; do \
 	  command -v $$prog >/dev/null || [ -x /usr/sbin/$$prog ] || { echo "$$prog not found" >&2; exit 1; }; \
 	done
 
@@ -124,6 +130,16 @@ lint: venv
 	  echo "ruff not installed in $(VENV): byte-compiling only"; \
 	  $(VPY) -m compileall -q sdn flows tests; \
 	fi
+
+# ---------------------------------------------------------------- the lab on VMs (vagrant/)
+# One k3s control plane and SDN_WORKERS workers (default 2) with the provider Vagrant picks
+# (VAGRANT_DEFAULT_PROVIDER=libvirt|virtualbox). --no-parallel: the nodes join in name order,
+# so their pod CIDRs are 10.244.0.0/24 (cp), .1 (worker-1), .2 (worker-2), ...
+vagrant-up:
+	cd vagrant && vagrant up --no-parallel
+
+vagrant-down:
+	cd vagrant && vagrant destroy -f
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -9,7 +9,8 @@
                          underlay (the "br-phy" recipe of OVS userspace native tunnelling)
         br-sdn           the pod bridge (fail_mode secure, programmed by the node's agent):
                          tunnel port `tun0` (VXLAN or Geneve, remote_ip=flow: the flows set
-                         tun_dst) at ofport 1; pods' veths from 10 on (the CNI plugin)
+                         tun_dst) at ofport 1; pods' veths from 10 on (the CNI plugin).
+                         Made by sdn/scripts/ovs-node-bridge.sh, as on the Vagrant VMs
                          enforce fabric: `fab0` at ofport 2, a veth to the fabric switch
     PREFIX_fabric        enforce fabric: the fabric switch `fabric`, port 100+i towards the
                          i-th node in name order (sdn/layout.py)
@@ -34,6 +35,8 @@ UPLINK_PORT = "fab0"
 FABRIC_BRIDGE = FABRIC  # the program of the fabric switch is named "fabric": so is its bridge
 FABRIC_DPID = 0xFAB
 TUNNEL_TYPES = ("vxlan", "geneve")
+# Shared with the Vagrant lab (vagrant/provision/bridge.sh): br-sdn and its tunnel port.
+NODE_BRIDGE_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ovs-node-bridge.sh"
 
 
 def node_netns(prefix: str, node: str) -> str:
@@ -85,13 +88,25 @@ def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: 
               "--", "add-port", PHY_BRIDGE, "ul0")
     run_cmd(["ip", "-n", ns, "addr", "add", f"{address}/{underlay_prefixlen}", "dev", PHY_BRIDGE])
     run_cmd(["ip", "-n", ns, "link", "set", PHY_BRIDGE, "up"])
-    ovs.add_bridge(BRIDGE, dpid=dpid, fail_mode="secure", controller=controller)
-    ovs.vsctl("add-port", BRIDGE, TUNNEL_PORT, "--", "set", "interface", TUNNEL_PORT,
-              f"type={tunnel}", "options:remote_ip=flow", f"options:local_ip={address}",
-              f"ofport_request={TUNNEL_OFPORT}", "external_ids:sdn-role=tunnel")
+    node_bridge(ovs, dpid=dpid, controller=controller, tunnel=tunnel, local_ip=address)
     got = ovs.ofport(TUNNEL_PORT)
     if got != TUNNEL_OFPORT:
         raise RuntimeError(f"{ns}: tunnel port got ofport {got}, not {TUNNEL_OFPORT}")
+
+
+def node_bridge(ovs: OvsInstance, *, dpid: int, controller: str | list[str] | None, tunnel: str,
+                local_ip: str) -> None:
+    """br-sdn and its tunnel port through the script the Vagrant lab runs on its VMs too
+    (sdn/scripts/ovs-node-bridge.sh), against this node's private OVS (netdev datapath)."""
+    if not 0 <= dpid < 2 ** 64:
+        raise ValueError(f"dpid {dpid} out of range")
+    argv = ["bash", str(NODE_BRIDGE_SCRIPT), "--db", ovs.db_remote, "--bridge", BRIDGE,
+            "--datapath-type", "netdev", "--dpid", f"{dpid:016x}", "--tunnel", tunnel,
+            "--local-ip", local_ip, "--tunnel-port", TUNNEL_PORT,
+            "--tunnel-ofport", str(TUNNEL_OFPORT), "--timeout", str(int(ovs.cmd_timeout))]
+    for target in [controller] if isinstance(controller, str) else controller or []:
+        argv += ["--controller", target]
+    ovs.run(*argv, timeout=ovs.cmd_timeout + ovs.timeout)
 
 
 def set_neighbours(ovs: OvsInstance, others: dict[str, str]) -> None:

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The node's pod bridge and tunnel port, with the script the netns lab uses for its nodes
+# (sdn/scripts/ovs-node-bridge.sh): here on the system Open vSwitch with the kernel datapath,
+# the tunnel from the agent's settings, its local end the node's private address.
+# shellcheck source=SCRIPTDIR/lib.sh
+. "${SDN_SRC:-/vagrant}/vagrant/provision/lib.sh"
+need_env SDN_NODE SDN_NODE_IP SDN_NODE_INDEX
+
+bridge=$(setting bridge)
+tunnel=$(setting tunnel)
+# A datapath-id per node, never 0: cp 1, worker-N N+1.
+dpid=$(printf '%016x' $((SDN_NODE_INDEX + 1)))
+
+log "bridge $bridge (dpid $dpid), $tunnel tunnel from $SDN_NODE_IP"
+bash "$SDN_SRC/sdn/scripts/ovs-node-bridge.sh" \
+  --db "$(setting ovsdb)" --bridge "$bridge" --datapath-type system --dpid "$dpid" \
+  --controller "$(setting openflow)" --tunnel "$tunnel" --local-ip "$SDN_NODE_IP"
+ovs-vsctl show
