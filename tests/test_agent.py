@@ -35,6 +35,8 @@ from tests.e2e_model import base_cluster, node_of, pod_ip, pod_keys
 from tests.k8s_support import ANNOTATIONS, POLICY_SPECS, reference_cluster, wait_until
 from tests.switch_support import add_tunnel, plug_internal
 
+pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("agent")]  # one agent, one worker
+
 NODE = "node-1"
 BRIDGE = "br-sdn"
 REPO = Path(__file__).resolve().parent.parent
@@ -124,6 +126,7 @@ def setup(tmp_path_factory):
             server.create(doc)
         server.create(policy("x", "deny", {"podSelector": {}}))
         run = AgentRun(ovs, server)
+        assert wait_until(lambda: run.get("/readyz")[0] == 200, 90, 0.2), run.log.read_text()[-3000:]
         yield run
     finally:
         if run is not None:
@@ -134,7 +137,6 @@ def setup(tmp_path_factory):
 
 def test_converges_after_random_events_with_disconnects_and_410s(setup):
     run, server = setup, setup.server
-    assert wait_until(lambda: run.get("/readyz")[0] == 200, 60, 0.2), run.log.read_text()[-3000:]
     run.converged()
     rng = random.Random(7)
     docs = {(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d for d in base_cluster()}
