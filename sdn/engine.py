@@ -44,9 +44,11 @@ def _placement(pod: Pod | None) -> tuple | None:
 BridgeFactory = Callable[[Layout, str, str], "Bridge | None"]
 
 
-def layout_bridge(layout: Layout, name: str, mode: str) -> Bridge:
+def layout_bridge(layout: Layout, name: str, mode: str) -> Bridge | None:
     """The offline bridge description (sdn.layout): invented ofports, the tunnel on port 1."""
-    return layout.fabric_bridge() if name == FABRIC else layout.bridge(name, mode)
+    if name == FABRIC:
+        return layout.fabric_bridge()
+    return layout.bridge(name, mode) if name in layout.nodes else None
 
 
 class Engine:
@@ -83,8 +85,7 @@ class Engine:
         return self.ruleset.cluster
 
     def _names(self) -> list[str]:
-        names = sorted(self.layout.nodes) if self.only is None else [
-            n for n in self.only if n in self.layout.nodes or n == FABRIC]
+        names = sorted(self.layout.nodes) if self.only is None else list(self.only)
         if self.enforce == "fabric" and self.only is None:
             names.append(FABRIC)
         if self.enforce == "host":

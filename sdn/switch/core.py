@@ -22,7 +22,7 @@ from sdn.policy.manifests import ManifestError, load_paths
 from sdn.policy.model import Cluster
 from sdn.switch import channel as chan
 from sdn.switch.bridge import BridgeAgent
-from sdn.switch.desired import Desired, compile_live
+from sdn.switch.desired import Desired, LiveCompiler
 from sdn.switch.ovsdb import BridgeView, OvsdbMonitor
 
 log = logging.getLogger("sdn.switch.core")
@@ -93,6 +93,7 @@ class ControllerCore:
         if enforce not in ("host", "fabric"):
             raise ValueError(f"--enforce must be host or fabric, not {enforce!r}")
         self.enforce = enforce
+        self._live = LiveCompiler(enforce)  # the compiler state kept between changes
         targets = targets or {}
         if len({n.node for n in nodes}) != len(nodes):
             raise ValueError("a node is given twice with --bridge")
@@ -225,7 +226,8 @@ class ControllerCore:
             with self._lock:
                 self.cluster = cluster
                 self.manifest_error = ""
-            return self._recompile_locked()["generation"]
+            changes = None if full else (list(upserts), list(deletes))
+            return self._recompile_locked(changes)["generation"]
 
     def reload(self, stamp: tuple | None = None) -> dict:
         """Read the manifests again and recompile (the control API's `reload`)."""
@@ -255,7 +257,9 @@ class ControllerCore:
         with self._compile_lock:
             return self._recompile_locked()
 
-    def _recompile_locked(self) -> dict:
+    def _recompile_locked(self, changes: tuple[list, list] | None = None) -> dict:
+        """Compile for every bridge: incrementally from `changes` (upserts, deletes) when
+        given and the OVSDB views are unchanged, else from the whole cluster."""
         with self._lock:
             cluster = self.cluster
             views = dict(self.views)
@@ -265,7 +269,8 @@ class ControllerCore:
             return {"generation": self.generation, "error": self.manifest_error or "no manifests loaded"}
         started = time.monotonic()
         try:
-            desired = compile_live(cluster, views, previous, self.enforce)
+            upserts, deletes = changes if changes is not None else (None, ())
+            desired = self._live.compile(cluster, views, previous, upserts, deletes)
         except (CompileError, ValueError, KeyError) as e:
             msg = f"cannot compile: {e}"
             log.error("%s (the switches keep their last tables)", msg)

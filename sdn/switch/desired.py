@@ -20,11 +20,10 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 
-from flows.compiler import Program, compile_bridge
+from flows.compiler import Program
 from flows.ir import Bridge, PodPort, Route
-from sdn.layout import FABRIC, GATEWAY_MAC, Layout, build_layout, pod_mac
-from sdn.policy.model import Cluster
-from sdn.policy.rules import cluster_rules
+from sdn.layout import FABRIC, GATEWAY_MAC, Layout, pod_mac
+from sdn.policy.model import Cluster, Pod
 from sdn.switch.ovsdb import BridgeView
 
 
@@ -109,30 +108,74 @@ def live_bridge(cluster: Cluster, layout: Layout, node: str, view: BridgeView,
                   GATEWAY_MAC, "host")
 
 
-def compile_live(cluster: Cluster, views: dict[str, BridgeView | None],
-                 previous: dict[str, Program] | None = None, enforce: str = "host") -> Desired:
-    """Programs for every node whose bridge OVSDB shows (nodes without a view are skipped)."""
-    if enforce not in ("host", "fabric"):
-        raise ValueError(f"enforce must be host or fabric, not {enforce!r}")
-    problems: list[str] = []
-    cluster = with_ovsdb_addresses(cluster, views)
-    layout = build_layout(cluster)
-    placement = dict(layout.pod_node)
-    for node, view in views.items():  # where a pod is plugged in wins over spec.nodeName
-        if view is not None:
-            for key in view.pods():
-                placement[key] = node
-    rules, isolation = cluster_rules(cluster)
-    programs, bridges, port_maps = {}, {}, {}
-    for node, view in sorted(views.items()):
+class LiveCompiler:
+    """The programs of every bridge OVSDB shows: one sdn.engine.Engine over the cluster, its
+    bridges described from OVSDB. A batch of changed objects (the Kubernetes agent's) recomputes only
+    the policies it can affect and only their flows; new manifests, or an OVSDB view that
+    changed (a pod plugged in or out, a bridge appearing), build the engine again."""
+
+    def __init__(self, enforce: str = "host"):
+        if enforce not in ("host", "fabric"):
+            raise ValueError(f"enforce must be host or fabric, not {enforce!r}")
+        self.enforce = enforce
+        self.engine = None
+        self._views: dict[str, BridgeView | None] = {}
+        self._views_key = None
+        self._cluster: Cluster | None = None
+        self._problems: list[str] = []
+
+    @staticmethod
+    def _key(views: dict[str, BridgeView | None]) -> tuple:
+        return tuple(sorted((n, None if v is None else (v.name, v.datapath_id, v.pods(), v.tunnel_ofport))
+                            for n, v in views.items()))
+
+    def _placement(self, layout: Layout) -> dict[str, str]:
+        placement = dict(layout.pod_node)
+        for node, view in self._views.items():  # where a pod is plugged in wins over spec.nodeName
+            if view is not None:
+                for key in view.pods():
+                    placement[key] = node
+        return placement
+
+    def _bridge(self, layout: Layout, name: str, mode: str) -> Bridge | None:
+        view = self._views.get(name)
         if view is None:
-            continue
-        if enforce == "fabric" and node == FABRIC:
-            bridge = fabric_bridge(cluster, layout, view, placement, problems)
+            return None
+        placement = self._placement(layout)
+        if self.enforce == "fabric" and name == FABRIC:
+            return fabric_bridge(self._cluster, layout, view, placement, self._problems)
+        return live_bridge(self._cluster, layout, name, view, placement, self._problems, self.enforce)
+
+    def _with_address(self, obj):
+        """A pod without an IP in the API gets the one OVSDB recorded (as with_ovsdb_addresses)."""
+        if isinstance(obj, Pod) and not obj.ips:
+            for view in self._views.values():
+                port = view.pods().get(obj.key) if view is not None else None
+                if port is not None and port.ips:
+                    return dataclasses.replace(obj, ips=port.ips)
+        return obj
+
+    def compile(self, cluster: Cluster, views: dict[str, BridgeView | None],
+                previous: dict[str, Program] | None = None, upserts=None, deletes=()) -> Desired:
+        from sdn.engine import Engine
+
+        key = self._key(views)
+        if self.engine is None or upserts is None or key != self._views_key:
+            self._views, self._views_key, self._problems = dict(views), key, []
+            self._cluster = with_ovsdb_addresses(cluster, views)
+            nodes = [n for n, v in sorted(views.items()) if v is not None]
+            self.engine = None
+            self.engine = Engine(self._cluster, nodes=nodes, enforce=self.enforce, previous=previous,
+                                 bridge_factory=self._bridge)
         else:
-            bridge = live_bridge(cluster, layout, node, view, placement, problems, enforce)
-        programs[node] = compile_bridge(bridge, rules, isolation, (previous or {}).get(node))
-        bridges[node] = bridge
-        port_maps[node] = {p.pod: p.ofport for p in bridge.pods}
-    addresses = {n: info.address for n, info in layout.nodes.items()}
-    return Desired(programs, bridges, port_maps, addresses, cluster, problems)
+            try:
+                self.engine.apply([self._with_address(o) for o in upserts], list(deletes))
+            except Exception:
+                self.engine = None  # rebuilt from the whole cluster next time
+                raise
+        engine = self.engine
+        programs = engine.programs()
+        bridges = {n: c.bridge for n, c in engine.compilers.items()}
+        port_maps = {n: {p.pod: p.ofport for p in b.pods} for n, b in bridges.items()}
+        addresses = {n: info.address for n, info in engine.layout.nodes.items()}
+        return Desired(programs, bridges, port_maps, addresses, self._cluster, list(self._problems))
