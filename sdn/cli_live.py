@@ -47,7 +47,7 @@ def _console() -> Console:
 @click.command("controller")
 @click.option("-f", "--filename", "files", multiple=True, metavar="FILE|DIR", required=True,
               help="Manifests to enforce (re-read when they change). Repeatable.")
-@click.option("--bridge", "bridges", multiple=True, required=True, metavar="NODE[/BRIDGE]=OVSDB",
+@click.option("--bridge", "bridges", multiple=True, metavar="NODE[/BRIDGE]=OVSDB",
               help="A node's OVSDB (unix:PATH or tcp:HOST:PORT) and optionally its bridge name "
                    "(default: the only bridge, or br-sdn). Repeatable.")
 @click.option("--listen", default="unix:/run/sdn/openflow.sock", show_default=True, metavar="TARGET",
@@ -62,17 +62,28 @@ def _console() -> Console:
 @click.option("--enforce", type=click.Choice(["host", "fabric"]), default="host", show_default=True,
               help="host: each node bridge judges its pods; fabric: node bridges guard and deliver, and the "
                    "bridge of node 'fabric' is the fabric switch that judges every rule.")
-def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce):
+@click.option("--fabric", "fabric", metavar="[BRIDGE=]OVSDB",
+              help="A fabric switch (an OVS bridge standing in for a ToR or hypervisor switch) that "
+                   "judges every rule of the cluster, matching addresses only: the same as "
+                   "--bridge fabric[/BRIDGE]=OVSDB --enforce fabric.")
+def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce, fabric):
     """Program real Open vSwitch bridges from the manifests, through os-ken (OpenFlow 1.3).
 
     Each change goes to each bridge as one atomic bundle of only the difference; a restart
     reads what is installed and sends nothing if nothing changed. Stops on SIGTERM/SIGINT."""
     from sdn.switch.controller import Options, run
     from sdn.switch.core import NodeSpec
+    from sdn.layout import FABRIC
     try:
         nodes = [NodeSpec.parse(b) for b in bridges]
+        if fabric:
+            bridge, sep, remote = fabric.rpartition("=") if "=" in fabric else ("", "", fabric)
+            nodes.append(NodeSpec.parse(f"{FABRIC}{'/' + bridge if bridge else ''}={remote}"))
+            enforce = "fabric"
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if not nodes:
+        raise click.UsageError("no bridge to control: give --bridge NODE=OVSDB (repeatable) or --fabric OVSDB")
     sys.exit(run(Options(list(files), nodes, listen, control, poll, not no_configure, log_level, log_file,
                          enforce)))
 

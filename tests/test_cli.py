@@ -154,3 +154,18 @@ def test_policy_explain():
 def test_no_input_is_a_usage_error():
     out = run("compile")
     assert out.exit_code == 2 and "-f" in out.output
+
+
+def test_controller_fabric_option_is_a_fabric_bridge_with_enforce_fabric(monkeypatch):
+    import sdn.switch.controller as controller
+    seen = {}
+    monkeypatch.setattr(controller, "run", lambda opts: seen.setdefault("opts", opts) and 0)
+    run("controller", "-f", EXAMPLES, "--bridge", "node-1=unix:/run/n1/db.sock",
+        "--fabric", "br-fab=unix:/run/fab/db.sock")
+    opts = seen["opts"]
+    assert opts.enforce == "fabric"
+    assert [(n.node, n.bridge, n.ovsdb) for n in opts.nodes] == [
+        ("node-1", None, "unix:/run/n1/db.sock"), ("fabric", "br-fab", "unix:/run/fab/db.sock")]
+    seen.clear()
+    run("controller", "-f", EXAMPLES, "--fabric", "unix:/run/fab/db.sock")
+    assert [(n.node, n.bridge) for n in seen["opts"].nodes] == [("fabric", None)]
