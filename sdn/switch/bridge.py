@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from flows import pipeline as P
 from flows.compiler import Program
@@ -108,6 +109,9 @@ class BridgeAgent:
         self._busy = False
         self.last_error = ""
         self.last_bundle: dict | None = None
+        # Called with the plan of each committed bundle, before the generation counts as
+        # realized (the core purges the datapath flow cache there; see core.py).
+        self.after_commit: Callable[[object], None] | None = None
         self.last_sync: dict | None = None
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name=f"bridge-{node}", daemon=True)
@@ -260,6 +264,11 @@ class BridgeAgent:
                      self.node, generation, s["add"], s["modify"], s["delete"], s["messages"], result.seconds,
                      f"; removed flows of unknown cookies {', '.join(f'{c:#x}' for c in plan.delete_cookies)}"
                      if plan.delete_cookies else "")
+            if self.after_commit is not None:
+                try:
+                    self.after_commit(plan)
+                except Exception:  # noqa: BLE001 - a hook must not undo a committed bundle
+                    log.exception("%s: after-commit hook failed", self.node)
             self._succeeded(ch, program, generation, summary)
             return
         self.counters.failed_bundles += 1

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from flows import pipeline as P
 from flows.compiler import CompileError, Program
 from flows.wire import InstalledFlow
 from sdn.policy.manifests import ManifestError, load_paths
@@ -82,6 +84,17 @@ def manifest_stamp(paths: list[str]) -> tuple:
     return tuple(out)
 
 
+def _vswitchd_ctl(rundir: str) -> str | None:
+    """ovs-vswitchd's control socket in an OVS run directory (by its pid file)."""
+    try:
+        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    ctl = os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
+    return ctl if os.path.exists(ctl) else None
+
+
 class ControllerCore:
     def __init__(self, manifests: list[str], nodes: list[NodeSpec],
                  targets: dict[str, tuple[str | None, Callable[[], None] | None]] | None = None,
@@ -119,6 +132,8 @@ class ControllerCore:
         self._absent_since: dict[str, float] = {}  # node -> when its switch was last seen missing
         self._warned_at: dict[str, float] = {}
         self.agents = {n: BridgeAgent(n) for n in self.nodes}
+        for n, agent in self.agents.items():
+            agent.after_commit = self._purger(self.nodes[n])
         self.monitors = {
             n.node: OvsdbMonitor(n.ovsdb, n.bridge, self._view_callback(n.node),
                                  *self.targets.get(n.node, (None, None)), name=n.node)
@@ -136,6 +151,29 @@ class ControllerCore:
             m.stop(2.0)
         for a in self.agents.values():
             a.stop(10.0)
+
+    # -- after a commit
+    def _purger(self, spec: NodeSpec):
+        """After a bundle that changed the rule or default-deny tables, drop the datapath's
+        cached flows (`revalidator/purge`) so every packet meets the new tables at once. OVS
+        revalidates its cache after table changes anyway, but the userspace datapath of OVS 3.1
+        was seen keeping a stale megaflow that let a now-denied connection through
+        (docs/lab.md); a purge costs one upcall per active flow."""
+        judged = {P.EGRESS_RULE, P.EGRESS_DEFAULT, P.INGRESS_RULE, P.INGRESS_DEFAULT}
+
+        def purge(plan) -> None:
+            if spec.ovs_rundir is None:
+                return
+            if not any(f.table in judged for f in (*plan.add, *plan.modify, *plan.delete)):
+                return
+            ctl = _vswitchd_ctl(spec.ovs_rundir)
+            if ctl is None:
+                return
+            done = subprocess.run(["ovs-appctl", "-t", ctl, "revalidator/purge"], capture_output=True,
+                                  text=True, timeout=10)
+            if done.returncode != 0:
+                log.warning("%s: revalidator/purge failed: %s", spec.node, done.stderr.strip())
+        return purge
 
     # -- os-ken side
     def datapath_up(self, dpid: int, channel: chan.Channel) -> None:
