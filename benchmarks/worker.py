@@ -16,6 +16,10 @@ spends, the fairer number on a shared machine), and followed by the process's pe
              recompute: there is no incremental engine), compile_bridge of the affected
              nodes with previous= their last program, flows.flow.diff against it
   growth     S4 only: add one pod at 500 and 2,000 pods, with and without policies
+  switch     --switch: benchmarks.switch in a private ovs-vswitchd: the focus node's program
+             cold-installed (ours vs ovs-ofctl --bundle), the same events replayed through
+             sdn.engine.Engine with each flow diff sent as one bundle (event -> diff ->
+             bundle sent -> committed), the switch read back against the program
   hook:NAME  benchmarks.hooks
   profile    cProfile of rules + focus-node compile (+ diff against the previous program)
 
@@ -43,6 +47,7 @@ from pathlib import Path
 
 from benchmarks import hooks as H
 from benchmarks import scenarios as S
+from benchmarks.stats import clock, pct
 from flows import pipeline as P
 from flows.compiler import compile_bridge, cross_product_count, port_matches, scope_rules
 from flows.flow import diff
@@ -100,19 +105,6 @@ def conj_upper_bound(rules) -> int:
     return total
 
 
-def clock():
-    """Start a stopwatch; calling the result gives (wall seconds, CPU seconds) since."""
-    w0, c0 = time.perf_counter(), time.process_time()
-    return lambda: (time.perf_counter() - w0, time.process_time() - c0)
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); with fewer than 100 samples p99 is the max."""
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, int(-(-q * len(s) // 100)) - 1))
-    return s[k]
-
-
 class Worker:
     def __init__(self, args):
         self.args = args
@@ -163,6 +155,8 @@ class Worker:
             rec["events"] = len(self.sc.events)
         if "generate" in self.failed:
             return self.res
+        # The events' pods before the events stage changes them (the switch stage replays them).
+        self.before = {ev.pod: self.sc.cluster.pods[ev.pod] for ev in self.sc.events}
         if a.gc_freeze:
             gc.collect()
             gc.freeze()
@@ -186,6 +180,8 @@ class Worker:
             self.stage_events()
         if a.scenario == "S4" and not a.skip_growth:
             self.stage_growth()
+        if a.switch:
+            self.stage_switch()
         for spec in a.hook or ():
             self.stage_hook(spec)
         if a.profile:
@@ -484,6 +480,31 @@ class Worker:
                 rec["engine_growth_without"] = (rows[-1]["without"]["engine_ms"]
                                                 / max(rows[0]["without"]["engine_ms"], 1e-9))
 
+    def stage_switch(self) -> None:
+        """benchmarks.switch on the cluster as it was before the events: the focus node's
+        program cold-installed into a private ovs-vswitchd (ours vs ovs-ofctl), then the same
+        pod label events as the events stage, each diff sent as one bundle."""
+        from benchmarks.switch import realize
+
+        node = self.sc.focus_node
+        with self.stage("switch") as rec:
+            est = self.node_numbers(node, self.rules, self.iso)["conj_upper_bound"]
+            if est > self.args.max_flows:
+                rec["skipped"] = f"estimated {est:,} rule flows on {node} > --max-flows {self.args.max_flows:,}"
+                rec["seconds"] = None
+                return
+            cluster = S.copy_cluster(self.sc.cluster)
+            cluster.pods.update(self.before)
+            pods, now = [], dict(self.before)
+            for ev in self.sc.events:
+                now[ev.pod] = dataclasses.replace(now[ev.pod], labels=ev.labels)
+                pods.append(now[ev.pod])
+            stop = clock()
+            rec.update(realize(cluster, node, pods, self.args.switch_rounds))
+            wall, cpu = stop()
+            if not rec.get("skipped"):
+                rec["seconds"], rec["cpu_seconds"] = round(wall, 4), round(cpu, 4)
+
     def stage_hook(self, spec: str) -> None:
         try:
             name, fn = H.resolve(spec)
@@ -593,6 +614,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-growth", action="store_true")
     ap.add_argument("--no-engine", action="store_true",
                     help="do not measure sdn.engine.Engine (the incremental path) side by side")
+    ap.add_argument("--switch", action="store_true",
+                    help="benchmarks.switch: cold install and event-to-bundle-committed latency on a "
+                         "private ovs-vswitchd (root and Open vSwitch; else recorded as not run)")
+    ap.add_argument("--switch-rounds", type=int, default=3, help="cold install rounds (ours and ovs-ofctl)")
     return ap
 
 

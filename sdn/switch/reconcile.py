@@ -15,9 +15,9 @@ flows this controller cannot decode.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Union
+from typing import Iterable, Mapping, Union
 
-from flows.flow import Flow
+from flows.flow import Flow, FlowDiff
 from flows.pipeline import cookie_kind
 from flows.wire import InstalledFlow
 
@@ -137,3 +137,18 @@ def plan(installed: Iterable[Installed], desired: Iterable[Flow]) -> Plan:
     cookies = tuple(sorted(by_cookie))
     return Plan(tuple(add), tuple(replace), tuple(modify), tuple(delete), tuple(delete_raw),
                 cookies, sum(by_cookie.values()), tuple(c for c in cookies if cookie_kind(c) is None))
+
+
+def plan_diff(change: FlowDiff, installed: Mapping[tuple, Flow]) -> Plan:
+    """The bundle of an incremental change: an engine's flow difference (sdn.engine) against
+    the flows the switch holds, by key. Unlike `plan` it never looks at the whole table, so
+    its cost follows the change, not the bridge. A changed flow whose cookie changed too is
+    re-added (a modify keeps the installed cookie); a deleted flow is deleted strictly."""
+    replace, modify, add = [], [], list(change.add)
+    for f in change.modify:
+        old = installed.get(f.key)
+        if old is None:
+            add.append(f)
+        else:
+            (modify if old.cookie == f.cookie else replace).append(f)
+    return Plan(tuple(add), tuple(replace), tuple(modify), tuple(change.delete))
