@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Per-mode settings; every one can be overridden on the command line.
 QUICK = {"events": 5, "timeout": 60.0, "all_nodes_budget": 2.0, "growth_scale": 0.05, "max_flows": 300_000,
-         "max_affected": 2}
+         "max_affected": 2, "install_flows": 100_000, "install_rounds": 1}
 FULL = {"events": 20, "timeout": 4 * 3600.0, "all_nodes_budget": 300.0, "growth_scale": 1.0, "max_flows": 3_000_000,
-        "max_affected": 4}
+        "max_affected": 4, "install_flows": 100_000, "install_rounds": 3}
 # S3 and S4 share one state: S3 measures the static compile, S4 the events and the growth.
 PER_SCENARIO = {"S3": ["--skip-events"], "S4": ["--skip-all-nodes"]}
 # Scenarios whose time target is (or is likely) missed: profiled after their timed stages. S4
@@ -58,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
                     help="extra stage (benchmarks.hooks): a registered name or package.module:function")
     ap.add_argument("--no-engine", action="store_true",
                     help="events: skip the side-by-side flows.compiler.BridgeCompiler measurement")
+    ap.add_argument("--no-switch", action="store_true",
+                    help="skip what needs root and Open vSwitch: each scenario's switch stage "
+                         "(benchmarks/switch.py) and the controller cold install (benchmarks/install.py)")
+    ap.add_argument("--install-flows", type=int, default=None,
+                    help="flows of the controller-vs-ovs-ofctl cold install (0: skip it; default 100000)")
+    ap.add_argument("--install-rounds", type=int, default=None,
+                    help="its rounds (QUICK 1 without the restart check, full 3)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--report-from", nargs="+", metavar="DIR",
                     help="run nothing: re-render results.md and plots into --out from the results.json "
@@ -105,6 +112,8 @@ def run_worker(name: str, scale: float, args, cfg: dict, out: Path, profile: boo
     cmd += PER_SCENARIO.get(name, [])
     if args.no_engine:
         cmd.append("--no-engine")
+    if not args.no_switch:
+        cmd.append("--switch")
     for h in args.hook:
         cmd += ["--hook", h]
     env = dict(os.environ)
@@ -128,6 +137,49 @@ def run_worker(name: str, scale: float, args, cfg: dict, out: Path, profile: boo
         res.setdefault("errors", {})["worker"] = {"error": f"worker exited with {proc.returncode}",
                                                   "where": "benchmarks/worker.py"}
     res["wall_seconds"] = round(wall, 2)
+    return res
+
+
+def run_install(args, cfg: dict, out: Path) -> dict:
+    """benchmarks/install.py in a process of its own: ~100k flows through the real controller
+    process (os-ken) against ovs-ofctl --bundle add-flows on one ovs-vswitchd."""
+    from benchmarks.switch import unavailable
+
+    if args.no_switch:
+        return {"skipped": "not run (--no-switch)"}
+    if not cfg["install_flows"]:
+        return {"skipped": "not run (--install-flows 0)"}
+    why = unavailable()
+    if why:
+        return {"skipped": why}
+    json_path = out / ".install.json"
+    json_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.install", "--flows", str(cfg["install_flows"]),
+           "--rounds", str(cfg["install_rounds"]), "--json", str(json_path)]
+    if args.quick:
+        cmd.append("--no-restart")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=cfg["timeout"])
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # install.py stops its controller and OVS on SIGTERM
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        return {"error": f"stopped after the {cfg['timeout']:g} s timeout"}
+    res = json.loads(json_path.read_text()) if json_path.exists() else {}
+    json_path.unlink(missing_ok=True)
+    if proc.returncode or not res:
+        tail = output.strip().splitlines()[-3:]
+        return {"error": f"exited with {proc.returncode}: {' | '.join(tail)[:300]}"}
+    shown = [c for c in cmd[1:] if c not in ("--json", str(json_path))]
+    res.update(rounds=cfg["install_rounds"], restart_checked=not args.quick,
+               wall_seconds=round(time.perf_counter() - t0, 2), command="python " + " ".join(shown))
     return res
 
 
@@ -156,6 +208,8 @@ def rerender(args) -> int:
         meta["loadavg_start"] = [m.get("loadavg_start") for m in metas]
         meta["loadavg_end"] = [m.get("loadavg_end") for m in metas]
         meta["quick"] = all(m.get("quick") for m in metas)
+        meta["controller_install"] = next((m["controller_install"] for m in reversed(metas)
+                                           if m.get("controller_install")), None)
     write_report(results, meta, Path(args.out), not args.no_plots)
     if not args.quiet:
         print(f"wrote {Path(args.out) / 'results.md'} from {len(metas)} run(s)")
@@ -185,17 +239,20 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = res
         if not args.quiet:
             print(f"   {name} done in {res['wall_seconds']} s", flush=True)
+    if not args.quiet and not args.no_switch and cfg["install_flows"]:
+        print(f"== controller cold install of {cfg['install_flows']:,} flows vs ovs-ofctl", flush=True)
+    install = run_install(args, cfg, out)
     meta = {"quick": args.quick, "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
             "cpus": os.cpu_count(), "python": platform.python_version(), "seed": args.seed,
             "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
             "settings": cfg, "scales": {n: sc[n] for n in names},
             "total_seconds": round(time.perf_counter() - t_start, 1),
             "loadavg_start": [round(x, 2) for x in load_start],
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()], "controller_install": install}
     write_report(results, meta, out, not args.no_plots)
     if not args.quiet:
         print(f"wrote {out / 'results.md'} ({meta['total_seconds']} s)")
-        for t in report.evaluate_targets(results):
+        for t in report.evaluate_targets(results, meta):
             print(f"  {t['status']:>12}  {t['target']}: {t['measured']} (target {t['target_text']}; {t['margin']})")
     return 0
 

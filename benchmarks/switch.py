@@ -14,7 +14,9 @@ The worker's `switch` stage (benchmarks/worker.py; on by default as root with Op
                 bundle sent (its commit request handed to the socket) and to the bundle
                 committed (the commit reply read)
   read-back     every installed flow read back and planned against the engine's program:
-                the switch must hold exactly that program (an empty plan)
+                the switch must hold exactly that program (an empty plan); and that program
+                against a fresh compile of the cluster after the events (`reference`), so a
+                wrong diff cannot pass for a right one
 
 Wall time (time.perf_counter) and CPU time (time.process_time of this process: our side
 only, ovs-vswitchd's work is in neither) are recorded for each step.
@@ -174,9 +176,22 @@ def read_back(ch, program) -> dict:
             "seconds": wall, "cpu_seconds": cpu}
 
 
-def realize(cluster, focus: str, event_pods: list, rounds: int = 3) -> dict:
+def same_flows(mine, reference) -> str:
+    """identical / same up to priority levels (an incremental compile may keep other levels
+    than a fresh one) / DIFFERENT."""
+    a, b = set(mine), set(reference)
+    if a == b:
+        return "identical"
+
+    def no_prio(flows):
+        return sorted((f.table, f.match, f.actions, f.cookie) for f in flows)
+    return "same up to priority levels" if no_prio(a) == no_prio(b) else "DIFFERENT"
+
+
+def realize(cluster, focus: str, event_pods: list, rounds: int = 3, reference=None) -> dict:
     """The whole stage on `cluster` (the state before the events; not changed: the engine
-    works on a copy). `event_pods`: the pods as each event leaves them, in order."""
+    works on a copy). `event_pods`: the pods as each event leaves them, in order.
+    `reference`: a fresh compile (flows.compiler.Program) of the focus node after the events."""
     from benchmarks.scenarios import copy_cluster
     from sdn.engine import Engine
 
@@ -202,8 +217,11 @@ def realize(cluster, focus: str, event_pods: list, rounds: int = 3) -> dict:
             samples = replay(engine, ch, focus, event_pods, view)
             out["events"] = summarize(samples) if samples else {"n": 0}
             out["samples"] = samples
-            out["read_back"] = read_back(ch, engine.program(focus))
+            final = engine.program(focus)
+            out["read_back"] = read_back(ch, final)
         out["flows_after_events"] = out["read_back"]["program"]
+        if reference is not None:
+            out["vs_full_compile"] = same_flows(final.flows, reference.flows)
         return out
     finally:
         ovs.stop()

@@ -484,10 +484,14 @@ class Worker:
         """benchmarks.switch on the cluster as it was before the events: the focus node's
         program cold-installed into a private ovs-vswitchd (ours vs ovs-ofctl), then the same
         pod label events as the events stage, each diff sent as one bundle."""
-        from benchmarks.switch import realize
+        from benchmarks.switch import realize, unavailable
 
         node = self.sc.focus_node
         with self.stage("switch") as rec:
+            why = unavailable()
+            if why:
+                rec["skipped"], rec["seconds"] = why, None
+                return
             est = self.node_numbers(node, self.rules, self.iso)["conj_upper_bound"]
             if est > self.args.max_flows:
                 rec["skipped"] = f"estimated {est:,} rule flows on {node} > --max-flows {self.args.max_flows:,}"
@@ -499,8 +503,11 @@ class Worker:
             for ev in self.sc.events:
                 now[ev.pod] = dataclasses.replace(now[ev.pod], labels=ev.labels)
                 pods.append(now[ev.pod])
+            after = S.copy_cluster(cluster)  # for the check, not timed
+            after.pods.update(now)
+            reference = compile_bridge(self.bridge(node), *cluster_rules(after)) if pods else None
             stop = clock()
-            rec.update(realize(cluster, node, pods, self.args.switch_rounds))
+            rec.update(realize(cluster, node, pods, self.args.switch_rounds, reference))
             wall, cpu = stop()
             if not rec.get("skipped"):
                 rec["seconds"], rec["cpu_seconds"] = round(wall, 4), round(cpu, 4)

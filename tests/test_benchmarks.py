@@ -111,7 +111,7 @@ def test_runner_writes_results(tmp_path):
 
     out = tmp_path / "res"
     rc = main(["--quick", "--only", "S1,S5", "--scales", "S1=0.004,S5=0.06", "--events", "2",
-               "--out", str(out), "--quiet", "--no-plots", "--timeout", "60"])
+               "--out", str(out), "--quiet", "--no-plots", "--timeout", "60", "--no-switch"])
     assert rc == 0
     md = (out / "results.md").read_text()
     assert "## Targets (issue 7)" in md and "S5: flows per node at most 1/30" in md
@@ -121,3 +121,6 @@ def test_runner_writes_results(tmp_path):
     node = s5["stages"]["node"]
     assert node["flows"]["rule"] < node["cross_product"]
     assert data["results"]["S1"]["stages"]["events"]["n"] == 2
+    assert "switch" not in data["results"]["S1"]["stages"]  # --no-switch: said so, not silently missing
+    assert data["meta"]["controller_install"] == {"skipped": "not run (--no-switch)"}
+    assert "not run (--no-switch" in md
