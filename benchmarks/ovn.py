@@ -1,0 +1,439 @@
+"""OVN side by side (issue 7): the same rules on the same node, realized by OVN (Debian's
+ovn-northd + ovn-controller 23.03, OVN-Kubernetes-style NB rows) and by us, both on a private
+netdev ovs-vswitchd.
+
+    python -m benchmarks.ovn                       the small case (examples/, node-1)
+    python -m benchmarks.ovn --scenario S3 --scale 0.1 [--events 10] [--pairs 12] [--json OUT]
+    python -m benchmarks --quick --only S3,S5 --hook ovn     (the hook: S3 and S5)
+
+What is measured, per node (see benchmarks/README.md for the fairness caveats):
+
+  flows        OpenFlow flows on br-int after ovn-controller settled (`ovs-ofctl -O OpenFlow15
+               dump-flows`), split by logical stage (cookie -> SB Logical_Flow), vs the flows
+               on our bridge; both before policies (pods only) and with them
+  realization  OVN: one NB transaction (port groups, address sets, ACLs) until
+               `ovn-nbctl --wait=hv sync` returns (ovn-controller reports the flows installed);
+               ours: compile_bridge from the rules + the diff against the pods-only program +
+               one bundle until its commit reply. Pods are plugged and bound on both sides first
+  incremental  pod label flips that change the node's flows (the scenario's events first, then
+               seeded flips, each followed by its revert): OVN: the address set / port group
+               mutations in one NB transaction + `--wait=hv sync`; ours: sdn.engine.Engine.apply
+               -> the node's flow diff -> reconcile.plan_diff -> one bundle committed. p50/p99
+  verdicts     pairs of the node's pods on a few ports: ofproto/trace on br-int (OVN) and on our
+               bridge (new connection: every recirculation resumes as trk,new), against the
+               semantic evaluator (sdn.policy.evaluate) and our flow simulator
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from itertools import count
+from pathlib import Path
+
+from benchmarks import ovn_nb as NB
+from benchmarks.hooks import register
+from benchmarks.ovn_daemons import BRIDGE as OVN_BRIDGE
+from benchmarks.ovn_daemons import OvnStack, missing_programs
+from benchmarks.stats import pct
+from flows.ir import EGRESS, INGRESS
+
+REPO = Path(__file__).resolve().parent.parent
+OVN_SCENARIOS = ("S3", "S5")
+OUR_BRIDGE = "br-sdn"
+FIRST_OFPORT = 10
+DENIED_PROBE = ("tcp", 1)  # a port no scenario opens: the closed-port probe
+_seq = count(1)
+
+
+def unavailable() -> str | None:
+    """Why the comparison cannot run here (None: it can)."""
+    if os.geteuid() != 0:
+        return "not root"
+    missing = missing_programs()
+    return f"missing {', '.join(missing)} (apt-get install ovn-central ovn-host)" if missing else None
+
+
+# ---- plumbing ----------------------------------------------------------------------------------
+
+def _plug(ovs, bridge: str, ports: list[tuple[str, int, dict]]) -> None:
+    """Internal ports (name, ofport, external_ids) in one ovs-vsctl transaction."""
+    if not ports:
+        return
+    args: list[str] = []
+    for name, ofport, ext in ports:
+        args += ["--", "add-port", bridge, name, "--", "set", "interface", name, "type=internal",
+                 f"ofport_request={ofport}", *(f'external_ids:{k}="{v}"' for k, v in ext.items())]
+    ovs.vsctl(*args[1:], timeout=120)
+
+
+def _classify_ovn(lines: list[str], stages: dict[int, str]) -> dict:
+    """OVN's flows by logical stage (ACL stages summed), and those with conjunction actions."""
+    by_stage: Counter = Counter()
+    conj = 0
+    for line in lines:
+        cookie = 0
+        if line.startswith("cookie="):
+            cookie = int(line.split(",", 1)[0][7:], 16)
+        by_stage[stages.get(cookie & 0xFFFFFFFF, "physical (no logical flow)")] += 1
+        conj += "conjunction(" in line
+    acl = sum(n for s, n in by_stage.items() if "acl" in s)
+    return {"total": len(lines), "acl_stages": acl, "with_conjunction": conj,
+            "top_stages": dict(by_stage.most_common(8))}
+
+
+# ---- verdicts -----------------------------------------------------------------------------------
+
+def _probes(bridge, rules, cluster, rng: random.Random, pairs: int) -> list[tuple]:
+    """(src PodPort, dst PodPort, protocol, port) for up to `pairs` pairs of the node's pods: a
+    port some rule opens to dst (or from src), the closed-port probe, and UDP 53."""
+    pods = [p for p in bridge.pods if p.pod in cluster.pods]
+    if len(pods) < 2:
+        return []
+    by_ip = {ip: p for p in pods for ip in p.ips}
+    opened: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for r in rules:
+        if r.matches_nothing or r.ports is None:
+            continue
+        for a in r.targets:
+            if a in by_ip:
+                for pr in r.ports:
+                    lo, hi = pr.bounds
+                    opened.setdefault((by_ip[a].pod, r.direction), []).append((pr.protocol, (lo + hi) // 2))
+    all_pairs = [(s, d) for s in pods for d in pods if s is not d]
+    chosen = rng.sample(all_pairs, min(pairs, len(all_pairs)))
+    out = []
+    for s, d in chosen:
+        ports = {DENIED_PROBE, ("udp", 53)}
+        for key in ((d.pod, INGRESS), (s.pod, EGRESS)):
+            if opened.get(key):
+                ports.add(rng.choice(sorted(opened[key])))
+        out += [(s, d, proto, port) for proto, port in sorted(ports)]
+    return out
+
+
+def _verdicts(probes, cluster, ovn: OvnStack, ours, ovn_ofport: dict, prog, bridge) -> dict:
+    from flows.simulate import Conntrack, Packet, Simulator
+    from sdn.policy.evaluate import evaluate
+
+    sim = Simulator(prog.flows)
+
+    def one(p):
+        s, d, proto, port = p
+        src, dst = s.ips[0], d.ips[0]
+        l4 = f"{proto},nw_src={src},nw_dst={dst},nw_ttl=64,{proto}_src=40000,{proto}_dst={port}"
+        t_ovn = ovn.ovs.trace(OVN_BRIDGE, f"in_port={ovn_ofport[s.pod]},dl_src={s.mac},dl_dst={d.mac},{l4}",
+                              ct_next=["trk,new"] * 4)
+        t_ours = ours.trace(OUR_BRIDGE, f"in_port={s.ofport},dl_src={s.mac},dl_dst={bridge.gateway_mac},{l4}",
+                            ct_next=["trk,new"] * 2)
+        pkt = Packet.l4(proto, in_port=s.ofport, src_ip=src, dst_ip=dst, dst_port=port,
+                        src_mac=s.mac, dst_mac=bridge.gateway_mac)
+        return {"src": s.pod, "dst": d.pod, "probe": f"{port}/{proto.upper()}",
+                "ovn": ovn_ofport[d.pod] in t_ovn.output_ports,
+                "ours": t_ours.openflow_outputs == [d.ofport],
+                "simulated": sim.run(pkt, Conntrack()).outputs == [d.ofport],
+                "evaluator": evaluate(cluster, cluster.pods[s.pod], cluster.pods[d.pod], port, proto).allowed}
+
+    with ThreadPoolExecutor(4) as pool:
+        rows = list(pool.map(one, probes))
+    agree = [r for r in rows if r["ovn"] == r["ours"] == r["simulated"] == r["evaluator"]]
+    disagree = [r for r in rows if r not in agree]
+    return {"probes": len(rows), "pairs": len({(r["src"], r["dst"]) for r in rows}), "agree": len(agree),
+            "disagree": len(disagree), "allowed": sum(r["evaluator"] for r in rows),
+            "denied": sum(not r["evaluator"] for r in rows), "disagreements": disagree[:20]}
+
+
+# ---- events -------------------------------------------------------------------------------------
+
+def _flips(cluster, scenario_events, rng: random.Random):
+    """Candidate label changes (pod key, new labels): the scenario's events not yet applied,
+    then one label of a random pod set to another value that label has in the cluster."""
+    from sdn.policy.model import freeze_labels
+    for ev in scenario_events or ():
+        if ev.pod in cluster.pods and cluster.pods[ev.pod].labels != ev.labels:
+            yield ev.pod, ev.labels
+    values: dict[str, set[str]] = {}
+    for p in cluster.pods.values():
+        for k, v in p.labels:
+            values.setdefault(k, set()).add(v)
+    keys = sorted(cluster.pods)
+    rng.shuffle(keys)
+    for key in keys:
+        labels = dict(cluster.pods[key].labels)
+        for k in sorted(labels):
+            others = sorted(values[k] - {labels[k]})
+            if others:
+                labels[k] = rng.choice(others)
+                yield key, freeze_labels(labels)
+                break
+
+
+# ---- the comparison -----------------------------------------------------------------------------
+
+def compare(cluster, rules, isolation, layout, focus: str, *, events: int = 10, pairs: int = 12,
+            seed: int = 7, max_attempts: int = 60, keep: bool = False, scenario_events=()) -> dict:
+    """Both realizations of one node side by side (module doc); a JSON-able dict."""
+    from flows.compiler import compile_bridge
+    from flows.flow import diff
+    from sdn.engine import Engine
+    from sdn.ovs.instance import OvsInstance
+    from sdn.switch import channel, ofclient, reconcile
+
+    bridge = layout.bridge(focus)
+    rng = random.Random(f"ovn/{seed}")
+    out: dict = {"node": focus, "pods_on_node": len(bridge.pods)}
+    work = Path(tempfile.mkdtemp(prefix="sdnovn", dir="/tmp"))
+    tag = f"{os.getpid() % 100000}x{next(_seq)}"
+    ovn = OvnStack(work / "ovn", netns=f"sdnovn{tag}")
+    ours = OvsInstance(work / "ours", netns=f"sdnour{tag}")
+    try:
+        # -- OVN: pods plugged and bound first, then the policies as one transaction --------
+        t = time.perf_counter()
+        ovn.start()
+        out["ovn_start_seconds"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        state = NB.translate(bridge, rules, isolation)
+        out["translate_seconds"] = round(time.perf_counter() - t, 4)
+        out["nb"] = state.counts()
+        ovn_ofport = {p.pod: FIRST_OFPORT + i for i, p in enumerate(bridge.pods)}
+        t = time.perf_counter()
+        _plug(ovn.ovs, OVN_BRIDGE, [(f"ovn{i}", ovn_ofport[p.pod], {"iface-id": NB.lsp_name(p.pod)})
+                                    for i, p in enumerate(bridge.pods)])
+        ids = NB.Uuids()
+        ops, recs = NB.topology_ops(state)
+        NB.record(ids, recs, ovn.nb.transact(ops))
+        ovn.wait_ports_up(list(state.ports), timeout=120)
+        ovn.wait_hv(timeout=120)
+        out["ovn_ports_bound_seconds"] = round(time.perf_counter() - t, 3)
+        ovn_base = len(ovn.flow_lines())
+        ops, recs = NB.diff_ops(NB.policy_only(state), state, ids)
+        t0 = time.perf_counter()
+        results = ovn.nb.transact(ops)
+        t1 = time.perf_counter()
+        sync = ovn.wait_hv(timeout=3600)
+        t2 = time.perf_counter()
+        NB.record(ids, recs, results)
+        floor = min(ovn.wait_hv() for _ in range(3))
+        lines = ovn.flow_lines()
+        ovn_flows = _classify_ovn(lines, ovn.stage_of_cookie())
+        out["ovn"] = {"seconds": round(t2 - t0, 4), "nb_transaction_seconds": round(t1 - t0, 4),
+                      "wait_hv_seconds": round(sync, 4), "idle_wait_hv_seconds": round(floor, 4),
+                      "nb_operations": len(ops), "flows": ovn_flows["total"], "flows_pods_only": ovn_base,
+                      "flows_by_stage": ovn_flows}
+
+        # -- ours: the same pods, the pods-only program, then the rules as one bundle -------
+        ours.start()
+        ours.add_bridge(OUR_BRIDGE, dpid=0x5D0B1)
+        _plug(ours, OUR_BRIDGE, [(f"sdn{i}", p.ofport, {}) for i, p in enumerate(bridge.pods)])
+        with ofclient.DirectChannel(f"unix:{ours.mgmt(OUR_BRIDGE)}") as ch:
+            base = compile_bridge(bridge, [], [])
+            r = channel.apply_plan(ch, reconcile.plan([], base.flows))
+            if not r.committed:
+                raise RuntimeError(f"pods-only program refused: {r.describe_failure()}")
+            t0 = time.perf_counter()
+            prog = compile_bridge(bridge, rules, isolation)
+            t1 = time.perf_counter()
+            plan = reconcile.plan_diff(diff(base.flows, prog.flows), {f.key: f for f in base.flows})
+            r = channel.apply_plan(ch, plan)
+            t2 = time.perf_counter()
+            if not r.committed:
+                raise RuntimeError(f"bundle refused: {r.describe_failure()}")
+            from benchmarks.worker import flow_kinds
+            out["ours"] = {"seconds": round(t2 - t0, 4), "compile_seconds": round(t1 - t0, 4),
+                           "bundle_seconds": round(t2 - t1, 4), "bundle_messages": plan.messages,
+                           "flows": len(ours.flow_lines(OUR_BRIDGE)), "flows_pods_only": len(base.flows),
+                           "flows_by_kind": flow_kinds(prog.flows)}
+            out["flows_ratio_ours_to_ovn"] = round(out["ours"]["flows"] / max(out["ovn"]["flows"], 1), 4)
+            out["seconds_ratio_ours_to_ovn"] = round(out["ours"]["seconds"] / max(out["ovn"]["seconds"], 1e-9), 4)
+
+            # -- verdicts on the cold state ---------------------------------------------------
+            probes = _probes(bridge, rules, cluster, rng, pairs)
+            out["verdicts"] = _verdicts(probes, cluster, ovn, ours, ovn_ofport, prog, bridge)
+
+            # -- incremental: label flips through both -----------------------------------------
+            from benchmarks.scenarios import copy_cluster
+            engine = Engine(copy_cluster(cluster), nodes=[focus], previous={focus: prog})
+            installed = {f.key: f for f in engine.program(focus).flows}
+            r = channel.apply_plan(ch, reconcile.plan(channel.read_flows(ch), installed.values()))
+            if not r.committed:
+                raise RuntimeError(f"engine program refused: {r.describe_failure()}")
+            cur = state
+            samples, tried = [], 0
+
+            def event(pod) -> dict | None:
+                nonlocal cur
+                t0 = time.perf_counter()
+                d = engine.apply(upserts=[pod]).get(focus)
+                if not d:
+                    return None
+                t1 = time.perf_counter()
+                plan = reconcile.plan_diff(d, installed)
+                res = channel.apply_plan(ch, plan)
+                t2 = time.perf_counter()
+                if not res.committed:
+                    raise RuntimeError(f"event bundle refused: {res.describe_failure()}")
+                for f in d.delete:
+                    installed.pop(f.key, None)
+                installed.update((f.key, f) for f in (*d.add, *d.modify))
+                new = NB.translate(engine.compilers[focus].bridge, engine.ruleset.all_rules(),
+                                   engine.ruleset.all_isolation())
+                ops, recs = NB.diff_ops(cur, new, ids)
+                t3 = time.perf_counter()
+                res = ovn.nb.transact(ops)
+                t4 = time.perf_counter()
+                sync = ovn.wait_hv(timeout=600)
+                t5 = time.perf_counter()
+                NB.record(ids, recs, res)
+                cur = new
+                return {"pod": pod.key, "ours_s": t2 - t0, "engine_s": t1 - t0, "flow_diff": len(d),
+                        "ovn_s": t5 - t3, "nb_transaction_s": t4 - t3, "wait_hv_s": sync,
+                        "nb_operations": len(ops)}
+
+            for key, labels in _flips(cluster, scenario_events, rng):
+                if len(samples) >= events or tried >= max_attempts:
+                    break
+                tried += 1
+                old = engine.cluster.pods[key]
+                s = event(dataclasses.replace(old, labels=labels))
+                if s is None:
+                    continue
+                samples.append(s)
+                back = event(old)
+                if back is not None:
+                    samples.append(back)
+            if samples:
+                o, w = [s["ours_s"] for s in samples], [s["ovn_s"] for s in samples]
+                out["incremental"] = {
+                    "n": len(samples), "flips_tried": tried,
+                    "ours_ms": {"p50": pct(o, 50) * 1e3, "p99": pct(o, 99) * 1e3},
+                    "ovn_ms": {"p50": pct(w, 50) * 1e3, "p99": pct(w, 99) * 1e3},
+                    "engine_ms_p50": pct([s["engine_s"] for s in samples], 50) * 1e3,
+                    "ovn_wait_hv_ms_p50": pct([s["wait_hv_s"] for s in samples], 50) * 1e3,
+                    "flow_diff_median": sorted(s["flow_diff"] for s in samples)[len(samples) // 2],
+                    "nb_operations_median": sorted(s["nb_operations"] for s in samples)[len(samples) // 2],
+                    "samples": samples}
+            else:
+                out["incremental"] = {"n": 0, "flips_tried": tried,
+                                      "note": "no label flip changed this node's flows"}
+            left = reconcile.plan(channel.read_flows(ch), engine.program(focus).flows)
+            out["ours_in_sync_after_events"] = left.empty
+        out["ovn_flows_after_events"] = len(ovn.flow_lines())
+        return out
+    finally:
+        errors = []
+        for stop in (ovn.stop, ours.stop):
+            try:
+                stop()
+            except Exception as e:  # keep stopping the other
+                errors.append(e)
+        if keep:
+            print(f"kept {work} (daemon logs, databases)", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        if errors and sys.exc_info()[0] is None:
+            raise errors[0]
+
+
+# ---- entry points -------------------------------------------------------------------------------
+
+def _options(quick: bool) -> dict:
+    return {"events": 6, "pairs": 8} if quick else {"events": 20, "pairs": 24}
+
+
+@register("ovn")
+def ovn_hook(ctx) -> dict:
+    """`python -m benchmarks --hook ovn` (or benchmarks.ovn:ovn_hook): the OVN comparison on the
+    focus node of S3 and S5 (other scenarios: skipped; `ovn_any_hook` runs on any)."""
+    if ctx.scenario.name not in OVN_SCENARIOS:
+        return {"skipped": f"the OVN comparison runs on {', '.join(OVN_SCENARIOS)} (ovn_any_hook: any)"}
+    return ovn_any_hook(ctx)
+
+
+@register("ovn-any")
+def ovn_any_hook(ctx) -> dict:
+    why = unavailable()
+    if why:
+        return {"skipped": f"not run: {why}"}
+    return compare(ctx.scenario.cluster, ctx.rules, ctx.isolation, ctx.layout, ctx.scenario.focus_node,
+                   scenario_events=ctx.scenario.events, seed=ctx.scenario.seed, **_options(ctx.quick))
+
+
+def small_case(paths: list[str] | None = None, node: str = "node-1", **kw) -> dict:
+    """The repository's examples/ cluster (or other manifests) on one node."""
+    from sdn.layout import build_layout
+    from sdn.policy.manifests import load_paths
+    from sdn.policy.rules import cluster_rules
+    cluster, _ = load_paths(paths or [str(REPO / "examples")])
+    rules, iso = cluster_rules(cluster)
+    res = compare(cluster, rules, iso, build_layout(cluster), node, **kw)
+    res["case"] = "examples/" if not paths else ", ".join(paths)
+    return res
+
+
+def table(name: str, r: dict) -> str:
+    """A plain-text side-by-side table of one comparison."""
+    o, w, v = r["ours"], r["ovn"], r["verdicts"]
+    inc = r.get("incremental", {})
+    rows = [("flows on the node (with policies)", f"{o['flows']:,}", f"{w['flows']:,}"),
+            ("flows before policies (pods only)", f"{o['flows_pods_only']:,}", f"{w['flows_pods_only']:,}"),
+            ("policy realization, commit -> installed", f"{o['seconds'] * 1e3:,.1f} ms", f"{w['seconds'] * 1e3:,.1f} ms")]
+    if inc.get("n"):
+        rows += [(f"incremental p50 (n={inc['n']})", f"{inc['ours_ms']['p50']:.1f} ms", f"{inc['ovn_ms']['p50']:.1f} ms"),
+                 (f"incremental p99 (n={inc['n']})", f"{inc['ours_ms']['p99']:.1f} ms", f"{inc['ovn_ms']['p99']:.1f} ms")]
+    lines = [f"{name}: node {r['node']}, {r['pods_on_node']} pods; NB rows {r['nb']}",
+             f"  {'':42} {'ours':>14} {'OVN':>14}"]
+    lines += [f"  {a:42} {b:>14} {c:>14}" for a, b, c in rows]
+    lines.append(f"  verdicts: {v['agree']}/{v['probes']} probes agree over {v['pairs']} pod pairs "
+                 f"({v['allowed']} allowed, {v['denied']} denied by the evaluator)")
+    for d in v["disagreements"]:
+        lines.append(f"    DISAGREE {d}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.ovn", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", help="S1..S5 (default: the small case, examples/ on node-1)")
+    ap.add_argument("--scale", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("-f", "--file", action="append", help="manifests for the small case (default examples/)")
+    ap.add_argument("--node", default="node-1", help="the small case's node")
+    ap.add_argument("--events", type=int, default=10, help="incremental events (flips and reverts)")
+    ap.add_argument("--pairs", type=int, default=12, help="pod pairs traced")
+    ap.add_argument("--json", metavar="OUT")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory (logs, databases)")
+    args = ap.parse_args(argv)
+    why = unavailable()
+    if why:
+        print(f"cannot run the OVN comparison: {why}", file=sys.stderr)
+        return 2
+    kw = {"events": args.events, "pairs": args.pairs, "seed": args.seed, "keep": args.keep}
+    if args.scenario:
+        from benchmarks import scenarios as S
+        from sdn.layout import build_layout
+        from sdn.policy.rules import cluster_rules
+        sc = S.build(args.scenario.upper(), args.scale, args.seed)
+        rules, iso = cluster_rules(sc.cluster)
+        res = compare(sc.cluster, rules, iso, build_layout(sc.cluster), sc.focus_node,
+                      scenario_events=sc.events, **kw)
+        name = f"{sc.name} (scale {args.scale:g})"
+    else:
+        res = small_case(args.file, args.node, **kw)
+        name = f"small case ({res['case']})"
+    print(table(name, res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
+    return 0 if res["verdicts"]["disagree"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
