@@ -479,6 +479,8 @@ def _pwc(d: dict, key: str) -> str:
 def _switch_why(r: dict | None) -> str:
     if r and "switch" not in (r.get("stages") or {}) and "switch" not in (r.get("errors") or {}):
         return "not run (--no-switch, or results from before the switch stage)"
+    if _st(r, "switch").get("skipped"):
+        return _st(r, "switch")["skipped"]
     return _why(r, "switch") if r else "not run"
 
 
@@ -569,7 +571,8 @@ def switch_section(results: dict[str, dict], meta: dict) -> str:
         ev = sw.get("events") or {}
         back = sw.get("read_back", {})
         if not ev.get("n"):
-            lat.append([n, "0"] + ["-"] * 7 + ["equal" if back.get("equal") else "-", "-"])
+            lat.append([n, f"0 ({sw['events_skipped']})" if sw.get("events_skipped") else "0"] + ["-"] * 7
+                       + ["equal" if back.get("equal") else "-", sw.get("vs_full_compile", "-")])
             continue
         mods = ev.get("flow_mods")
         lat.append([n, fmt_n(ev["n"]), fmt_n(ev["bundles"]),

@@ -500,12 +500,15 @@ class Worker:
             cluster = S.copy_cluster(self.sc.cluster)
             cluster.pods.update(self.before)
             pods, now = [], dict(self.before)
-            for ev in self.sc.events:
+            if self.args.skip_events:  # S3: the static compile; S4 replays events on the same state
+                rec["events_skipped"] = "--skip-events"
+            for ev in [] if self.args.skip_events else self.sc.events:
                 now[ev.pod] = dataclasses.replace(now[ev.pod], labels=ev.labels)
                 pods.append(now[ev.pod])
             after = S.copy_cluster(cluster)  # for the check, not timed
             after.pods.update(now)
-            reference = compile_bridge(self.bridge(node), *cluster_rules(after)) if pods else None
+            reference = (compile_bridge(self.bridge(node), *cluster_rules(after)) if pods
+                         else self.programs.get(node))
             stop = clock()
             rec.update(realize(cluster, node, pods, self.args.switch_rounds, reference))
             wall, cpu = stop()
