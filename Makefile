@@ -2,7 +2,7 @@
 #
 #   make test    system packages (root), stop the system OVS service, venv, pytest -n auto
 #   make demo    the example cluster as a live lab: flows, measured vs predicted matrix (KEEP=1)
-#   make bench   run the benchmarks (if any)
+#   make bench   run the benchmarks (QUICK=1: < 2 min; as root also OVN side by side, OVN=0: not)
 #   make vagrant-up / vagrant-down   the multi-node lab on VMs (vagrant/README.md; SDN_WORKERS=N)
 #   make lint    ruff if installed in the venv, else a byte-compile check
 #   make clean   remove the venv and caches
@@ -24,7 +24,10 @@ STAMP  := $(VENV)/.installed
 
 # vagrant, vagrant-libvirt (a provider to validate against, offline), ruby and shellcheck:
 # the static checks of vagrant/ (tests/test_vagrant.py). No VM is started.
-APT_PACKAGES := openvswitch-switch iproute2 ethtool vagrant vagrant-libvirt ruby shellcheck
+# ovn-central and ovn-host: the OVN side of the benchmarks (benchmarks/ovn.py, tests/test_bench_ovn.py).
+APT_PACKAGES := openvswitch-switch iproute2 ethtool vagrant vagrant-libvirt ruby shellcheck ovn-central ovn-host
+# What `make bench` installs as root when missing (the OVN comparison on S3 and S5).
+BENCH_APT_PACKAGES := ovn-central ovn-host
 
 SHELL := /bin/bash
 
@@ -56,7 +59,7 @@ system-deps:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 	@for prog in ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool \
-	             vagrant ruby shellcheck; do \
+	             vagrant ruby shellcheck ovn-northd ovn-controller ovn-nbctl ovn-sbctl; do \
 	  command -v $$prog >/dev/null || [ -x /usr/sbin/$$prog ] || { echo "$$prog not found" >&2; exit 1; }; \
 	done
 
@@ -119,9 +122,23 @@ demo-root:
 	  echo "make demo needs root: it builds a lab of network namespaces with private Open vSwitch" \
 	       "daemons and installs what is missing. Run it as root (sudo make demo)." >&2; exit 1; fi
 
+# As root with OVN installed (installed here when missing and apt-get exists), S3 and S5 are also
+# realized by OVN side by side (benchmarks/ovn.py: the `ovn` hook); OVN=0 turns that off.
 bench: venv
 	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install $(PIP_FLAGS) -e '.[bench]'
-	$(VPY) -m benchmarks $(if $(filter 1 yes true,$(QUICK)),--quick) $(BENCH_ARGS)
+	@if [ "$$(id -u)" = 0 ] && [ "$(OVN)" != 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  for pkg in $(BENCH_APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	  done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	  fi; \
+	fi
+	$(VPY) -m benchmarks $(if $(filter 1 yes true,$(QUICK)),--quick) \
+	  $$(if [ "$$(id -u)" = 0 ] && [ "$(OVN)" != 0 ] && command -v ovn-northd >/dev/null; then \
+	       echo --hook benchmarks.ovn:ovn_hook; fi) $(BENCH_ARGS)
 
 lint: venv
 	@if $(VPY) -m ruff --version >/dev/null 2>&1; then \

@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -53,6 +54,8 @@ OUR_BRIDGE = "br-sdn"
 FIRST_OFPORT = 10
 DENIED_PROBE = ("tcp", 1)  # a port no scenario opens: the closed-port probe
 _seq = count(1)
+_COOKIE = re.compile(r"\bcookie=(0x[0-9a-fA-F]+)")
+_TABLE = re.compile(r"\btable=(\d+)")
 
 
 def unavailable() -> str | None:
@@ -77,15 +80,28 @@ def _plug(ovs, bridge: str, ports: list[tuple[str, int, dict]]) -> None:
 
 
 def _classify_ovn(lines: list[str], stages: dict[int, str]) -> dict:
-    """OVN's flows by logical stage (ACL stages summed), and those with conjunction actions."""
+    """OVN's flows by logical stage (ACL stages summed), and those with conjunction actions.
+    A flow's cookie names its logical flow; conjunction clause flows shared by several logical
+    flows carry cookie 0 and are put in the stage that owns their OpenFlow table."""
+    parsed = []
+    table_stage: dict[int, Counter] = {}
+    for line in lines:
+        m = _COOKIE.search(line)
+        cookie = int(m.group(1), 16) & 0xFFFFFFFF if m else 0
+        m = _TABLE.search(line)
+        table = int(m.group(1)) if m else 0
+        stage = stages.get(cookie) if cookie else None
+        if stage:
+            table_stage.setdefault(table, Counter())[stage] += 1
+        parsed.append((table, stage, "conjunction(" in line))
     by_stage: Counter = Counter()
     conj = 0
-    for line in lines:
-        cookie = 0
-        if line.startswith("cookie="):
-            cookie = int(line.split(",", 1)[0][7:], 16)
-        by_stage[stages.get(cookie & 0xFFFFFFFF, "physical (no logical flow)")] += 1
-        conj += "conjunction(" in line
+    for table, stage, has_conj in parsed:
+        if stage is None:
+            owners = table_stage.get(table)
+            stage = owners.most_common(1)[0][0] if owners else "physical (no logical flow)"
+        by_stage[stage] += 1
+        conj += has_conj
     acl = sum(n for s, n in by_stage.items() if "acl" in s)
     return {"total": len(lines), "acl_stages": acl, "with_conjunction": conj,
             "top_stages": dict(by_stage.most_common(8))}
@@ -179,24 +195,164 @@ def _flips(cluster, scenario_events, rng: random.Random):
 
 # ---- the comparison -----------------------------------------------------------------------------
 
-def compare(cluster, rules, isolation, layout, focus: str, *, events: int = 10, pairs: int = 12,
-            seed: int = 7, max_attempts: int = 60, keep: bool = False, scenario_events=()) -> dict:
-    """Both realizations of one node side by side (module doc); a JSON-able dict."""
-    from flows.compiler import compile_bridge
+def _median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def _ovn_cold(ovn: OvnStack, bridge, state: NB.NbState, rounds: int) -> tuple[NB.Uuids, dict]:
+    """Plug and bind the pods, then realize the policies `rounds` times (removed in between):
+    one NB transaction, then `ovn-nbctl --wait=hv sync`."""
+    _plug(ovn.ovs, OVN_BRIDGE, [(f"ovn{i}", FIRST_OFPORT + i, {"iface-id": NB.lsp_name(p.pod)})
+                                for i, p in enumerate(bridge.pods)])
+    t = time.perf_counter()
+    ids = NB.Uuids()
+    ops, recs = NB.topology_ops(state)
+    NB.record(ids, recs, ovn.nb.transact(ops))
+    ovn.wait_ports_up(list(state.ports), timeout=120)
+    ovn.wait_hv(timeout=120)
+    bound = time.perf_counter() - t
+    base = len(ovn.flow_lines())
+    empty = NB.policy_only(state)
+    total, txn, wait = [], [], []
+    for k in range(rounds):
+        if k:
+            ops, _ = NB.diff_ops(state, empty, ids)
+            ovn.nb.transact(ops)
+            ovn.wait_hv(timeout=3600)
+        ops, recs = NB.diff_ops(empty, state, ids)
+        t0 = time.perf_counter()
+        results = ovn.nb.transact(ops)
+        t1 = time.perf_counter()
+        sync = ovn.wait_hv(timeout=3600)
+        total.append(time.perf_counter() - t0)
+        txn.append(t1 - t0)
+        wait.append(sync)
+        NB.record(ids, recs, results)
+    floor = min(ovn.wait_hv() for _ in range(3))
+    flows = _classify_ovn(ovn.flow_lines(), ovn.stage_of_cookie())
+    return ids, {"seconds": round(_median(total), 4), "rounds": [round(x, 4) for x in total],
+                 "nb_transaction_seconds": round(_median(txn), 4), "wait_hv_seconds": round(_median(wait), 4),
+                 "idle_wait_hv_seconds": round(floor, 4), "ports_bound_seconds": round(bound, 3),
+                 "nb_operations": len(ops), "flows": flows["total"], "flows_pods_only": base,
+                 "flows_by_stage": flows}
+
+
+def _ours_cold(ours, ch, bridge, rules, isolation, rounds: int):
+    """The pods-only program, then the rules `rounds` times (removed in between): the
+    controller's compiler (flows.compiler.BridgeCompiler, as sdn.engine drives it) from the
+    rules, the diff against the pods-only program, one bundle until its commit reply."""
+    from benchmarks.worker import flow_kinds
+    from flows.compiler import BridgeCompiler, compile_bridge
     from flows.flow import diff
+    from sdn.switch import channel, reconcile
+
+    def send(plan, what: str) -> None:
+        r = channel.apply_plan(ch, plan)
+        if not r.committed:
+            raise RuntimeError(f"{what} refused by ovs-vswitchd: {r.describe_failure()}")
+
+    base = compile_bridge(bridge, [], [])
+    send(reconcile.plan([], base.flows), "the pods-only program")
+    base_keys = {f.key: f for f in base.flows}
+    total, comp, bundle = [], [], []
+    for k in range(rounds):
+        if k:
+            send(reconcile.plan_diff(diff(prog.flows, base.flows), {f.key: f for f in prog.flows}), "removal")
+        t0 = time.perf_counter()
+        compiler = BridgeCompiler(bridge)
+        compiler.update(upsert=rules, isolate=isolation, diff=False)
+        prog = compiler.program()
+        t1 = time.perf_counter()
+        plan = reconcile.plan_diff(diff(base.flows, prog.flows), base_keys)
+        send(plan, "the rules' bundle")
+        total.append(time.perf_counter() - t0)
+        comp.append(t1 - t0)
+        bundle.append(total[-1] - comp[-1])
+    return prog, {"seconds": round(_median(total), 4), "rounds": [round(x, 4) for x in total],
+                  "compile_seconds": round(_median(comp), 4), "bundle_seconds": round(_median(bundle), 4),
+                  "bundle_messages": plan.messages, "flows": len(ours.flow_lines(OUR_BRIDGE)),
+                  "flows_pods_only": len(base.flows), "flows_by_kind": flow_kinds(prog.flows)}
+
+
+def _incremental(ovn: OvnStack, ids: NB.Uuids, state: NB.NbState, ch, engine, focus: str, flips,
+                 events: int, max_attempts: int) -> dict:
+    """Label flips that change the node's flows, each followed by its revert, through both."""
+    from sdn.switch import channel, reconcile
+
+    installed = {f.key: f for f in engine.program(focus).flows}
+    cur = state
+    samples, tried = [], 0
+
+    def event(pod) -> dict | None:
+        nonlocal cur
+        t0 = time.perf_counter()
+        d = engine.apply(upserts=[pod]).get(focus)
+        if not d:
+            return None
+        t1 = time.perf_counter()
+        res = channel.apply_plan(ch, reconcile.plan_diff(d, installed))
+        t2 = time.perf_counter()
+        if not res.committed:
+            raise RuntimeError(f"event bundle refused: {res.describe_failure()}")
+        for f in d.delete:
+            installed.pop(f.key, None)
+        installed.update((f.key, f) for f in (*d.add, *d.modify))
+        # OVN-Kubernetes' own work (which address sets and port groups change) is not timed.
+        new = NB.translate(engine.compilers[focus].bridge, engine.ruleset.all_rules(),
+                           engine.ruleset.all_isolation())
+        ops, recs = NB.diff_ops(cur, new, ids)
+        t3 = time.perf_counter()
+        res = ovn.nb.transact(ops)
+        t4 = time.perf_counter()
+        sync = ovn.wait_hv(timeout=600)
+        t5 = time.perf_counter()
+        NB.record(ids, recs, res)
+        cur = new
+        return {"pod": pod.key, "ours_s": t2 - t0, "engine_s": t1 - t0, "flow_diff": len(d),
+                "ovn_s": t5 - t3, "nb_transaction_s": t4 - t3, "wait_hv_s": sync, "nb_operations": len(ops)}
+
+    for key, labels in flips:
+        if len(samples) >= events or tried >= max_attempts:
+            break
+        tried += 1
+        old = engine.cluster.pods[key]
+        s = event(dataclasses.replace(old, labels=labels))
+        if s is None:
+            continue
+        samples.append(s)
+        back = event(old)
+        if back is not None:
+            samples.append(back)
+    if not samples:
+        return {"n": 0, "flips_tried": tried, "note": "no label flip changed this node's flows"}
+    o, w = [s["ours_s"] for s in samples], [s["ovn_s"] for s in samples]
+    return {"n": len(samples), "flips_tried": tried,
+            "ours_ms": {"p50": pct(o, 50) * 1e3, "p99": pct(o, 99) * 1e3},
+            "ovn_ms": {"p50": pct(w, 50) * 1e3, "p99": pct(w, 99) * 1e3},
+            "engine_ms_p50": pct([s["engine_s"] for s in samples], 50) * 1e3,
+            "ovn_wait_hv_ms_p50": pct([s["wait_hv_s"] for s in samples], 50) * 1e3,
+            "flow_diff_median": _median([s["flow_diff"] for s in samples]),
+            "nb_operations_median": _median([s["nb_operations"] for s in samples]),
+            "samples": samples}
+
+
+def compare(cluster, rules, isolation, layout, focus: str, *, events: int = 10, pairs: int = 12,
+            rounds: int = 3, seed: int = 7, max_attempts: int = 60, keep: bool = False,
+            scenario_events=()) -> dict:
+    """Both realizations of one node side by side (module doc); a JSON-able dict."""
+    from benchmarks.scenarios import copy_cluster
     from sdn.engine import Engine
     from sdn.ovs.instance import OvsInstance
     from sdn.switch import channel, ofclient, reconcile
 
     bridge = layout.bridge(focus)
     rng = random.Random(f"ovn/{seed}")
-    out: dict = {"node": focus, "pods_on_node": len(bridge.pods)}
+    out: dict = {"node": focus, "pods_on_node": len(bridge.pods), "rounds": rounds}
     work = Path(tempfile.mkdtemp(prefix="sdnovn", dir="/tmp"))
     tag = f"{os.getpid() % 100000}x{next(_seq)}"
     ovn = OvnStack(work / "ovn", netns=f"sdnovn{tag}")
     ours = OvsInstance(work / "ours", netns=f"sdnour{tag}")
     try:
-        # -- OVN: pods plugged and bound first, then the policies as one transaction --------
         t = time.perf_counter()
         ovn.start()
         out["ovn_start_seconds"] = round(time.perf_counter() - t, 3)
@@ -204,126 +360,23 @@ def compare(cluster, rules, isolation, layout, focus: str, *, events: int = 10, 
         state = NB.translate(bridge, rules, isolation)
         out["translate_seconds"] = round(time.perf_counter() - t, 4)
         out["nb"] = state.counts()
-        ovn_ofport = {p.pod: FIRST_OFPORT + i for i, p in enumerate(bridge.pods)}
-        t = time.perf_counter()
-        _plug(ovn.ovs, OVN_BRIDGE, [(f"ovn{i}", ovn_ofport[p.pod], {"iface-id": NB.lsp_name(p.pod)})
-                                    for i, p in enumerate(bridge.pods)])
-        ids = NB.Uuids()
-        ops, recs = NB.topology_ops(state)
-        NB.record(ids, recs, ovn.nb.transact(ops))
-        ovn.wait_ports_up(list(state.ports), timeout=120)
-        ovn.wait_hv(timeout=120)
-        out["ovn_ports_bound_seconds"] = round(time.perf_counter() - t, 3)
-        ovn_base = len(ovn.flow_lines())
-        ops, recs = NB.diff_ops(NB.policy_only(state), state, ids)
-        t0 = time.perf_counter()
-        results = ovn.nb.transact(ops)
-        t1 = time.perf_counter()
-        sync = ovn.wait_hv(timeout=3600)
-        t2 = time.perf_counter()
-        NB.record(ids, recs, results)
-        floor = min(ovn.wait_hv() for _ in range(3))
-        lines = ovn.flow_lines()
-        ovn_flows = _classify_ovn(lines, ovn.stage_of_cookie())
-        out["ovn"] = {"seconds": round(t2 - t0, 4), "nb_transaction_seconds": round(t1 - t0, 4),
-                      "wait_hv_seconds": round(sync, 4), "idle_wait_hv_seconds": round(floor, 4),
-                      "nb_operations": len(ops), "flows": ovn_flows["total"], "flows_pods_only": ovn_base,
-                      "flows_by_stage": ovn_flows}
-
-        # -- ours: the same pods, the pods-only program, then the rules as one bundle -------
+        ids, out["ovn"] = _ovn_cold(ovn, bridge, state, rounds)
         ours.start()
         ours.add_bridge(OUR_BRIDGE, dpid=0x5D0B1)
         _plug(ours, OUR_BRIDGE, [(f"sdn{i}", p.ofport, {}) for i, p in enumerate(bridge.pods)])
         with ofclient.DirectChannel(f"unix:{ours.mgmt(OUR_BRIDGE)}") as ch:
-            base = compile_bridge(bridge, [], [])
-            r = channel.apply_plan(ch, reconcile.plan([], base.flows))
-            if not r.committed:
-                raise RuntimeError(f"pods-only program refused: {r.describe_failure()}")
-            t0 = time.perf_counter()
-            prog = compile_bridge(bridge, rules, isolation)
-            t1 = time.perf_counter()
-            plan = reconcile.plan_diff(diff(base.flows, prog.flows), {f.key: f for f in base.flows})
-            r = channel.apply_plan(ch, plan)
-            t2 = time.perf_counter()
-            if not r.committed:
-                raise RuntimeError(f"bundle refused: {r.describe_failure()}")
-            from benchmarks.worker import flow_kinds
-            out["ours"] = {"seconds": round(t2 - t0, 4), "compile_seconds": round(t1 - t0, 4),
-                           "bundle_seconds": round(t2 - t1, 4), "bundle_messages": plan.messages,
-                           "flows": len(ours.flow_lines(OUR_BRIDGE)), "flows_pods_only": len(base.flows),
-                           "flows_by_kind": flow_kinds(prog.flows)}
+            prog, out["ours"] = _ours_cold(ours, ch, bridge, rules, isolation, rounds)
             out["flows_ratio_ours_to_ovn"] = round(out["ours"]["flows"] / max(out["ovn"]["flows"], 1), 4)
             out["seconds_ratio_ours_to_ovn"] = round(out["ours"]["seconds"] / max(out["ovn"]["seconds"], 1e-9), 4)
-
-            # -- verdicts on the cold state ---------------------------------------------------
+            ovn_ofport = {p.pod: FIRST_OFPORT + i for i, p in enumerate(bridge.pods)}
             probes = _probes(bridge, rules, cluster, rng, pairs)
             out["verdicts"] = _verdicts(probes, cluster, ovn, ours, ovn_ofport, prog, bridge)
-
-            # -- incremental: label flips through both -----------------------------------------
-            from benchmarks.scenarios import copy_cluster
             engine = Engine(copy_cluster(cluster), nodes=[focus], previous={focus: prog})
-            installed = {f.key: f for f in engine.program(focus).flows}
-            r = channel.apply_plan(ch, reconcile.plan(channel.read_flows(ch), installed.values()))
+            r = channel.apply_plan(ch, reconcile.plan(channel.read_flows(ch), engine.program(focus).flows))
             if not r.committed:
                 raise RuntimeError(f"engine program refused: {r.describe_failure()}")
-            cur = state
-            samples, tried = [], 0
-
-            def event(pod) -> dict | None:
-                nonlocal cur
-                t0 = time.perf_counter()
-                d = engine.apply(upserts=[pod]).get(focus)
-                if not d:
-                    return None
-                t1 = time.perf_counter()
-                plan = reconcile.plan_diff(d, installed)
-                res = channel.apply_plan(ch, plan)
-                t2 = time.perf_counter()
-                if not res.committed:
-                    raise RuntimeError(f"event bundle refused: {res.describe_failure()}")
-                for f in d.delete:
-                    installed.pop(f.key, None)
-                installed.update((f.key, f) for f in (*d.add, *d.modify))
-                new = NB.translate(engine.compilers[focus].bridge, engine.ruleset.all_rules(),
-                                   engine.ruleset.all_isolation())
-                ops, recs = NB.diff_ops(cur, new, ids)
-                t3 = time.perf_counter()
-                res = ovn.nb.transact(ops)
-                t4 = time.perf_counter()
-                sync = ovn.wait_hv(timeout=600)
-                t5 = time.perf_counter()
-                NB.record(ids, recs, res)
-                cur = new
-                return {"pod": pod.key, "ours_s": t2 - t0, "engine_s": t1 - t0, "flow_diff": len(d),
-                        "ovn_s": t5 - t3, "nb_transaction_s": t4 - t3, "wait_hv_s": sync,
-                        "nb_operations": len(ops)}
-
-            for key, labels in _flips(cluster, scenario_events, rng):
-                if len(samples) >= events or tried >= max_attempts:
-                    break
-                tried += 1
-                old = engine.cluster.pods[key]
-                s = event(dataclasses.replace(old, labels=labels))
-                if s is None:
-                    continue
-                samples.append(s)
-                back = event(old)
-                if back is not None:
-                    samples.append(back)
-            if samples:
-                o, w = [s["ours_s"] for s in samples], [s["ovn_s"] for s in samples]
-                out["incremental"] = {
-                    "n": len(samples), "flips_tried": tried,
-                    "ours_ms": {"p50": pct(o, 50) * 1e3, "p99": pct(o, 99) * 1e3},
-                    "ovn_ms": {"p50": pct(w, 50) * 1e3, "p99": pct(w, 99) * 1e3},
-                    "engine_ms_p50": pct([s["engine_s"] for s in samples], 50) * 1e3,
-                    "ovn_wait_hv_ms_p50": pct([s["wait_hv_s"] for s in samples], 50) * 1e3,
-                    "flow_diff_median": sorted(s["flow_diff"] for s in samples)[len(samples) // 2],
-                    "nb_operations_median": sorted(s["nb_operations"] for s in samples)[len(samples) // 2],
-                    "samples": samples}
-            else:
-                out["incremental"] = {"n": 0, "flips_tried": tried,
-                                      "note": "no label flip changed this node's flows"}
+            out["incremental"] = _incremental(ovn, ids, state, ch, engine, focus,
+                                              _flips(cluster, scenario_events, rng), events, max_attempts)
             left = reconcile.plan(channel.read_flows(ch), engine.program(focus).flows)
             out["ours_in_sync_after_events"] = left.empty
         out["ovn_flows_after_events"] = len(ovn.flow_lines())
@@ -346,16 +399,20 @@ def compare(cluster, rules, isolation, layout, focus: str, *, events: int = 10, 
 # ---- entry points -------------------------------------------------------------------------------
 
 def _options(quick: bool) -> dict:
-    return {"events": 6, "pairs": 8} if quick else {"events": 20, "pairs": 24}
+    return {"events": 6, "pairs": 8, "rounds": 3} if quick else {"events": 20, "pairs": 24, "rounds": 3}
 
 
 @register("ovn")
 def ovn_hook(ctx) -> dict:
-    """`python -m benchmarks --hook ovn` (or benchmarks.ovn:ovn_hook): the OVN comparison on the
-    focus node of S3 and S5 (other scenarios: skipped; `ovn_any_hook` runs on any)."""
+    """`python -m benchmarks --hook benchmarks.ovn:ovn_hook`: the OVN comparison on the focus node
+    of S3 and S5, plus the small case (examples/); other scenarios are skipped (`ovn_any_hook`
+    runs on any)."""
     if ctx.scenario.name not in OVN_SCENARIOS:
         return {"skipped": f"the OVN comparison runs on {', '.join(OVN_SCENARIOS)} (ovn_any_hook: any)"}
-    return ovn_any_hook(ctx)
+    res = ovn_any_hook(ctx)
+    if "skipped" not in res:
+        res["small_case"] = small_case(**_options(True))
+    return res
 
 
 @register("ovn-any")
@@ -363,8 +420,23 @@ def ovn_any_hook(ctx) -> dict:
     why = unavailable()
     if why:
         return {"skipped": f"not run: {why}"}
-    return compare(ctx.scenario.cluster, ctx.rules, ctx.isolation, ctx.layout, ctx.scenario.focus_node,
-                   scenario_events=ctx.scenario.events, seed=ctx.scenario.seed, **_options(ctx.quick))
+    res = compare(ctx.scenario.cluster, ctx.rules, ctx.isolation, ctx.layout, ctx.scenario.focus_node,
+                  scenario_events=ctx.scenario.events, seed=ctx.scenario.seed, **_options(ctx.quick))
+    return {**summary(res), **res}
+
+
+def summary(r: dict) -> dict:
+    """The headline numbers as flat keys (results.md's "Extra stages" list shows these)."""
+    inc = r.get("incremental") or {}
+    out = {"flows_ours": r["ours"]["flows"], "flows_ovn": r["ovn"]["flows"],
+           "realization_s_ours": r["ours"]["seconds"], "realization_s_ovn": r["ovn"]["seconds"],
+           "verdicts_agree": f"{r['verdicts']['agree']}/{r['verdicts']['probes']}"}
+    if inc.get("n"):
+        out.update(incremental_p50_ms_ours=round(inc["ours_ms"]["p50"], 2),
+                   incremental_p50_ms_ovn=round(inc["ovn_ms"]["p50"], 2),
+                   incremental_p99_ms_ours=round(inc["ours_ms"]["p99"], 2),
+                   incremental_p99_ms_ovn=round(inc["ovn_ms"]["p99"], 2), incremental_n=inc["n"])
+    return out
 
 
 def small_case(paths: list[str] | None = None, node: str = "node-1", **kw) -> dict:
@@ -409,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", default="node-1", help="the small case's node")
     ap.add_argument("--events", type=int, default=10, help="incremental events (flips and reverts)")
     ap.add_argument("--pairs", type=int, default=12, help="pod pairs traced")
+    ap.add_argument("--rounds", type=int, default=3, help="cold realizations per side (median)")
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs, databases)")
     args = ap.parse_args(argv)
@@ -416,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"cannot run the OVN comparison: {why}", file=sys.stderr)
         return 2
-    kw = {"events": args.events, "pairs": args.pairs, "seed": args.seed, "keep": args.keep}
+    kw = {"events": args.events, "pairs": args.pairs, "rounds": args.rounds, "seed": args.seed, "keep": args.keep}
     if args.scenario:
         from benchmarks import scenarios as S
         from sdn.layout import build_layout

@@ -65,19 +65,23 @@ def _family(cidr: str) -> int:
     return ipaddress.ip_network(cidr, strict=False).version
 
 
-def l4_match(ports: tuple[PortRange, ...] | None) -> str:
-    """`tcp.dst == {80, 443} || (tcp.dst >= 9000 && tcp.dst <= 9099) || udp.dst == 53`, or ""."""
+def l4_matches(ports: tuple[PortRange, ...] | None) -> list[str]:
+    """One L4 match per protocol, as OVN-Kubernetes builds them: `tcp.dst == {80, 443} ||
+    (tcp.dst >= 9000 && tcp.dst <= 9099)`, `udp.dst == 53`, `sctp` (every port); [""] for
+    any protocol. Each becomes an ACL of its own (an OR across protocols would make
+    ovn-controller cross every address with every port)."""
     if ports is None:
-        return ""
-    terms = []
+        return [""]
+    out = []
     by_proto: dict[str, list[PortRange]] = defaultdict(list)
     for p in ports:
         by_proto[p.protocol].append(p)
     for proto in sorted(by_proto):
         prs = by_proto[proto]
         if any(p.start is None for p in prs):
-            terms.append(proto)
+            out.append(proto)
             continue
+        terms = []
         singles = sorted({p.start for p in prs if p.start == p.end})
         if len(singles) == 1:
             terms.append(f"{proto}.dst == {singles[0]}")
@@ -85,7 +89,8 @@ def l4_match(ports: tuple[PortRange, ...] | None) -> str:
             terms.append(f"{proto}.dst == {{{', '.join(map(str, singles))}}}")
         for p in sorted(p for p in prs if p.start != p.end):
             terms.append(f"({proto}.dst >= {p.start} && {proto}.dst <= {p.end})")
-    return terms[0] if len(terms) == 1 else "(" + " || ".join(terms) + ")"
+        out.append(terms[0] if len(terms) == 1 else "(" + " || ".join(terms) + ")")
+    return out
 
 
 def translate(bridge: Bridge, rules: list[Rule], isolation: list[Isolation]) -> NbState:
@@ -139,16 +144,16 @@ def translate(bridge: Bridge, rules: list[Rule], isolation: list[Isolation]) -> 
         st.port_groups[pg] = st.port_groups.get(pg, frozenset()) | local
         ingress = r.direction == INGRESS
         port = f"outport == @{pg}" if ingress else f"inport == @{pg}"
-        l4 = l4_match(r.ports)
-        tail = f" && {l4}" if l4 else ""
         direction = "to-lport" if ingress else "from-lport"
         if r.peers is None:
-            acls[pg].add(Acl(direction, PRIORITY_ALLOW, f"{port} && ip{tail}", "allow-related"))
-            continue
-        for fam in sorted({_family(c) for c in r.peers}):
-            field_ = f"ip{fam}.{'src' if ingress else 'dst'}"
-            acls[pg].add(Acl(direction, PRIORITY_ALLOW, f"{port} && {field_} == ${as_of[(r.id, fam)]}{tail}",
-                             "allow-related"))
+            addrs = ["ip"]
+        else:
+            side = "src" if ingress else "dst"
+            addrs = [f"ip{fam}.{side} == ${as_of[(r.id, fam)]}" for fam in sorted({_family(c) for c in r.peers})]
+        for addr in addrs:
+            for l4 in l4_matches(r.ports):
+                acls[pg].add(Acl(direction, PRIORITY_ALLOW, f"{port} && {addr}" + (f" && {l4}" if l4 else ""),
+                                 "allow-related"))
     # Default deny, per namespace and direction (OVN-Kubernetes: <ns>_ingressDefaultDeny).
     isolated: dict[tuple[str, str], set[str]] = defaultdict(set)
     for iso in isolation:
@@ -285,5 +290,5 @@ def policy_only(state: NbState) -> NbState:
     return NbState(ports=dict(state.ports))
 
 
-__all__ = ["Acl", "NbState", "Uuids", "diff_ops", "l4_match", "lsp_name", "policy_only", "record",
+__all__ = ["Acl", "NbState", "Uuids", "diff_ops", "l4_matches", "lsp_name", "policy_only", "record",
            "topology_ops", "translate"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks import ovn_report
+
 # ---- targets (issue 7) and published reference points -------------------------------------
 
 S5_RATIO = 1 / 30
@@ -142,6 +144,7 @@ def evaluate_targets(results: dict[str, dict], meta: dict | None = None) -> list
         row.update(_missing(r, "events"))
     rows.append(row)
     rows += switch_target_rows(results, meta)
+    rows += ovn_report.targets(results)
     return rows
 
 
@@ -391,6 +394,7 @@ def markdown(results: dict[str, dict], meta: dict) -> str:
                      f"{growth('engine', 'with')}, without {growth('engine', 'without')}.\n")
 
     L.append(switch_section(results, meta))
+    L.append(ovn_report.section(results))
 
     extra = [(n, k, v) for n in names for k, v in results[n].get("stages", {}).items() if k.startswith("hook:")]
     if extra:
