@@ -110,25 +110,34 @@ def _classify_ovn(lines: list[str], stages: dict[int, str]) -> dict:
 # ---- verdicts -----------------------------------------------------------------------------------
 
 def _probes(bridge, rules, cluster, rng: random.Random, pairs: int) -> list[tuple]:
-    """(src PodPort, dst PodPort, protocol, port) for up to `pairs` pairs of the node's pods: a
-    port some rule opens to dst (or from src), the closed-port probe, and UDP 53."""
+    """(src PodPort, dst PodPort, protocol, port) for up to `pairs` pairs of the node's pods, half
+    of them pairs an ingress rule lets in: a port a rule opens to dst (or from src), the
+    closed-port probe, and UDP 53."""
     pods = [p for p in bridge.pods if p.pod in cluster.pods]
     if len(pods) < 2:
         return []
     by_ip = {ip: p for p in pods for ip in p.ips}
     opened: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    admitted: set[tuple[int, int]] = set()  # (src index, dst index) some ingress rule lets in
+    index = {p.pod: i for i, p in enumerate(pods)}
     for r in rules:
-        if r.matches_nothing or r.ports is None:
+        if r.matches_nothing:
             continue
-        for a in r.targets:
-            if a in by_ip:
-                for pr in r.ports:
-                    lo, hi = pr.bounds
-                    opened.setdefault((by_ip[a].pod, r.direction), []).append((pr.protocol, (lo + hi) // 2))
-    all_pairs = [(s, d) for s in pods for d in pods if s is not d]
-    chosen = rng.sample(all_pairs, min(pairs, len(all_pairs)))
+        local = [by_ip[a] for a in r.targets if a in by_ip]
+        for t in local:
+            for pr in r.ports or ():
+                lo, hi = pr.bounds
+                opened.setdefault((t.pod, r.direction), []).append((pr.protocol, (lo + hi) // 2))
+        if local and r.direction == INGRESS:
+            srcs = [p for p in pods if r.peers is None or any(ip in r.peer_set for ip in p.ips)]
+            admitted |= {(index[s.pod], index[d.pod]) for d in local for s in srcs if s is not d}
+    every = [(i, j) for i in range(len(pods)) for j in range(len(pods)) if i != j]
+    first = rng.sample(sorted(admitted), min(pairs // 2, len(admitted)))
+    rest = [x for x in every if x not in set(first)]
+    chosen = first + rng.sample(rest, min(pairs - len(first), len(rest)))
     out = []
-    for s, d in chosen:
+    for i, j in chosen:
+        s, d = pods[i], pods[j]
         ports = {DENIED_PROBE, ("udp", 53)}
         for key in ((d.pod, INGRESS), (s.pod, EGRESS)):
             if opened.get(key):
