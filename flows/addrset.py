@@ -7,6 +7,7 @@ excepts need, at a fraction of the cost of a general IP set library.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterable
 
 _BITS = {4: 32, 6: 128}
@@ -14,8 +15,10 @@ _BITS = {4: 32, 6: 128}
 Intervals = tuple[tuple[int, int], ...]
 
 
+@lru_cache(maxsize=1 << 18)
 def parse_cidr(text: str) -> tuple[int, int, int]:
-    """'10.0.0.0/8' or '10.1.2.3' (or IPv6) -> (family, first, last)."""
+    """'10.0.0.0/8' or '10.1.2.3' (or IPv6) -> (family, first, last). Remembered: the same
+    pod addresses and CIDRs are parsed again and again as peer sets are rebuilt."""
     addr, _, plen = text.partition("/")
     if ":" in addr:
         import ipaddress
@@ -101,11 +104,12 @@ def _format(family: int, value: int) -> str:
 class AddressSet:
     """An immutable set of IPv4 and IPv6 addresses."""
 
-    __slots__ = ("v4", "v6", "_hash")
+    __slots__ = ("v4", "v6", "_hash", "_cidrs")
 
     def __init__(self, v4: Intervals = (), v6: Intervals = ()):
         self.v4, self.v6 = v4, v6
         self._hash = None
+        self._cidrs = None
 
     @classmethod
     def of(cls, cidrs: Iterable[str]) -> "AddressSet":
@@ -113,6 +117,16 @@ class AddressSet:
         for c in cidrs:
             fam, lo, hi = parse_cidr(c)
             (v4 if fam == 4 else v6).append((lo, hi))
+        return cls(_merge(v4), _merge(v6))
+
+    @classmethod
+    def union(cls, sets: Iterable["AddressSet"]) -> "AddressSet":
+        """The union of many sets in one merge."""
+        v4: list[tuple[int, int]] = []
+        v6: list[tuple[int, int]] = []
+        for s in sets:
+            v4.extend(s.v4)
+            v6.extend(s.v6)
         return cls(_merge(v4), _merge(v6))
 
     def __or__(self, other: "AddressSet") -> "AddressSet":
@@ -143,13 +157,16 @@ class AddressSet:
 
     def cidrs(self) -> tuple[str, ...]:
         """The fewest CIDRs covering exactly this set, IPv4 first, in address order."""
+        if self._cidrs is not None:
+            return self._cidrs
         out = []
         for fam, intervals in ((4, self.v4), (6, self.v6)):
             bits = _BITS[fam]
             for lo, hi in intervals:
                 for value, plen in _to_cidrs(lo, hi, bits):
                     out.append(f"{_format(fam, value)}/{plen}")
-        return tuple(out)
+        self._cidrs = tuple(out)
+        return self._cidrs
 
     def __repr__(self) -> str:
         return f"AddressSet({list(self.cidrs())})"

@@ -145,6 +145,8 @@ class _Placed:
     priority: int
     hard: list[Key] = field(default_factory=list)
     clauses: list[tuple[Key, Conjunction]] = field(default_factory=list)
+    kind: str = ""  # encoding(): "conj" or "plain"
+    n_dims: int = 0
 
     def info(self) -> RuleInfo:
         table = P.INGRESS_RULE if self.rule.direction == INGRESS else P.EGRESS_RULE
@@ -197,6 +199,7 @@ class BridgeCompiler:
         self._default_of: dict[tuple[str, str], Key] = {}  # (direction, address) -> flow key
         self._hard: dict[Key, Flow] = {}
         self._clauses: dict[Key, set[Conjunction]] = defaultdict(set)
+        self._built: dict[Key, Flow] = {}  # clause flows as last built (dropped on change)
         self._local = bridge.local_addresses
         self._set_pipeline()
 
@@ -207,7 +210,11 @@ class BridgeCompiler:
             return self._hard[key]
         conjs = self._clauses.get(key)
         if conjs:
-            return Flow(key[0], key[1], key[2], tuple(sorted(conjs)), CLAUSE_COOKIE)
+            f = self._built.get(key)
+            if f is None:
+                f = self._built[key] = Flow(key[0], key[1], key[2], tuple(sorted(conjs, key=_conj_order)),
+                                            CLAUSE_COOKIE)
+            return f
         if key in self._defaults:
             return self._defaults[key][0]
         return self._pipeline.get(key)
@@ -330,15 +337,23 @@ class BridgeCompiler:
         """(Re)place rules: scoped anew; unchanged ones stay as they are; changed ones keep
         their level and conj id when still valid."""
         scoped: list[tuple[Rule, Rule]] = []
+        # Changed rules leave their level and conj id now but keep their flows until it is
+        # known whether they get the same priority, conj id and encoding back: then only the
+        # flows that differ change (one peer more is one clause flow, not the whole rule).
+        retired: dict[RuleId, _Placed] = {}
         for rule in rules:
             s = scope_rule(self.bridge, rule, self._local)
             old = self._placed.get(rule.id)
             if old is not None and s == old.rule:
                 continue
             prev = (old.priority, old.conj_id) if old else None
-            self._unplace(rule.id, touch)
-            if s is not None:
-                scoped.append((s, prev))
+            if s is None:
+                self._unplace(rule.id, touch)
+                continue
+            if old is not None:
+                self._retire(rule.id)
+                retired[rule.id] = old
+            scoped.append((s, prev))
         if not scoped:
             return
         # Priorities: earlier placements and hints of unchanged rules first, then hints of
@@ -378,27 +393,106 @@ class BridgeCompiler:
             if s.id not in conj:
                 conj[s.id] = probe_conj_id(s.id, self._conj_used)
                 self._conj_used.add(conj[s.id])
+        # Retired rules that come back differently lose their flows first (another rule may
+        # take over their keys); the others are patched in place.
+        patch: dict[RuleId, _Placed] = {}
+        for s, _ in scoped:
+            old = retired.get(s.id)
+            if old is None:
+                continue
+            if ((prios[s.id], conj[s.id], kinds[s.id], len(dims[s.id]))
+                    == (old.priority, old.conj_id, old.kind, old.n_dims)
+                    and not s.matches_nothing and not old.rule.matches_nothing):
+                patch[s.id] = old
+            else:
+                self._drop_flows(old, touch)
         for s, _ in sorted(scoped, key=lambda x: x[0].id):
-            self._emit(_Placed(s, conj[s.id], prios[s.id]), dims[s.id], kinds[s.id], touch)
+            placed = _Placed(s, conj[s.id], prios[s.id])
+            old = patch.get(s.id)
+            if old is None:
+                self._emit(placed, dims[s.id], kinds[s.id], touch)
+            else:
+                self._patch(old, placed, dims[s.id], kinds[s.id], touch)
+
+    def _retire(self, rid: RuleId) -> _Placed | None:
+        """Take a rule out of its level and conj id; its flows stay (see _drop_flows)."""
+        placed = self._placed.pop(rid, None)
+        if placed is not None:
+            self._levels[placed.rule.direction].remove(level_of(placed.priority), placed.rule)
+            self._conj_used.discard(placed.conj_id)
+        return placed
 
     def _unplace(self, rid: RuleId, touch) -> None:
-        placed = self._placed.pop(rid, None)
-        if placed is None:
-            return
-        self._levels[placed.rule.direction].remove(level_of(placed.priority), placed.rule)
-        self._conj_used.discard(placed.conj_id)
+        placed = self._retire(rid)
+        if placed is not None:
+            self._drop_flows(placed, touch)
+
+    def _drop_flows(self, placed: _Placed, touch) -> None:
         for key in placed.hard:
             touch(key)
             del self._hard[key]
         for key, c in placed.clauses:
             touch(key)
+            self._built.pop(key, None)
             conjs = self._clauses[key]
             conjs.discard(c)
             if not conjs:
                 del self._clauses[key]
 
+    def _patch(self, old: _Placed, placed: _Placed, dims: list[list[tuple[Match, ...]]], kind: str,
+               touch) -> None:
+        """Turn `old`'s flows into those `_emit(placed, ...)` would write, touching only the
+        flows that differ (same priority, conj id, encoding and number of dimensions)."""
+        rule, cid, prio = placed.rule, placed.conj_id, placed.priority
+        placed.kind, placed.n_dims = kind, len(dims)
+        self._placed[rule.id] = placed
+        table = P.INGRESS_RULE if rule.direction == INGRESS else P.EGRESS_RULE
+        if kind == "plain":
+            nxt = P.CONNTRACK_COMMIT if rule.direction == INGRESS else P.INGRESS_RULE
+            reg = P.REG_INGRESS_CONJ if rule.direction == INGRESS else P.REG_EGRESS_CONJ
+            allow = (Load(cid, FieldRef(reg)), GotoTable(nxt))
+            cookie = rule_cookie(rule.id)
+            want = {}
+            for m in (dims[0] if len(dims) == 1 else _combinations(dims)):
+                f = Flow(table, prio, m, allow, cookie)
+                want[f.key] = f
+            have = set(old.hard)
+            for key in have - want.keys():
+                touch(key)
+                del self._hard[key]
+            for key in want.keys() - have:
+                f = want[key]
+                P.check_flow(f)
+                if key in self._hard or self._clauses.get(key) or key in self._pipeline:
+                    raise CompileError(f"flow of {rule.id} collides with another flow: {f}")
+                touch(key)
+                self._hard[key] = f
+            placed.hard = list(want)
+            return
+        n = len(dims)
+        clauses = [(Flow(table, prio, m).key, Conjunction(cid, k, n))
+                   for k, dim in enumerate(dims, 1) for m in dim]
+        want_c, have_c = set(clauses), set(old.clauses)
+        for key, c in have_c - want_c:
+            touch(key)
+            self._built.pop(key, None)
+            conjs = self._clauses[key]
+            conjs.discard(c)
+            if not conjs:
+                del self._clauses[key]
+        for key, c in want_c - have_c:
+            if key in self._hard:
+                raise CompileError(f"clause flow of {rule.id} collides with a rule flow: "
+                                   f"{Flow(table, prio, key[2])}")
+            touch(key)
+            self._built.pop(key, None)
+            self._clauses[key].add(c)
+        placed.clauses = clauses
+        placed.hard = old.hard  # the conj_id flow: same priority, conj id and cookie
+
     def _emit(self, placed: _Placed, dims: list[list[tuple[Match, ...]]], kind: str, touch) -> None:
         rule, cid, prio = placed.rule, placed.conj_id, placed.priority
+        placed.kind, placed.n_dims = kind, len(dims)
         self._placed[rule.id] = placed
         if rule.matches_nothing:
             return
@@ -429,9 +523,15 @@ class BridgeCompiler:
                     raise CompileError(f"clause flow of {rule.id} collides with a rule flow: {f}")
                 touch(f.key)
                 c = Conjunction(cid, k, n)
+                self._built.pop(f.key, None)
                 self._clauses[f.key].add(c)
                 placed.clauses.append((f.key, c))
         hard(Flow(table, prio, (Match("conj_id", cid),), allow, cookie))
+
+
+def _conj_order(c: Conjunction) -> tuple[int, int, int]:
+    """Conjunction's own order (its fields in turn), as a key: faster than its __lt__."""
+    return (c.id, c.clause, c.n_clauses)
 
 
 def _product(dims: list[list]) -> int:

@@ -109,14 +109,40 @@ class RuleSet:
         return out
 
     def _affected_by_pod(self, pod: Pod | None) -> set[str]:
+        """Policies that may read this pod: candidates from the indexes, then kept only if
+        the pod is one of their targets or peers (by its labels and its namespace's)."""
         if pod is None:
             return set()
-        out = set(self._by_ns.get(pod.namespace, ()))
-        out |= self._ns_selector_policies(self.cluster.namespace(pod.namespace).label_map)
+        ns_labels = self.cluster.namespace(pod.namespace).label_map
+        labels = dict(pod.labels)
+        candidates = set(self._by_ns.get(pod.namespace, ())) | self._ns_selector_policies(ns_labels)
+        out = {key for key in candidates
+               if self._reads_pod(self.policies.get(key), pod.namespace, labels, ns_labels)}
         for p in pod.ports:
             if p.name:
                 out |= self._named_egress.get(p.name, set())
         return out
+
+    @staticmethod
+    def _reads_pod(pol: Policy | None, ns: str, labels: dict, ns_labels: dict) -> bool:
+        """Whether a pod with `labels` in namespace `ns` is a target or a peer of `pol`."""
+        if pol is None:
+            return True  # not in force: recomputing tells whether it should be
+        if pol.namespace == ns and pol.pod_selector.matches(labels):
+            return True
+        for direction in (INGRESS, EGRESS):
+            for rule in pol.rules(direction):
+                for peer in rule.peers or ():
+                    if peer.ip_block is not None:
+                        continue
+                    if peer.namespace_selector is None:
+                        if pol.namespace != ns:
+                            continue
+                    elif not peer.namespace_selector.matches(ns_labels):
+                        continue
+                    if peer.pod_selector is None or peer.pod_selector.matches(labels):
+                        return True
+        return False
 
     # ---- changing ------------------------------------------------------------------------
 

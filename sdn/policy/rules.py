@@ -31,8 +31,15 @@ class ClusterIndex:
         self.namespaces = {ns: cluster.namespace(ns).label_map for ns in cluster.namespace_names()}
         self._sorted: dict[str, list[Pod]] = {}
         # Selector results, shared by every policy using the same selector (many policies
-        # select the same pods: one evaluation each), valid until a pod or namespace changes.
-        self._memo: dict[tuple, object] = {}
+        # select the same pods: one evaluation each). Each result records what it read: pairs
+        # (namespace, pod selector or None for every pod). A pod change drops only the results
+        # that read its namespace with a selector matching the pod's old or new labels; a
+        # namespace change (or a new namespace) drops everything.
+        self._ids: dict[tuple, int] = {}  # memo key -> a small number (keys are big to hash)
+        self._memo: dict[int, object] = {}
+        self._reads: dict[int, frozenset] = {}  # memo key id -> its (namespace, selector) pairs
+        self._readers: dict[str, set[tuple]] = defaultdict(set)  # namespace -> {(key id, selector)}
+        self._frames: list[set] = []  # what the results being computed have read so far
 
     @property
     def all_pods(self) -> list[Pod]:
@@ -47,7 +54,15 @@ class ClusterIndex:
         return cached
 
     def put_pod(self, old: Pod | None, new: Pod | None) -> None:
-        self._memo.clear()
+        pod = new if new is not None else old
+        if pod is None:
+            return
+        if pod.namespace not in self.namespaces or len(self._ids) > 8 * (len(self._memo) + 1000):
+            # A namespace seen for the first time (selectors may match it), or many keys no
+            # longer in use (policies replaced): start afresh.
+            self._forget_all()
+        else:
+            self._forget_readers(pod.namespace, old, new)
         if old is not None:
             self.by_ns.get(old.namespace, {}).pop(old.key, None)
             self._sorted.pop(old.namespace, None)
@@ -58,20 +73,63 @@ class ClusterIndex:
             self.namespaces.setdefault(new.namespace, self.cluster.namespace(new.namespace).label_map)
 
     def put_namespace(self, name: str, labels: dict[str, str]) -> None:
-        self._memo.clear()
+        self._forget_all()
         self.namespaces[name] = labels
 
+    def _forget_all(self) -> None:
+        self._ids.clear()
+        self._memo.clear()
+        self._reads.clear()
+        self._readers.clear()
+
+    def _forget_readers(self, ns: str, old: Pod | None, new: Pod | None) -> None:
+        """Drop the results a pod change in `ns` can alter: those that read `ns` with a
+        selector matching the pod before or after."""
+        readers = self._readers.get(ns)
+        if not readers:
+            return
+        labels = [dict(p.labels) for p in (old, new) if p is not None]
+        stale = {key for key, sel in readers
+                 if sel is None or any(sel.matches(lab) for lab in labels)}
+        for key in stale:
+            self._memo.pop(key, None)
+            for read in self._reads.pop(key, ()):
+                self._readers[read[0]].discard((key, read[1]))
+
+    def _read(self, ns: str, selector) -> None:
+        """The result being computed depends on the pods of `ns` matching `selector`."""
+        if self._frames:
+            self._frames[-1].add((ns, selector))
+
     def memo(self, key: tuple, compute):
-        """compute(), remembered under key until the next pod or namespace change."""
+        """compute(), remembered under key until a change it read (see `_forget_readers`).
+        compute() reports what it reads with `_read` (or through nested memo calls)."""
+        kid = self._ids.get(key)
+        if kid is None:
+            kid = self._ids[key] = len(self._ids)
         try:
-            return self._memo[key]
+            value = self._memo[kid]
+            reads = self._reads[kid]
         except KeyError:
-            value = self._memo[key] = compute()
-            return value
+            self._frames.append(set())
+            try:
+                value = compute()
+            finally:
+                reads = frozenset(self._frames.pop())
+            self._memo[kid] = value
+            self._reads[kid] = reads
+            for ns, sel in reads:
+                self._readers[ns].add((kid, sel))
+        if self._frames:
+            self._frames[-1] |= reads
+        return value
 
     def selected(self, policy: Policy) -> list[Pod]:
         ns, sel = policy.namespace, policy.pod_selector
-        return self.memo(("sel", ns, sel), lambda: [p for p in self.pods_in(ns) if sel.matches(p.labels)])
+        def compute():
+            self._read(ns, sel)
+            return [p for p in self.pods_in(ns) if sel.matches(p.labels)]
+        return self.memo(("sel", ns, sel), compute)
 
     def peer_pods(self, policy: Policy, peer: Peer) -> list[Pod]:
         if peer.ip_block is not None:
@@ -86,6 +144,8 @@ class ClusterIndex:
             namespaces = [ns for ns, labels in sorted(self.namespaces.items())
                           if peer.namespace_selector.matches(labels)]
         sel = peer.pod_selector
+        for ns in namespaces:
+            self._read(ns, sel)
         return [p for ns in namespaces for p in self.pods_in(ns)
                 if sel is None or sel.matches(p.labels)]
 
@@ -116,13 +176,15 @@ def _peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressS
 
 
 def _compute_peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet:
-    out = AddressSet()
+    parts = []
     for peer in rule.peers:
         if peer.ip_block is not None:
-            out |= ipblock_set(peer)
+            parts.append(index.memo(("block", peer.ip_block), lambda: ipblock_set(peer)))
         else:
-            out |= AddressSet.of(_addresses(index.peer_pods(policy, peer)))
-    return out
+            ns = policy.namespace if peer.namespace_selector is None else None
+            parts.append(index.memo(("addr", ns, peer),
+                                    lambda: AddressSet.of(_addresses(index.peer_pods(policy, peer)))))
+    return AddressSet.union(parts)
 
 
 def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: int,
