@@ -4,7 +4,7 @@ netdev ovs-vswitchd.
 
     python -m benchmarks.ovn                       the small case (examples/, node-1)
     python -m benchmarks.ovn --scenario S3 --scale 0.1 [--events 10] [--pairs 12] [--json OUT]
-    python -m benchmarks --quick --only S3,S5 --hook ovn     (the hook: S3 and S5)
+    python -m benchmarks --quick --only S3,S5 --hook benchmarks.ovn:ovn_hook   (S3, S5 + small case)
 
 What is measured, per node (see benchmarks/README.md for the fairness caveats):
 
@@ -13,8 +13,9 @@ What is measured, per node (see benchmarks/README.md for the fairness caveats):
                on our bridge; both before policies (pods only) and with them
   realization  OVN: one NB transaction (port groups, address sets, ACLs) until
                `ovn-nbctl --wait=hv sync` returns (ovn-controller reports the flows installed);
-               ours: compile_bridge from the rules + the diff against the pods-only program +
-               one bundle until its commit reply. Pods are plugged and bound on both sides first
+               ours: the controller's compiler (BridgeCompiler) from the rules + the diff against
+               the pods-only program + one bundle until its commit reply. Pods are plugged and
+               bound on both sides first; median of `rounds`
   incremental  pod label flips that change the node's flows (the scenario's events first, then
                seeded flips, each followed by its revert): OVN: the address set / port group
                mutations in one NB transaction + `--wait=hv sync`; ours: sdn.engine.Engine.apply
@@ -118,27 +119,31 @@ def _probes(bridge, rules, cluster, rng: random.Random, pairs: int) -> list[tupl
         return []
     by_ip = {ip: p for p in pods for ip in p.ips}
     opened: dict[tuple[str, str], list[tuple[str, int]]] = {}
-    admitted: set[tuple[int, int]] = set()  # (src index, dst index) some ingress rule lets in
+    admitted: dict[tuple[int, int], list[tuple[str, int]]] = {}  # pairs an ingress rule lets in, on its ports
     index = {p.pod: i for i, p in enumerate(pods)}
     for r in rules:
         if r.matches_nothing:
             continue
         local = [by_ip[a] for a in r.targets if a in by_ip]
+        ports = [(pr.protocol, sum(pr.bounds) // 2) for pr in r.ports or ()]
         for t in local:
-            for pr in r.ports or ():
-                lo, hi = pr.bounds
-                opened.setdefault((t.pod, r.direction), []).append((pr.protocol, (lo + hi) // 2))
+            opened.setdefault((t.pod, r.direction), []).extend(ports)
         if local and r.direction == INGRESS:
             srcs = [p for p in pods if r.peers is None or any(ip in r.peer_set for ip in p.ips)]
-            admitted |= {(index[s.pod], index[d.pod]) for d in local for s in srcs if s is not d}
+            for d in local:
+                for s in srcs:
+                    if s is not d:
+                        admitted.setdefault((index[s.pod], index[d.pod]), []).extend(ports or [("tcp", 80)])
     every = [(i, j) for i in range(len(pods)) for j in range(len(pods)) if i != j]
     first = rng.sample(sorted(admitted), min(pairs // 2, len(admitted)))
-    rest = [x for x in every if x not in set(first)]
-    chosen = first + rng.sample(rest, min(pairs - len(first), len(rest)))
+    taken = set(first)
+    chosen = first + rng.sample([x for x in every if x not in taken], min(pairs - len(first), len(every) - len(first)))
     out = []
     for i, j in chosen:
         s, d = pods[i], pods[j]
         ports = {DENIED_PROBE, ("udp", 53)}
+        if (i, j) in admitted:
+            ports.add(rng.choice(sorted(admitted[(i, j)])))
         for key in ((d.pod, INGRESS), (s.pod, EGRESS)):
             if opened.get(key):
                 ports.add(rng.choice(sorted(opened[key])))
@@ -408,7 +413,7 @@ def compare(cluster, rules, isolation, layout, focus: str, *, events: int = 10, 
 # ---- entry points -------------------------------------------------------------------------------
 
 def _options(quick: bool) -> dict:
-    return {"events": 6, "pairs": 8, "rounds": 3} if quick else {"events": 20, "pairs": 24, "rounds": 3}
+    return {"events": 4, "pairs": 8, "rounds": 2} if quick else {"events": 20, "pairs": 24, "rounds": 3}
 
 
 @register("ovn")
