@@ -186,7 +186,7 @@ def _verdicts(probes, cluster, ovn: OvnStack, ours, ovn_ofport: dict, prog, brid
 
 def _flips(cluster, scenario_events, rng: random.Random):
     """Candidate label changes (pod key, new labels): the scenario's events not yet applied,
-    then one label of a random pod set to another value that label has in the cluster."""
+    then a random label of a random pod set to another value that label has in the cluster."""
     from sdn.policy.model import freeze_labels
     for ev in scenario_events or ():
         if ev.pod in cluster.pods and cluster.pods[ev.pod].labels != ev.labels:
@@ -199,12 +199,11 @@ def _flips(cluster, scenario_events, rng: random.Random):
     rng.shuffle(keys)
     for key in keys:
         labels = dict(cluster.pods[key].labels)
-        for k in sorted(labels):
-            others = sorted(values[k] - {labels[k]})
-            if others:
-                labels[k] = rng.choice(others)
-                yield key, freeze_labels(labels)
-                break
+        flippable = [k for k in sorted(labels) if values[k] - {labels[k]}]
+        if flippable:
+            k = rng.choice(flippable)
+            labels[k] = rng.choice(sorted(values[k] - {labels[k]}))
+            yield key, freeze_labels(labels)
 
 
 # ---- the comparison -----------------------------------------------------------------------------
