@@ -14,6 +14,7 @@ difference. `compile_bridge` is the same compiler fed everything at once.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -44,6 +45,10 @@ class RuleInfo:
     description: str = ""
     active: bool = True
     digest: str = ""  # of the rule as compiled here: tells an unchanged rule on the next compile
+    # A rule matching exactly what another rule of the bridge matches (same direction,
+    # applied-to addresses, peers and ports) has no flows of its own: it is enforced by the
+    # flows of that rule (the first in rule order), whose id this names.
+    same_as: RuleId | None = None
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,22 @@ class Program:
     defaults: tuple[tuple[int, Isolation], ...] = ()  # (cookie, isolation)
 
     def by_conj(self) -> dict[int, RuleInfo]:
-        return {r.conj_id: r for r in self.rules}
+        out = {r.conj_id: r for r in self.rules if r.same_as is not None}
+        out.update((r.conj_id, r) for r in self.rules if r.same_as is None)
+        return out
 
     def by_cookie(self) -> dict[int, RuleInfo]:
-        return {r.cookie: r for r in self.rules}
+        out = {r.cookie: r for r in self.rules if r.same_as is not None}
+        out.update((r.cookie, r) for r in self.rules if r.same_as is None)
+        return out
+
+    def aliases(self) -> dict[RuleId, list[RuleId]]:
+        """Rules enforced by another rule's flows, by that rule."""
+        out: dict[RuleId, list[RuleId]] = defaultdict(list)
+        for r in self.rules:
+            if r.same_as is not None:
+                out[r.same_as].append(r.id)
+        return dict(out)
 
     def priorities(self) -> dict[RuleId, int]:
         return {r.id: r.priority for r in self.rules}
@@ -193,6 +210,12 @@ class BridgeCompiler:
         self._all_rules: dict[RuleId, Rule] = {}  # unscoped, as given
         self._all_isolation: dict[tuple[str, str], Isolation] = {}
         self._placed: dict[RuleId, _Placed] = {}
+        # Identical rules (same signature once scoped) share one placement: the first in rule
+        # order is placed, the others are aliases of it (10k policies selecting the same pods
+        # with the same peers are one set of flows, not 10k priority levels).
+        self._members: dict[tuple, list[RuleId]] = {}  # signature -> rule ids, in order
+        self._sig_of: dict[RuleId, tuple] = {}
+        self._aliases: dict[RuleId, Rule] = {}  # scoped rules placed through another one
         self._conj_used: set[int] = set()
         self._pipeline: dict[Key, Flow] = {}
         self._defaults: dict[Key, tuple[Flow, Isolation]] = {}
@@ -225,7 +248,12 @@ class BridgeCompiler:
 
     def program(self) -> Program:
         flows = [self.flow(k) for k in self.keys()]
-        rules = sorted((p.info() for p in self._placed.values()), key=lambda i: i.id)
+        infos = [p.info() for p in self._placed.values()]
+        for rid, s in self._aliases.items():
+            lead = self._placed[self._members[self._sig_of[rid]][0]]
+            infos.append(RuleInfo(rid, lead.conj_id, lead.info().table, lead.priority, rule_cookie(rid),
+                                  _describe(s), not s.matches_nothing, rule_digest(s), lead.rule.id))
+        rules = sorted(infos, key=lambda i: i.id)
         defaults = sorted(((f.cookie, iso) for f, iso in self._defaults.values()),
                           key=lambda d: (d[1].direction, d[1].address))
         return Program(self.bridge.name, tuple(sorted_flows(flows)), tuple(rules), tuple(defaults))
@@ -253,13 +281,15 @@ class BridgeCompiler:
         before: dict[Key, Flow | None] | None = {} if diff else None
         touch = self._toucher(before)
         changed: list[Rule] = []
+        gone: list[RuleId] = []
         for rid in delete:
             self._all_rules.pop(rid, None)
-            self._unplace(rid, touch)
+            gone.append(rid)
         for rule in upsert:
             self._all_rules[rule.id] = rule
             changed.append(rule)
-        self._replace(changed, touch)
+        upserted = {r.id for r in changed}
+        self._replace(changed, touch, [rid for rid in gone if rid not in upserted])
         for key in unisolate:
             self._all_isolation.pop(key, None)
             self._set_default(key, None, touch)
@@ -333,27 +363,86 @@ class BridgeCompiler:
         self._defaults[f.key] = (f, iso)
         self._default_of[key] = f.key
 
-    def _replace(self, rules: Sequence[Rule], touch) -> None:
-        """(Re)place rules: scoped anew; unchanged ones stay as they are; changed ones keep
-        their level and conj id when still valid."""
-        scoped: list[tuple[Rule, Rule]] = []
+    def _leave(self, rid: RuleId) -> None:
+        """Take a rule out of its group of identical rules (placement untouched)."""
+        sig = self._sig_of.pop(rid)
+        members = self._members[sig]
+        members.remove(rid)
+        if not members:
+            del self._members[sig]
+        self._aliases.pop(rid, None)
+
+    def _replace(self, rules: Sequence[Rule], touch, deleted: Sequence[RuleId] = ()) -> None:
+        """(Re)place rules (and take out `deleted` ones): scoped anew; unchanged ones stay as
+        they are; changed ones keep their level and conj id when still valid; a rule identical
+        to another one becomes its alias, the first of a group in rule order being placed."""
+        # rule id -> (scoped rule, (priority, conj id) it held or inherits, or None)
+        scoped: dict[RuleId, tuple[Rule, tuple[int, int] | None]] = {}
         # Changed rules leave their level and conj id now but keep their flows until it is
         # known whether they get the same priority, conj id and encoding back: then only the
         # flows that differ change (one peer more is one clause flow, not the whole rule).
         retired: dict[RuleId, _Placed] = {}
-        for rule in rules:
-            s = scope_rule(self.bridge, rule, self._local)
-            old = self._placed.get(rule.id)
-            if old is not None and s == old.rule:
-                continue
-            prev = (old.priority, old.conj_id) if old else None
+        work = [(rid, None) for rid in deleted] + [(rule.id, rule) for rule in rules]
+        for rid, rule in work:
+            s = None if rule is None else scope_rule(self.bridge, rule, self._local)
+            sig = None if s is None else _signature(s)
+            if rid in self._aliases:
+                if sig == self._sig_of[rid]:
+                    self._aliases[rid] = s
+                    continue
+                self._leave(rid)
+                prev = None
+            else:
+                old = self._placed.get(rid)
+                if old is not None and s == old.rule:
+                    continue
+                pending = scoped.pop(rid, None)
+                prev = (old.priority, old.conj_id) if old else (pending[1] if pending else None)
+                promoted = False
+                if rid in self._sig_of:  # it leads its group: the next member takes over
+                    old_sig = self._sig_of[rid]
+                    self._leave(rid)
+                    members = self._members.get(old_sig)
+                    if members:
+                        nxt = members[0]
+                        scoped[nxt] = (self._aliases.pop(nxt), prev)
+                        promoted = True
+                if old is not None:
+                    if promoted or s is None:
+                        self._unplace(rid, touch)
+                    else:
+                        self._retire(rid)
+                        retired[rid] = old
+                if promoted:
+                    prev = None
             if s is None:
-                self._unplace(rule.id, touch)
                 continue
-            if old is not None:
-                self._retire(rule.id)
-                retired[rule.id] = old
-            scoped.append((s, prev))
+            members = self._members.get(sig)
+            if members and members[0] < rid:  # an alias of the group's first rule
+                insort(members, rid)
+                self._sig_of[rid] = sig
+                self._aliases[rid] = s
+                if rid in retired:
+                    self._drop_flows(retired.pop(rid), touch)
+                continue
+            if members:  # it comes first: the group's placement passes to it
+                lead = members[0]
+                placed = self._placed.get(lead)
+                if placed is not None:
+                    prev = (placed.priority, placed.conj_id)
+                    self._aliases[lead] = placed.rule
+                    self._unplace(lead, touch)
+                else:
+                    lead_rule, prev = scoped.pop(lead)
+                    self._aliases[lead] = lead_rule
+                members.insert(0, rid)
+            else:
+                self._members[sig] = [rid]
+            self._sig_of[rid] = sig
+            scoped[rid] = (s, prev)
+        for rid in [r for r in retired if r not in scoped]:
+            self._drop_flows(retired.pop(rid), touch)
+        scoped = list(scoped.values())
         if not scoped:
             return
         # Priorities: earlier placements and hints of unchanged rules first, then hints of
@@ -527,6 +616,12 @@ class BridgeCompiler:
                 self._clauses[f.key].add(c)
                 placed.clauses.append((f.key, c))
         hard(Flow(table, prio, (Match("conj_id", cid),), allow, cookie))
+
+
+def _signature(rule: Rule) -> tuple:
+    """What a scoped rule matches, without its identity: rules with equal signatures are
+    interchangeable on the bridge."""
+    return (rule.direction, rule.targets, rule.peers, rule.ports)
 
 
 def _conj_order(c: Conjunction) -> tuple[int, int, int]:

@@ -109,6 +109,8 @@ def program_header(compiled: Compiled, node: str, program: Program) -> str:
              f"# ofports: {json.dumps(compiled.layout.port_map(node), sort_keys=True)}"]
     for r in program.rules:
         state = "" if r.active else " (matches nothing)"
+        if r.same_as is not None:
+            state += f" (identical to {r.same_as}: enforced by its flows)"
         lines.append(f"# cookie {r.cookie:#x} conj {r.conj_id} priority {r.priority}: {r.id}{state}")
     for c, iso in program.defaults:
         lines.append(f"# cookie {c:#x}: {iso.address} {iso.direction}-isolated by {', '.join(iso.policies)}")
@@ -122,7 +124,8 @@ def program_json(compiled: Compiled, node: str, program: Program) -> dict:
         "rules": [{"rule": str(r.id), "policy": r.id.policy, "direction": r.id.direction,
                    "index": r.id.index, "part": r.id.part, "conj_id": r.conj_id, "table": r.table,
                    "priority": r.priority, "cookie": f"{r.cookie:#x}", "active": r.active,
-                   "description": r.description} for r in program.rules],
+                   "description": r.description,
+                   "same_as": None if r.same_as is None else str(r.same_as)} for r in program.rules],
         "isolation": [{"cookie": f"{c:#x}", "direction": i.direction, "address": i.address,
                        "policies": list(i.policies)} for c, i in program.defaults],
         "flows": [f.render() for f in program.flows],

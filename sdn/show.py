@@ -93,6 +93,17 @@ def group_flows(flows: Iterable[Flow], program: Program, names: dict[str, str],
     """Group flows per table, then per rule / isolated pod / pipeline purpose."""
     by_conj = program.by_conj()
     by_cookie = program.by_cookie()
+    aliases = program.aliases()
+
+    def wanted(info: RuleInfo) -> bool:
+        return not policy or info.id.policy == policy or any(a.policy == policy for a in aliases.get(info.id, ()))
+
+    def title_of(info: RuleInfo) -> str:
+        same = aliases.get(info.id)
+        if not same:
+            return str(info.id)
+        names = ", ".join(str(a) for a in same[:3]) + (f" and {len(same) - 3} more" if len(same) > 3 else "")
+        return f"{info.id} (identical rules enforced by these flows: {names})"
     defaults = dict(program.defaults)
     wanted_table = P.table_named(table).id if table is not None else None
     per_table: dict[int, dict[str, Group]] = defaultdict(dict)
@@ -114,9 +125,9 @@ def group_flows(flows: Iterable[Flow], program: Program, names: dict[str, str],
                 if info is None:
                     group(f.table, "?", lambda: Group("unknown conjunction", "unknown")).rows.append(Row(f, str(c.id), pods))
                     continue
-                if policy and info.id.policy != policy:
+                if not wanted(info):
                     continue
-                g = group(f.table, str(info.id), lambda: Group(str(info.id), "rule", info.id.policy, info))
+                g = group(f.table, str(info.id), lambda: Group(title_of(info), "rule", info.id.policy, info))
                 g.rows.append(Row(f, _clause_role(f, info), pods))
         elif kind == P.KIND_RULE:
             info = by_cookie.get(f.cookie)
@@ -126,9 +137,9 @@ def group_flows(flows: Iterable[Flow], program: Program, names: dict[str, str],
             if info is None:
                 group(f.table, "?", lambda: Group("unknown rule", "unknown")).rows.append(Row(f, "rule", pods))
                 continue
-            if policy and info.id.policy != policy:
+            if not wanted(info):
                 continue
-            g = group(f.table, str(info.id), lambda: Group(str(info.id), "rule", info.id.policy, info))
+            g = group(f.table, str(info.id), lambda: Group(title_of(info), "rule", info.id.policy, info))
             g.rows.append(Row(f, "conj_id (allow)" if cid is not None else "allow", pods))
         elif kind == P.KIND_DEFAULT:
             iso = defaults.get(f.cookie)

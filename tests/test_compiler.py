@@ -30,6 +30,7 @@ from flows import pipeline as P
 from flows import compiler as C
 from flows import priorities as PR
 from flows.compiler import (
+    BridgeCompiler,
     CompileError, Program, address_match, assign_conj_ids, assign_priorities, compile_bridge,
     cross_product_count, port_matches, provably_disjoint, scope_rules, sorted_flows,
 )
@@ -588,7 +589,7 @@ def test_previous_keeps_priorities_when_an_overlapping_rule_is_added():
     old = rule("x/m", {"10.0.0.1"}, ["10.1.0.0/16"], [tcp(80)])
     p1 = compile_bridge(br, [old], [])
     top = info(p1, "x/m").priority
-    new = rule("x/a", {"10.0.0.1"}, ["10.1.0.0/16"], [tcp(80)])  # sorts first, overlaps
+    new = rule("x/a", {"10.0.0.1"}, ["10.1.0.0/16"], [tcp(79, 81)])  # sorts first, overlaps
     fresh = compile_bridge(br, [old, new], [])
     assert info(fresh, "x/a").priority == top  # without `previous` the new rule takes the top
     kept = compile_bridge(br, [old, new], [], previous=p1)
@@ -939,3 +940,59 @@ def test_in_port_output_and_goto_chain():
 @pytest.mark.parametrize("spelling", ["trk,est", "trk est", "trk|est", "+trk+est", " trk, est "])
 def test_ct_next_spellings(spelling):
     assert Simulator(ct_tables()).run(pkt(), ct_next=[spelling]).outputs == [3]
+
+
+def test_identical_rules_share_one_set_of_flows():
+    """Rules matching exactly the same (direction, applied-to, peers, ports) once scoped are
+    one set of flows: the first in rule order is placed, the others name it (same_as)."""
+    br = bridge("10.0.0.1", "10.0.0.2")
+    rules = [rule(f"x/p{i}", {"10.0.0.1"}, ["10.1.0.0/16", "10.3.0.7/32"], [tcp(80)]) for i in range(5)]
+    other = rule("x/q", {"10.0.0.2"}, ["10.1.0.0/16"], [tcp(80)])
+    one = compile_bridge(br, rules[:1] + [other], [])
+    many = compile_bridge(br, rules + [other], [])
+    assert set(many.flows) == set(one.flows)
+    infos = {r.id.policy: r for r in many.rules}
+    assert all(infos[f"x/p{i}"].same_as == rules[0].id for i in range(1, 5))
+    assert infos["x/p0"].same_as is None and infos["x/q"].same_as is None
+    assert len({infos[f"x/p{i}"].conj_id for i in range(5)}) == 1
+    assert many.aliases() == {rules[0].id: [r.id for r in rules[1:]]}
+    assert many.by_conj()[infos["x/p0"].conj_id].id == rules[0].id
+
+
+def test_identical_rules_incrementally():
+    """Taking out the placed rule of a group hands its flows to the next; a member that
+    changes leaves the group; every step's diff turns the old tables into the new ones, and
+    the tables equal a fresh compile's."""
+    br = bridge("10.0.0.1", "10.0.0.2")
+    same = lambda name, ports=(80,): rule(name, {"10.0.0.1"}, ["10.1.0.0/16"], [tcp(p) for p in ports])  # noqa: E731
+    c = BridgeCompiler(br)
+    c.update(upsert=[same("x/b"), same("x/c"), same("x/d")], diff=False)
+    table = {f.key: f for f in c.program().flows}
+
+    def step(**kw):
+        d = c.update(**kw)
+        for f in d.delete:
+            del table[f.key]
+        for f in d.modify + d.add:
+            table[f.key] = f
+        prog = c.program()
+        assert table == {f.key: f for f in prog.flows}
+        fresh = compile_bridge(br, list(c._all_rules.values()), [])
+        assert sorted(f.match for f in prog.flows if f.table == 40) == sorted(
+            f.match for f in fresh.flows if f.table == 40)  # conj ids and levels may differ
+        return d, prog
+
+    d, prog = step(upsert=[same("x/a")])  # sorts first: takes the group's placement
+    assert {r.id.policy: r.same_as for r in prog.rules}["x/b"] == RuleId("x/a", "ingress", 0, 0)
+    assert len(d) == 1 and d.modify  # only the conj_id flow's cookie changes
+    d, prog = step(delete=[RuleId("x/a", "ingress", 0, 0)])
+    assert {r.id.policy: r.same_as for r in prog.rules}["x/b"] is None
+    d, prog = step(upsert=[same("x/b", (80, 81))])  # the placed one changes: x/c takes over
+    infos = {r.id.policy: r for r in prog.rules}
+    assert infos["x/b"].same_as is None and infos["x/c"].same_as is None
+    assert infos["x/d"].same_as == RuleId("x/c", "ingress", 0, 0)
+    d, prog = step(upsert=[same("x/d", (80, 81))])  # joins x/b
+    infos = {r.id.policy: r for r in prog.rules}
+    assert infos["x/d"].same_as == RuleId("x/b", "ingress", 0, 0)
+    d, prog = step(delete=[RuleId("x/b", "ingress", 0, 0), RuleId("x/c", "ingress", 0, 0)])
+    assert [r.id.policy for r in prog.rules] == ["x/d"] and prog.rules[0].same_as is None

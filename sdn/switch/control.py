@@ -44,7 +44,9 @@ def program_to_json(program: Program) -> dict:
         "bridge": program.bridge,
         "rules": [{"policy": r.id.policy, "direction": r.id.direction, "index": r.id.index, "part": r.id.part,
                    "conj_id": r.conj_id, "table": r.table, "priority": r.priority, "cookie": r.cookie,
-                   "description": r.description, "active": r.active, "digest": r.digest}
+                   "description": r.description, "active": r.active, "digest": r.digest,
+                   "same_as": None if r.same_as is None else [r.same_as.policy, r.same_as.direction,
+                                                               r.same_as.index, r.same_as.part]}
                   for r in program.rules],
         "defaults": [{"cookie": c, "direction": i.direction, "address": i.address, "policies": list(i.policies)}
                      for c, i in program.defaults],
@@ -54,7 +56,8 @@ def program_to_json(program: Program) -> dict:
 
 def program_from_json(doc: dict) -> Program:
     rules = tuple(RuleInfo(RuleId(r["policy"], r["direction"], r["index"], r["part"]), r["conj_id"], r["table"],
-                           r["priority"], r["cookie"], r["description"], r["active"], r.get("digest", ""))
+                           r["priority"], r["cookie"], r["description"], r["active"], r.get("digest", ""),
+                           RuleId(*r["same_as"]) if r.get("same_as") else None)
                   for r in doc["rules"])
     defaults = tuple((d["cookie"], Isolation(d["direction"], d["address"], tuple(d["policies"])))
                      for d in doc["defaults"])
