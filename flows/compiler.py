@@ -294,8 +294,10 @@ class BridgeCompiler:
             self._all_isolation.pop(key, None)
             self._set_default(key, None, touch)
         for iso in isolate:
-            self._all_isolation[(iso.direction, iso.address)] = iso
-            self._set_default((iso.direction, iso.address), iso, touch)
+            key = (iso.direction, iso.address)
+            self._all_isolation[key] = iso
+            if key in self._default_of or self._enforces(iso):  # most are other bridges' pods
+                self._set_default(key, iso, touch)
         return None if before is None else self._diff(before)
 
     def set_bridge(self, bridge: Bridge) -> FlowDiff:
