@@ -375,6 +375,8 @@ def _moved_unchanged_rules(before: Compiled, after: Compiled) -> list[str]:
             if new_rules.get(rid) != rule:
                 continue
             a, b = old_info[rid], new_info[rid]
+            if a.same_as is not None or b.same_as is not None:
+                continue  # enforced by an identical rule's flows: its placement is that rule's
             if (a.priority, a.conj_id) != (b.priority, b.conj_id):
                 out.append(f"{node}: unchanged rule {rid} moved from priority {a.priority} "
                            f"conj {a.conj_id} to priority {b.priority} conj {b.conj_id}")

@@ -22,8 +22,11 @@ class ClusterIndex:
     """Pods with an IP, by namespace (in name order), and namespace labels, so selectors are
     evaluated per namespace; updated in place as pods and namespaces change."""
 
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, track: bool = True):
+        """track=False: a one-shot index (cluster_rules) that never sees a change, so its
+        results need not record what they read."""
         self.cluster = cluster
+        self.track = track
         self.by_ns: dict[str, dict[str, Pod]] = defaultdict(dict)
         for pod in sorted(cluster.pods.values(), key=lambda p: p.key):
             if pod.ips:
@@ -57,6 +60,8 @@ class ClusterIndex:
         pod = new if new is not None else old
         if pod is None:
             return
+        if not self.track:
+            self._memo.clear()
         if pod.namespace not in self.namespaces or len(self._ids) > 8 * (len(self._memo) + 1000):
             # A namespace seen for the first time (selectors may match it), or many keys no
             # longer in use (policies replaced): start afresh.
@@ -98,12 +103,18 @@ class ClusterIndex:
 
     def _read(self, ns: str, selector) -> None:
         """The result being computed depends on the pods of `ns` matching `selector`."""
-        if self._frames:
+        if self.track and self._frames:
             self._frames[-1].add((ns, selector))
 
     def memo(self, key: tuple, compute):
         """compute(), remembered under key until a change it read (see `_forget_readers`).
         compute() reports what it reads with `_read` (or through nested memo calls)."""
+        if not self.track:
+            try:
+                return self._memo[key]
+            except KeyError:
+                value = self._memo[key] = compute()
+                return value
         kid = self._ids.get(key)
         if kid is None:
             kid = self._ids[key] = len(self._ids)
@@ -251,7 +262,7 @@ def policy_rules(index: ClusterIndex, policy: Policy) -> tuple[list[Rule], set[t
 
 def cluster_rules(cluster: Cluster) -> tuple[list[Rule], list[Isolation]]:
     """Every rule of every policy in force, and every isolated pod address, for the cluster."""
-    index = ClusterIndex(cluster)
+    index = ClusterIndex(cluster, track=False)
     rules: list[Rule] = []
     isolating: dict[tuple[str, str], list[str]] = defaultdict(list)
     for policy in cluster.effective_policies():
