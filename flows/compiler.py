@@ -17,13 +17,14 @@ from __future__ import annotations
 from bisect import insort
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from flows import pipeline as P
 from flows.base_flows import pipeline_flows
 from flows.fields import FieldRef, full_mask
 from flows.flow import Conjunction, Flow, FlowDiff, GotoTable, Load, Match
-from flows.ir import EGRESS, INGRESS, Bridge, Isolation, Rule, RuleId
+from flows.ir import EGRESS, INGRESS, Bridge, Isolation, PortRange, Rule, RuleId
 from flows.matches import address_match, families, port_matches
 from flows.priorities import (
     CompileError, Levels, assign_conj_ids, assign_priorities, level_of, priority_of,
@@ -186,8 +187,15 @@ def rule_dims(rule: Rule) -> list[list[tuple[Match, ...]]]:
         dims.append([address_match(c, pside) for c in rule.peers])
     dims.append([address_match(t, tside) for t in sorted(rule.targets)])
     if rule.ports is not None:
-        dims.append(port_matches(rule.ports, families(rule.targets)))
+        dims.append(_port_matches(rule.ports, tuple(sorted(families(rule.targets)))))
     return dims
+
+
+@lru_cache(maxsize=1 << 14)
+def _port_matches(ports: tuple[PortRange, ...], fams: tuple[int, ...]) -> list[tuple[Match, ...]]:
+    """port_matches, remembered (the same port lists recur across policies); callers must
+    not change the list."""
+    return port_matches(ports, fams)
 
 
 def encoding(rule: Rule, dims: list[list]) -> str:
@@ -561,8 +569,9 @@ class BridgeCompiler:
             placed.hard = list(want)
             return
         n = len(dims)
-        clauses = [(Flow(table, prio, m).key, Conjunction(cid, k, n))
-                   for k, dim in enumerate(dims, 1) for m in dim]
+        conjs = [Conjunction(cid, k, n) for k in range(1, n + 1)]
+        # dims are canonical (flows.matches), so (table, priority, match) is the flow's key
+        clauses = [((table, prio, m), conjs[k]) for k, dim in enumerate(dims) for m in dim]
         want_c, have_c = set(clauses), set(old.clauses)
         for key, c in have_c - want_c:
             touch(key)
@@ -607,16 +616,18 @@ class BridgeCompiler:
                 hard(Flow(table, prio, m, allow, cookie))
             return
         n = len(dims)
+        hard_keys, clauses, built = self._hard, self._clauses, self._built
         for k, dim in enumerate(dims, 1):
+            c = Conjunction(cid, k, n)
             for m in dim:
-                f = Flow(table, prio, m)
-                if f.key in self._hard:
-                    raise CompileError(f"clause flow of {rule.id} collides with a rule flow: {f}")
-                touch(f.key)
-                c = Conjunction(cid, k, n)
-                self._built.pop(f.key, None)
-                self._clauses[f.key].add(c)
-                placed.clauses.append((f.key, c))
+                key = (table, prio, m)  # dims are canonical (flows.matches): the flow's key
+                if key in hard_keys:
+                    raise CompileError(f"clause flow of {rule.id} collides with a rule flow: "
+                                       f"{Flow(table, prio, m)}")
+                touch(key)
+                built.pop(key, None)
+                clauses[key].add(c)
+                placed.clauses.append((key, c))
         hard(Flow(table, prio, (Match("conj_id", cid),), allow, cookie))
 
 

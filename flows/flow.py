@@ -27,6 +27,20 @@ class Match:
     def _key(self) -> tuple[str, int, int]:
         return (self.field, self.value, -1 if self.mask is None else self.mask)
 
+    def __hash__(self) -> int:
+        # Computed once: flow keys (table, priority, match) are hashed over and over. Not
+        # pickled (string hashes differ between processes).
+        h = self.__dict__.get("_hash_")
+        if h is None:
+            h = hash((self.field, self.value, self.mask))
+            object.__setattr__(self, "_hash_", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_hash_", None)
+        return state
+
     def __lt__(self, other: "Match") -> bool:
         return self._key() < other._key()
 
@@ -68,6 +82,13 @@ class Conjunction:
 
     def render(self) -> str:
         return f"conjunction({self.id},{self.clause}/{self.n_clauses})"
+
+    def __hash__(self) -> int:  # computed once (clause flows hold sets of these)
+        h = self.__dict__.get("_hash_")
+        if h is None:
+            h = hash((self.id, self.clause, self.n_clauses))
+            object.__setattr__(self, "_hash_", h)
+        return h
 
 
 @dataclass(frozen=True, order=True)
