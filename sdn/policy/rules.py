@@ -18,6 +18,9 @@ from flows.ir import EGRESS as IR_EGRESS, INGRESS as IR_INGRESS, Isolation, Port
 from sdn.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, PolicyRule
 
 
+_MISSING = object()
+
+
 class ClusterIndex:
     """Pods with an IP, by namespace (in name order), and namespace labels, so selectors are
     evaluated per namespace; updated in place as pods and namespaces change."""
@@ -110,11 +113,10 @@ class ClusterIndex:
         """compute(), remembered under key until a change it read (see `_forget_readers`).
         compute() reports what it reads with `_read` (or through nested memo calls)."""
         if not self.track:
-            try:
-                return self._memo[key]
-            except KeyError:
+            value = self._memo.get(key, _MISSING)
+            if value is _MISSING:
                 value = self._memo[key] = compute()
-                return value
+            return value
         kid = self._ids.get(key)
         if kid is None:
             kid = self._ids[key] = len(self._ids)
