@@ -95,11 +95,18 @@ class RuleSet:
                             self._named_egress[port.port].add(pol.key)
 
     def _unindex(self, pol: Policy) -> None:
+        """Undo `_index(pol)`: the same buckets, found from the policy again."""
         self._by_ns[pol.namespace].discard(pol.key)
-        for bucket in self._ns_peers.values():
-            bucket.discard(pol.key)
-        for bucket in self._named_egress.values():
-            bucket.discard(pol.key)
+        for direction in (INGRESS, EGRESS):
+            for rule in pol.rules(direction):
+                for peer in rule.peers or ():
+                    if peer.namespace_selector is not None:
+                        for b in _selector_buckets(peer.namespace_selector):
+                            self._ns_peers[b].discard(pol.key)
+                if direction == EGRESS:
+                    for port in rule.ports or ():
+                        if isinstance(port.port, str):
+                            self._named_egress[port.port].discard(pol.key)
 
     def _ns_selector_policies(self, labels: dict[str, str]) -> set[str]:
         """Policies with a namespaceSelector peer that may match a namespace with `labels`."""
@@ -226,10 +233,11 @@ class RuleSet:
 
     def _recompute_policy(self, pol: Policy, delta: RuleDelta, touched: set) -> None:
         old_pol = self.policies.get(pol.key)
-        if old_pol is not None:
-            self._unindex(old_pol)
-        self.policies[pol.key] = pol
-        self._index(pol)
+        if old_pol is not pol:  # the indexes depend on the policy alone
+            if old_pol is not None:
+                self._unindex(old_pol)
+            self.policies[pol.key] = pol
+            self._index(pol)
         rules, isolated = policy_rules(self.index, pol)
         new = {r.id: r for r in rules}
         old = self.rules.get(pol.key, {})
