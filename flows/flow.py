@@ -14,6 +14,31 @@ from flows.fields import (
 )
 
 
+def hash_once(cls):
+    """Decorate a frozen dataclass so its hash is computed once per object: flow keys
+    (table, priority, match), clause sets, selectors and peers are hashed over and over, each
+    time walking every nested value otherwise. The cached value is not pickled (string hashes
+    differ between processes)."""
+    fields_hash = cls.__hash__
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash_")
+        if h is None:
+            h = fields_hash(self)
+            object.__setattr__(self, "_hash_", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_hash_", None)
+        return state
+
+    cls.__hash__ = __hash__
+    cls.__getstate__ = __getstate__
+    return cls
+
+
+@hash_once
 @functools.total_ordering
 @dataclass(frozen=True)
 class Match:
@@ -26,20 +51,6 @@ class Match:
 
     def _key(self) -> tuple[str, int, int]:
         return (self.field, self.value, -1 if self.mask is None else self.mask)
-
-    def __hash__(self) -> int:
-        # Computed once: flow keys (table, priority, match) are hashed over and over. Not
-        # pickled (string hashes differ between processes).
-        h = self.__dict__.get("_hash_")
-        if h is None:
-            h = hash((self.field, self.value, self.mask))
-            object.__setattr__(self, "_hash_", h)
-        return h
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_hash_", None)
-        return state
 
     def __lt__(self, other: "Match") -> bool:
         return self._key() < other._key()
@@ -74,6 +85,7 @@ class GotoTable:
         return f"goto_table:{self.table}"
 
 
+@hash_once
 @dataclass(frozen=True, order=True)
 class Conjunction:
     id: int
@@ -83,12 +95,6 @@ class Conjunction:
     def render(self) -> str:
         return f"conjunction({self.id},{self.clause}/{self.n_clauses})"
 
-    def __hash__(self) -> int:  # computed once (clause flows hold sets of these)
-        h = self.__dict__.get("_hash_")
-        if h is None:
-            h = hash((self.id, self.clause, self.n_clauses))
-            object.__setattr__(self, "_hash_", h)
-        return h
 
 
 @dataclass(frozen=True, order=True)

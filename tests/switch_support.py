@@ -172,3 +172,16 @@ class Controller:
 def pid_alive(pidfile: Path) -> bool:
     pid = _read_pidfile(pidfile)
     return pid is not None and _alive(pid)
+
+
+def apply_flow_diff(table: dict, d, where: str = "") -> None:
+    """Apply a FlowDiff to a table of flows by key, as a switch would, failing on a delete or
+    modify of a flow not there and on an add of a flow already there."""
+    for f in d.delete:
+        assert table.pop(f.key, None) is not None, f"{where}: deleted a flow not installed: {f}"
+    for f in d.modify:
+        assert f.key in table, f"{where}: modified a flow not installed: {f}"
+        table[f.key] = f
+    for f in d.add:
+        assert f.key not in table, f"{where}: added a flow already installed: {f}"
+        table[f.key] = f

@@ -18,6 +18,7 @@ from sdn.policy.model import Cluster
 from sdn.policy.rules import cluster_rules
 from sdn.verify import ClusterSimulator
 from tests.e2e_cases import ALL_CASES, base_cluster, replay
+from tests.switch_support import apply_flow_diff
 
 
 def objects(docs):
@@ -47,15 +48,7 @@ def test_incremental_engine_matches_fresh_compile(case, enforce):
         diffs = engine.apply(upserts, deletes)
         before = now
         for node, d in diffs.items():
-            table = switch.setdefault(node, {})
-            for f in d.delete:
-                assert table.pop(f.key, None) is not None, f"{node}: deleted a flow not installed: {f}"
-            for f in d.modify:
-                assert f.key in table, f"{node}: modified a flow not installed: {f}"
-                table[f.key] = f
-            for f in d.add:
-                assert f.key not in table, f"{node}: added a flow already installed: {f}"
-                table[f.key] = f
+            apply_flow_diff(switch.setdefault(node, {}), d, node)
         assert switch == installed(engine), f"step {index}: applying the diffs does not give the tables"
 
         fresh, _ = load_documents(docs)

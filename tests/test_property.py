@@ -51,6 +51,7 @@ from sdn.policy.model import Cluster, Pod
 from sdn.verify import ClusterSimulator
 from tests import e2e_model as m
 from tests.strategies import Generated, changed, clusters, invalid_variants, probe_pool
+from tests.switch_support import apply_flow_diff
 
 SCALE = max(1, int(os.environ.get("PROPERTY_SCALE", "1")))
 
@@ -601,15 +602,7 @@ def test_engine_follows_a_stream_of_changes(g: Generated, data):
         deletes = [o for k, o in before.items() if k not in now]
         before = now
         for node, d in engine.apply(upserts, deletes).items():
-            table = tables.setdefault(node, {})
-            for f in d.delete:
-                assert table.pop(f.key, None) is not None, f"step {i}: {node}: deleted a flow not there: {f}"
-            for f in d.modify:
-                assert f.key in table, f"step {i}: {node}: modified a flow not there: {f}"
-                table[f.key] = f
-            for f in d.add:
-                assert f.key not in table, f"step {i}: {node}: added a flow already there: {f}"
-                table[f.key] = f
+            apply_flow_diff(tables.setdefault(node, {}), d, f"step {i}: {node}")
         programs = engine.programs()
         assert tables == {n: {f.key: f for f in p.flows} for n, p in programs.items()}, (
             f"step {i} ({what}): the returned differences do not give the engine's tables")

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from flows.flow import hash_once
+
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 INGRESS = "Ingress"
 EGRESS = "Egress"
@@ -33,35 +35,12 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
 
 
-def _hash_once(cls):
-    """A frozen dataclass whose hash is computed once: selectors, peers and rules are hashed
-    over and over as memo and index keys, each time walking every nested value otherwise.
-    The cached value is not pickled (string hashes differ between processes)."""
-    fields_hash = cls.__hash__
-
-    def __hash__(self) -> int:
-        h = self.__dict__.get("_hash_")
-        if h is None:
-            h = fields_hash(self)
-            object.__setattr__(self, "_hash_", h)
-        return h
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_hash_", None)
-        return state
-
-    cls.__hash__ = __hash__
-    cls.__getstate__ = __getstate__
-    return cls
-
-
 def freeze_labels(labels: Mapping[str, str] | None) -> Labels:
     """Labels as a sorted tuple, so models stay hashable and comparable."""
     return tuple(sorted((str(k), str(v)) for k, v in (labels or {}).items()))
 
 
-@_hash_once
+@hash_once
 @dataclass(frozen=True)
 class Requirement:
     """One matchExpressions entry. operator is In, NotIn, Exists or DoesNotExist."""
@@ -82,7 +61,7 @@ class Requirement:
         raise ValueError(f"unknown label selector operator {self.operator!r}")
 
 
-@_hash_once
+@hash_once
 @dataclass(frozen=True)
 class LabelSelector:
     """matchLabels AND matchExpressions; the empty selector matches everything."""
@@ -169,14 +148,14 @@ class Node:
     addresses: tuple[str, ...] = ()  # status.addresses InternalIP, in order
 
 
-@_hash_once
+@hash_once
 @dataclass(frozen=True)
 class IPBlock:
     cidr: str
     excepts: tuple[str, ...] = ()
 
 
-@_hash_once
+@hash_once
 @dataclass(frozen=True)
 class Peer:
     """Exactly one of: selectors (pod and/or namespace) or an ipBlock.
@@ -191,7 +170,7 @@ class Peer:
     ip_block: IPBlock | None = None
 
 
-@_hash_once
+@hash_once
 @dataclass(frozen=True)
 class PolicyPort:
     """protocol defaulted; port is an int, a name (str) or None (all ports of the protocol)."""
@@ -201,7 +180,7 @@ class PolicyPort:
     end_port: int | None = None
 
 
-@_hash_once
+@hash_once
 @dataclass(frozen=True)
 class PolicyRule:
     peers: tuple[Peer, ...] | None = None  # None: all peers; (): none
