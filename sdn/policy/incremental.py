@@ -121,7 +121,7 @@ class RuleSet:
         if pod is None:
             return set()
         ns_labels = self.cluster.namespace(pod.namespace).label_map
-        labels = dict(pod.labels)
+        labels = pod.label_map
         candidates = set(self._by_ns.get(pod.namespace, ())) | self._ns_selector_policies(ns_labels)
         out = {key for key in candidates
                if self._reads_pod(self.policies.get(key), pod.namespace, labels, ns_labels)}

@@ -70,13 +70,20 @@ class LabelSelector:
     match_expressions: tuple[Requirement, ...] = ()
 
     def matches(self, labels: Mapping[str, str] | Labels) -> bool:
-        if type(labels) is tuple:  # frozen labels; checked first: Mapping checks are slow
+        t = type(labels)
+        if t is tuple:  # frozen labels; checked first: Mapping checks are slow
             labels = dict(labels)
-        elif not isinstance(labels, Mapping):
+        elif t is not dict and not isinstance(labels, Mapping):
             labels = dict(labels)
-        return all(labels.get(k) == v for k, v in self.match_labels) and all(
-            r.matches(labels) for r in self.match_expressions
-        )
+        # plain loops: this runs for every (selector, pod) pair, generators cost twice as much
+        get = labels.get
+        for k, v in self.match_labels:
+            if get(k) != v:
+                return False
+        for r in self.match_expressions:
+            if not r.matches(labels):
+                return False
+        return True
 
     @property
     def empty(self) -> bool:
@@ -127,6 +134,16 @@ class Pod:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """The labels as a dict, made once per pod (selectors read it for every policy);
+        callers must not change it."""
+        d = self.__dict__.get("_label_map")
+        if d is None:
+            d = dict(self.labels)
+            object.__setattr__(self, "_label_map", d)
+        return d
 
     @property
     def ip(self) -> str | None:

@@ -96,7 +96,7 @@ class ClusterIndex:
         readers = self._readers.get(ns)
         if not readers:
             return
-        labels = [dict(p.labels) for p in (old, new) if p is not None]
+        labels = [p.label_map for p in (old, new) if p is not None]
         stale = {key for key, sel in readers
                  if sel is None or any(sel.matches(lab) for lab in labels)}
         for key in stale:
@@ -141,7 +141,7 @@ class ClusterIndex:
         ns, sel = policy.namespace, policy.pod_selector
         def compute():
             self._read(ns, sel)
-            return [p for p in self.pods_in(ns) if sel.matches(p.labels)]
+            return [p for p in self.pods_in(ns) if sel.matches(p.label_map)]
         return self.memo(("sel", ns, sel), compute)
 
     def peer_pods(self, policy: Policy, peer: Peer) -> list[Pod]:
@@ -160,7 +160,7 @@ class ClusterIndex:
         for ns in namespaces:
             self._read(ns, sel)
         return [p for ns in namespaces for p in self.pods_in(ns)
-                if sel is None or sel.matches(p.labels)]
+                if sel is None or sel.matches(p.label_map)]
 
 
 def ipblock_set(peer: Peer) -> AddressSet:
