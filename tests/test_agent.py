@@ -177,6 +177,8 @@ def test_converges_after_random_events_with_disconnects_and_410s(setup):
             server.disconnect_all_watches()
         time.sleep(rng.random() * 0.05)
     run.converged()
+    # events were realized as bundles of just the changed flows (sdn.switch.bridge._sync_diff)
+    assert "incremental)" in run.log.read_text(), run.log.read_text()[-3000:]
 
 
 def test_nothing_is_flushed_while_the_api_is_down(setup):

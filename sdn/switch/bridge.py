@@ -18,7 +18,7 @@ from typing import Callable
 
 from flows import pipeline as P
 from flows.compiler import Program
-from flows.flow import Flow
+from flows.flow import Flow, FlowDiff
 from sdn.switch import channel as chan
 from sdn.switch import reconcile
 
@@ -99,10 +99,16 @@ class BridgeAgent:
         self._generation = 0
         self._realized = 0
         self._channel: chan.Channel | None = None
-        # What the switch holds as far as we know: the flows of the last program committed (or
-        # confirmed by a read); None = unknown, read the switch before anything else.
-        self._view: tuple[Flow, ...] | None = None
+        # What the switch holds as far as we know, by flow key: the flows of the last program
+        # committed (or confirmed by a read); None = unknown, read the switch first.
+        self._view: dict[tuple, Flow] | None = None
         self._view_program: Program | None = None  # the program `_view` was made from
+        # Incremental changes (the engine's flow differences): the desired flows by key and
+        # the keys where they may differ from `_view`. While both are known, a change is sent
+        # as a bundle of just those keys (reconcile.plan_diff), never re-planning the table;
+        # _dirty None = plan the whole table against `_view`.
+        self._want: dict[tuple, Flow] | None = None
+        self._dirty: set | None = None
         self._retry_at = 0.0
         self._backoff = BACKOFF_MIN
         self._stopping = False
@@ -129,8 +135,22 @@ class BridgeAgent:
         self._thread.join(timeout)
 
     # -- inputs
-    def set_desired(self, program: Program, generation: int) -> None:
+    def set_desired(self, program: Program, generation: int, change: FlowDiff | None = None) -> None:
+        """The program to install. `change`: its flow difference from the program given
+        before (sdn.engine's), so that only the changed keys are planned and sent."""
         with self._cv:
+            if change is not None and self._program is not None:
+                if self._want is None:
+                    self._want = {f.key: f for f in self._program.flows}
+                for f in change.delete:
+                    self._want.pop(f.key, None)
+                for f in change.modify + change.add:
+                    self._want[f.key] = f
+                if self._dirty is not None:
+                    self._dirty.update(f.key for f in change.delete + change.modify + change.add)
+            else:
+                self._want = None
+                self._dirty = None
             self._program = program
             self._generation = generation
             self.bridge = program.bridge
@@ -143,6 +163,7 @@ class BridgeAgent:
             self.dpid = dpid
             self._view = None  # whatever we knew, the switch may have restarted: read it
             self._view_program = None
+            self._dirty = None
             self._retry_at = 0.0
             self._backoff = BACKOFF_MIN
             self.counters.connects += 1
@@ -156,6 +177,7 @@ class BridgeAgent:
             self._channel = None
             self._view = None
             self._view_program = None
+            self._dirty = None
             self._cv.notify_all()
         log.warning("%s: switch disconnected; a running switch keeps its flows (fail_mode=secure); "
                     "they are read and reconciled when it connects again",
@@ -166,6 +188,7 @@ class BridgeAgent:
         with self._cv:
             self._view = None
             self._view_program = None
+            self._dirty = None
             self._retry_at = 0.0
             self._cv.notify_all()
 
@@ -217,15 +240,33 @@ class BridgeAgent:
                 if self._stopping:
                     return
                 ch, program, generation, view = self._channel, self._program, self._generation, self._view
-                if view is not None and self._view_program is not None and (
+                diff = None
+                if view is not None and self._dirty is not None:
+                    # incremental: only the keys changed since the switch was last in sync
+                    keys, self._dirty = self._dirty, set()
+                    want = self._want if self._want is not None else {}
+                    diff = {k: want.get(k) for k in keys}
+                    if all(view.get(k) == f for k, f in diff.items()):
+                        self._realized = generation  # nothing to send
+                        self._view_program = program
+                        self._cv.notify_all()
+                        continue
+                elif view is not None and self._view_program is not None and (
                         program is self._view_program or program.flows == self._view_program.flows):
                     self._realized = generation  # recompiled, same tables: nothing to send
                     self._view_program = program
+                    self._want, self._dirty = None, set()  # in sync: follow changes from here
                     self._cv.notify_all()
                     continue
+                else:
+                    # the whole table: changes from now on are relative to this program
+                    self._want, self._dirty = None, set()
                 self._busy = True
             try:
-                self._sync(ch, program, generation, view)
+                if diff is not None:
+                    self._sync_diff(ch, program, generation, view, diff)
+                else:
+                    self._sync(ch, program, generation, view)
             except (chan.ChannelClosed, chan.SwitchTimeout) as e:
                 self._failed(ch, f"{e}", discarded=False)
             except Exception as e:  # noqa: BLE001 - a bug must not end the bridge's worker
@@ -243,7 +284,7 @@ class BridgeAgent:
             self.counters.resyncs += 1
             log.info("%s: read %d installed flows in %.2fs", self.node, len(installed), time.monotonic() - started)
         read = time.monotonic()
-        plan = reconcile.plan(installed if view is None else view, program.flows)
+        plan = reconcile.plan(installed if view is None else list(view.values()), program.flows)
         planned = time.monotonic()
         self.last_sync = {"generation": generation, "read": view is None,
                           "flows_read": len(installed) if view is None else None,
@@ -280,11 +321,67 @@ class BridgeAgent:
         reason = f"bundle {'discarded' if result.discarded else 'not committed'}: {result.describe_failure()}"
         self._failed(ch, reason, summary, discarded=True)
 
-    def _succeeded(self, ch, program: Program, generation: int, bundle: dict | None) -> None:
+    def _sync_diff(self, ch: chan.Channel, program: Program, generation: int, view: dict,
+                   diff: dict) -> None:
+        """One bundle for the keys in `diff` (key -> desired flow, None = absent)."""
+        started = time.monotonic()
+        add, modify, delete = [], [], []
+        for key, f in diff.items():
+            have = view.get(key)
+            if f is None:
+                if have is not None:
+                    delete.append(have)
+            elif have is None:
+                add.append(f)
+            elif have != f:
+                modify.append(f)
+        plan = reconcile.plan_diff(FlowDiff(tuple(add), tuple(modify), tuple(delete)), view)
+        planned = time.monotonic()
+        self.last_sync = {"generation": generation, "read": False, "flows_read": None, "read_seconds": 0.0,
+                          "plan_seconds": round(planned - started, 4), "changes": plan.summary(),
+                          "incremental": True}
+        if plan.empty:
+            self._succeeded(ch, program, generation, None, diff)
+            return
+        result = chan.apply_plan(ch, plan)
+        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4), read_seconds=None,
+                       plan_seconds=round(planned - started, 4), incremental=True)
+        self.counters.flow_mods += result.messages
+        if result.committed:
+            self.counters.bundles += 1
+            s = plan.summary()
+            log.info("%s: bundle committed (generation %d, incremental): %d added, %d modified, %d deleted in "
+                     "%d messages, %.3fs", self.node, generation, s["add"], s["modify"], s["delete"],
+                     s["messages"], result.seconds)
+            if self.after_commit is not None:
+                try:
+                    self.after_commit(plan)
+                except Exception:  # noqa: BLE001 - a hook must not undo a committed bundle
+                    log.exception("%s: after-commit hook failed", self.node)
+            self._succeeded(ch, program, generation, summary, diff)
+            return
+        self.counters.failed_bundles += 1
+        for r in result.rejections[:10]:
+            flow = r.op.flow if r.op is not None else None
+            log.error("%s: switch rejected %s -- %s: %s", self.node,
+                      r.op.describe() if r.op else f"the bundle ({r.stage})",
+                      flow_origin(program, flow), r.error.name)
+        reason = f"bundle {'discarded' if result.discarded else 'not committed'}: {result.describe_failure()}"
+        self._failed(ch, reason, summary, discarded=True)
+
+    def _succeeded(self, ch, program: Program, generation: int, bundle: dict | None,
+                   diff: dict | None = None) -> None:
         with self._cv:
             if ch is not self._channel:
                 return
-            self._view = program.flows
+            if diff is None:
+                self._view = {f.key: f for f in program.flows}
+            elif self._view is not None:  # (None: a resync asked for a read meanwhile)
+                for key, f in diff.items():
+                    if f is None:
+                        self._view.pop(key, None)
+                    else:
+                        self._view[key] = f
             self._view_program = program
             self._realized = generation
             self._backoff = BACKOFF_MIN
@@ -301,6 +398,7 @@ class BridgeAgent:
                 self.last_bundle = bundle
             self._view = None  # read the switch again before the next attempt
             self._view_program = None
+            self._dirty = None
             delay = self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             self._retry_at = time.monotonic() + delay

@@ -327,7 +327,8 @@ class ControllerCore:
                     log.warning("%s", p)
             self.problems = desired.problems
         for node, program in desired.programs.items():
-            self.agents[node].set_desired(program, gen)
+            change = None if desired.changes is None else desired.changes.get(node)
+            self.agents[node].set_desired(program, gen, change)
         log.info("generation %d: compiled %s in %.3fs", gen,
                  ", ".join(f"{n} {len(p.flows)} flows" for n, p in sorted(desired.programs.items())) or "no bridge yet",
                  time.monotonic() - started)

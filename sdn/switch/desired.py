@@ -21,6 +21,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from flows.compiler import Program
+from flows.flow import FlowDiff
 from flows.ir import Bridge, PodPort, Route
 from sdn.layout import FABRIC, GATEWAY_MAC, Layout, pod_mac
 from sdn.policy.model import Cluster, Pod
@@ -35,6 +36,9 @@ class Desired:
     addresses: dict[str, str] = field(default_factory=dict)  # node -> tunnel address
     cluster: Cluster | None = None  # the cluster compiled (OVSDB addresses filled in)
     problems: list[str] = field(default_factory=list)
+    # Per bridge, the flow difference from the programs of the previous compile (an
+    # incremental engine update); None when the programs were built afresh.
+    changes: dict[str, FlowDiff] | None = None
 
 
 def with_ovsdb_addresses(cluster: Cluster, views: dict[str, BridgeView | None]) -> Cluster:
@@ -160,6 +164,7 @@ class LiveCompiler:
         from sdn.engine import Engine
 
         key = self._key(views)
+        changes = None
         if self.engine is None or upserts is None or key != self._views_key:
             self._views, self._views_key, self._problems = dict(views), key, []
             self._cluster = with_ovsdb_addresses(cluster, views)
@@ -169,7 +174,7 @@ class LiveCompiler:
                                  bridge_factory=self._bridge)
         else:
             try:
-                self.engine.apply([self._with_address(o) for o in upserts], list(deletes))
+                changes = self.engine.apply([self._with_address(o) for o in upserts], list(deletes))
             except Exception:
                 self.engine = None  # rebuilt from the whole cluster next time
                 raise
@@ -178,4 +183,7 @@ class LiveCompiler:
         bridges = {n: c.bridge for n, c in engine.compilers.items()}
         port_maps = {n: {p.pod: p.ofport for p in b.pods} for n, b in bridges.items()}
         addresses = {n: info.address for n, info in engine.layout.nodes.items()}
-        return Desired(programs, bridges, port_maps, addresses, self._cluster, list(self._problems))
+        if changes is not None:
+            empty = FlowDiff((), (), ())
+            changes = {n: changes.get(n, empty) for n in programs}
+        return Desired(programs, bridges, port_maps, addresses, self._cluster, list(self._problems), changes)
