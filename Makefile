@@ -1,7 +1,10 @@
 # sdn-netpol: Kubernetes NetworkPolicy -> Open vSwitch flows.
 #
-#   make test    system packages (root), stop the system OVS service, venv, pytest -n auto
+#   make test    system packages (root), stop the system OVS service, venv, k8s, pytest -n auto
 #   make demo    the example cluster as a live lab: flows, measured vs predicted matrix (KEEP=1)
+#   make demo-k8s  the same through a real Kubernetes control plane (lab up --kubernetes)
+#   make k8s     build kube-apiserver & co. and etcd from the Go module proxy into a cache
+#                outside the repository (tools/build.sh; minutes when cold, then reused)
 #   make bench   run the benchmarks (QUICK=1: < 2 min; as root also OVN side by side, OVN=0: not)
 #   make vagrant-up / vagrant-down   the multi-node lab on VMs (vagrant/README.md; SDN_WORKERS=N)
 #   make lint    ruff if installed in the venv, else a byte-compile check
@@ -25,13 +28,15 @@ STAMP  := $(VENV)/.installed
 # vagrant, vagrant-libvirt (a provider to validate against, offline), ruby and shellcheck:
 # the static checks of vagrant/ (tests/test_vagrant.py). No VM is started.
 # ovn-central and ovn-host: the OVN side of the benchmarks (benchmarks/ovn.py, tests/test_bench_ovn.py).
-APT_PACKAGES := openvswitch-switch iproute2 ethtool vagrant vagrant-libvirt ruby shellcheck ovn-central ovn-host
+# iptables, conntrack: kube-proxy in each lab node; openssl: the lab control plane's certificates;
+# util-linux: nsenter.
+APT_PACKAGES := openvswitch-switch iproute2 ethtool iptables conntrack openssl util-linux vagrant vagrant-libvirt ruby shellcheck ovn-central ovn-host
 # What `make bench` installs as root when missing (the OVN comparison on S3 and S5).
 BENCH_APT_PACKAGES := ovn-central ovn-host
 
 SHELL := /bin/bash
 
-.PHONY: all help test check system-deps stop-system-ovs venv demo demo-root bench lint clean \
+.PHONY: all help test check system-deps stop-system-ovs venv k8s demo demo-k8s demo-root bench lint clean \
         vagrant-up vagrant-down
 
 all: test
@@ -39,8 +44,14 @@ all: test
 help:
 	@sed -n '3,10p' Makefile
 
-test: system-deps stop-system-ovs venv
+test: system-deps stop-system-ovs venv k8s
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# The Kubernetes control plane the tests and `lab up --kubernetes` run: built once per release
+# (tools/k8s/go.mod, tools/etcd/go.mod) into $${XDG_CACHE_HOME:-~/.cache}/sdn-netpol/.
+k8s:
+	@command -v go >/dev/null || { echo "make k8s needs Go >= 1.26 (it builds Kubernetes from the Go module proxy)" >&2; exit 1; }
+	@bash tools/build.sh >/dev/null
 
 check: test
 
@@ -59,6 +70,7 @@ system-deps:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 	@for prog in ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool \
+	             iptables conntrack openssl nsenter \
 	             vagrant ruby shellcheck ovn-northd ovn-controller ovn-nbctl ovn-sbctl; do \
 	  command -v $$prog >/dev/null || [ -x /usr/sbin/$$prog ] || { echo "$$prog not found" >&2; exit 1; }; \
 	done
@@ -114,6 +126,26 @@ demo: demo-root system-deps stop-system-ovs venv
 	case "$(KEEP)" in \
 	  ""|0|no|false) run lab down || status=1 ;; \
 	  *) echo; echo "the lab is still up (KEEP=$(KEEP)): sdnctl lab status | pods | matrix; sdnctl lab down" ;; \
+	esac; \
+	exit $$status
+
+# The same example through a real control plane: objects written to kube-apiserver, pods started
+# by each node's kubelet stand-in, the agent of deploy/ per node (KEEP=1 leaves it up).
+demo-k8s: demo-root system-deps stop-system-ovs venv k8s
+	@[ -d $(EXAMPLES) ] || { echo "no $(EXAMPLES) directory" >&2; exit 1; }
+	@run() { echo; echo "\$$ sdnctl $$*"; $(SDNCTL) "$$@"; }; \
+	lab="$${SDN_LAB_DIR:-/run/sdn-lab}"; \
+	run lab up --kubernetes -f $(EXAMPLES) || exit 1; \
+	status=0; \
+	run lab kubectl get nodes -o wide || status=1; \
+	run lab kubectl get pods -A -o wide || status=1; \
+	run lab kubectl get networkpolicies -A || status=1; \
+	run flows show --node $(NODE) --control "$$lab/nodes/$(NODE)/control.sock" || status=1; \
+	run lab matrix --check --port 80 --protocol TCP || status=1; \
+	run lab matrix --check --port 81 --protocol UDP || status=1; \
+	case "$(KEEP)" in \
+	  ""|0|no|false) run lab down || status=1 ;; \
+	  *) echo; echo "the lab is still up (KEEP=$(KEEP)): $(SDNCTL) lab status | kubectl ... | matrix; $(SDNCTL) lab down" ;; \
 	esac; \
 	exit $$status
 

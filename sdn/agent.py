@@ -199,9 +199,12 @@ class Agent:
     def ready(self) -> bool:
         return self.state.ready and self.programmed.is_set()
 
-    def status(self) -> dict:
+    def status(self, objects: bool = False) -> dict:
+        """What /status serves; with `objects`, also the resourceVersion of every object
+        this node has folded in ("RESOURCE/NAMESPACE/NAME" -> version), which `sdnctl lab`
+        compares with the API server's to know a change has reached this node."""
         core = self.core.status()
-        return {
+        out = {
             "node": self.node,
             "api_synced": self.state.ready,
             "programmed": self.programmed.is_set(),
@@ -213,6 +216,9 @@ class Agent:
             "policies": [policy_json(p) for p in self.state.policy_status()],
             "watch": {name: vars(s) for name, s in self.informer_stats().items()},
         }
+        if objects:
+            out["objects"] = {f"{r}/{ns}/{n}": v for (r, ns, n), v in sorted(self.state.versions().items())}
+        return out
 
 
 def policy_json(st: PolicyStatus) -> dict:
@@ -236,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 - http.server's name
         a = self.agent
-        path = self.path.split("?")[0]
+        path, _, query = self.path.partition("?")
         if path == "/metrics":
             self._send(200, generate_latest(a.registry), "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/healthz":
@@ -246,7 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
             ok = a.ready()
             self._send(200 if ok else 503, b"ok\n" if ok else b"not yet synced and programmed\n")
         elif path == "/status":
-            self._send(200, json.dumps(a.status(), indent=2, default=str).encode(), "application/json")
+            body = a.status(objects="objects" in query.split("&"))
+            self._send(200, json.dumps(body, indent=2, default=str).encode(), "application/json")
         else:
             self._send(404, b"not found: /metrics /healthz /readyz /status\n")
 

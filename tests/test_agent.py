@@ -1,12 +1,14 @@
-"""`sdnctl agent` as the DaemonSet runs it: the official Kubernetes client against the API
-stand-in, a real ovs-vswitchd, the bridge programmed through OpenFlow.
+"""`sdnctl agent` as the DaemonSet runs it: a real kube-apiserver and etcd (`make k8s`), the
+agent authenticated with a token of deploy/rbac.yaml's ServiceAccount, a real ovs-vswitchd,
+the bridge programmed through OpenFlow.
 
 Shows: the agent converges to the same tables as a fresh compile after a random stream of
 events (pod relabels, namespace labels and isolation annotations, policy creates, updates and
-deletes, pods coming and going) with cut watch streams and compactions (410 Gone) in between;
-nothing is flushed while the API server is down, and what changed meanwhile arrives after it
-comes back; metrics, health, readiness and policy status are served; each realized policy
-gets a PolicyRealized Event."""
+deletes, pods coming and going) with kube-apiserver restarts and etcd compactions (410 Gone)
+in between; nothing is flushed while its API server is down, and what changed meanwhile
+(written through a second kube-apiserver on the same etcd) arrives after it comes back;
+metrics, health, readiness and policy status are served; each realized policy gets a
+PolicyRealized Event."""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import random
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,12 +28,14 @@ import yaml
 
 from flows.flow import parse_flows
 from sdn.compile import compile_cluster
-from sdn.k8s.apiserver import ApiServer
+from sdn.k8s.connect import api_client
 from sdn.k8s.resources import EVENTS
+from sdn.k8s.rest import ApiError, Rest
 from sdn.switch.control import program_from_json, request
 from tests.conftest import OvsFactory
 from tests.e2e_model import base_cluster, node_of, pod_ip, pod_keys
-from tests.k8s_support import ANNOTATIONS, POLICY_SPECS, reference_cluster, wait_until
+from tests.k8s_support import ANNOTATIONS, POLICY_SPECS, wait_until
+from tests.kube_support import Kube, apply_deploy, control_plane, load, reference_cluster
 from tests.switch_support import add_tunnel, plug_internal
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("agent")]  # one agent, one worker
@@ -56,9 +59,10 @@ def policy(ns: str, name: str, spec: dict) -> dict:
 
 
 class AgentRun:
-    def __init__(self, ovs, server: ApiServer):
+    def __init__(self, ovs, server: Kube, dir: Path):
         self.ovs, self.server = ovs, server
-        self.dir = Path(tempfile.mkdtemp(prefix="sdnag", dir="/tmp"))
+        self.dir = dir
+        kubeconfig = server.service_account_kubeconfig("kube-system", "sdn-agent", dir / "agent.kubeconfig")
         self.port = free_port()
         settings = {"bridge": BRIDGE, "ovsdb": ovs.db_remote, "openflow": f"unix:{self.dir}/of.sock",
                     "metricsAddress": "127.0.0.1", "metricsPort": self.port, "watchTimeoutSeconds": 5,
@@ -67,7 +71,7 @@ class AgentRun:
         self.log = self.dir / "agent.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sdn.cli", "agent", "--node", NODE, "--server", server.url,
+                [sys.executable, "-m", "sdn.cli", "agent", "--node", NODE, "--kubeconfig", str(kubeconfig),
                  "--config", str(self.dir / "sdn.yaml"), "--control", str(self.dir / "ctl.sock"),
                  "--log-level", "DEBUG"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
@@ -114,25 +118,23 @@ def port_name(key: str) -> str:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     factory = OvsFactory(tmp_path_factory)
-    server = ApiServer(history_limit=40, bookmark_interval=0.5, seed=1).start()
     run = None
-    try:
-        ovs = factory()
-        ovs.add_bridge(BRIDGE, dpid=0x5D0101)
-        add_tunnel(ovs, BRIDGE, "tun0", 1)
-        for key in LOCAL:
-            plug_internal(ovs, BRIDGE, port_name(key), key, pod_ip(key))
-        for doc in base_cluster():
-            server.create(doc)
-        server.create(policy("x", "deny", {"podSelector": {}}))
-        run = AgentRun(ovs, server)
-        assert wait_until(lambda: run.get("/readyz")[0] == 200, 90, 0.2), run.log.read_text()[-3000:]
-        yield run
-    finally:
-        if run is not None:
-            run.stop()
-        server.stop()
-        factory.close()
+    with control_plane(tmp_path_factory.mktemp("cp")) as server:
+        try:
+            apply_deploy(server)
+            ovs = factory()
+            ovs.add_bridge(BRIDGE, dpid=0x5D0101)
+            add_tunnel(ovs, BRIDGE, "tun0", 1)
+            for key in LOCAL:
+                plug_internal(ovs, BRIDGE, port_name(key), key, pod_ip(key))
+            load(server, base_cluster() + [policy("x", "deny", {"podSelector": {}})])
+            run = AgentRun(ovs, server, tmp_path_factory.mktemp("agent"))
+            assert wait_until(lambda: run.get("/readyz")[0] == 200, 90, 0.2), run.log.read_text()[-3000:]
+            yield run
+        finally:
+            if run is not None:
+                run.stop()
+            factory.close()
 
 
 def test_converges_after_random_events_with_disconnects_and_410s(setup):
@@ -169,12 +171,11 @@ def test_converges_after_random_events_with_disconnects_and_410s(setup):
             key = rng.choice(REMOTE)
             d = docs[("Pod",) + tuple(key.split("/"))]
             server.delete(d)
-            server.create(copy.deepcopy(d))
-        if i % 10 == 3:
-            server.disconnect_all_watches()
-        if i % 10 == 7:
-            server.compact_history()  # the next watch from an older version gets 410 Gone
-            server.disconnect_all_watches()
+            load(server, [copy.deepcopy(d)])
+        if i % 20 == 7:
+            server.compact()  # the next watch from an older version gets 410 Gone
+            with server.outage():  # every watch is cut; connections are refused meanwhile
+                time.sleep(0.5)
         time.sleep(rng.random() * 0.05)
     run.converged()
     # events were realized as bundles of just the changed flows (sdn.switch.bridge._sync_diff)
@@ -185,16 +186,24 @@ def test_nothing_is_flushed_while_the_api_is_down(setup):
     run, server = setup, setup.server
     run.converged()
     before = run.flows()
-    server.stop()
+    # A second kube-apiserver on the same etcd (as in an HA control plane) takes writes while
+    # the agent's is down; etcd is compacted, so the agent's re-watch gets 410 and re-lists.
+    server.cp.start_component("kube-apiserver-b")
+    other = Rest(api_client(str(server.cp.admin_kubeconfig_for("kube-apiserver-b"))))
     try:
-        server.apply(policy("y", "while-down", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))
-        time.sleep(3)
-        assert run.flows() == before, "the bridge must keep its tables while the API is away"
-        assert run.get("/healthz")[0] == 200  # an API outage is not a reason to restart the agent
+        expired = json.loads(run.get("/status")[1])["watch"]["networkpolicies.networking.k8s.io"]["expired"]
+        with server.outage():
+            other.apply(policy("y", "while-down", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))
+            server.compact()
+            time.sleep(3)
+            assert run.flows() == before, "the bridge must keep its tables while the API is away"
+            assert run.get("/healthz")[0] == 200  # an API outage is not a reason to restart the agent
     finally:
-        server.start()
-    run.converged()  # the change made meanwhile arrives (re-list after 410 or a fresh watch)
+        server.cp.stop_component("kube-apiserver-b")
+    run.converged()  # the change made meanwhile arrives (re-list after 410)
     assert run.flows() != before
+    watch = json.loads(run.get("/status")[1])["watch"]["networkpolicies.networking.k8s.io"]
+    assert watch["expired"] > expired and watch["relists"].get("expired", 0) >= 1, watch
 
 
 def test_metrics_health_status_and_policy_events(setup):
@@ -215,7 +224,7 @@ def test_metrics_health_status_and_policy_events(setup):
     pols = json.loads(out.stdout)["policies"]
     deny = next(p for p in pols if (p["namespace"], p["name"]) == ("x", "deny"))
     assert deny["realized"] and deny["realized_generation"] == deny["observed_generation"]
-    events = server.objects((EVENTS,))
+    events = server.rest.list(EVENTS, "x")["items"]
     realized = [e for e in events if e["reason"] == "PolicyRealized" and e["involvedObject"]["name"] == "deny"]
     assert realized and realized[0]["source"]["host"] == NODE
     text_out = subprocess.run([sys.executable, "-m", "sdn.cli", "policy", "status", "--agent",

@@ -86,6 +86,9 @@ class ClusterState:
         self._synced: set[str] = set()
         self._policies: dict[PolicyKey, PolicyStatus] = {}
         self._invalid: dict[tuple[str, str, str], str] = {}
+        # (resource name, namespace, name) -> the resourceVersion folded in: what the lab (or
+        # anyone) compares with the API's to know this node has seen a change
+        self._versions: dict[tuple[str, str, str], str] = {}
         self.generation = 0
         self.realized_generation = 0
 
@@ -132,6 +135,10 @@ class ClusterState:
                     before.setdefault(k, self._current(k))
                     (add_object if put else remove_object)(self._cluster, obj)
                 ikey = (ev.resource.name, ev.ref.namespace, ev.ref.name)
+                if ev.type == DELETED:
+                    self._versions.pop(ikey, None)
+                else:
+                    self._versions[ikey] = ev.ref.resource_version
                 if ev.error and ev.type != DELETED:
                     self._invalid[ikey] = ev.error
                 else:
@@ -179,6 +186,11 @@ class ClusterState:
                     self._policies[key] = st
                     newly.append(st)
             return newly
+
+    def versions(self) -> dict[tuple[str, str, str], str]:
+        """(resource name, namespace, name) -> resourceVersion of every object folded in."""
+        with self._lock:
+            return dict(self._versions)
 
     def policy_status(self) -> list[PolicyStatus]:
         """Every policy object known, in (form, namespace, name) order."""

@@ -51,7 +51,7 @@ def render_conflist(settings: Settings, pod_cidr: str) -> dict:
                 "gateway": str(gateway),
                 "rangeStart": str(gateway + 1),
                 "rangeEnd": str(net.broadcast_address - 1),
-                "dataDir": "/var/lib/cni/networks",
+                "dataDir": settings.ipam_data_dir,
                 "routes": [{"dst": "0.0.0.0/0"}],
             },
         }],

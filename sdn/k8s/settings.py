@@ -42,6 +42,7 @@ class Settings:
     resync_seconds: float = 600.0
     watch_timeout_seconds: float = 300.0
     cni_network: str = "sdn"
+    ipam_data_dir: str = "/var/lib/cni/networks"  # the CNI IPAM's reservations (host-local's layout)
 
     def resources(self) -> tuple[Resource, ...]:
         """The resources the agent watches with these settings."""

@@ -1,11 +1,13 @@
 """`sdnctl lab`: the local multi-node lab (network namespaces, one Open vSwitch per node).
 
-    sdnctl lab up -f CLUSTER.yaml [--enforce host|fabric]
+    sdnctl lab up -f CLUSTER.yaml [--enforce host|fabric] [--kubernetes]
     sdnctl lab apply -f FILE.yaml
     sdnctl lab delete -f FILE.yaml
     sdnctl lab pods -o json
     sdnctl lab matrix [--port P] [--protocol TCP|UDP] [-o json|table] [--check]
     sdnctl lab status
+    sdnctl lab kubeconfig
+    sdnctl lab kubectl ARGS...
     sdnctl lab down
 
 Other tools drive these names and outputs: keep them.
@@ -78,15 +80,19 @@ def lab_group(ctx: click.Context, state_dir: str) -> None:
               help="host: each node bridge judges its pods; fabric: a fabric switch judges all pod traffic.")
 @click.option("--tunnel", type=click.Choice(["vxlan", "geneve"]), default="vxlan", show_default=True,
               help="Tunnel ports between node bridges.")
+@click.option("--kubernetes", is_flag=True,
+              help="A real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), "
+                   "per node a kubelet stand-in, kube-proxy and the agent of deploy/; objects go through the API.")
 @timeout_option
 @click.option("-v", "--verbose", is_flag=True, help="Say what is being made.")
 @click.pass_context
-def up_cmd(ctx, files, enforce, tunnel, timeout, verbose):
+def up_cmd(ctx, files, enforce, tunnel, kubernetes, timeout, verbose):
     """Nodes, namespaces, pods and policies from manifests; returns when every bridge has its flows."""
     lab = _lab(ctx, verbose)
-    res = _run(lab.up, list(files), enforce, tunnel, timeout)
+    res = _run(lab.up, list(files), enforce, tunnel, timeout, kubernetes)
+    mode = ", kubernetes (`sdnctl lab kubectl get pods -A`)" if res.get("kubernetes") else ""
     click.echo(f"lab up: {len(res['nodes'])} node(s) ({', '.join(res['nodes'])}), {res['pods']} pod(s), "
-               f"enforce {res['enforce']}, ready in {res['seconds']}s (state {lab.state.dir})")
+               f"enforce {res['enforce']}{mode}, ready in {res['seconds']}s (state {lab.state.dir})")
 
 
 @lab_group.command("apply")
@@ -216,6 +222,13 @@ def status_cmd(ctx, output):
     c = _console()
     c.print(f"[bold]lab[/bold] {st['state_dir']} (prefix {st['prefix']}): {st['phase']}, enforce {st['enforce']}, "
             f"tunnel {st['tunnel']}, since {st['created']}")
+    k8s = st.get("kubernetes")
+    if k8s:
+        cp = k8s["control_plane"]
+        parts = [f"{name} {'[green]healthy[/green]' if c['healthy'] else '[red]DOWN[/red]'}"
+                 for name, c in cp["components"].items()]
+        c.print(f"  [bold]control plane[/bold] {cp.get('version') or '?'} at {cp['url']} ({cp['netns']}): "
+                + ", ".join(parts))
     for n in st["nodes"]:
         a = n["agent"]
         ovs = "[green]ovs running[/green]" if n["ovs"] else "[red]ovs DOWN[/red]"
@@ -228,6 +241,10 @@ def status_cmd(ctx, output):
             agent = (f"agent pid {a['pid']} {conn}, generation {a.get('realized_generation')}/"
                      f"{a.get('desired_generation')} realized/desired, {a.get('desired_flows')} flows")
         where = f"{n['address']}, pods {n['pod_cidr']}" if n.get("address") else "fabric switch"
+        node_k8s = (k8s or {}).get("nodes", {}).get(n["name"])
+        if node_k8s:
+            agent += "".join(f", {what.replace('_', '-')} {'running' if d['running'] else '[red]DOWN[/red]'}"
+                             for what, d in node_k8s.items())
         c.print(f"  [bold]{n['name']}[/bold] ({n['netns']}, {where}): {ovs}, {agent}")
         if a.get("last_error"):
             c.print(f"    [red]last error:[/red] {escape(str(a['last_error']))}")
@@ -237,6 +254,24 @@ def status_cmd(ctx, output):
     for prob in st["problems"]:
         c.print(f"[yellow]problem:[/yellow] {escape(prob)}")
     sys.exit(1 if st["problems"] else 0)
+
+
+@lab_group.command("kubeconfig")
+@click.pass_context
+def kubeconfig_cmd(ctx):
+    """The path of the lab's admin kubeconfig (kubernetes mode). The API server listens on the
+    lab's underlay: use it inside the control-plane namespace, or through `sdnctl lab kubectl`."""
+    kube = _run(_lab(ctx).kube)
+    click.echo(str(kube.cp.admin_kubeconfig))
+
+
+@lab_group.command("kubectl", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def kubectl_cmd(ctx, args):
+    """Run the built kubectl against the lab's API server as its admin (exit status passed through)."""
+    kube = _run(_lab(ctx).kube)
+    sys.exit(kube.kubectl(list(args)))
 
 
 @lab_group.command("down")

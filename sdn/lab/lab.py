@@ -30,6 +30,7 @@ from typing import Any, Callable
 from sdn.lab import nodes as N
 from sdn.lab import pods as P
 from sdn.lab import probe as PR
+from sdn import proc
 from sdn.lab import topology as T
 from sdn.lab.state import State
 from sdn.ovs.instance import (OvsInstance, _alive, _terminate, add_netns, del_netns,
@@ -187,11 +188,11 @@ class Lab:
 
     # ------------------------------------------------------------------ up
     def up(self, paths: list[str], enforce: str = "host", tunnel: str = "vxlan",
-           timeout: float = SYNC_TIMEOUT) -> dict:
-        return self.up_docs(read_docs(paths), enforce, tunnel, timeout)
+           timeout: float = SYNC_TIMEOUT, kubernetes: bool = False) -> dict:
+        return self.up_docs(read_docs(paths), enforce, tunnel, timeout, kubernetes)
 
     def up_docs(self, docs: list[dict], enforce: str = "host", tunnel: str = "vxlan",
-                timeout: float = SYNC_TIMEOUT) -> dict:
+                timeout: float = SYNC_TIMEOUT, kubernetes: bool = False) -> dict:
         if enforce not in ("host", "fabric"):
             raise LabError(f"--enforce must be host or fabric, not {enforce!r}", 2)
         if tunnel not in N.TUNNEL_TYPES:
@@ -200,12 +201,23 @@ class Lab:
             raise LabError("--enforce fabric needs an agent that compiles for a fabric switch "
                            "(`sdnctl controller --enforce fabric`), and this `sdnctl controller` has no "
                            "--enforce option yet; nothing was made")
+        if kubernetes and enforce != "host":
+            raise LabError("--kubernetes runs with --enforce host (each node's agent judges its pods); "
+                           "nothing was made", 2)
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, Open vSwitch): run it as root")
         docs = [copy.deepcopy(d) for d in docs]
         if not docs:
             raise LabError("no objects in the given manifests", 2)
         self._validate(docs)
+        if kubernetes:
+            from sdn.lab.kube import check_docs
+            from sdn.k8s.binaries import BinariesMissing, binary
+            check_docs(docs)
+            try:
+                binary("kube-apiserver")
+            except BinariesMissing as e:
+                raise LabError(f"{e}; nothing was made") from None
         started = time.monotonic()
         with self.state.locked():
             existing = self.state.load()
@@ -222,7 +234,7 @@ class Lab:
                     f"{'; processes ' + ', '.join(map(str, procs[:5])) if procs else ''}); nothing changed. "
                     f"`sdnctl lab down` removes them")
             try:
-                self._up(docs, enforce, tunnel, timeout)
+                self._up(docs, enforce, tunnel, timeout, kubernetes)
             except BaseException as e:
                 self.log(f"lab up failed: {e}; tearing down what was made")
                 try:
@@ -236,7 +248,7 @@ class Lab:
                 raise
         took = time.monotonic() - started
         return {"nodes": sorted(self.record["nodes"]), "pods": len(self.record["pods"]),
-                "enforce": enforce, "seconds": round(took, 1)}
+                "enforce": enforce, "kubernetes": kubernetes, "seconds": round(took, 1)}
 
     def _validate(self, docs: list[dict]) -> None:
         try:
@@ -244,7 +256,7 @@ class Lab:
         except ManifestError as e:
             raise LabError(str(e), 2) from None
 
-    def _up(self, docs: list[dict], enforce: str, tunnel: str, timeout: float) -> None:
+    def _up(self, docs: list[dict], enforce: str, tunnel: str, timeout: float, kubernetes: bool = False) -> None:
         plans = T.plan_nodes(docs)
         problems = T.check_nodes(plans)
         if problems:
@@ -254,7 +266,7 @@ class Lab:
             node = (d.get("spec") or {}).get("nodeName")
             if node and node not in plans:
                 raise LabError(f"pod {T.pod_key(d)}: node {node} unknown", 2)
-        placement = T.spread(pod_docs, list(plans), round_robin=True)
+        placement = {} if kubernetes else T.spread(pod_docs, list(plans), round_robin=True)
         self.state.dir.mkdir(parents=True, exist_ok=True)
         for stale in (self.state.ipam_dir, self.state.dir / "nodes", self.state.fabric_dir, self.state.logs):
             shutil.rmtree(stale, ignore_errors=True)  # no lab record: nothing here is in use
@@ -266,6 +278,8 @@ class Lab:
                          "prefixlen": T.underlay_prefix([p.address for p in plans.values()])},
             "nodes": {}, "fabric": None, "pods": {}, "controllers": {},
         }
+        if kubernetes:
+            self.record["kubernetes"] = {}
         self._save()
         self.log(f"underlay {self.record['underlay']['netns']}")
         N.create_underlay(self.prefix)
@@ -283,6 +297,9 @@ class Lab:
         if enforce == "fabric":
             self._link_fabric_all()
         self._neighbours()
+        if kubernetes:
+            self._up_kubernetes(docs, plans, timeout)
+            return
         # documents the controllers will read: nodes, namespaces, policies now, pods as plugged
         others = [d for d in docs if d.get("kind") not in ("Pod", "Node")]
         node_docs = {T.doc_key(d)[3]: d for d in docs if d.get("kind") == "Node"}
@@ -299,6 +316,34 @@ class Lab:
         self.record["phase"] = "ready"
         self.record["ready"] = _now()
         self._save()
+
+    def _up_kubernetes(self, docs: list[dict], plans: dict[str, T.NodePlan], timeout: float) -> None:
+        """The control plane, then per node its Node object, kubelet stand-in, kube-proxy and
+        agent; then FILE's objects through the API, and wait until every agent realized them."""
+        from sdn.lab.kube import KubeMode
+        kube = KubeMode(self)
+        try:
+            kube.start_control_plane(plans)
+            node_docs = {T.doc_key(d)[3]: d for d in docs if d.get("kind") == "Node"}
+            for name in sorted(plans):
+                kube.start_node(name, node_docs.get(name))
+            kube.wait_nodes_ready(timeout)
+            kube.write([d for d in docs if d.get("kind") != "Node"], [])
+            kube.settle(timeout)
+        finally:
+            kube.close()
+        self.record["phase"] = "ready"
+        self.record["ready"] = _now()
+        self._save()
+
+    def kube(self):
+        """The kubernetes-mode parts of this (ready or starting) lab; LabError in file mode."""
+        from sdn.lab.kube import KubeMode
+        record = self._load()
+        if "kubernetes" not in record:
+            raise LabError("this lab runs in file mode (no API server): `sdnctl lab up --kubernetes -f ...` "
+                           "starts one with a control plane", 2)
+        return KubeMode(self)
 
     def _record_node(self, plan: T.NodePlan, slot: int) -> None:
         self.record["nodes"][plan.name] = {
@@ -569,7 +614,9 @@ class Lab:
         deleting a Node its pods. Objects to delete that do not exist: LabError after the
         rest is done, unless ignore_not_found."""
         with self.state.locked():
-            self._require_ready()
+            record = self._require_ready()
+            if "kubernetes" in record:
+                return self._change_kubernetes(apply, delete, timeout, ignore_not_found)
             self._finish_deletes()
             self._docs = self.state.read_manifests()
             current = {T.doc_key(d): d for d in self._docs}
@@ -685,6 +732,20 @@ class Lab:
                     f" (done: {'; '.join(report)})" if report else ""))
             return report
 
+    def _change_kubernetes(self, apply, delete, timeout: float, ignore_not_found: bool) -> list[str]:
+        """Write through the API server; return once every agent realized the result."""
+        from sdn.lab.kube import KubeMode, check_docs
+        check_docs(list(apply))
+        kube = KubeMode(self)
+        try:
+            report, missing = kube.write(list(apply), list(delete))
+            kube.settle(timeout)
+        finally:
+            kube.close()
+        if missing and not ignore_not_found:
+            raise LabError("not found: " + ", ".join(missing) + (f" (done: {'; '.join(report)})" if report else ""))
+        return report
+
     def _add_nodes(self, new: list[T.NodePlan], docs: list[dict]) -> None:
         existing = {n: T.NodePlan(n, i["address"], i["cidr"]) for n, i in self.record["nodes"].items()}
         given = [d for d in docs if d.get("kind") == "Node"]
@@ -756,6 +817,15 @@ class Lab:
         return out
 
     def cluster(self):
+        if "kubernetes" in (self.record or self._load()):
+            from sdn.lab.kube import KubeMode
+            kube = KubeMode(self)
+            try:
+                docs, origin = kube.objects(), kube.cp.url
+            finally:
+                kube.close()
+            cluster, _ = load_documents(docs, origin)
+            return cluster
         cluster, _ = load_documents(self.state.read_manifests(), str(self.state.manifests_path))
         return cluster
 
@@ -876,6 +946,19 @@ class Lab:
             if not entry["ovs"]:
                 out["problems"].append(f"{name}: Open vSwitch is not running")
             out["nodes"].append(entry)
+        if "kubernetes" in record:
+            from sdn.lab.kube import KubeMode
+            kube = KubeMode(self)
+            try:
+                out["kubernetes"] = kube.status()
+            finally:
+                kube.close()
+            for name, comp in out["kubernetes"]["control_plane"]["components"].items():
+                if not comp["healthy"]:
+                    out["problems"].append(f"control plane: {name} is {'unhealthy' if comp['running'] else 'not running'}")
+            for node, parts in out["kubernetes"]["nodes"].items():
+                out["problems"] += [f"{node}: {what.replace('_', '-')} is not running"
+                                    for what, d in parts.items() if not d["running"]]
         for key in sorted(record.get("pods", {}), key=lambda k: tuple(k.split("/", 1))):
             rec = record["pods"][key]
             alive = bool(rec.get("server_pid") and _alive(rec["server_pid"]))
@@ -922,6 +1005,18 @@ class Lab:
                     removed["processes"].append(ctl["pid"])
             except Exception as e:  # noqa: BLE001
                 errors.append(f"agent {name}: {e}")
+        # 1b. kubernetes mode: kubelet stand-ins (they would recreate pods), kube-proxies, the
+        # control plane; the pods the kubelets ran
+        if "kubernetes" in record:
+            from sdn.lab.kube import KubeMode, _kubelet_record
+            self.record = record
+            try:
+                KubeMode(self).stop_daemons()
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"control plane: {e}")
+            for info in (record.get("nodes") or {}).values():
+                for key, rec in _kubelet_record(Path(info["rundir"])).items():
+                    record.setdefault("pods", {}).setdefault(key, rec)
         # 2. pods: their namespaces (servers die with them; the veths go with the node's)
         for key, rec in (record.get("pods") or {}).items():
             try:
@@ -977,37 +1072,12 @@ class Lab:
         return removed
 
 
-_SPAWN = """
-import os, sys
-pidfile, log, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-if os.fork():
-    os._exit(0)
-os.setsid()
-fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-os.dup2(fd, 1)
-os.dup2(fd, 2)
-null = os.open(os.devnull, os.O_RDONLY)
-os.dup2(null, 0)
-with open(pidfile + ".tmp", "w") as f:
-    f.write(str(os.getpid()))
-os.replace(pidfile + ".tmp", pidfile)
-os.execvp(argv[0], argv)
-"""
-
-
 def spawn_daemon(argv: list[str], log: Path, pidfile: Path, timeout: float = 10.0) -> int:
-    """Start `argv` detached (double fork, new session, output to `log`): it outlives this
-    process and is nobody's zombie. Returns its pid (`ip netns exec` execs, so the pid is the
-    program's)."""
-    pidfile.unlink(missing_ok=True)
-    subprocess.run([sys.executable, "-c", _SPAWN, str(pidfile), str(log), *argv], check=True, timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return int(pidfile.read_text())
-        except (OSError, ValueError):
-            time.sleep(0.01)
-    raise LabError(f"{argv[0]} did not start (no pid in {pidfile})")
+    """sdn.proc.spawn_daemon, failing as a LabError."""
+    try:
+        return proc.spawn_daemon(argv, log, pidfile, timeout)
+    except proc.ProcessError as e:
+        raise LabError(str(e)) from None
 
 
 class _nullcontext:

@@ -42,6 +42,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sdn.proc import (ProcessError, alive, comm, proc_state, read_pidfile, tail, terminate,
+                      wait_gone)
+
 if TYPE_CHECKING:  # pragma: no cover
     from sdn.ovs.trace import TraceResult
 
@@ -180,71 +183,21 @@ def del_netns(name: str, *, kill_processes: bool = True, timeout: float = 5.0) -
 
 # --------------------------------------------------------------------------- process helpers
 
-def _proc_state(pid: int) -> str | None:
-    """Kernel state letter of ``pid`` (None if gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # "pid (comm) S ..." -- comm may contain spaces/parens, so split at the last ')'
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _alive(pid: int) -> bool:
-    state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X")
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
-    pids = list(pids)
-    deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if _alive(p)]
-        if pids:
-            time.sleep(0.02)
-    return [p for p in pids if _alive(p)]
+# Process helpers live in sdn.proc; these names stay for the modules that use them here.
+_proc_state = proc_state
+_alive = alive
+_comm = comm
+_wait_gone = wait_gone
+_read_pidfile = read_pidfile
+_tail = tail
 
 
 def _terminate(pids: Iterable[int], timeout: float = 5.0) -> None:
     """SIGTERM ``pids``, wait up to ``timeout``, then SIGKILL the survivors."""
-    pids = [p for p in pids if _alive(p)]
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    left = _wait_gone(pids, timeout)
-    for p in left:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    left = _wait_gone(left, 5.0)
-    if left:
-        raise OvsError(f"processes {left} survived SIGKILL")
-
-
-def _read_pidfile(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        content = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"({path}: no log)"
-    return "\n".join(content[-lines:]) or f"({path}: empty)"
+        terminate(pids, timeout)
+    except ProcessError as e:
+        raise OvsError(str(e)) from None
 
 
 def _socket_ready(path: Path) -> bool:

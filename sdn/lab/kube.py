@@ -1,0 +1,475 @@
+"""The lab in kubernetes mode (`sdnctl lab up --kubernetes`): a real control plane on the
+underlay, and per node what a real node runs beside Open vSwitch.
+
+    PREFIX_cp           etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+                        (sdn/lab/controlplane.py), reached by every node over the underlay
+    PREFIX-NODE         the node: its Open vSwitch, the kubelet stand-in (sdn/lab/kubelet.py),
+                        our agent run as deploy/daemonset.yaml runs it (its command and env,
+                        the settings of deploy/configmap.yaml, the ServiceAccount of
+                        deploy/rbac.yaml), kube-proxy
+
+The lab writes objects through the API server and waits for what the cluster reports: pods
+Running (their kubelet), then every agent having folded in the API's current version of every
+object it watches and realized it on its bridge (the agent's /status). Changes made with
+`sdnctl lab kubectl` reach the agents the same way: they watch.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from sdn import proc
+from sdn.k8s.binaries import binary
+from sdn.k8s.resources import (ALPHA_NETWORK_POLICIES, BETA_NETWORK_POLICIES, NAMESPACES, NETWORK_POLICIES,
+                               NODES, PODS, Resource)
+from sdn.k8s.rest import ApiError, Rest
+from sdn.lab import nodes as N
+from sdn.lab import topology as T
+from sdn.lab.controlplane import ControlPlane, ControlPlaneError
+from sdn.lab.netns_thread import NetnsThread
+from sdn.ovs.instance import add_netns, run_cmd
+
+if TYPE_CHECKING:
+    from sdn.lab.lab import Lab
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+WATCHED = (NAMESPACES, PODS, NODES, NETWORK_POLICIES, ALPHA_NETWORK_POLICIES)
+KINDS = {(r.api_version, r.kind): r for r in WATCHED}
+METRICS_PORT = 9470
+# The objects kube-system holds for the agent (deploy/): applied at `lab up`.
+DEPLOY_FILES = ("crd-v1alpha1-networkpolicys.yaml", "rbac.yaml", "configmap.yaml")
+
+
+def cp_netns(prefix: str) -> str:
+    return f"{prefix}_cp"
+
+
+def _error(msg: str, code: int = 1):
+    from sdn.lab.lab import LabError
+    return LabError(msg, code)
+
+
+def check_docs(docs: list[dict]) -> None:
+    """What a current API server cannot take, refused before anything is made."""
+    for d in docs:
+        if d.get("apiVersion") == BETA_NETWORK_POLICIES.api_version and d.get("kind") == "NetworkPolicy":
+            meta = d.get("metadata") or {}
+            raise _error(f"NetworkPolicy {meta.get('namespace', 'default')}/{meta.get('name')}: apiVersion "
+                         f"extensions/v1beta1 is not served by Kubernetes 1.16 and later; in kubernetes mode use "
+                         f"networking.k8s.io/v1 (the v1beta1 form stays supported from manifest files, in file "
+                         f"mode); nothing was changed", 2)
+
+
+def api_doc(doc: dict) -> dict:
+    """A manifest as it is written to the API: no status, no server-set metadata."""
+    out = copy.deepcopy(doc)
+    out.pop("status", None)
+    meta = out.setdefault("metadata", {})
+    for k in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink"):
+        meta.pop(k, None)
+    if out.get("kind") == "Pod":
+        meta.setdefault("namespace", "default")
+        for c in (out.get("spec") or {}).get("containers") or []:
+            c.setdefault("image", "registry.k8s.io/e2e-test-images/agnhost:2.47")
+    return out
+
+
+def _rv(v: str | None) -> int:
+    try:
+        return int(v or 0)
+    except ValueError:
+        return 0
+
+
+class KubeMode:
+    """The kubernetes-mode parts of one lab (its record: lab.record["kubernetes"])."""
+
+    def __init__(self, lab: "Lab"):
+        self.lab = lab
+        self.info: dict = lab.record.setdefault("kubernetes", {})
+        self._rest: Rest | None = None
+        self._cp: ControlPlane | None = None
+        self._threads: dict[str, NetnsThread] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def dir(self) -> Path:
+        return self.lab.state.dir / "controlplane"
+
+    @property
+    def cp(self) -> ControlPlane:
+        if self._cp is None:
+            self._cp = ControlPlane.load(self.dir)
+        return self._cp
+
+    @property
+    def rest(self) -> Rest:
+        if self._rest is None:
+            from sdn.k8s.connect import api_client
+            self._rest = Rest(api_client(str(self.cp.admin_kubeconfig)))
+        return self._rest
+
+    def api(self, fn, *args, **kwargs):
+        """Call fn(rest, ...) inside the control plane's namespace."""
+        return self.cp.run(fn, self.rest, *args, **kwargs)
+
+    def _node_thread(self, node: str) -> NetnsThread:
+        if node not in self._threads:
+            self._threads[node] = NetnsThread(self.lab.record["nodes"][node]["netns"])
+        return self._threads[node]
+
+    def close(self) -> None:
+        for t in self._threads.values():
+            t.close()
+        if self._cp is not None:
+            self._cp._thread.close()
+
+    # ------------------------------------------------------------------ up
+    def start_control_plane(self, plans: dict[str, T.NodePlan]) -> None:
+        rec = self.lab.record
+        prefix = rec["prefix"]
+        ul = rec["underlay"]
+        net = ipaddress.ip_network(f"{next(iter(plans.values())).address}/{ul['prefixlen']}", strict=False)
+        taken = {p.address for p in plans.values()}
+        address = next(str(a) for a in reversed(list(net.hosts())) if str(a) not in taken)
+        ns = cp_netns(prefix)
+        cidrs = [ipaddress.ip_network(p.cidr) for p in plans.values()]
+        cluster = cidrs[0]
+        while not all(c.subnet_of(cluster) for c in cidrs):
+            cluster = cluster.supernet()
+        self.info.update({"netns": ns, "address": address, "dir": str(self.dir), "cluster_cidr": str(cluster),
+                          "kubelets": {}, "proxies": {}})
+        self.lab._save()
+        add_netns(ns)
+        run_cmd(["ip", "-n", ns, "link", "add", "cp0", "type", "veth", "peer", "name", "ncp", "netns", ul["netns"]])
+        run_cmd(["ip", "-n", ul["netns"], "link", "set", "ncp", "master", N.UNDERLAY_BRIDGE, "up"])
+        run_cmd(["ip", "-n", ns, "addr", "add", f"{address}/{ul['prefixlen']}", "dev", "cp0"])
+        run_cmd(["ip", "-n", ns, "link", "set", "cp0", "up"])
+        self.lab.log(f"control plane {ns}: {address} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)")
+        self._cp = ControlPlane(self.dir, address=address, netns=ns, cluster_cidr=str(cluster))
+        try:
+            self._cp.start()
+        except ControlPlaneError as e:
+            raise _error(f"the control plane did not start: {e}") from None
+        for f in DEPLOY_FILES:
+            for doc in yaml.safe_load_all((DEPLOY / f).read_text()):
+                if doc:
+                    self.api(lambda r, d=doc: r.apply_manifest(d))
+        crd = f"{ALPHA_NETWORK_POLICIES.plural}.{ALPHA_NETWORK_POLICIES.group}"
+        self._wait(lambda: self.api(lambda r: r.crd_established(crd)), 30,
+                   "the v1alpha1 NetworkPolicy CRD to be established")
+        token = self.api(lambda r: r.service_account_token("kube-system", "sdn-agent"))
+        from sdn.lab import pki
+        pki.kubeconfig(self.dir / "sdn-agent.kubeconfig", server=self.cp.url, ca=self.cp.ca,
+                       user="system:serviceaccount:kube-system:sdn-agent", token=token)
+
+    def start_node(self, node: str, doc: dict | None) -> None:
+        """Register the Node, then its kubelet stand-in, kube-proxy and agent."""
+        info = self.lab.record["nodes"][node]
+        plan = T.NodePlan(node, info["address"], info["cidr"])
+        body = api_doc(T.node_manifest(plan, doc))
+        self.api(lambda r: r.apply(body))
+        ndir = Path(info["rundir"])
+        for d in ("etc/sdn", "etc/cni/net.d", "opt/cni/bin", "var/lib/cni/networks", "logs"):
+            (ndir / d).mkdir(parents=True, exist_ok=True)
+        settings = self._node_settings(info)
+        (ndir / "etc/sdn/sdn.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+        self._install_cni(node, ndir)
+        kubelet_cfg = self.cp.user_kubeconfig(f"kubelet-{node}", f"system:node:{node}", ("system:nodes",))
+        proxy_cfg = self.cp.user_kubeconfig("kube-proxy", "system:kube-proxy")
+        nsenter = ["nsenter", f"--net=/run/netns/{info['netns']}"]
+        kubelet = nsenter + [sys.executable, "-m", "sdn.lab.kubelet", "--node", node, "--kubeconfig",
+                             str(kubelet_cfg), "--address", info["address"], "--dir", str(ndir), "--prefix",
+                             self.lab.prefix, "--cni-conf-dir", str(ndir / "etc/cni/net.d"),
+                             "--cni-bin-dir", str(ndir / "opt/cni/bin")]
+        self.info["kubelets"][node] = self._spawn(f"kubelet-{node}", kubelet)
+        proxy = ["ip", "netns", "exec", info["netns"], binary("kube-proxy"), f"--kubeconfig={proxy_cfg}",
+                 f"--hostname-override={node}", f"--cluster-cidr={self.info['cluster_cidr']}",
+                 "--proxy-mode=iptables", "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
+                 "--conntrack-tcp-timeout-close-wait=0", "--metrics-bind-address=127.0.0.1:10249",
+                 "--healthz-bind-address=127.0.0.1:10256", "--oom-score-adj=0", "--v=1"]
+        self.info["proxies"][node] = self._spawn(f"kube-proxy-{node}", proxy)
+        self.start_agent(node)
+
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        logs = self.lab.state.logs
+        logs.mkdir(parents=True, exist_ok=True)
+        pid = proc.spawn_daemon(argv, logs / f"{name}.log", self.lab.state.dir / f"{name}.pid")
+        self.lab._save()
+        self.lab.log(f"{name}: pid {pid}")
+        return pid
+
+    def _node_settings(self, info: dict) -> dict:
+        """deploy/configmap.yaml's sdn.yaml, with what differs on a lab node (its own OVS
+        run directory and IPAM store, the lab's tunnel, metrics on the node's loopback)."""
+        cm = yaml.safe_load((DEPLOY / "configmap.yaml").read_text())
+        settings = yaml.safe_load(cm["data"]["sdn.yaml"]) or {}
+        settings.update({"ovsdb": f"unix:{info['rundir']}/db.sock", "openflow": f"unix:{info['openflow']}",
+                         "tunnel": self.lab.record.get("tunnel", "vxlan"), "metricsAddress": "127.0.0.1",
+                         "metricsPort": METRICS_PORT,
+                         "ipamDataDir": str(Path(info["rundir"]) / "var/lib/cni/networks")})
+        return settings
+
+    def _install_cni(self, node: str, ndir: Path) -> None:
+        """The DaemonSet's init container: the plugin and the conflist for the node's pod CIDR."""
+        plugin = Path(sys.executable).parent / "sdn-cni"
+        argv = ["nsenter", f"--net=/run/netns/{self.lab.record['nodes'][node]['netns']}", sys.executable, "-m",
+                "sdn.k8s.install_cni", "--node", node, "--config", str(ndir / "etc/sdn/sdn.yaml"),
+                "--kubeconfig", str(self.dir / "sdn-agent.kubeconfig"), "--binary", str(plugin),
+                "--cni-bin-dir", str(ndir / "opt/cni/bin"), "--cni-conf-dir", str(ndir / "etc/cni/net.d")]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise _error(f"node {node}: the CNI install step failed: {out.stderr.strip()[-800:]}")
+
+    def agent_argv(self, node: str) -> list[str]:
+        """The DaemonSet's agent container: its command with $(NODE_NAME) from the downward
+        API, the config volume at the node's etc/sdn; the in-cluster service account becomes a
+        kubeconfig holding a token of that account."""
+        info = self.lab.record["nodes"][node]
+        ds = yaml.safe_load((DEPLOY / "daemonset.yaml").read_text())
+        agent = next(c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "agent")
+        mounts = {m["name"]: m["mountPath"] for m in agent.get("volumeMounts", [])}
+        argv = []
+        for word in agent["command"] + agent.get("args", []):
+            word = word.replace("$(NODE_NAME)", node)
+            word = word.replace(mounts["config"], str(Path(info["rundir"]) / "etc/sdn"))
+            argv.append(word)
+        if argv[0] == "sdnctl":
+            argv = [sys.executable, "-m", "sdn.cli"] + argv[1:]
+        return (["ip", "netns", "exec", info["netns"], "env", f"NODE_NAME={node}"] + argv +
+                ["--kubeconfig", str(self.dir / "sdn-agent.kubeconfig"),
+                 "--control", str(Path(info["rundir"]) / "control.sock")])
+
+    def start_agent(self, node: str) -> None:
+        info = self.lab.record["nodes"][node]
+        argv = self.agent_argv(node)
+        log = self.lab.state.logs / f"agent-{node}.log"
+        pid = proc.spawn_daemon(argv, log, self.lab.state.dir / f"agent-{node}.pid")
+        self.lab.record["controllers"][node] = {"pid": pid, "control": str(Path(info["rundir"]) / "control.sock"),
+                                                "log": str(log), "netns": info["netns"], "nodes": [node],
+                                                "argv": argv, "metrics": f"http://127.0.0.1:{METRICS_PORT}"}
+        self.lab._save()
+        self.lab.log(f"agent for {node}: pid {pid}")
+
+    def wait_nodes_ready(self, timeout: float) -> None:
+        names = set(self.lab.record["nodes"])
+
+        def ready() -> bool:
+            items = self.api(lambda r: r.list(NODES))["items"]
+            ok = {n["metadata"]["name"] for n in items
+                  if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+            return names <= ok
+        self._wait(ready, timeout, "every Node to be Ready (the kubelet stand-ins' status)")
+
+    # ------------------------------------------------------------------ objects
+    def write(self, apply: list[dict], delete: list[dict]) -> tuple[list[str], list[str]]:
+        """Delete, then server-side apply, through the API: one report line per object, and
+        the objects to delete that did not exist."""
+        report, missing = [], []
+        for doc in delete:
+            res = self._resource(doc)
+            meta = doc.get("metadata") or {}
+            ns = meta.get("namespace") or "default"
+            what = T.describe_key(T.doc_key(doc))
+            try:
+                self.api(lambda r, res=res, ns=ns, n=meta.get("name"): r.delete(res, ns, n))
+                report.append(f"{what} deleted")
+            except ApiError as e:
+                if e.status != 404:
+                    raise _error(f"{what}: {e.message}") from None
+                missing.append(what)
+        order = {"Namespace": 0, "Node": 1, "Pod": 2}
+        ready: set[str] = set()
+        for doc in sorted(apply, key=lambda d: order.get(d.get("kind"), 3)):
+            res = self._resource(doc)
+            ns = (doc.get("metadata") or {}).get("namespace") or "default"
+            if res is PODS and ns not in ready:  # the API refuses pods before the account exists
+                try:
+                    self.api(lambda r: r.wait_default_service_account(ns))
+                except ApiError:
+                    pass  # the pod's own write says why (a missing namespace: NotFound)
+                ready.add(ns)
+            what = T.describe_key(T.doc_key(doc))
+            body = api_doc(doc)
+            if res is NODES:
+                raise _error(f"{what}: nodes of a kubernetes-mode lab are made by `lab up`", 2)
+            try:
+                before = self._get(res, body)
+                after = self.api(lambda r: r.apply(body))
+            except ApiError as e:
+                raise _error(f"{what}: the API server refused it: {e.message}", 2 if e.status in (400, 404, 422) else 1) \
+                    from None
+            verb = "created" if before is None else (
+                "unchanged" if before.get("metadata", {}).get("resourceVersion") ==
+                after.get("metadata", {}).get("resourceVersion") else "configured")
+            report.append(f"{what} {verb}")
+        return report, missing
+
+    def _get(self, res: Resource, doc: dict) -> dict | None:
+        meta = doc["metadata"]
+        try:
+            return self.api(lambda r: r.get(res, meta.get("namespace") or "default", meta["name"]))
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    @staticmethod
+    def _resource(doc: dict) -> Resource:
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        if key not in KINDS:
+            raise _error(f"{doc.get('kind')} {doc.get('apiVersion')}: not a kind the lab writes "
+                         f"({', '.join(f'{k[1]} {k[0]}' for k in KINDS)})", 2)
+        return KINDS[key]
+
+    def objects(self) -> list[dict]:
+        """Every watched object as the API holds it (manifest shape, kind and apiVersion set)."""
+        out = []
+        for res in WATCHED:
+            for item in self.api(lambda r, res=res: r.list(res))["items"]:
+                item.setdefault("apiVersion", res.api_version)
+                item.setdefault("kind", res.kind)
+                out.append(item)
+        return out
+
+    # ------------------------------------------------------------------ waiting for the cluster
+    def settle(self, timeout: float) -> None:
+        """Pods Running (or gone), then every agent has folded in the API's current version
+        of every object and realized it on its bridge."""
+        deadline = time.monotonic() + timeout
+
+        def pods_settled() -> bool:
+            items = self.api(lambda r: r.list(PODS))["items"]
+            return all(p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
+                       for p in items if p.get("spec", {}).get("nodeName") in self.lab.record["nodes"]) and \
+                all(p.get("spec", {}).get("nodeName") for p in items)
+        self._wait(pods_settled, max(1.0, deadline - time.monotonic()),
+                   "every pod to be Running with an address (or gone), as its kubelet reports")
+        want: dict[str, int] = {}
+        for res in WATCHED:
+            for item in self.api(lambda r, res=res: r.list(res))["items"]:
+                m = item["metadata"]
+                want[f"{res.name}/{m.get('namespace', '') if res.namespaced else ''}/{m['name']}"] = \
+                    _rv(m["resourceVersion"])
+        self.refresh_pods()
+        last: dict[str, str] = {}
+
+        def agent_done(node: str) -> bool:
+            try:
+                st = self.agent_status(node, objects=True)
+            except OSError as e:
+                last[node] = f"no status: {e}"
+                return False
+            have = {k: _rv(v) for k, v in st.get("objects", {}).items()}
+            behind = [k for k, v in want.items() if have.get(k, -1) < v]
+            extra = [k for k in have if k not in want]
+            if behind or extra:
+                last[node] = f"not seen yet: {behind[:3]}, still there: {extra[:3]}"
+                return False
+            if st.get("realized_generation") != st.get("state_generation") or not st.get("in_sync"):
+                last[node] = (f"state generation {st.get('state_generation')} realized "
+                              f"{st.get('realized_generation')}, in sync {st.get('in_sync')}")
+                return False
+            return True
+        for node in sorted(self.lab.record["nodes"]):
+            ctl = self.lab.record["controllers"][node]
+            self._wait(lambda n=node: agent_done(n), max(1.0, deadline - time.monotonic()),
+                       f"the agent of {node} to realize the change", lambda n=node: last.get(n, ""),
+                       ctl)
+
+    def agent_status(self, node: str, objects: bool = False) -> dict:
+        ctl = self.lab.record["controllers"][node]
+        url = ctl["metrics"] + "/status" + ("?objects" if objects else "")
+
+        def get() -> dict:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.loads(r.read())
+        return self._node_thread(node).run(get)
+
+    def refresh_pods(self) -> None:
+        """lab.record["pods"] from the API and the kubelets: node, address, namespace."""
+        items = self.api(lambda r: r.list(PODS))["items"]
+        pods = {}
+        for p in items:
+            node = p.get("spec", {}).get("nodeName")
+            if node not in self.lab.record["nodes"] or not p.get("status", {}).get("podIP"):
+                continue
+            key = f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+            krec = _kubelet_record(Path(self.lab.record["nodes"][node]["rundir"])).get(key, {})
+            pods[key] = {"node": node, "netns": krec.get("netns"), "ip": p["status"]["podIP"],
+                         "server_pid": krec.get("server_pid"), "container_id": krec.get("container_id")}
+        self.lab.record["pods"] = pods
+        self.lab._save()
+
+    def _wait(self, ok, timeout: float, what: str, why=None, ctl: dict | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if ok():
+                    return
+            except (ApiError, OSError) as e:
+                if time.monotonic() > deadline:
+                    raise _error(f"timed out after {timeout:.0f}s waiting for {what}: {e}") from None
+            if ctl is not None and not proc.alive(ctl["pid"]):
+                raise _error(f"agent (pid {ctl['pid']}) is not running; last lines of {ctl['log']}:\n"
+                             f"{proc.tail(ctl['log'], 12)}")
+            if time.monotonic() > deadline:
+                detail = why() if why else ""
+                raise _error(f"timed out after {timeout:.0f}s waiting for {what}{': ' + detail if detail else ''}")
+            time.sleep(0.1)
+
+    # ------------------------------------------------------------------ questions, down
+    def status(self) -> dict:
+        out: dict[str, Any] = {"control_plane": self.cp.status(), "nodes": {}}
+        for node in sorted(self.lab.record["nodes"]):
+            k, p = self.info.get("kubelets", {}).get(node), self.info.get("proxies", {}).get(node)
+            out["nodes"][node] = {"kubelet": {"pid": k, "running": bool(k and proc.alive(k))},
+                                  "kube_proxy": {"pid": p, "running": bool(p and proc.alive(p))}}
+        return out
+
+    def kubectl(self, args: list[str]) -> int:
+        argv = ["ip", "netns", "exec", self.info["netns"], binary("kubectl"),
+                f"--kubeconfig={self.cp.admin_kubeconfig}", *args]
+        return subprocess.call(argv)
+
+    def stop_daemons(self) -> None:
+        """Kubelet stand-ins and kube-proxies first (nothing may recreate a pod while the lab
+        goes), then the control plane."""
+        pids = list(self.info.get("kubelets", {}).values()) + list(self.info.get("proxies", {}).values())
+        mine = [p for p in pids if p and proc.alive(p) and str(self.lab.state.dir).encode() in _cmdline(p)]
+        if mine:
+            proc.terminate(mine, timeout=5.0)
+        if (self.dir / "controlplane.json").exists():
+            self.cp.stop()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _kubelet_record(ndir: Path) -> dict:
+    try:
+        return json.loads((ndir / "kubelet.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def remove_cp_netns(prefix: str) -> None:
+    from sdn.ovs.instance import del_netns, netns_exists
+    if netns_exists(cp_netns(prefix)):
+        del_netns(cp_netns(prefix))
+
