@@ -156,6 +156,9 @@ class KubeMode:
         run_cmd(["ip", "-n", ul["netns"], "link", "set", "ncp", "master", N.UNDERLAY_BRIDGE, "up"])
         run_cmd(["ip", "-n", ns, "addr", "add", f"{address}/{ul['prefixlen']}", "dev", "cp0"])
         run_cmd(["ip", "-n", ns, "link", "set", "cp0", "up"])
+        # The nodes' underlay ends in an OVS userspace datapath, which forwards what a veth sends
+        # with its checksum left to the NIC: computed here, or every reply is dropped.
+        run_cmd(["ip", "netns", "exec", ns, "ethtool", "-K", "cp0", "tx", "off"])
         self.lab.log(f"control plane {ns}: {address} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)")
         self._cp = ControlPlane(self.dir, address=address, netns=ns, cluster_cidr=str(cluster))
         try:
