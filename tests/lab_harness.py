@@ -141,7 +141,7 @@ class Replayer:
         return wrong
 
 
-def make_lab(tag: str, enforce: str):
+def make_lab(tag: str, enforce: str, kubernetes: bool = False):
     """A module fixture body: the e2e model's lab, up once, down at the end (also on failure)."""
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (network namespaces, private Open vSwitch)", pytrace=False)
@@ -149,7 +149,7 @@ def make_lab(tag: str, enforce: str):
     try:
         lab.down()  # leftovers of a killed run with the same pid: unlikely, harmless
         t0 = time.monotonic()
-        lab.up_docs(base_cluster(), enforce=enforce)
+        lab.up_docs(base_cluster(), enforce=enforce, kubernetes=kubernetes)
         up_seconds = time.monotonic() - t0
         replayer = Replayer(lab, base_cluster())
         replayer.up_seconds = up_seconds
@@ -179,7 +179,7 @@ def replay_case(replayer: Replayer, case) -> None:
         try:
             replayer.goto(docs)
         except BaseException:
-            replayer.docs = {T.doc_key(d): d for d in replayer.lab.state.read_manifests()}
+            replayer.docs = {T.doc_key(d): d for d in replayer.lab.documents()}
             raise
         wrong += replayer.check(step.probes, f"{case.name} step {index}")
     assert not wrong, f"{len(wrong)} cells wrong:\n" + "\n".join(wrong[:30])
@@ -250,7 +250,7 @@ def check_new_pods(replayer: Replayer) -> None:
     assert "x/d" not in {f"{p['namespace']}/{p['name']}" for p in lab.pods()}
     from sdn.ovs.instance import netns_exists
     assert not netns_exists(rec["netns"])
-    reserved = {f.name for f in lab.state.ipam_dir.glob("*/*")}
+    reserved = {f.name for d in lab.ipam_dirs() for f in d.glob("*/*")}
     assert rec["ip"] not in reserved, f"{rec['ip']} still reserved: {sorted(reserved)}"
     bad = probe(expect(set()))
     assert not bad, "after deleting x/d:\n" + "\n".join(bad)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -83,16 +83,26 @@ class Store:
             if addr not in skip:
                 yield addr
 
-    def allocate(self, container_id: str, ifname: str) -> tuple[IPv4Interface, bool]:
+    def allocate(self, container_id: str, ifname: str,
+                 requested: IPv4Address | None = None) -> tuple[IPv4Interface, bool]:
         """An address for (container, ifname) and whether it is new: a container that
-        already holds one in the subnet gets the same one back (``False``)."""
+        already holds one in the subnet gets the same one back (``False``). `requested`
+        (CNI_ARGS IP=..., as host-local takes it): exactly that address, or an error."""
         c = self.config
         with self._locked():
             taken = self._reservations()
             for addr in self._owned(taken, container_id, ifname):
                 if addr in c.subnet:
                     return IPv4Interface(f"{addr}/{c.subnet.prefixlen}"), False
-            for addr in self._candidates():
+            candidates: Iterable[IPv4Address] = self._candidates()
+            if requested is not None:
+                if requested not in set(self._candidates()) or requested in taken:
+                    raise CniError(ERR_IPAM_EXHAUSTED,
+                                   f"IPAM: requested address {requested} is not available in {c.subnet} "
+                                   f"(range {c.range_start}-{c.range_end}; network, gateway and broadcast "
+                                   f"are never handed out)", "taken" if requested in taken else "out of range")
+                candidates = [requested]
+            for addr in candidates:
                 if addr in taken:
                     continue
                 try:

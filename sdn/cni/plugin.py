@@ -49,6 +49,17 @@ def external_ids(req: Request, pod: str, mac: str, address: IPv4Interface) -> di
     return ids
 
 
+def _requested_ip(req: Request) -> IPv4Address | None:
+    """CNI_ARGS IP=a.b.c.d (the convention host-local follows): the address the runtime asks for."""
+    text = req.args.get("IP")
+    if not text:
+        return None
+    try:
+        return IPv4Address(text.split("/")[0])
+    except ValueError:
+        raise CniError(ERR_INVALID_ENV, f"CNI_ARGS: IP={text} is not an IPv4 address") from None
+
+
 def cmd_add(req: Request, conf: NetConfig) -> dict:
     pod = req.pod_key
     _require_namespaces(req, conf)
@@ -58,7 +69,7 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
     vsctl = ovs.Vsctl(conf.ovsdb, conf.ovs_timeout)
     undo: list[Callable[[], Any]] = []
     try:
-        address, fresh = store.allocate(req.container_id, req.ifname)
+        address, fresh = store.allocate(req.container_id, req.ifname, _requested_ip(req))
         if fresh:  # never release an address an earlier ADD handed to this container
             undo.append(lambda: store.release(req.container_id, req.ifname))
         mac = veth.pod_mac(address.ip)

@@ -72,10 +72,14 @@ def check_docs(docs: list[dict]) -> None:
 
 
 def api_doc(doc: dict) -> dict:
-    """A manifest as it is written to the API: no status, no server-set metadata."""
+    """A manifest as it is written to the API: no status, no server-set metadata; a Pod's
+    status.podIP becomes a request to its kubelet (an annotation) instead."""
     out = copy.deepcopy(doc)
-    out.pop("status", None)
+    status = out.pop("status", None) or {}
     meta = out.setdefault("metadata", {})
+    if out.get("kind") == "Pod" and status.get("podIP"):
+        from sdn.lab.kubelet import REQUESTED_IP
+        meta.setdefault("annotations", {})[REQUESTED_IP] = status["podIP"]
     for k in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink"):
         meta.pop(k, None)
     if out.get("kind") == "Pod":
@@ -309,7 +313,16 @@ class KubeMode:
                 raise _error(f"{what}: nodes of a kubernetes-mode lab are made by `lab up`", 2)
             try:
                 before = self._get(res, body)
-                after = self.api(lambda r: r.apply(body))
+                try:
+                    after = self.api(lambda r: r.apply(body))
+                except ApiError as e:
+                    if not (res is PODS and e.status == 422 and "pod updates may not change" in e.message):
+                        raise
+                    # A pod's spec is immutable: replaced, as `kubectl replace --force` does
+                    self._replace_pod(body)
+                    after, before = self.api(lambda r: r.apply(body)), None
+                    report.append(f"{what} replaced (its spec changed)")
+                    continue
             except ApiError as e:
                 raise _error(f"{what}: the API server refused it: {e.message}", 2 if e.status in (400, 404, 422) else 1) \
                     from None
@@ -318,6 +331,13 @@ class KubeMode:
                 after.get("metadata", {}).get("resourceVersion") else "configured")
             report.append(f"{what} {verb}")
         return report, missing
+
+    def _replace_pod(self, doc: dict, timeout: float = 60.0) -> None:
+        """Delete the pod and wait until its kubelet confirmed (the object is gone)."""
+        meta = doc["metadata"]
+        self.api(lambda r: r.delete(PODS, meta["namespace"], meta["name"]))
+        self._wait(lambda: self._get(PODS, doc) is None, timeout,
+                   f"pod {meta['namespace']}/{meta['name']} to be deleted by its kubelet")
 
     def _get(self, res: Resource, doc: dict) -> dict | None:
         meta = doc["metadata"]

@@ -44,6 +44,9 @@ LEASE_SECONDS = 40
 RENEW_EVERY = 10.0
 STATUS_EVERY = 60.0
 VERSION = "v1.36.3-sdnlab"
+# A pod may ask for its address (the lab keeps a manifest's status.podIP so ipBlock rules
+# written for it hold): passed to the CNI plugin as CNI_ARGS IP=..., as host-local takes it.
+REQUESTED_IP = "lab.sdn-netpol.io/requested-ip"
 
 
 def _now(micro: bool = False) -> str:
@@ -206,7 +209,15 @@ class Kubelet:
         self._save()
         if not netns_exists(netns):
             add_netns(netns)
-        result = self._cni("ADD", key, rec)
+        want = (pod["metadata"].get("annotations") or {}).get(REQUESTED_IP)
+        result = None
+        if want:
+            try:
+                result = self._cni("ADD", key, rec, ip=want)
+            except RuntimeError as e:
+                log.info("pod %s: %s; the IPAM picks another address", key, e)
+        if result is None:
+            result = self._cni("ADD", key, rec)
         rec["ip"] = P.result_ip(result or {})
         tcp, udp = T.served(T.pod_ports(pod))
         rec["server_pid"] = P.start_server(netns, key, tcp, udp, self.dir / "logs" / f"pod-{key.replace('/', '_')}.log")
@@ -235,8 +246,10 @@ class Kubelet:
         from kubernetes.client.exceptions import ApiException
         meta = pod["metadata"]
         try:
-            self.core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=0,
-                                            body={"preconditions": {"uid": meta["uid"]}})
+            # the options in the body: with a body, the API server ignores the query's
+            self.core.delete_namespaced_pod(meta["name"], meta["namespace"], body={
+                "apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                "preconditions": {"uid": meta["uid"]}})
         except ApiException as e:
             if e.status not in (404, 409):
                 raise
@@ -260,7 +273,7 @@ class Kubelet:
             raise RuntimeError(f"no CNI configuration in {self.cni_conf_dir}")
         return json.loads(files[0].read_text())
 
-    def _cni(self, command: str, key: str, rec: dict) -> dict | None:
+    def _cni(self, command: str, key: str, rec: dict, ip: str | None = None) -> dict | None:
         ns, name = key.split("/", 1)
         conflist = self._conflist()
         plugins = conflist["plugins"] if command == "ADD" else list(reversed(conflist["plugins"]))
@@ -273,7 +286,8 @@ class Kubelet:
                        CNI_NETNS=f"/run/netns/{rec['netns']}", CNI_IFNAME=P.CNI_IFNAME,
                        CNI_PATH=str(self.cni_bin_dir),
                        CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};"
-                                f"K8S_POD_INFRA_CONTAINER_ID={rec['container_id']};K8S_POD_UID={rec['uid']}")
+                                f"K8S_POD_INFRA_CONTAINER_ID={rec['container_id']};K8S_POD_UID={rec['uid']}"
+                                + (f";IP={ip}" if ip else ""))
             exe = self.cni_bin_dir / plugin["type"]
             out = subprocess.run([str(exe)], input=json.dumps(conf), env=env, capture_output=True, text=True,
                                  timeout=60)

@@ -804,9 +804,27 @@ class Lab:
                 _terminate([pid], timeout=5.0)
 
     # ------------------------------------------------------------------ questions
+    def documents(self) -> list[dict]:
+        """The lab's objects as manifests: the API server's (kubernetes mode) or cluster.yaml."""
+        if "kubernetes" in (self.record or self._load()):
+            from sdn.lab.kube import KubeMode
+            kube = KubeMode(self)
+            try:
+                return kube.objects()
+            finally:
+                kube.close()
+        return self.state.read_manifests()
+
+    def ipam_dirs(self) -> list[Path]:
+        """Where the CNI plugin keeps the lab's address reservations."""
+        record = self.record or self._load()
+        if "kubernetes" in record:
+            return [Path(i["rundir"]) / "var/lib/cni/networks" for i in record["nodes"].values()]
+        return [self.state.ipam_dir]
+
     def pods(self) -> list[dict]:
         record = self._load()
-        docs = {T.pod_key(d): d for d in self.state.read_manifests() if d.get("kind") == "Pod"}
+        docs = {T.pod_key(d): d for d in self.documents() if d.get("kind") == "Pod"}
         out = []
         for key in sorted(record["pods"], key=lambda k: tuple(k.split("/", 1))):
             rec = record["pods"][key]
@@ -817,16 +835,9 @@ class Lab:
         return out
 
     def cluster(self):
-        if "kubernetes" in (self.record or self._load()):
-            from sdn.lab.kube import KubeMode
-            kube = KubeMode(self)
-            try:
-                docs, origin = kube.objects(), kube.cp.url
-            finally:
-                kube.close()
-            cluster, _ = load_documents(docs, origin)
-            return cluster
-        cluster, _ = load_documents(self.state.read_manifests(), str(self.state.manifests_path))
+        origin = "the lab's API server" if "kubernetes" in (self.record or self._load()) \
+            else str(self.state.manifests_path)
+        cluster, _ = load_documents(self.documents(), origin)
         return cluster
 
     def matrix(self, probes: list[tuple[int, str]], timeout: float = PROBE_TIMEOUT,
