@@ -191,6 +191,13 @@ class Agent:
 
     # ---- status ----------------------------------------------------------------------------------
 
+    def api_error(self) -> str:
+        """Why a resource cannot be listed or watched, when that is a lasting problem (RBAC)."""
+        for name, st in sorted(self.informer_stats().items()):
+            if st.last_error.startswith("Forbidden"):
+                return f"{name}: {st.last_error}"
+        return ""
+
     def healthy(self) -> bool:
         """Alive: the event path runs (an unreachable API server is not unhealthy: the
         bridge keeps its tables and the informers keep retrying)."""
@@ -212,7 +219,7 @@ class Agent:
             "realized_generation": self.state.realized_generation,
             "bridges": core.get("bridges", []),
             "in_sync": core.get("in_sync"),
-            "last_error": self.last_error or core.get("compile_error", ""),
+            "last_error": self.last_error or core.get("compile_error", "") or self.api_error(),
             "policies": [policy_json(p) for p in self.state.policy_status()],
             "watch": {name: vars(s) for name, s in self.informer_stats().items()},
         }
@@ -303,14 +310,13 @@ def agent_command():
     @click.option("--node", envvar="NODE_NAME", required=True, help="This node's name (env NODE_NAME).")
     @click.option("--config", "config", metavar="FILE", help="Settings file (deploy/configmap.yaml); default: built-in defaults.")
     @click.option("--kubeconfig", metavar="FILE", help="Kubeconfig; default: in-cluster, then ~/.kube/config.")
-    @click.option("--server", metavar="URL", help="API server URL without authentication (the test stand-in).")
     @click.option("--listen", metavar="TARGET", help="Where the bridge connects (default: the settings' openflow).")
     @click.option("--control", default=DEFAULT_SOCKET, show_default=True, metavar="PATH",
                   help="Control socket for sdnctl status / flows show --node.")
     @click.option("--metrics-port", type=int, help="Override the settings' metricsPort (0: any free port).")
     @click.option("--log-level", default="INFO", show_default=True)
     @click.option("--log-file", metavar="FILE")
-    def agent(node, config, kubeconfig, server, listen, control, metrics_port, log_level, log_file):
+    def agent(node, config, kubeconfig, listen, control, metrics_port, log_level, log_file):
         """Watch the Kubernetes API and program this node's bridge (the DaemonSet's command)."""
         try:
             settings = load_settings(config)
@@ -318,7 +324,7 @@ def agent_command():
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
         try:
-            client = api_client(kubeconfig, url=server)
+            client = api_client(kubeconfig)
         except Exception as e:  # noqa: BLE001 - kubeconfig problems of every kind
             click.echo(f"error: cannot configure the Kubernetes client: {e}", err=True)
             sys.exit(2)

@@ -59,10 +59,10 @@ def policy(ns: str, name: str, spec: dict) -> dict:
 
 
 class AgentRun:
-    def __init__(self, ovs, server: Kube, dir: Path):
+    def __init__(self, ovs, server: Kube, dir: Path, account: str = "sdn-agent"):
         self.ovs, self.server = ovs, server
         self.dir = dir
-        kubeconfig = server.service_account_kubeconfig("kube-system", "sdn-agent", dir / "agent.kubeconfig")
+        kubeconfig = server.service_account_kubeconfig("kube-system", account, dir / "agent.kubeconfig")
         self.port = free_port()
         settings = {"bridge": BRIDGE, "ovsdb": ovs.db_remote, "openflow": f"unix:{self.dir}/of.sock",
                     "metricsAddress": "127.0.0.1", "metricsPort": self.port, "watchTimeoutSeconds": 5,
@@ -230,3 +230,41 @@ def test_metrics_health_status_and_policy_events(setup):
     text_out = subprocess.run([sys.executable, "-m", "sdn.cli", "policy", "status", "--agent",
                                f"http://127.0.0.1:{run.port}"], capture_output=True, text=True, cwd=REPO)
     assert "x " in text_out.stdout and "deny" in text_out.stdout and "yes" in text_out.stdout
+
+
+def test_a_role_without_a_permission_is_named_and_changes_nothing(setup, tmp_path):
+    """The same agent with a ClusterRole that lacks `list` on NetworkPolicies: it says which
+    resource and verb are missing, never becomes ready, and leaves the bridge's flows alone."""
+    run, server = setup, setup.server
+    run.converged()
+    before = run.flows()
+    role = yaml.safe_load((REPO / "deploy" / "rbac.yaml").read_text().split("---")[1])
+    role["metadata"]["name"] = "sdn-agent-partial"
+    role["rules"] = [r for r in role["rules"] if "networkpolicies" not in r["resources"]]
+    server.rest.apply_manifest(role)
+    server.rest.apply_manifest({"apiVersion": "v1", "kind": "ServiceAccount",
+                                "metadata": {"name": "sdn-agent-partial", "namespace": "kube-system"}})
+    server.rest.apply_manifest({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "sdn-agent-partial"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "sdn-agent-partial"},
+        "subjects": [{"kind": "ServiceAccount", "name": "sdn-agent-partial", "namespace": "kube-system"}]})
+    run.stop()  # the bridge keeps its flows (fail_mode secure) while no agent runs
+    partial = AgentRun(run.ovs, server, tmp_path, account="sdn-agent-partial")
+    try:
+        assert wait_until(lambda: "networkpolicies" in _status(partial).get("last_error", ""), 30, 0.2), \
+            partial.log.read_text()[-3000:]
+        error = _status(partial)["last_error"]
+        assert "not allowed to list networkpolicies.networking.k8s.io" in error and "'list'" in error, error
+        assert "sdn-agent-partial" in error  # the API server's own words name the identity
+        assert partial.get("/readyz")[0] == 503
+        time.sleep(2)
+        assert run.flows() == before, "an agent that cannot see every resource must not touch the bridge"
+        assert "not allowed to list networkpolicies" in partial.log.read_text()
+    finally:
+        partial.stop()
+
+
+def _status(run: AgentRun) -> dict:
+    code, body = run.get("/status")
+    return json.loads(body) if code == 200 else {}

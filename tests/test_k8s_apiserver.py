@@ -16,7 +16,7 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from sdn.k8s.apiserver import ApiServer
+from tests.standin.apiserver import ApiServer
 from sdn.k8s.connect import api_client
 from tests.k8s_support import alpha_policy, namespace, pod, policy
 
@@ -357,7 +357,7 @@ def test_cli_loads_manifests_and_writes_a_kubeconfig(tmp_path):
     (tmp_path / "objects.yaml").write_text(
         yaml.safe_dump_all([pod("x", "a", "10.0.0.1"), namespace("x")]))
     kubeconfig = tmp_path / "kubeconfig"
-    proc = subprocess.Popen([sys.executable, "-m", "sdn.k8s.apiserver", "--load", str(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "tests.standin.apiserver", "--load", str(tmp_path),
                              "--write-kubeconfig", str(kubeconfig)],
                             stdout=subprocess.PIPE, text=True)
     try:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from sdn.engine import Engine
-from sdn.k8s.apiserver import ApiServer
-from sdn.k8s.apistore import ApiError
+from tests.standin.apiserver import ApiServer
+from tests.standin.apistore import ApiError
 from sdn.k8s.cluster_state import ClusterState, Delta
 from sdn.k8s.connect import api_client
 from sdn.k8s.informer import SYNCED, Backoff, Event, Informers

@@ -357,35 +357,21 @@ def test_kubeconfig_for_the_agent_identity(tmp_path):
     assert cfg.ssl_ca_cert == str(ca)
 
 
-@pytest.fixture
-def api_standin(tmp_path):
-    """The API stand-in (sdn/k8s/apiserver.py) serving examples/; yields its kubeconfig."""
-    kubeconfig = tmp_path / "kubeconfig"
-    proc = subprocess.Popen([sys.executable, "-m", "sdn.k8s.apiserver", "--port", "0", "--load",
-                             str(REPO / "examples"), "--write-kubeconfig", str(kubeconfig)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 30
-        while not kubeconfig.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the API stand-in did not start"
-            time.sleep(0.05)
-        time.sleep(0.2)
-        yield kubeconfig
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory):
+    """A real kube-apiserver (tests/kube_support.py) holding examples/; yields its kubeconfig."""
+    from tests.kube_support import control_plane, load
+    docs = [d for f in sorted((REPO / "examples").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    with control_plane(tmp_path_factory.mktemp("cp")) as kube:
+        load(kube, docs)
+        yield kube.cp.admin_kubeconfig
 
 
-def test_state_is_what_the_agents_see(api_standin, tmp_path):
+def test_state_is_what_the_agents_see(api_server, tmp_path):
     """`sdnvm state` lists what the agent watches and keeps what its informers accept: the
-    examples served by the API stand-in come back as the same pods, policies and nodes, and
+    examples served by a real API server come back as the same pods, policies and nodes, and
     compile to the same tables."""
-    done = run([sys.executable, VAGRANT / "tools" / "sdnvm.py", "state", "--kubeconfig", api_standin],
+    done = run([sys.executable, VAGRANT / "tools" / "sdnvm.py", "state", "--kubeconfig", api_server],
                cwd=REPO)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "state.yaml"
@@ -401,8 +387,8 @@ def test_state_is_what_the_agents_see(api_standin, tmp_path):
     assert flows[0].returncode == 0 and flows[0].stdout == flows[1].stdout
 
 
-def test_can_read_waits_for_the_node(api_standin):
-    tool = [sys.executable, VAGRANT / "tools" / "sdnvm.py", "can-read", "--kubeconfig", api_standin]
+def test_can_read_waits_for_the_node(api_server):
+    tool = [sys.executable, VAGRANT / "tools" / "sdnvm.py", "can-read", "--kubeconfig", api_server]
     assert run(tool + ["--node", "node-1"], cwd=REPO).returncode == 0
     missing = run(tool + ["--node", "node-9"], cwd=REPO)
     assert missing.returncode == 1 and "cannot read node node-9" in missing.stderr

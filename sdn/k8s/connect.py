@@ -7,8 +7,8 @@ from typing import Any
 
 def api_client(kubeconfig: str | None = None, *, url: str | None = None,
                retries: int = 1) -> Any:
-    """`url` (the stand-in, no auth), else `kubeconfig`, else the in-cluster service account,
-    else ~/.kube/config.
+    """`url` (a server without authentication: the tests' stand-in), else `kubeconfig`, else
+    the in-cluster service account, else ~/.kube/config.
 
     urllib3 retries once (a pooled keep-alive connection the server closed); anything more
     is the informers' job: they back off with jitter instead of hammering a server that is

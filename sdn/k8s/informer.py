@@ -140,6 +140,10 @@ class WatchError(Exception):
     """An ERROR event other than 410, or a malformed stream."""
 
 
+class Forbidden(Exception):
+    """403: this identity may not list or watch the resource (its RBAC role lacks the verb)."""
+
+
 def list_function(api_client: Any, resource: Resource) -> Callable[..., Any]:
     """The official client's list-or-watch call for `resource`, across all namespaces."""
     from kubernetes import client
@@ -281,9 +285,9 @@ class Informer:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 delay = self._backoff.next()
-                log.warning("%s: %s; retrying in %.2fs (from resourceVersion %s)",
-                            self.resource.name, self.stats.last_error, delay,
-                            self.resource_version)
+                log.log(logging.ERROR if isinstance(e, Forbidden) else logging.WARNING,
+                        "%s: %s; retrying in %.2fs (from resourceVersion %s)",
+                        self.resource.name, self.stats.last_error, delay, self.resource_version)
                 self._stopping.wait(delay)
         self._resp = None
 
@@ -300,6 +304,15 @@ class Informer:
         except ApiException as e:
             if e.status == 410:
                 raise _Gone(f"HTTP 410: {e.reason}") from None
+            if e.status == 403:
+                verb = "watch" if kwargs.get("watch") else "list"
+                try:
+                    said = json.loads(e.body or "{}").get("message") or e.reason
+                except ValueError:
+                    said = e.reason
+                raise Forbidden(f"not allowed to {verb} {self.resource.name} (RBAC: the role needs verb "
+                                f"{verb!r} on resource {self.resource.plural!r} of API group "
+                                f"{self.resource.group or 'core'!r}); the API server says: {said}") from None
             raise
 
     def _relist(self, reason: str) -> None:
@@ -342,6 +355,7 @@ class Informer:
                 log.warning("%s: resync found %d objects out of date", self.resource.name,
                             len(events))
         self.stats.lists += 1
+        self.stats.last_error = ""  # a list went through: what failed before is over
         self.stats.relists[reason] = self.stats.relists.get(reason, 0) + 1
         self.resource_version = rv
         events.append(Event(self.resource, SYNCED, None, None,

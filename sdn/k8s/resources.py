@@ -1,7 +1,7 @@
 """The Kubernetes resources the agent watches (and the API stand-in serves), declared once.
 
 A `Resource` names one API collection the way the API does: group, version, plural, kind and
-whether it is namespaced. `sdn.k8s.apiserver` builds its routes and discovery documents from
+whether it is namespaced. `tests.standin.apiserver` builds its routes and discovery documents from
 these values; `sdn.k8s.informer` builds its list and watch calls from them.
 """
 

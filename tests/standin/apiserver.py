@@ -1,8 +1,10 @@
-"""A local stand-in for kube-apiserver, for tests and demos: list, watch and write over HTTP.
+"""A local stand-in for kube-apiserver, kept for the informers' fault-injection tests: list,
+watch and write over HTTP.
 
-A real kube-apiserver cannot be fetched where the tests run, so this serves the resources of
-`sdn.k8s.resources` with the API's own wire behaviour, enough for the official `kubernetes`
-client to run unchanged against it:
+The product and every other test run against the real kube-apiserver (`make k8s`); this serves
+the resources of `sdn.k8s.resources` with the API's own wire behaviour, enough for the official
+`kubernetes` client to run unchanged against it, plus faults a real server cannot be told to
+make (see the test hooks below):
 
 - discovery (/api, /apis, /api/v1, /apis/GROUP/VERSION, /version) and /healthz, /readyz;
 - list with resourceVersion, resourceVersionMatch, limit and continue (consistent snapshots);
@@ -20,7 +22,7 @@ Test hooks on `ApiServer`: create/update/apply/patch/delete objects directly,
 cut without their final chunk), `stop()`/`start()` (unreachable, then back on the same port),
 and `chunking` ("event", "split", "batch", "random") to vary how events are cut into chunks.
 
-    python -m sdn.k8s.apiserver --port 8080 --load examples/ --write-kubeconfig kubeconfig
+    python -m tests.standin.apiserver --port 8080 --load examples/ --write-kubeconfig kubeconfig
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sdn.k8s.apistore import (
+from tests.standin.apistore import (
     BUILTIN_GROUPS,
     MERGE_PATCH,
     ApiError,
@@ -588,7 +590,7 @@ def _kubeconfig(url: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sdn.k8s.apiserver",
+    parser = argparse.ArgumentParser(prog="python -m tests.standin.apiserver",
                                      description="A local Kubernetes API stand-in.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: an ephemeral port")

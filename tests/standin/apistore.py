@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sdn.k8s.jsonpatch import PatchError, apply_json_patch, merge_patch
+from tests.standin.jsonpatch import PatchError, apply_json_patch, merge_patch
 from sdn.k8s.resources import NAMESPACES, Resource
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
