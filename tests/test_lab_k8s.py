@@ -8,12 +8,14 @@ extensions/v1beta1 cases stay in file mode: no current API server serves that ve
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from sdn.lab.lab import LabError
 from tests.e2e_cases import ALL_CASES, base_cluster, replay
 from tests.lab_harness import check_new_pods, make_lab, replay_case
 
@@ -25,6 +27,7 @@ def _uses_beta(case) -> bool:
 
 
 K8S_CASES = [c for c in ALL_CASES if not _uses_beta(c)]
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +47,125 @@ def test_e2e_case(lab, case):
 
 def test_new_pods_labels_and_deletes(lab):
     check_new_pods(lab)
+
+
+def sdnctl(lab, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sdn.cli", "lab", "--state-dir", str(lab.lab.state.dir), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_status_shows_the_control_plane_nodes_and_agents(lab):
+    out = sdnctl(lab, "status", "-o", "json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    st = json.loads(out.stdout)
+    cp = st["kubernetes"]["control_plane"]
+    assert cp["version"] == "v1.36.3"
+    assert all(c["running"] and c["healthy"] for c in cp["components"].values()), cp
+    assert set(cp["components"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+    for node in ("node-1", "node-2"):
+        assert st["kubernetes"]["nodes"][node] == {"kubelet": st["kubernetes"]["nodes"][node]["kubelet"],
+                                                   "kube_proxy": st["kubernetes"]["nodes"][node]["kube_proxy"]}
+        assert all(d["running"] for d in st["kubernetes"]["nodes"][node].values())
+    assert {n["name"] for n in st["nodes"]} == {"node-1", "node-2"}
+    assert all(n["agent"]["running"] and n["agent"]["in_sync"] for n in st["nodes"])
+    text = sdnctl(lab, "status").stdout
+    assert "control plane v1.36.3" in text and "kube-scheduler healthy" in text and "kube-proxy running" in text
+
+
+def test_agents_run_as_the_daemonset_with_its_service_account(lab):
+    record = lab.lab.state.load()
+    kubeconfig = lab.lab.state.dir / "controlplane" / "sdn-agent.kubeconfig"
+    cfg = yaml.safe_load(kubeconfig.read_text())
+    assert cfg["users"][0]["name"] == "system:serviceaccount:kube-system:sdn-agent"
+    assert set(cfg["users"][0]["user"]) == {"token"}  # never an admin certificate
+    for node in ("node-1", "node-2"):
+        argv = record["controllers"][node]["argv"]
+        assert argv[argv.index("agent"):argv.index("agent") + 5] == ["agent", "--node", node, "--config",
+                                                                       str(lab.lab.state.dir / "nodes" / node / "etc/sdn/sdn.yaml")]
+        assert f"NODE_NAME={node}" in argv and str(kubeconfig) in argv
+        settings = yaml.safe_load((lab.lab.state.dir / "nodes" / node / "etc/sdn/sdn.yaml").read_text())
+        assert settings["bridge"] == "br-sdn" and settings["podCIDR"] == "node"  # deploy/configmap.yaml's
+    who = sdnctl(lab, "kubectl", "auth", "can-i", "list", "networkpolicies",
+                 "--as=system:serviceaccount:kube-system:sdn-agent", "-A")
+    assert who.returncode == 0 and who.stdout.strip() == "yes"
+    cannot = sdnctl(lab, "kubectl", "auth", "can-i", "delete", "pods",
+                    "--as=system:serviceaccount:kube-system:sdn-agent", "-A")
+    assert cannot.returncode == 1 and cannot.stdout.strip() == "no"  # exit status passed through
+
+
+def test_changes_made_with_kubectl_are_realized(lab, tmp_path):
+    lab.goto(base_cluster())
+    deny = tmp_path / "deny.json"  # JSON: kubectl's YAML reads an unquoted y as true
+    deny.write_text(json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                                    "metadata": {"name": "deny-all", "namespace": "y"},
+                                    "spec": {"podSelector": {}}}))
+    out = sdnctl(lab, "kubectl", "apply", "-f", str(deny))
+    assert out.returncode == 0 and "created" in out.stdout, out.stderr
+    try:
+        kube = lab.lab.kube()
+        kube.settle(60)  # the agents' own status: every object seen and realized
+        doc = lab.lab.matrix([(80, "TCP")])
+        m = doc["matrices"][0]
+        assert m["agree"], m["differences"]
+        assert not any(v == "allowed" for s, row in m["measured"].items() for d, v in row.items()
+                       if d.startswith("y/") and not s == d)
+        assert sdnctl(lab, "kubectl", "label", "pod", "-n", "x", "a", "extra=yes").returncode == 0
+        kube.settle(60)
+        assert lab.lab.matrix([(80, "TCP")])["matrices"][0]["agree"]
+    finally:
+        sdnctl(lab, "kubectl", "delete", "-f", str(deny))
+        sdnctl(lab, "kubectl", "label", "pod", "-n", "x", "a", "extra-")
+        lab.lab.kube().settle(60)
+
+
+def test_beta_policies_are_refused_and_change_nothing(lab, tmp_path):
+    lab.goto(base_cluster())
+    f = tmp_path / "mixed.yaml"
+    f.write_text(yaml.safe_dump_all([
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "v1", "namespace": "x"},
+         "spec": {"podSelector": {}}},
+        {"apiVersion": "extensions/v1beta1", "kind": "NetworkPolicy", "metadata": {"name": "old", "namespace": "x"},
+         "spec": {"podSelector": {}}}]))
+    out = sdnctl(lab, "apply", "-f", str(f))
+    assert out.returncode == 2
+    assert "extensions/v1beta1" in out.stderr and "NetworkPolicy x/old" in out.stderr and "nothing was changed" in out.stderr
+    assert "NotFound" in sdnctl(lab, "kubectl", "get", "networkpolicy", "-n", "x", "v1").stderr
+
+
+def test_a_component_that_does_not_start_fails_up_and_leaves_nothing(tmp_path, monkeypatch):
+    """A broken kube-scheduler build (it exits at once): `lab up --kubernetes` says so with the
+    scheduler's last log lines, exit 1, and removes everything it made."""
+    from sdn.k8s.binaries import bin_dir
+    from sdn.ovs.instance import netns_list
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    for f in bin_dir().iterdir():
+        (broken / f.name).symlink_to(f)
+    (broken / "kube-scheduler").unlink()
+    (broken / "kube-scheduler").write_text("#!/bin/sh\necho 'kube-scheduler: this build is broken' >&2\nexit 3\n")
+    (broken / "kube-scheduler").chmod(0o755)
+    state = f"/run/sdnlab-t{os.getpid()}b"
+    env = dict(os.environ, SDN_K8S_BIN=str(broken))
+    out = subprocess.run([sys.executable, "-m", "sdn.cli", "lab", "--state-dir", state, "up", "--kubernetes",
+                          "-f", "examples/"], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert out.returncode == 1
+    assert "kube-scheduler exited while starting" in out.stderr and "this build is broken" in out.stderr, out.stderr
+    from sdn.lab.state import prefix_for
+    prefix = prefix_for(state)
+    assert not [n for n in netns_list() if n.startswith(prefix)]
+    assert not os.path.exists(state)
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and state.encode() in _cmdline(p)]
+
+
+def _cmdline(p: Path) -> bytes:
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_the_examples_are_valid_for_kubectl(lab):
+    """kubectl reads examples/ (its YAML 1.1 would take an unquoted namespace y for true)."""
+    out = sdnctl(lab, "kubectl", "create", "--dry-run=client", "-o", "name", "-f", str(REPO / "examples"))
+    assert out.returncode == 0, out.stderr
+    assert "networkpolicy.networking.k8s.io/allow-web" in out.stdout
