@@ -182,25 +182,26 @@ class KubeMode:
                        user="system:serviceaccount:kube-system:sdn-agent", token=token)
 
     def start_node(self, node: str, doc: dict | None) -> None:
-        """Register the Node, then its kubelet stand-in, kube-proxy and agent."""
+        """The node's kubelet stand-in (it registers the Node with its pod CIDR and the
+        manifest's labels), then the CNI install, kube-proxy and the agent."""
         info = self.lab.record["nodes"][node]
-        plan = T.NodePlan(node, info["address"], info["cidr"])
-        body = api_doc(T.node_manifest(plan, doc))
-        self.api(lambda r: r.apply(body))
+        labels = ((doc or {}).get("metadata") or {}).get("labels") or {}
         ndir = Path(info["rundir"])
         for d in ("etc/sdn", "etc/cni/net.d", "opt/cni/bin", "var/lib/cni/networks", "logs"):
             (ndir / d).mkdir(parents=True, exist_ok=True)
         settings = self._node_settings(info)
         (ndir / "etc/sdn/sdn.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-        self._install_cni(node, ndir)
         kubelet_cfg = self.cp.user_kubeconfig(f"kubelet-{node}", f"system:node:{node}", ("system:nodes",))
         proxy_cfg = self.cp.user_kubeconfig("kube-proxy", "system:kube-proxy")
         nsenter = ["nsenter", f"--net=/run/netns/{info['netns']}"]
         kubelet = nsenter + [sys.executable, "-m", "sdn.lab.kubelet", "--node", node, "--kubeconfig",
                              str(kubelet_cfg), "--address", info["address"], "--dir", str(ndir), "--prefix",
                              self.lab.prefix, "--cni-conf-dir", str(ndir / "etc/cni/net.d"),
-                             "--cni-bin-dir", str(ndir / "opt/cni/bin")]
+                             "--cni-bin-dir", str(ndir / "opt/cni/bin"), "--pod-cidr", info["cidr"],
+                             "--node-labels", ",".join(f"{k}={v}" for k, v in sorted(labels.items()))]
         self.info["kubelets"][node] = self._spawn(f"kubelet-{node}", kubelet)
+        self._wait(lambda: self.api(lambda r: _exists(r, NODES, node)), 30, f"node {node} to register")
+        self._install_cni(node, ndir)
         proxy = ["ip", "netns", "exec", info["netns"], binary("kube-proxy"), f"--kubeconfig={proxy_cfg}",
                  f"--hostname-override={node}", f"--cluster-cidr={self.info['cluster_cidr']}",
                  "--proxy-mode=iptables", "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
@@ -482,6 +483,16 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def _exists(rest: Rest, res: Resource, name: str, namespace: str = "") -> bool:
+    try:
+        rest.get(res, namespace, name)
+        return True
+    except ApiError as e:
+        if e.status == 404:
+            return False
+        raise
 
 
 def _kubelet_record(ndir: Path) -> dict:

@@ -2,7 +2,8 @@
 
 It does what a kubelet does for the network and nothing else, through the API with the node's
 own identity (user system:node:NAME, so the Node authorizer and NodeRestriction apply):
-- keeps the Node's status (addresses, capacity, Ready) and its Lease in kube-node-lease fresh;
+- registers its Node (the pod CIDR and labels given, as kubelet's --pod-cidr and
+  --node-labels) and keeps its status (addresses, capacity, Ready) and its Lease in kube-node-lease fresh;
 - watches the Pods bound to its node; for each new one: a network namespace, the installed
   CNI plugin called as a container runtime calls it (CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS,
   CNI_IFNAME, CNI_ARGS with K8S_POD_NAMESPACE/K8S_POD_NAME, CNI_PATH, each plugin of the
@@ -56,10 +57,12 @@ def _now(micro: bool = False) -> str:
 
 class Kubelet:
     def __init__(self, node: str, api: Any, address: str, dir: Path, prefix: str,
-                 cni_conf_dir: Path, cni_bin_dir: Path):
+                 cni_conf_dir: Path, cni_bin_dir: Path, pod_cidr: str = "",
+                 labels: dict[str, str] | None = None):
         from kubernetes import client
         self.node, self.api, self.address, self.dir, self.prefix = node, api, address, dir, prefix
         self.cni_conf_dir, self.cni_bin_dir = cni_conf_dir, cni_bin_dir
+        self.pod_cidr, self.labels = pod_cidr, labels or {}
         self.core = client.CoreV1Api(api)
         self.coord = client.CoordinationV1Api(api)
         self.record_path = dir / "kubelet.json"
@@ -85,6 +88,20 @@ class Kubelet:
         tmp.replace(self.record_path)
 
     # ------------------------------------------------------------------ node
+    def register(self) -> None:
+        """Create this node's Node object, as a kubelet registers itself (--node-labels,
+        --pod-cidr); an existing one is kept (a restarted kubelet)."""
+        from kubernetes.client.exceptions import ApiException
+        body: dict = {"apiVersion": "v1", "kind": "Node",
+                      "metadata": {"name": self.node, "labels": {"kubernetes.io/hostname": self.node,
+                                                                "kubernetes.io/os": "linux", **self.labels}},
+                      "spec": {"podCIDR": self.pod_cidr, "podCIDRs": [self.pod_cidr]} if self.pod_cidr else {}}
+        try:
+            self.core.create_node(body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
     def post_status(self) -> None:
         now = _now()
         body = {"status": {
@@ -127,6 +144,7 @@ class Kubelet:
 
     # ------------------------------------------------------------------ pods
     def run(self) -> None:
+        self.register()
         self.post_status()
         self.renew_lease()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
@@ -311,11 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix", required=True, help="the lab's name prefix (pod namespaces)")
     ap.add_argument("--cni-conf-dir", required=True, type=Path)
     ap.add_argument("--cni-bin-dir", required=True, type=Path)
+    ap.add_argument("--pod-cidr", default="", help="the Node's spec.podCIDR when it registers")
+    ap.add_argument("--node-labels", default="", help="k=v,... labels the Node registers with")
     args = ap.parse_args(argv)
+    labels = dict(kv.split("=", 1) for kv in args.node_labels.split(",") if kv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from sdn.k8s.connect import api_client
     kubelet = Kubelet(args.node, api_client(args.kubeconfig), args.address, args.dir, args.prefix,
-                      args.cni_conf_dir, args.cni_bin_dir)
+                      args.cni_conf_dir, args.cni_bin_dir, args.pod_cidr, labels)
     kubelet.run()
     return 0
 
