@@ -1,4 +1,4 @@
-"""Helpers for the tests that run the official client against the API stand-in."""
+"""Objects and helpers for the tests that run the official client against an API server."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def alpha_policy(ns: str, name: str, spec: dict) -> dict:
 
 def reference_cluster(server, resources=WATCHED) -> Cluster:
     """The Cluster a fresh start would build from the server's current objects (invalid
-    ones left out, as the informers leave them out)."""
+    ones left out, as the informers leave them out); `server` is the real one
+    (tests.kube_support.Kube) or the stand-in, both list with `objects(resources)`."""
     from sdn.k8s.informer import to_model
 
     cluster = Cluster()

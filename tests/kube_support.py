@@ -154,21 +154,6 @@ def load(kube: Kube, docs: list[dict]) -> None:
             kube.apply(doc)
 
 
-def reference_cluster(kube: Kube, resources=WATCHED):
-    """The Cluster a fresh start would build from the server's current objects (invalid ones
-    left out, as the informers leave them out)."""
-    from sdn.k8s.informer import to_model
-    from sdn.policy.manifests import add_object
-    from sdn.policy.model import Cluster
-
-    cluster = Cluster()
-    for raw in kube.objects(resources):
-        model, _ = to_model(resource_for(raw["apiVersion"], raw["kind"]), raw)
-        if model is not None:
-            add_object(cluster, model)
-    return cluster
-
-
 def apply_deploy(kube: Kube, files=("crd-v1alpha1-networkpolicys.yaml", "rbac.yaml", "configmap.yaml")) -> None:
     """deploy/'s objects through server-side apply, as `kubectl apply --server-side -f` would."""
     import yaml

@@ -34,8 +34,8 @@ from sdn.k8s.rest import ApiError, Rest
 from sdn.switch.control import program_from_json, request
 from tests.conftest import OvsFactory
 from tests.e2e_model import base_cluster, node_of, pod_ip, pod_keys
-from tests.k8s_support import ANNOTATIONS, POLICY_SPECS, wait_until
-from tests.kube_support import Kube, apply_deploy, control_plane, load, reference_cluster
+from tests.k8s_support import ANNOTATIONS, POLICY_SPECS, reference_cluster, wait_until
+from tests.kube_support import Kube, apply_deploy, control_plane, load
 from tests.switch_support import add_tunnel, plug_internal
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("agent")]  # one agent, one worker
