@@ -30,7 +30,7 @@ from flows.flow import parse_flows
 from sdn.compile import compile_cluster
 from sdn.k8s.connect import api_client
 from sdn.k8s.resources import EVENTS
-from sdn.k8s.rest import ApiError, Rest
+from sdn.k8s.rest import Rest
 from sdn.switch.control import program_from_json, request
 from tests.conftest import OvsFactory
 from tests.e2e_model import base_cluster, node_of, pod_ip, pod_keys

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -211,7 +210,7 @@ class Lab:
             raise LabError("no objects in the given manifests", 2)
         self._validate(docs)
         if kubernetes:
-            from sdn.lab.kube import check_docs
+            from sdn.lab.kube_objects import check_docs
             from sdn.k8s.binaries import BinariesMissing, binary
             check_docs(docs)
             try:
@@ -734,7 +733,8 @@ class Lab:
 
     def _change_kubernetes(self, apply, delete, timeout: float, ignore_not_found: bool) -> list[str]:
         """Write through the API server; return once every agent realized the result."""
-        from sdn.lab.kube import KubeMode, check_docs
+        from sdn.lab.kube import KubeMode
+        from sdn.lab.kube_objects import check_docs
         check_docs(list(apply))
         kube = KubeMode(self)
         try:
@@ -1019,14 +1019,15 @@ class Lab:
         # 1b. kubernetes mode: kubelet stand-ins (they would recreate pods), kube-proxies, the
         # control plane; the pods the kubelets ran
         if "kubernetes" in record:
-            from sdn.lab.kube import KubeMode, _kubelet_record
+            from sdn.lab.kube import KubeMode
+            from sdn.lab.kube_objects import kubelet_record
             self.record = record
             try:
                 KubeMode(self).stop_daemons()
             except Exception as e:  # noqa: BLE001
                 errors.append(f"control plane: {e}")
             for info in (record.get("nodes") or {}).values():
-                for key, rec in _kubelet_record(Path(info["rundir"])).items():
+                for key, rec in kubelet_record(Path(info["rundir"])).items():
                     record.setdefault("pods", {}).setdefault(key, rec)
         # 2. pods: their namespaces (servers die with them; the veths go with the node's)
         for key, rec in (record.get("pods") or {}).items():
