@@ -169,3 +169,12 @@ def test_the_examples_are_valid_for_kubectl(lab):
     out = sdnctl(lab, "kubectl", "create", "--dry-run=client", "-o", "name", "-f", str(REPO / "examples"))
     assert out.returncode == 0, out.stderr
     assert "networkpolicy.networking.k8s.io/allow-web" in out.stdout
+
+
+def test_exec_runs_a_command_in_a_pod(lab):
+    pods = {f"{p['namespace']}/{p['name']}": p for p in lab.lab.pods()}
+    out = sdnctl(lab, "exec", "x/a", "--", "ip", "-4", "-o", "addr", "show", "eth0")
+    assert out.returncode == 0 and pods["x/a"]["ip"] in out.stdout, out.stderr
+    assert sdnctl(lab, "exec", "x/a", "--", "sh", "-c", "exit 7").returncode == 7
+    missing = sdnctl(lab, "exec", "x/nope", "--", "true")
+    assert missing.returncode == 2 and "no pod x/nope" in missing.stderr

@@ -6,6 +6,7 @@
     sdnctl lab pods -o json
     sdnctl lab matrix [--port P] [--protocol TCP|UDP] [-o json|table] [--check]
     sdnctl lab status
+    sdnctl lab exec NS/POD -- CMD...
     sdnctl lab kubeconfig
     sdnctl lab kubectl ARGS...
     sdnctl lab down
@@ -254,6 +255,25 @@ def status_cmd(ctx, output):
     for prob in st["problems"]:
         c.print(f"[yellow]problem:[/yellow] {escape(prob)}")
     sys.exit(1 if st["problems"] else 0)
+
+
+@lab_group.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("pod", metavar="NS/POD")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_cmd(ctx, pod, command):
+    """Run COMMAND inside a pod's network namespace (as kubectl exec runs it in the pod);
+    its exit status is passed through."""
+    import subprocess
+    command = command[1:] if command[:1] == ("--",) else command
+    if not command:
+        raise LabFailure("no command to run: sdnctl lab exec NS/POD -- CMD...", 2)
+    pods = {f"{p['namespace']}/{p['name']}": p for p in _run(_lab(ctx).pods)}
+    if pod not in pods:
+        raise LabFailure(f"no pod {pod} in the lab (pods: {', '.join(sorted(pods)) or 'none'})", 2)
+    if not pods[pod].get("netns"):
+        raise LabFailure(f"pod {pod} is not running yet (no network namespace)")
+    sys.exit(subprocess.call(["ip", "netns", "exec", pods[pod]["netns"], *command]))
 
 
 @lab_group.command("kubeconfig")
