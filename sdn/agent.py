@@ -85,6 +85,14 @@ class _Collector:
             expired.add_metric([res], stats.expired)
             errors.add_metric([res], stats.errors)
             events.add_metric([res], stats.events)
+        since = a.unreachable_since()
+        reach = GaugeMetricFamily("sdn_api_reachable", "1 while the API server answers, 0 during an outage")
+        reach.add_metric([], 0 if since else 1)
+        yield reach
+        outage = GaugeMetricFamily("sdn_api_unreachable_since_timestamp_seconds",
+                                   "When the current API outage began (Unix time; 0: no outage)")
+        outage.add_metric([], since)
+        yield outage
         yield watch
         yield expired
         yield errors
@@ -98,7 +106,8 @@ class Agent:
                  informer_options: dict | None = None):
         self.settings, self.node, self.api, self.core = settings, node, api_client, core
         self.state = ClusterState(settings.resources())
-        opts = dict(watch_timeout=settings.watch_timeout_seconds, relist_period=settings.resync_seconds)
+        opts = dict(watch_timeout=settings.watch_timeout_seconds, relist_period=settings.resync_seconds,
+                    backoff_base=min(0.25, settings.api_retry_max_seconds), backoff_cap=settings.api_retry_max_seconds)
         opts.update(informer_options or {})
         self.informers = Informers(api_client, self._on_events, settings.resources(), **opts)
         self.registry = CollectorRegistry()
@@ -191,6 +200,11 @@ class Agent:
 
     # ---- status ----------------------------------------------------------------------------------
 
+    def unreachable_since(self) -> float:
+        """When the API server became unreachable (wall clock), or 0 while it answers."""
+        times = [st.failing_since for st in self.informer_stats().values() if st.failing_since]
+        return min(times) if times else 0.0
+
     def api_error(self) -> str:
         """Why a resource cannot be listed or watched, when that is a lasting problem (RBAC)."""
         for name, st in sorted(self.informer_stats().items()):
@@ -204,7 +218,9 @@ class Agent:
         return self.informers.dispatcher.alive
 
     def ready(self) -> bool:
-        return self.state.ready and self.programmed.is_set()
+        """Every resource listed, the bridge programmed, and the API server answering: while
+        it is away the tables are kept but may be stale (changes are not seen)."""
+        return self.state.ready and self.programmed.is_set() and not self.unreachable_since()
 
     def status(self, objects: bool = False) -> dict:
         """What /status serves; with `objects`, also the resourceVersion of every object
@@ -214,6 +230,7 @@ class Agent:
         out = {
             "node": self.node,
             "api_synced": self.state.ready,
+            "api": _api_status(self.unreachable_since()),
             "programmed": self.programmed.is_set(),
             "state_generation": self.state.generation,
             "realized_generation": self.state.realized_generation,
@@ -226,6 +243,14 @@ class Agent:
         if objects:
             out["objects"] = {f"{r}/{ns}/{n}": v for (r, ns, n), v in sorted(self.state.versions().items())}
         return out
+
+
+def _api_status(since: float) -> dict:
+    if not since:
+        return {"reachable": True, "unreachable_since": None, "unreachable_seconds": 0.0}
+    return {"reachable": False,
+            "unreachable_since": datetime.fromtimestamp(since, timezone.utc).isoformat(timespec="seconds"),
+            "unreachable_seconds": round(max(0.0, time.time() - since), 1)}
 
 
 def policy_json(st: PolicyStatus) -> dict:
@@ -257,7 +282,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200 if ok else 500, b"ok\n" if ok else b"dispatcher stopped\n")
         elif path == "/readyz":
             ok = a.ready()
-            self._send(200 if ok else 503, b"ok\n" if ok else b"not yet synced and programmed\n")
+            since = a.unreachable_since()
+            why = (f"the API server is unreachable since {_api_status(since)['unreachable_since']}; the bridge "
+                   f"keeps its last tables\n" if since else "not yet synced and programmed\n")
+            self._send(200 if ok else 503, b"ok\n" if ok else why.encode())
         elif path == "/status":
             body = a.status(objects="objects" in query.split("&"))
             self._send(200, json.dumps(body, indent=2, default=str).encode(), "application/json")

@@ -195,12 +195,22 @@ def test_nothing_is_flushed_while_the_api_is_down(setup):
         with server.outage():
             other.apply(policy("y", "while-down", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))
             server.compact()
-            time.sleep(3)
+            assert wait_until(lambda: not _status(run).get("api", {}).get("reachable", True), 10, 0.1)
+            time.sleep(2)
             assert run.flows() == before, "the bridge must keep its tables while the API is away"
             assert run.get("/healthz")[0] == 200  # an API outage is not a reason to restart the agent
+            code, why = run.get("/readyz")
+            assert code == 503 and b"unreachable since" in why  # its tables may be stale meanwhile
+            api = _status(run)["api"]
+            assert api["unreachable_since"] and api["unreachable_seconds"] >= 1, api
+            metrics = run.get("/metrics")[1].decode()
+            assert "sdn_api_reachable 0.0" in metrics and "sdn_api_unreachable_since_timestamp_seconds 1" in metrics
     finally:
         server.cp.stop_component("kube-apiserver-b")
     run.converged()  # the change made meanwhile arrives (re-list after 410)
+    assert wait_until(lambda: run.get("/readyz")[0] == 200, 10, 0.1)
+    assert _status(run)["api"] == {"reachable": True, "unreachable_since": None, "unreachable_seconds": 0.0}
+    assert "sdn_api_reachable 1.0" in run.get("/metrics")[1].decode()
     assert run.flows() != before
     watch = json.loads(run.get("/status")[1])["watch"]["networkpolicies.networking.k8s.io"]
     assert watch["expired"] > expired and watch["relists"].get("expired", 0) >= 1, watch

@@ -107,6 +107,7 @@ class InformerStats:
     drift: int = 0  # differences found by periodic re-lists
     invalid: int = 0  # objects currently ignored as invalid
     last_error: str = ""
+    failing_since: float = 0.0  # wall-clock time the current run of failures began (0: none)
     relists: dict[str, int] = field(default_factory=dict)  # reason -> count
 
 
@@ -284,6 +285,7 @@ class Informer:
                     break
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(e).__name__}: {e}"
+                self.stats.failing_since = self.stats.failing_since or time.time()
                 delay = self._backoff.next()
                 log.log(logging.ERROR if isinstance(e, Forbidden) else logging.WARNING,
                         "%s: %s; retrying in %.2fs (from resourceVersion %s)",
@@ -355,6 +357,7 @@ class Informer:
                 log.warning("%s: resync found %d objects out of date", self.resource.name,
                             len(events))
         self.stats.lists += 1
+        self.stats.failing_since = 0.0
         self.stats.last_error = ""  # a list went through: what failed before is over
         self.stats.relists[reason] = self.stats.relists.get(reason, 0) + 1
         self.resource_version = rv
@@ -372,6 +375,7 @@ class Informer:
                           _request_timeout=(self._connect_timeout, timeout + self._read_timeout))
         self._resp = resp
         self.stats.watches += 1
+        self.stats.failing_since = 0.0  # the server answered
         buffer, lines = bytearray(), 0
         try:
             if self._stopping.is_set():

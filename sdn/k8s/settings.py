@@ -41,6 +41,9 @@ class Settings:
     beta_policies: bool = False  # watch extensions/v1beta1 (only servers <= 1.15 serve it)
     resync_seconds: float = 600.0
     watch_timeout_seconds: float = 300.0
+    # the longest pause between retries while the API server is unreachable (jittered,
+    # exponential from 0.25 s): what a change made during an outage waits at most once it is back
+    api_retry_max_seconds: float = 1.5
     cni_network: str = "sdn"
     ipam_data_dir: str = "/var/lib/cni/networks"  # the CNI IPAM's reservations (host-local's layout)
 
@@ -85,6 +88,7 @@ def parse_settings(doc: object, origin: str = "<settings>") -> Settings:
         ("mtu", 576 <= s.mtu <= 9000, "between 576 and 9000"),
         ("resyncSeconds", s.resync_seconds >= 0, "0 (off) or more"),
         ("watchTimeoutSeconds", s.watch_timeout_seconds >= 1, "at least 1"),
+        ("apiRetryMaxSeconds", 0.1 <= s.api_retry_max_seconds <= 300, "between 0.1 and 300"),
     ]
     if s.pod_cidr != "node":
         try:
