@@ -178,3 +178,15 @@ def test_exec_runs_a_command_in_a_pod(lab):
     assert sdnctl(lab, "exec", "x/a", "--", "sh", "-c", "exit 7").returncode == 7
     missing = sdnctl(lab, "exec", "x/nope", "--", "true")
     assert missing.returncode == 2 and "no pod x/nope" in missing.stderr
+
+
+def test_up_refuses_beta_policies_before_making_anything(tmp_path):
+    f = tmp_path / "beta.yaml"
+    f.write_text((REPO / "examples" / "cluster.yaml").read_text() + "\n---\n" + yaml.safe_dump(
+        {"apiVersion": "extensions/v1beta1", "kind": "NetworkPolicy", "metadata": {"name": "old", "namespace": "x"},
+         "spec": {"podSelector": {}}}))
+    state = f"/run/sdnlab-t{os.getpid()}c"
+    out = subprocess.run([sys.executable, "-m", "sdn.cli", "lab", "--state-dir", state, "up", "--kubernetes", "-f", str(f)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 2 and "extensions/v1beta1" in out.stderr and "NetworkPolicy x/old" in out.stderr
+    assert not os.path.exists(state)
