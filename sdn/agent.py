@@ -286,11 +286,7 @@ def agent_command():
 
     import click
 
-    from sdn.k8s.connect import api_client
-    from sdn.k8s.settings import SettingsError, load_settings
     from sdn.switch.control import DEFAULT_SOCKET
-    from sdn.switch.controller import Options, run
-    from sdn.switch.core import NodeSpec
 
     @click.command("agent")
     @click.option("--node", envvar="NODE_NAME", required=True, help="This node's name (env NODE_NAME).")
@@ -305,6 +301,10 @@ def agent_command():
     @click.option("--log-file", metavar="FILE")
     def agent(node, config, kubeconfig, server, listen, control, metrics_port, log_level, log_file):
         """Watch the Kubernetes API and program this node's bridge (the DaemonSet's command)."""
+        from sdn.k8s.connect import api_client
+        from sdn.k8s.settings import SettingsError, load_settings
+        from sdn.switch.controller import Options, run
+        from sdn.switch.core import NodeSpec
         try:
             settings = load_settings(config)
         except SettingsError as e:

@@ -3,33 +3,28 @@ through them and explain which policies select a pod. kubectl habits: -f, -o, -n
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import click
-import yaml
-from rich.console import Console
-from rich.markup import escape
 
-from flows import pipeline as P
-from flows.compiler import CompileError, Program
-from sdn import show
-from sdn.compile import Compiled, compile_cluster
-from sdn.layout import FABRIC, load_port_map
-from sdn.policy.evaluate import evaluate, explain
-from sdn.policy.manifests import ManifestError, load_paths
-from sdn.policy.model import Cluster, Pod
-from sdn.verify import ClusterSimulator
+from sdn.cli_output import console_out, err, escape
 
-err = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:  # the commands import what they need when they run: `sdnctl --help` stays fast
+    from flows.compiler import Program
+    from sdn.compile import Compiled
+    from sdn.policy.model import Cluster, Pod
+
+FABRIC = "fabric"  # sdn.layout.FABRIC, the fabric switch's node name (tests/test_cli.py checks they agree)
 
 
 class UsageProblem(click.ClickException):
     exit_code = 2
 
     def show(self, file=None) -> None:  # noqa: A003 - click's name
-        err.print(f"[red]error:[/red] {escape(self.message)}", markup=True, highlight=False, soft_wrap=True)
+        err().print(f"[red]error:[/red] {escape(self.message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
@@ -38,6 +33,7 @@ def _fail(message: str) -> None:
 
 def load(files: Sequence[str]) -> Cluster:
     """Load manifests; warnings to stderr; a ManifestError becomes exit 2 with its message."""
+    from sdn.policy.manifests import ManifestError, load_paths
     if not files:
         _fail("no input: give manifests with -f FILE|DIR (repeatable, '-' for stdin)")
     try:
@@ -47,12 +43,15 @@ def load(files: Sequence[str]) -> Cluster:
     except OSError as e:
         _fail(f"{e.filename}: {e.strerror}")
     for w in warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(w)}", markup=True, highlight=False, soft_wrap=True)
+        err().print(f"[yellow]warning:[/yellow] {escape(w)}", markup=True, highlight=False, soft_wrap=True)
     return cluster
 
 
 def _compile(cluster: Cluster, node: str | None, port_map: str | None = None,
              enforce: str = "host") -> Compiled:
+    from flows.compiler import CompileError
+    from sdn.compile import compile_cluster
+    from sdn.layout import load_port_map
     maps = None
     if port_map:
         if not node:
@@ -98,6 +97,7 @@ def _pod(cluster: Cluster, ref: str, namespace: str) -> Pod:
 def emit(doc, output: str) -> None:
     """Print a document as JSON or YAML (kubectl's -o json|yaml)."""
     if output == "yaml":
+        import yaml
         click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
     else:
         click.echo(json.dumps(doc, indent=2))
@@ -132,7 +132,47 @@ def program_json(compiled: Compiled, node: str, program: Program) -> dict:
     }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose commands named in `lazy` ({name: ("module:attr", short help)}) are
+    imported only when run: the controller, the agent and the lab pull in os-ken, eventlet and
+    the Kubernetes client, which offline commands and --help must not pay for. An attr that is
+    not a click command is a factory called once (sdn.agent.agent_command)."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            module, _, attr = self.lazy[name][0].partition(":")
+            obj = getattr(importlib.import_module(module), attr)
+            self.add_command(obj if isinstance(obj, click.Command) else obj(), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        limit = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                cmd = self.commands[name]
+                if not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit)))
+            else:
+                rows.append((name, click.utils.make_default_short_help(self.lazy[name][1], limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, lazy={
+    "agent": ("sdn.agent:agent_command", "Watch the Kubernetes API and program this node's bridge "
+                                         "(the DaemonSet's command)."),
+    "lab": ("sdn.lab.cli:lab_group", "A multi-node lab on this machine: nodes, pods and agents in network "
+                                     "namespaces."),
+})
 @click.version_option(package_name="sdn-netpol")
 def main() -> None:
     """Kubernetes NetworkPolicy on Open vSwitch: compile, show, trace, explain."""
@@ -183,6 +223,8 @@ flows = flows_group()
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]), default="table", show_default=True)
 def flows_show(files, node, enforce, policy, namespace, table, output):
     """Flows by table and by policy/rule, with the pods behind the addresses."""
+    from flows import pipeline as P
+    from sdn import show
     if policy and "/" not in policy:
         policy = f"{namespace}/{policy}"
     compiled = _compile(load(files), node, None, enforce)
@@ -201,7 +243,7 @@ def flows_show(files, node, enforce, policy, namespace, table, output):
     if output in ("json", "yaml"):
         emit({"node": node, "bridge": program.bridge, "tables": show.to_json(grouped)}, output)
         return
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console = console_out()
     console.print(f"[bold]node {node}[/bold], bridge {program.bridge}: {len(program.flows)} flows, "
                   f"{sum(1 for r in program.rules if r.active)} active rules, "
                   f"{len(program.defaults)} isolated pod addresses")
@@ -226,6 +268,9 @@ def parse_port(text: str, dst: Pod) -> tuple[int, str]:
 
 
 def _trace_doc(compiled: Compiled, src: Pod, dst: Pod, port: int, proto: str) -> dict:
+    from flows import pipeline as P
+    from sdn.policy.evaluate import evaluate
+    from sdn.verify import ClusterSimulator
     sim = ClusterSimulator(compiled)
     path = sim.connect(src, dst, port, proto.lower())
     verdict = evaluate(compiled.cluster, src, dst, port, proto)
@@ -298,7 +343,7 @@ def trace_cmd(files, src, dst, port, namespace, enforce, output):
         emit(doc, output)
         return
     wide = output == "wide"
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console = console_out()
     colour = "green" if doc["verdict"] == "allowed" else "red"
     console.print(f"[bold]{src_pod.key} -> {dst_pod.key} {number}/{proto}: "
                   f"[{colour}]{doc['verdict'].upper()}[/{colour}][/bold]"
@@ -339,6 +384,7 @@ def policy_group() -> None:
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
 def policy_explain(files, pod, namespace, output):
     """Which policies select POD, for which directions, and what they allow."""
+    from sdn.policy.evaluate import explain
     cluster = load(files)
     key = pod if "/" in pod else f"{namespace}/{pod}"
     if key not in cluster.pods:
@@ -347,7 +393,7 @@ def policy_explain(files, pod, namespace, output):
     if output in ("json", "yaml"):
         emit(doc, output)
         return
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console = console_out()
     console.print(f"[bold]{doc['pod']}[/bold] {', '.join(doc['ips']) or '(no IP)'} on {doc['node'] or '?'}, "
                   f"labels {', '.join(f'{k}={v}' for k, v in doc['labels'].items()) or 'none'}")
     for direction in ("ingress", "egress"):
@@ -382,7 +428,7 @@ def policy_status(agent_url, namespace, output):
     if output in ("json", "yaml"):
         emit({"node": doc.get("node"), "policies": policies}, output)
         return
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console = console_out()
     from rich.table import Table as RichTable
     t = RichTable(box=None, header_style="bold", pad_edge=False)
     for col in ("NAMESPACE", "NAME", "FORM", "GENERATION", "REALIZED", "NOTE"):
@@ -424,13 +470,9 @@ def _describe_rule(rule: dict, direction: str) -> str:
     return f"{word} {peers} on {ports}"
 
 
-from sdn.agent import agent_command  # noqa: E402 - the commands that run services
-from sdn.cli_live import register as _register_live  # noqa: E402
+from sdn.cli_live import register as _register_live  # noqa: E402 - live options of flows show / trace
 
 _register_live(main)
-main.add_command(agent_command())
-from sdn.lab.cli import register as _register_lab  # noqa: E402 - `sdnctl lab` (sdn/lab)
-_register_lab(main)
 
 
 if __name__ == "__main__":

@@ -17,29 +17,19 @@ import json
 import sys
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
-from flows import pipeline as P
-from sdn import show
-from sdn.switch.control import (DEFAULT_SOCKET, ControlError, installed_from_json, program_from_json,
-                                request)
+from sdn.cli_output import console_out as _console, escape
 
-err = Console(stderr=True, highlight=False)
-
-control_option = click.option("--control", default=DEFAULT_SOCKET, show_default=True, metavar="SOCKET",
-                              envvar="SDN_CONTROL", help="The running controller's control socket.")
+CONTROL_HELP = "The running controller's control socket (default: /run/sdn/controller.sock)."
+control_option = click.option("--control", metavar="SOCKET", envvar="SDN_CONTROL", help=CONTROL_HELP)
 
 
-def _ask(control: str, cmd: str, **args) -> dict:
+def _ask(control: str | None, cmd: str, **args) -> dict:
+    from sdn.switch.control import DEFAULT_SOCKET, ControlError, request
     try:
-        return request(control, cmd, **args)
+        return request(control or DEFAULT_SOCKET, cmd, **args)
     except ControlError as e:
         raise click.ClickException(str(e)) from None
-
-
-def _console() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 # ---- controller ----------------------------------------------------------------------------
@@ -71,9 +61,11 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
 
     Each change goes to each bridge as one atomic bundle of only the difference; a restart
     reads what is installed and sends nothing if nothing changed. Stops on SIGTERM/SIGINT."""
+    from sdn.layout import FABRIC
+    from sdn.switch.control import DEFAULT_SOCKET
     from sdn.switch.controller import Options, run
     from sdn.switch.core import NodeSpec
-    from sdn.layout import FABRIC
+    control = control or DEFAULT_SOCKET
     try:
         nodes = [NodeSpec.parse(b) for b in bridges]
         if fabric:
@@ -132,6 +124,9 @@ def _target(node: str | None, bridge: str | None) -> dict:
 
 
 def flows_show_live(node, bridge, control, policy, table, output) -> None:
+    from flows import pipeline as P
+    from sdn import show
+    from sdn.switch.control import installed_from_json, program_from_json
     doc = _ask(control, "flows", **_target(node, bridge))
     if doc["program"] is None:
         raise click.ClickException(f"the controller has no program for {doc['node']} yet")
@@ -245,8 +240,7 @@ def register(main: click.Group) -> None:
                 click.Option(["--bridge"], help="Live: the installed flows of this bridge (name or datapath-id), "
                                                 "through the running controller."),
                 click.Option(["--live"], is_flag=True, help="Live: with --node, read the installed flows."),
-                click.Option(["--control"], default=DEFAULT_SOCKET, envvar="SDN_CONTROL", metavar="SOCKET",
-                             help="The running controller's control socket (live mode)."),
+                click.Option(["--control"], envvar="SDN_CONTROL", metavar="SOCKET", help=CONTROL_HELP),
             ], lambda mine, kw: flows_show_live(kw["node"], mine["bridge"], mine["control"], kw["policy"],
                                                 kw["table"], kw["output"]),
                 lambda mine, kw: bool(mine["bridge"] or mine["live"] or (kw.get("node") and not kw.get("files"))))
@@ -255,8 +249,7 @@ def register(main: click.Group) -> None:
         _extend(trace, [
             click.Option(["--live"], is_flag=True, help="Ask OVS (ofproto/trace) on the real bridges, "
                                                         "through the running controller."),
-            click.Option(["--control"], default=DEFAULT_SOCKET, envvar="SDN_CONTROL", metavar="SOCKET",
-                         help="The running controller's control socket (with --live)."),
+            click.Option(["--control"], envvar="SDN_CONTROL", metavar="SOCKET", help=CONTROL_HELP),
         ], lambda mine, kw: trace_live(kw["src"], kw["dst"], kw["port"], kw["namespace"], mine["control"],
                                        kw["output"]),
             lambda mine, kw: bool(mine["live"]))

@@ -169,3 +169,9 @@ def test_controller_fabric_option_is_a_fabric_bridge_with_enforce_fabric(monkeyp
     seen.clear()
     run("controller", "-f", EXAMPLES, "--fabric", "unix:/run/fab/db.sock")
     assert [(n.node, n.bridge) for n in seen["opts"].nodes] == [("fabric", None)]
+
+
+def test_the_cli_names_the_fabric_switch_as_the_layout_does():
+    from sdn import cli
+    from sdn.layout import FABRIC
+    assert cli.FABRIC == FABRIC
