@@ -31,7 +31,7 @@ BENCH_APT_PACKAGES := ovn-central ovn-host
 
 SHELL := /bin/bash
 
-.PHONY: all help test check system-deps stop-system-ovs venv demo demo-root bench lint clean \
+.PHONY: all help test check system-deps stop-system-ovs venv demo demo-root lab-hint bench lint clean \
         vagrant-up vagrant-down
 
 all: test
@@ -113,9 +113,16 @@ demo: demo-root system-deps stop-system-ovs venv
 	run lab matrix --check --port 81 --protocol UDP || status=1; \
 	case "$(KEEP)" in \
 	  ""|0|no|false) run lab down || status=1 ;; \
-	  *) echo; echo "the lab is still up (KEEP=$(KEEP)): sdnctl lab status | pods | matrix; sdnctl lab down" ;; \
+	  *) $(MAKE) -s --no-print-directory lab-hint ;; \
 	esac; \
 	exit $$status
+
+# What to type next when KEEP=1 left the lab up: sdnctl by its path (it is not on PATH until
+# `. .venv/bin/activate`); tests/test_docs.py runs the commands this prints.
+lab-hint:
+	@echo; echo "the lab is still up (KEEP=1). sdnctl is $(SDNCTL) (or run '. $(VENV)/bin/activate' first, then 'sdnctl'):"; \
+	for cmd in "lab status" "lab pods" "lab matrix --port 80" "flows show --node $(NODE)" "lab down"; do \
+	  echo "  $(SDNCTL) $$cmd"; done
 
 demo-root:
 	@if [ "$$(id -u)" != 0 ]; then \

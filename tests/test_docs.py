@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,27 @@ def test_doc_output_is_real(command, shown, monkeypatch):
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(main, shlex.split(command)[1:])
     assert result.output.rstrip() == shown.rstrip(), f"{command}: output changed; regenerate the docs"
+
+
+def test_sdnctl_is_on_path_after_the_readme_setup():
+    # README: `make venv && . .venv/bin/activate`, then `sdnctl`. The venv running the tests
+    # stands for .venv (make test runs them from it).
+    assert "make venv && . .venv/bin/activate" in (ROOT / "README.md").read_text()
+    venv = Path(sys.prefix)
+    proc = subprocess.run(["bash", "-c", f". {shlex.quote(str(venv / 'bin/activate'))} && cd / && "
+                           "command -v sdnctl && sdnctl --version"],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": "/root"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == str(venv / "bin/sdnctl") and "version" in proc.stdout
+
+
+def test_the_keep_hint_names_sdnctl_by_a_path_that_works():
+    make = subprocess.run(["make", "-s", "--no-print-directory", "lab-hint", f"VENV={sys.prefix}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert make.returncode == 0, make.stderr
+    commands = [line.split() for line in make.stdout.splitlines() if line.startswith("  ")]
+    assert {" ".join(c[1:3]) for c in commands} >= {"lab status", "lab down", "flows show"}
+    for cmd in commands:
+        assert cmd[0] == f"{sys.prefix}/bin/sdnctl"
+        proc = subprocess.run([*cmd, "--help"], capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stderr == "", (cmd, proc.stderr)
