@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
-from sdn.cli_output import console_out, err, escape
+from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, console_out, err, escape, show_error
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `sdnctl --help` stays fast
     from flows.compiler import Program
@@ -21,10 +21,7 @@ FABRIC = "fabric"  # sdn.layout.FABRIC, the fabric switch's node name (tests/tes
 
 
 class UsageProblem(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # noqa: A003 - click's name
-        err().print(f"[red]error:[/red] {escape(self.message)}", markup=True, highlight=False, soft_wrap=True)
+    exit_code = EXIT_USAGE
 
 
 def _fail(message: str) -> None:
@@ -44,6 +41,9 @@ def load(files: Sequence[str]) -> Cluster:
         _fail(f"{e.filename}: {e.strerror}")
     for w in warnings:
         err().print(f"[yellow]warning:[/yellow] {escape(w)}", markup=True, highlight=False, soft_wrap=True)
+    if not (cluster.namespaces or cluster.pods or cluster.nodes or cluster.policies):
+        _fail(f"no objects in {', '.join(files)}: expected Namespaces, Pods, Nodes or NetworkPolicies "
+              f"(an empty input is not an empty cluster)")
     return cluster
 
 
@@ -60,6 +60,9 @@ def _compile(cluster: Cluster, node: str | None, port_map: str | None = None,
             maps = {node: load_port_map(port_map)}
         except (OSError, ValueError) as e:
             _fail(str(e))
+    if not cluster.nodes and not cluster.pods:
+        _fail("nothing to compile: the input has no Node and no Pod, so no node has a bridge "
+              "(add Nodes, or Pods with spec.nodeName)")
     nodes = None if not node or node == FABRIC else [node]
     if node == FABRIC and enforce != "fabric":
         _fail(f"--node {FABRIC} needs --enforce fabric")
@@ -141,6 +144,21 @@ class LazyGroup(click.Group):
     def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy = dict(lazy or {})
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's main, with every error printed one way ("error: ...", exit codes of
+        sdn.cli_output) whichever command raised it."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            show_error(e)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            show_error(click.ClickException("aborted"))
+            sys.exit(EXIT_USAGE)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(self.commands) | set(self.lazy))
@@ -369,7 +387,7 @@ def trace_cmd(files, src, dst, port, namespace, enforce, output):
             console.print(f"  {s['table']:>3} {s['name']:<16} {s['priority']:>5} {escape(s['match'] or '*')} "
                           f"-> {escape(actions)}{note}")
     if not doc["agree"]:
-        sys.exit(1)
+        sys.exit(EXIT_DIFFERS)
 
 
 @main.group("policy")
@@ -423,7 +441,9 @@ def policy_status(agent_url, namespace, output):
         with urllib.request.urlopen(agent_url.rstrip("/") + "/status", timeout=10) as resp:
             doc = json.load(resp)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        _fail(f"cannot read the agent's status at {agent_url}: {getattr(e, 'reason', e)}")
+        problem = click.ClickException(f"cannot read the agent's status at {agent_url}: {getattr(e, 'reason', e)}")
+        problem.exit_code = EXIT_UNREACHABLE
+        raise problem from None
     policies = [p for p in doc.get("policies", []) if namespace is None or p["namespace"] == namespace]
     if output in ("json", "yaml"):
         emit({"node": doc.get("node"), "policies": policies}, output)

@@ -18,7 +18,7 @@ import sys
 
 import click
 
-from sdn.cli_output import console_out as _console, escape
+from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, console_out as _console, escape
 
 CONTROL_HELP = "The running controller's control socket (default: /run/sdn/controller.sock)."
 control_option = click.option("--control", metavar="SOCKET", envvar="SDN_CONTROL", help=CONTROL_HELP)
@@ -29,7 +29,9 @@ def _ask(control: str | None, cmd: str, **args) -> dict:
     try:
         return request(control or DEFAULT_SOCKET, cmd, **args)
     except ControlError as e:
-        raise click.ClickException(str(e)) from None
+        problem = click.ClickException(str(e))
+        problem.exit_code = EXIT_USAGE if e.bad_request else EXIT_UNREACHABLE
+        raise problem from None
 
 
 # ---- controller ----------------------------------------------------------------------------
@@ -159,18 +161,21 @@ def flows_show_live(node, bridge, control, policy, table, output) -> None:
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def flows_diff_cmd(node, bridge, control, output):
     """Desired vs installed flows of a live bridge: the bundle that would make them equal.
-    Empty when in sync; exit status 1 when they differ."""
+    Says "in sync" (exit 0) when there is none; exit status 1 when they differ, 3 when the
+    controller cannot be reached."""
     doc = _ask(control, "diff", **_target(node, bridge))
     if output == "json":
         click.echo(json.dumps(doc, indent=2))
-    elif not doc["in_sync"]:
+    elif doc["in_sync"]:
+        click.echo(f"# {doc['node']} ({doc['bridge']}): in sync, nothing to add, modify or delete")
+    else:
         s = doc["summary"]
         click.echo(f"# {doc['node']} ({doc['bridge']}): {s['add']} to add, {s['modify']} to modify, "
                    f"{s['delete']} to delete")
         for line in doc["ops"]:
             sign = {"add": "+", "replace": "~", "modify": "~"}.get(line.split(" ", 1)[0], "-")
             click.echo(f"{sign} {line}")
-    sys.exit(0 if doc["in_sync"] else 1)
+    sys.exit(0 if doc["in_sync"] else EXIT_DIFFERS)
 
 
 # ---- trace --live --------------------------------------------------------------------------
@@ -208,7 +213,7 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
                 c.print(f"  {s['table']:>3} {s['name']:<16} {s['priority'] if s['priority'] is not None else '':>5} "
                         f"{escape(s['match'] or '*')} -> {escape(actions or 'drop')}{note}")
     if not doc["agree"]:
-        sys.exit(1)
+        sys.exit(EXIT_DIFFERS)
 
 
 # ---- registration --------------------------------------------------------------------------

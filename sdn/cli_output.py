@@ -25,3 +25,21 @@ def escape(text: str) -> str:
     """Escape rich markup in text that comes from the user (names, labels, messages)."""
     from rich.markup import escape as rich_escape
     return rich_escape(text)
+
+
+# Exit status of every sdnctl command (README, "Exit status").
+EXIT_OK = 0           # done; in sync; the verdicts agree
+EXIT_DIFFERS = 1      # a check found a difference: flows diff, trace vs evaluator, lab matrix --check, lab status
+EXIT_USAGE = 2        # invalid input or usage: a manifest, an option, an unknown pod, node or policy
+EXIT_UNREACHABLE = 3  # cannot reach the controller, the agent or the lab (or it cannot answer yet)
+
+
+def show_error(e) -> None:
+    """Print a click exception the one way sdnctl prints errors: the usage line and a hint for a
+    usage error, then "error: MESSAGE" on stderr."""
+    import click
+    ctx = getattr(e, "ctx", None)
+    if isinstance(e, click.UsageError) and ctx is not None:
+        hint = f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help."
+        err().print(escape(ctx.get_usage()) + "\n" + escape(hint) + "\n", markup=True)
+    err().print(f"[red]error:[/red] {escape(e.format_message())}", markup=True)

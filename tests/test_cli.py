@@ -175,3 +175,68 @@ def test_the_cli_names_the_fabric_switch_as_the_layout_does():
     from sdn import cli
     from sdn.layout import FABRIC
     assert cli.FABRIC == FABRIC
+
+
+def sdnctl(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """The real command, in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "sdn.cli", *args], input=input, capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+@pytest.mark.parametrize("text", ["", "---\n---\n", "# nothing but a comment\n", "kind: List\napiVersion: v1\nitems: []\n"])
+def test_an_empty_input_is_an_error_not_an_invented_node(tmp_path, text):
+    f = tmp_path / "empty.yaml"
+    f.write_text(text)
+    for cmd in (["compile"], ["flows", "show"], ["policy", "explain", "x/a"]):
+        proc = sdnctl(*cmd, "-f", str(f))
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+        assert proc.stderr == f"error: no objects in {f}: expected Namespaces, Pods, Nodes or NetworkPolicies " \
+                              "(an empty input is not an empty cluster)\n"
+
+
+def test_policies_without_nodes_or_pods_have_no_bridge_to_compile_for():
+    proc = sdnctl("compile", "-f", str(ROOT / "examples/policies.yaml"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: nothing to compile: the input has no Node and no Pod")
+
+
+def test_a_duplicate_key_is_an_error_naming_file_line_and_key(tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n"
+                 "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: a\n"
+                 "spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - port: 80\n      port: 81\n")
+    proc = sdnctl("compile", "-f", str(f))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"error: {f}: line 16: duplicate key 'port' in a mapping (first on line 15); "
+                           "kubectl refuses it too: keep one\n")
+    j = tmp_path / "dup.json"
+    j.write_text('{"apiVersion": "v1", "kind": "Namespace",\n "metadata": {"name": "a", "name": "b"}}\n')
+    proc = sdnctl("compile", "-f", str(j))
+    assert proc.returncode == 2 and "line 2: duplicate key 'name'" in proc.stderr and str(j) in proc.stderr
+    proc = sdnctl("compile", "-f", "-", input=f.read_text())
+    assert proc.returncode == 2 and proc.stderr.startswith("error: <stdin>: line 16: duplicate key 'port'")
+
+
+def test_a_yaml_merge_key_may_be_overridden(tmp_path):
+    f = tmp_path / "merge.yaml"
+    f.write_text("apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: &l {a: '1', b: '2'}\n"
+                 "  annotations:\n    <<: *l\n    a: '3'\n")
+    proc = sdnctl("compile", "-f", str(f))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_errors_have_one_prefix_and_usage_errors_exit_2():
+    for args in (["compile", "--nope"], ["nope"], ["trace", "-f", EXAMPLES, "--from", "x/a"],
+                 ["compile", "-f", "/nonexistent.yaml"]):
+        proc = sdnctl(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        last = proc.stderr.rstrip().splitlines()[-1]
+        assert last.startswith("error: ") and "Error" not in proc.stderr, proc.stderr
+
+
+def test_live_commands_without_a_controller_exit_3():
+    for args in (["status", "--control", "/nonexistent/ctl.sock"],
+                 ["flows", "diff", "--node", "node-1", "--control", "/nonexistent/ctl.sock"],
+                 ["policy", "status", "--agent", "http://127.0.0.1:9"]):
+        proc = sdnctl(*args)
+        assert proc.returncode == 3 and proc.stderr.startswith("error: "), (args, proc.stderr)

@@ -50,7 +50,10 @@ class LabError(RuntimeError):
 
 
 class NoLab(LabError):
-    pass
+    """No lab in the state directory: exit 3, like a controller that cannot be reached."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 3)
 
 
 def controller_supports_fabric() -> bool:
