@@ -262,7 +262,7 @@ def markdown(results: dict[str, dict], meta: dict) -> str:
                  "Time targets stated for the full shape are not evaluated at reduced scale unless they "
                  "are already missed there (costs only grow with the cluster); the flow-ratio target is "
                  "evaluated at the scale run.\n")
-    L.append("## Targets (issue 7)\n")
+    L.append("## Targets\n")
     L.append(_table(["target", "measured", "target value", "status", "margin"],
                     [[t["target"], t["measured"], t["target_text"], t["status"], t["margin"]]
                      for t in evaluate_targets(results, meta)]))

@@ -55,3 +55,29 @@ def test_the_keep_hint_names_sdnctl_by_a_path_that_works():
         assert cmd[0] == f"{sys.prefix}/bin/sdnctl"
         proc = subprocess.run([*cmd, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and proc.stderr == "", (cmd, proc.stderr)
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy/README.md",
+        ROOT / "benchmarks/README.md", ROOT / "vagrant/README.md"]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_docs_link_only_inside_the_repository_and_name_no_issue_numbers(doc):
+    text = doc.read_text()
+    assert not re.findall(r"https?://(?!127\.0\.0\.1|localhost)\S+", text)
+    assert "../shared" not in text and not re.findall(r"\bissues? #?\d+", text, re.I)
+    for target in LINK.findall(text):
+        path = (doc.parent / target.split("#")[0]).resolve()
+        assert path.is_relative_to(ROOT) and path.exists(), f"{doc.name}: broken or outside link {target}"
+
+
+def test_readme_benchmark_numbers_are_those_of_the_results():
+    import json
+    readme = (ROOT / "README.md").read_text()
+    full = json.loads((ROOT / "benchmarks/results/full/results.json").read_text())
+    ratio = full["meta"]["controller_install"]["ratio"]
+    assert f"{ratio:.2f}x the time of `ovs-ofctl`" in readme
+    assert f"about {ratio:.1f}x the time of" in readme
+    ev = full["results"]["S1"]["stages"]["switch"]["events"]
+    assert f"CPU {ev['committed_cpu_ms']['p99']:.1f} ms, wall {ev['committed_ms']['p99']:.1f} ms" in readme
