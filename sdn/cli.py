@@ -491,6 +491,9 @@ def _describe_rule(rule: dict, direction: str) -> str:
 
 
 from sdn.cli_live import register as _register_live  # noqa: E402 - live options of flows show / trace
+from sdn.cli_matrix import matrix_cmd as _policy_matrix  # noqa: E402
+
+policy_group.add_command(_policy_matrix)
 
 _register_live(main)
 

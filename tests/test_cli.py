@@ -240,3 +240,36 @@ def test_live_commands_without_a_controller_exit_3():
                  ["policy", "status", "--agent", "http://127.0.0.1:9"]):
         proc = sdnctl(*args)
         assert proc.returncode == 3 and proc.stderr.startswith("error: "), (args, proc.stderr)
+
+
+def test_policy_matrix_predicts_every_pair_from_the_manifests():
+    from sdn.policy.evaluate import evaluate
+    from sdn.policy.manifests import load_paths
+    proc = sdnctl("policy", "matrix", "-f", EXAMPLES, "--port", "80", "--port", "81", "--protocol", "TCP",
+                  "--protocol", "UDP", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    cluster, _ = load_paths([EXAMPLES])
+    assert doc["pods"] == sorted(cluster.pods) and (doc["rows"], doc["columns"]) == ("from", "to")
+    assert [(m["protocol"], m["port"]) for m in doc["matrices"]] == [("TCP", 80), ("TCP", 81), ("UDP", 80), ("UDP", 81)]
+    for m in doc["matrices"]:
+        for s in doc["pods"]:
+            for d in doc["pods"]:
+                want = evaluate(cluster, cluster.pods[s], cluster.pods[d], m["port"], m["protocol"]).allowed
+                assert m["allowed"][s][d] is want, (m["protocol"], m["port"], s, d)
+    # y/c may not reach y/a on UDP 81 (y/egress-to-x: only namespace x, and 10.244.0.0/16 except
+    # node-2's 10.244.2.0/24, where y/a lives): row y/c, column y/a
+    text = sdnctl("policy", "matrix", "-f", EXAMPLES, "--port", "81", "--protocol", "udp").stdout.splitlines()
+    assert "rows: source (from), columns: destination (to)" in text[0]
+    columns = text[1].split()
+    row = next(line.split() for line in text if line.startswith("y/c "))
+    assert row[1 + columns.index("y/a")] == "✗" and row[1 + columns.index("y/c")] == "✓"
+
+
+def test_policy_matrix_namespace_filter_and_bad_input(tmp_path):
+    doc = json.loads(sdnctl("policy", "matrix", "-f", EXAMPLES, "-n", "z", "-o", "json").stdout)
+    assert doc["pods"] == ["z/a", "z/b", "z/c"]
+    proc = sdnctl("policy", "matrix", "-f", EXAMPLES, "-n", "nope")
+    assert proc.returncode == 2 and "no pods with an address" in proc.stderr
+    proc = sdnctl("policy", "matrix", "-f", EXAMPLES, "--protocol", "ICMP")
+    assert proc.returncode == 2 and "error: " in proc.stderr

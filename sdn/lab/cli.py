@@ -179,7 +179,8 @@ def render_matrix(doc: dict, console: Console, check: bool) -> None:
             else:
                 console.print(f"[green]all {total} cells agree with the semantic evaluator[/green]")
     console.print(f"[dim]✓ reached  ✗ no answer within {doc['timeout']}s  R refused (reached, port closed); "
-                  f"{sum(len(doc['pods']) ** 2 for _ in doc['matrices'])} probes in {doc['seconds']}s[/dim]")
+                  f"{sum(len(doc['pods']) ** 2 for _ in doc['matrices'])} probes in {doc['seconds']}s; "
+                  f"rows: source (from), columns: destination (to)[/dim]")
 
 
 @lab_group.command("matrix")
