@@ -236,18 +236,28 @@ flows = flows_group()
 @node_option
 @enforce_option
 @click.option("--policy", metavar="[NS/]NAME", help="Only flows of this policy.")
-@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of --policy given without one.")
+@click.option("--pod", metavar="[NS/]POD", help="Only flows that concern this pod: its address (or a CIDR "
+                                               "holding it), port or MAC, and the conj_id and port clauses of its rules.")
+@click.option("-n", "--namespace", default="default", show_default=True,
+              help="Namespace of --policy or --pod given without one.")
 @click.option("--table", metavar="NAME|ID", help="Only this table.")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]), default="table", show_default=True)
-def flows_show(files, node, enforce, policy, namespace, table, output):
+def flows_show(files, node, enforce, policy, pod, namespace, table, output):
     """Flows by table and by policy/rule, with the pods behind the addresses."""
     from flows import pipeline as P
     from sdn import show
+    from sdn.layout import pod_mac
     if policy and "/" not in policy:
         policy = f"{namespace}/{policy}"
-    compiled = _compile(load(files), node, None, enforce)
+    cluster = load(files)
+    the_pod = _pod(cluster, pod, namespace) if pod else None
+    compiled = _compile(cluster, node, None, enforce)
     node = _single_node(compiled, node)
     program = compiled.programs[node]
+    flows = program.flows
+    if the_pod is not None:
+        flows = show.pod_flows(flows, the_pod.ips, compiled.layout.ofports.get(node, {}).get(the_pod.key),
+                               pod_mac(the_pod))
     if table is not None:
         try:
             P.table_named(table)
@@ -257,137 +267,16 @@ def flows_show(files, node, enforce, policy, namespace, table, output):
             policy in i.policies for _, i in program.defaults):
         known = sorted({r.id.policy for r in program.rules} | {p for _, i in program.defaults for p in i.policies})
         _fail(f"--policy: no flows of {policy} on {node} (policies here: {', '.join(known) or 'none'})")
-    grouped = show.group_flows(program.flows, program, _names(compiled), policy, table)
+    grouped = show.group_flows(flows, program, _names(compiled), policy, table)
     if output in ("json", "yaml"):
         emit({"node": node, "bridge": program.bridge, "tables": show.to_json(grouped)}, output)
         return
     console = console_out()
     console.print(f"[bold]node {node}[/bold], bridge {program.bridge}: {len(program.flows)} flows, "
                   f"{sum(1 for r in program.rules if r.active)} active rules, "
-                  f"{len(program.defaults)} isolated pod addresses")
+                  f"{len(program.defaults)} isolated pod addresses"
+                  + (f"; {len(flows)} concern {the_pod.key}" if the_pod is not None else ""))
     show.render(grouped, console, wide=output == "wide")
-
-
-def parse_port(text: str, dst: Pod) -> tuple[int, str]:
-    """'8080/TCP', '8080' (TCP) or a named port of the destination pod ('http', 'http/UDP')."""
-    number, _, proto = text.partition("/")
-    proto = (proto or "TCP").upper()
-    if proto not in ("TCP", "UDP", "SCTP"):
-        _fail(f"--port: unknown protocol {proto!r} (TCP, UDP or SCTP)")
-    if number.isdigit():
-        port = int(number)
-        if not 1 <= port <= 65535:
-            _fail("--port: must be 1-65535")
-        return port, proto
-    resolved = dst.resolve_port(number, proto)
-    if resolved is None:
-        _fail(f"--port: {dst.key} has no {proto} container port named {number!r}")
-    return resolved, proto
-
-
-def _trace_doc(compiled: Compiled, src: Pod, dst: Pod, port: int, proto: str) -> dict:
-    from flows import pipeline as P
-    from sdn.policy.evaluate import evaluate
-    from sdn.verify import ClusterSimulator
-    sim = ClusterSimulator(compiled)
-    path = sim.connect(src, dst, port, proto.lower())
-    verdict = evaluate(compiled.cluster, src, dst, port, proto)
-    names = _names(compiled)
-    hops = []
-    decided_by = []
-    for hop in path.hops:
-        program = compiled.programs[hop.node]
-        by_conj, defaults = program.by_conj(), dict(program.defaults)
-        steps = []
-        for s in hop.result.steps:
-            if s.flow is None:
-                steps.append({"table": s.table, "name": P.BY_ID[s.table].name, "flow": None})
-                continue
-            text = s.flow.render(cookie=False)
-            match, _, actions = text.partition(" actions=")
-            entry = {"table": s.table, "name": P.BY_ID[s.table].name, "flow": s.flow.render(),
-                     "priority": s.flow.priority, "match": match.split(",", 2)[2] if match.count(",") >= 2 else "",
-                     "actions": actions}
-            kind = P.cookie_kind(s.flow.cookie)
-            cid = s.flow.get("conj_id")
-            if cid is not None and cid.value in by_conj:
-                info = by_conj[cid.value]
-                entry["rule"] = str(info.id)
-                entry["clauses"] = [c.render() for c in s.clauses]
-                decided_by.append(f"allowed by {info.id} on {hop.node}")
-            elif kind == P.KIND_RULE:
-                info = program.by_cookie().get(s.flow.cookie)
-                if info:
-                    entry["rule"] = str(info.id)
-                    decided_by.append(f"allowed by {info.id} on {hop.node}")
-            elif kind == P.KIND_DEFAULT and s.flow.cookie in defaults:
-                iso = defaults[s.flow.cookie]
-                entry["default_deny"] = {"pod": names.get(iso.address, iso.address),
-                                         "direction": iso.direction, "policies": list(iso.policies)}
-                decided_by.append(f"dropped by the {iso.direction} default deny of "
-                                  f"{names.get(iso.address, iso.address)} (isolated by "
-                                  f"{', '.join(iso.policies)}) on {hop.node}")
-            steps.append(entry)
-        hops.append({"node": hop.node, "outputs": hop.result.outputs, "steps": steps})
-    return {
-        "from": src.key, "to": dst.key, "port": port, "protocol": proto,
-        "verdict": "allowed" if path.delivered else "denied",
-        "evaluator": "allowed" if verdict.allowed else "denied",
-        "agree": path.delivered == verdict.allowed,
-        "reply": None if path.reply_delivered is None else ("delivered" if path.reply_delivered else "dropped"),
-        "decided_by": decided_by,
-        "egress": {"isolated": verdict.egress.isolated, "allowed_by": [f"{r.policy} {r.direction.lower()}[{r.index}]" for r in verdict.egress.allowed_by]},
-        "ingress": {"isolated": verdict.ingress.isolated, "allowed_by": [f"{r.policy} {r.direction.lower()}[{r.index}]" for r in verdict.ingress.allowed_by]},
-        "hops": hops,
-    }
-
-
-@main.command("trace")
-@files_option
-@click.option("--from", "src", required=True, metavar="NS/POD")
-@click.option("--to", "dst", required=True, metavar="NS/POD")
-@click.option("--port", "port", required=True, metavar="PORT[/PROTO]", help="e.g. 8080/TCP, 53/UDP or a named port.")
-@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of pods given without one.")
-@enforce_option
-@click.option("-o", "--output", type=click.Choice(["text", "wide", "json", "yaml"]), default="text", show_default=True)
-def trace_cmd(files, src, dst, port, namespace, enforce, output):
-    """Follow a new connection through the compiled flows: verdict, deciding rule, flows hit."""
-    cluster = load(files)
-    src_pod, dst_pod = _pod(cluster, src, namespace), _pod(cluster, dst, namespace)
-    number, proto = parse_port(port, dst_pod)
-    compiled = _compile(cluster, None, None, enforce)
-    doc = _trace_doc(compiled, src_pod, dst_pod, number, proto)
-    if output in ("json", "yaml"):
-        emit(doc, output)
-        return
-    wide = output == "wide"
-    console = console_out()
-    colour = "green" if doc["verdict"] == "allowed" else "red"
-    console.print(f"[bold]{src_pod.key} -> {dst_pod.key} {number}/{proto}: "
-                  f"[{colour}]{doc['verdict'].upper()}[/{colour}][/bold]"
-                  + (f" (reply {doc['reply']})" if doc["reply"] else ""))
-    for line in doc["decided_by"]:
-        console.print(f"  {line}")
-    agree = "agrees" if doc["agree"] else "[red]DISAGREES[/red]"
-    console.print(f"  semantic evaluator: {doc['evaluator']} ({agree}); egress "
-                  f"{'isolated' if doc['egress']['isolated'] else 'not isolated'}"
-                  f"{' allowed by ' + ', '.join(doc['egress']['allowed_by']) if doc['egress']['allowed_by'] else ''}; ingress "
-                  f"{'isolated' if doc['ingress']['isolated'] else 'not isolated'}"
-                  f"{' allowed by ' + ', '.join(doc['ingress']['allowed_by']) if doc['ingress']['allowed_by'] else ''}")
-    for hop in doc["hops"]:
-        console.print(f"[bold]{hop['node']}[/bold] -> outputs {hop['outputs'] or 'none (dropped)'}")
-        for s in hop["steps"]:
-            note = f"  [cyan]{s['rule']}[/cyan]" if "rule" in s else ""
-            if "default_deny" in s:
-                note = f"  [red]default deny of {s['default_deny']['pod']}[/red]"
-            if s["flow"] is None:
-                console.print(f"  {s['table']:>3} {s['name']:<16} no match: drop")
-                continue
-            actions = s["actions"] if wide or len(s["actions"]) <= 60 else s["actions"][:57] + "..."
-            console.print(f"  {s['table']:>3} {s['name']:<16} {s['priority']:>5} {escape(s['match'] or '*')} "
-                          f"-> {escape(actions)}{note}")
-    if not doc["agree"]:
-        sys.exit(EXIT_DIFFERS)
 
 
 @main.group("policy")
@@ -490,9 +379,11 @@ def _describe_rule(rule: dict, direction: str) -> str:
     return f"{word} {peers} on {ports}"
 
 
+from sdn.cli_trace import trace_cmd as _trace  # noqa: E402 - before cli_live extends it with --live
 from sdn.cli_live import register as _register_live  # noqa: E402 - live options of flows show / trace
 from sdn.cli_matrix import matrix_cmd as _policy_matrix  # noqa: E402
 
+main.add_command(_trace)
 policy_group.add_command(_policy_matrix)
 
 _register_live(main)

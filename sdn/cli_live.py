@@ -125,19 +125,30 @@ def _target(node: str | None, bridge: str | None) -> dict:
     return {"node": node} if node else {"bridge": bridge}
 
 
-def flows_show_live(node, bridge, control, policy, table, output) -> None:
+def flows_show_live(node, bridge, control, policy, table, output, pod=None) -> None:
     from flows import pipeline as P
     from sdn import show
+    from sdn.layout import pod_mac
+    from sdn.policy.model import Pod
     from sdn.switch.control import installed_from_json, program_from_json
     doc = _ask(control, "flows", **_target(node, bridge))
     if doc["program"] is None:
-        raise click.ClickException(f"the controller has no program for {doc['node']} yet")
+        problem = click.ClickException(f"the controller has no program for {doc['node']} yet")
+        problem.exit_code = EXIT_UNREACHABLE
+        raise problem
     program = program_from_json(doc["program"])
     flows, stats = [], {}
     for d in doc["flows"]:
         f, counters = installed_from_json(d)
         flows.append(f)
         stats[f.key] = counters
+    if pod:
+        ips = sorted(ip for ip, key in doc["names"].items() if key == pod)
+        if not ips:
+            raise click.UsageError(f"--pod: the controller knows no address of pod {pod}")
+        ports = _ask(control, "program", node=doc["node"]).get("ports", {})
+        ns, _, name = pod.partition("/")
+        flows = show.pod_flows(flows, ips, ports.get(pod), pod_mac(Pod(ns, name, ips=tuple(ips))))
     if table is not None:
         try:
             P.table_named(table)
@@ -218,6 +229,11 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
 
 # ---- registration --------------------------------------------------------------------------
 
+def _qualified(ref: str | None, kw: dict) -> str | None:
+    """NS/NAME for a --policy or --pod given without a namespace (flows show's -n)."""
+    return ref if not ref or "/" in ref else f"{kw['namespace']}/{ref}"
+
+
 def _extend(command: click.Command, options: list[click.Option], live, is_live) -> None:
     """Add options to an existing command; when `is_live(kwargs)`, run `live(**mine, **shared)`."""
     original = command.callback
@@ -246,8 +262,8 @@ def register(main: click.Group) -> None:
                                                 "through the running controller."),
                 click.Option(["--live"], is_flag=True, help="Live: with --node, read the installed flows."),
                 click.Option(["--control"], envvar="SDN_CONTROL", metavar="SOCKET", help=CONTROL_HELP),
-            ], lambda mine, kw: flows_show_live(kw["node"], mine["bridge"], mine["control"], kw["policy"],
-                                                kw["table"], kw["output"]),
+            ], lambda mine, kw: flows_show_live(kw["node"], mine["bridge"], mine["control"], _qualified(kw["policy"], kw),
+                                                kw["table"], kw["output"], _qualified(kw["pod"], kw)),
                 lambda mine, kw: bool(mine["bridge"] or mine["live"] or (kw.get("node") and not kw.get("files"))))
     trace = main.commands.get("trace")
     if trace is not None:
