@@ -105,10 +105,9 @@ $(STAMP): pyproject.toml
 demo: demo-root system-deps stop-system-ovs venv
 	@[ -d $(EXAMPLES) ] || { echo "no $(EXAMPLES) directory" >&2; exit 1; }
 	@run() { echo; echo "\$$ sdnctl $$*"; $(SDNCTL) "$$@"; }; \
-	lab="$${SDN_LAB_DIR:-/run/sdn-lab}"; \
 	run lab up -f $(EXAMPLES) || exit 1; \
 	status=0; \
-	run flows show --node $(NODE) --control "$$lab/nodes/$(NODE)/control.sock" || status=1; \
+	run flows show --node $(NODE) || status=1; \
 	run lab matrix --check --port 80 --protocol TCP || status=1; \
 	run lab matrix --check --port 81 --protocol UDP || status=1; \
 	case "$(KEEP)" in \

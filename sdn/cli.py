@@ -318,27 +318,49 @@ def policy_explain(files, pod, namespace, output):
 
 
 @policy_group.command("status")
-@click.option("--agent", "agent_url", default="http://127.0.0.1:9470", show_default=True, metavar="URL",
-              help="The node agent's HTTP endpoint (its metricsPort).")
+@click.option("--agent", "agent_url", metavar="URL",
+              help="The node agent's HTTP endpoint (its metricsPort). Default: the agents of the lab that is "
+                   "up ($SDN_LAB_DIR), else http://127.0.0.1:9470.")
 @click.option("-n", "--namespace", help="Only policies of this namespace.")
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
 def policy_status(agent_url, namespace, output):
-    """For each NetworkPolicy: has this node realized its current generation?"""
+    """For each NetworkPolicy: has this node (in a lab: each node) realized its current generation?"""
     import urllib.error
     import urllib.request
+    from sdn.cli_locate import lab_policy_status, running_lab
+    lab = running_lab() if agent_url is None else None
+    if lab is not None:
+        docs = lab_policy_status(lab, namespace)
+        if output in ("json", "yaml"):
+            emit({"lab": lab.state_dir, "nodes": docs}, output)
+            return
+        for doc in docs:
+            _render_policy_status(doc)
+        if any(d.get("error") for d in docs):
+            problem = click.ClickException("; ".join(f"{d['node']}: {d['error']}" for d in docs if d.get("error")))
+            problem.exit_code = EXIT_UNREACHABLE
+            raise problem
+        return
+    agent_url = agent_url or "http://127.0.0.1:9470"
     try:
         with urllib.request.urlopen(agent_url.rstrip("/") + "/status", timeout=10) as resp:
             doc = json.load(resp)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        problem = click.ClickException(f"cannot read the agent's status at {agent_url}: {getattr(e, 'reason', e)}")
+        problem = click.ClickException(f"cannot read the agent's status at {agent_url}: {getattr(e, 'reason', e)}"
+                                       + ("" if lab else " (and no lab is up)"))
         problem.exit_code = EXIT_UNREACHABLE
         raise problem from None
     policies = [p for p in doc.get("policies", []) if namespace is None or p["namespace"] == namespace]
     if output in ("json", "yaml"):
         emit({"node": doc.get("node"), "policies": policies}, output)
         return
-    console = console_out()
+    _render_policy_status(dict(doc, policies=policies))
+
+
+def _render_policy_status(doc: dict) -> None:
     from rich.table import Table as RichTable
+    console = console_out()
+    policies = doc["policies"]
     t = RichTable(box=None, header_style="bold", pad_edge=False)
     for col in ("NAMESPACE", "NAME", "FORM", "GENERATION", "REALIZED", "NOTE"):
         t.add_column(col)
@@ -348,7 +370,10 @@ def policy_status(agent_url, namespace, output):
         t.add_row(p["namespace"], p["name"], p["form"], str(p["observed_generation"] or "-"), realized,
                   escape(p["error"] or ""))
     sync = "in sync" if doc.get("in_sync") else "not in sync"
-    console.print(f"node {doc.get('node')}: API {'synced' if doc.get('api_synced') else 'not synced yet'}, "
+    source = f" ({escape(doc['source'])})" if doc.get("source") else ""
+    inputs = ("manifests loaded" if doc.get("api_synced") else "manifests not loaded") if source else (
+        f"API {'synced' if doc.get('api_synced') else 'not synced yet'}")
+    console.print(f"node {doc.get('node')}{source}: {inputs}, "
                   f"bridge {sync}, {len(policies)} polic{'y' if len(policies) == 1 else 'ies'}")
     console.print(t)
 

@@ -20,18 +20,50 @@ import click
 
 from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, console_out as _console, escape
 
-CONTROL_HELP = "The running controller's control socket (default: /run/sdn/controller.sock)."
+CONTROL_HELP = ("The running controller's control socket (default: /run/sdn/controller.sock if it exists, "
+                "else the agents of the lab that is up, $SDN_LAB_DIR).")
 control_option = click.option("--control", metavar="SOCKET", envvar="SDN_CONTROL", help=CONTROL_HELP)
 
 
-def _ask(control: str | None, cmd: str, **args) -> dict:
-    from sdn.switch.control import DEFAULT_SOCKET, ControlError, request
+def _problem(message: str, code: int) -> click.ClickException:
+    problem = click.ClickException(message)
+    problem.exit_code = code
+    return problem
+
+
+def _where(control: str | None):
+    """--control, else the node agent's socket, else the lab that is up (sdn.cli_locate)."""
+    from sdn.cli_locate import NotFound, where
     try:
-        return request(control or DEFAULT_SOCKET, cmd, **args)
+        return where(control)
+    except NotFound as e:
+        raise _problem(str(e), EXIT_UNREACHABLE) from None
+
+
+def _ask(control: str | None, cmd: str, **args) -> dict:
+    """One request to the controller that serves the node or bridge in `args` (in a lab: that
+    node's agent; for a bridge, the agent that has it)."""
+    from sdn.cli_locate import Lab, UnknownNode, node_socket
+    from sdn.switch.control import ControlError, request
+    target = _where(control)
+    try:
+        if not isinstance(target, Lab):
+            return request(target, cmd, **args)
+        if args.get("node"):
+            return request(node_socket(target, args["node"]), cmd, **args)
+        last = None
+        for sock in target.controls.values():
+            try:
+                return request(sock, cmd, **args)
+            except ControlError as e:
+                if not e.bad_request:
+                    raise
+                last = e
+        raise last or ControlError("the lab has no agent", reached=False)
+    except UnknownNode as e:
+        raise _problem(str(e), EXIT_USAGE) from None
     except ControlError as e:
-        problem = click.ClickException(str(e))
-        problem.exit_code = EXIT_USAGE if e.bad_request else EXIT_UNREACHABLE
-        raise problem from None
+        raise _problem(str(e), EXIT_USAGE if e.bad_request else EXIT_UNREACHABLE) from None
 
 
 # ---- controller ----------------------------------------------------------------------------
@@ -88,12 +120,28 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
 @control_option
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def status_cmd(control, output):
-    """The running controller: per bridge, connection, generations, flows, last error."""
-    st = _ask(control, "status")
+    """The running controller: per bridge, connection, generations, flows, last error. In a lab:
+    every node's agent."""
+    from sdn.cli_locate import Lab
+    target = _where(control)
+    if isinstance(target, Lab):
+        agents = {name: _ask(sock, "status") for name, sock in target.controls.items()}
+        if output == "json":
+            click.echo(json.dumps({"lab": target.state_dir, "agents": agents}, indent=2))
+            return
+        c = _console()
+        for name, st in agents.items():
+            c.print(f"[bold]lab {escape(target.state_dir)}, agent {name}[/bold] ({escape(target.controls[name])})")
+            _render_status(c, st)
+        return
+    st = _ask(target, "status")
     if output == "json":
         click.echo(json.dumps(st, indent=2))
         return
-    c = _console()
+    _render_status(_console(), st)
+
+
+def _render_status(c, st: dict) -> None:
     c.print(f"generation {st['generation']}, {'in sync' if st['in_sync'] else '[yellow]not in sync[/yellow]'}"
             f"; manifests {', '.join(st['manifests'])}")
     for key in ("manifest_error", "compile_error"):
@@ -192,8 +240,20 @@ def flows_diff_cmd(node, bridge, control, output):
 # ---- trace --live --------------------------------------------------------------------------
 
 def trace_live(src, dst, port, namespace, control, output) -> None:
+    from sdn.cli_locate import Lab, lab_trace
+    from sdn.switch.control import ControlError
+    from sdn.switch.livetrace import LiveTraceError
     key = lambda ref: ref if "/" in ref else f"{namespace}/{ref}"  # noqa: E731
-    doc = _ask(control, "trace", **{"from": key(src), "to": key(dst), "port": port})
+    target = _where(control)
+    if isinstance(target, Lab):
+        try:
+            doc = lab_trace(target, key(src), key(dst), port)
+        except LiveTraceError as e:
+            raise _problem(str(e), EXIT_USAGE) from None
+        except ControlError as e:
+            raise _problem(str(e), EXIT_UNREACHABLE) from None
+    else:
+        doc = _ask(target, "trace", **{"from": key(src), "to": key(dst), "port": port})
     if output == "json":
         click.echo(json.dumps(doc, indent=2))
     else:

@@ -181,7 +181,10 @@ class ControlServer:
                 if agent.program is None:
                     return {"error": f"no program for {agent.node} yet (is its OVSDB reachable?)"}
                 spec = core.nodes[agent.node]
+                place = core.place(agent.node)
                 return {"node": agent.node, "bridge": agent.bridge,
+                        "address": place.address if place else "",
+                        "pod_ports": {k: list(v) for k, v in place.ports.items()} if place else {},
                         "dpid": None if agent.dpid is None else f"{agent.dpid:016x}",
                         "program": program_to_json(agent.program), "ports": core.port_maps.get(agent.node, {}),
                         "tunnel_ofport": (core.views.get(agent.node).tunnel_ofport
