@@ -107,21 +107,33 @@ demo: demo-root system-deps stop-system-ovs venv
 	@run() { echo; echo "\$$ sdnctl $$*"; $(SDNCTL) "$$@"; }; \
 	run lab up -f $(EXAMPLES) || exit 1; \
 	status=0; \
-	run flows show --node $(NODE) || status=1; \
 	run lab matrix --check --port 80 --protocol TCP || status=1; \
 	run lab matrix --check --port 81 --protocol UDP || status=1; \
+	run flows show --node $(NODE) || status=1; \
+	echo; echo "$$SPOOFGUARD_NOTE"; \
 	case "$(KEEP)" in \
 	  ""|0|no|false) run lab down || status=1 ;; \
 	  *) $(MAKE) -s --no-print-directory lab-hint ;; \
 	esac; \
 	exit $$status
 
+# What the counters of `flows show` after the probes hold, and what the spoof guard dropped
+# before any probe (tests/lab_live.py captures it in a pod and counts it on the bridge).
+define SPOOFGUARD_NOTE
+The counters above are the packets of the probes to and from node $(NODE)'s pods. Dropped at table 10 (spoofguard, priority 0) before any probe: each pod's
+kernel sends IPv6 router solicitations (ICMPv6 type 133, 70 bytes, to ff02::2), and MLD reports
+and a duplicate-address check as IPv6 comes up, from its fe80:: link-local address. The pods here
+have IPv4 addresses only, and the spoof guard passes only a pod's own MAC and addresses.
+endef
+export SPOOFGUARD_NOTE
+
 # What to type next when KEEP=1 left the lab up: sdnctl by its path (it is not on PATH until
 # `. .venv/bin/activate`); tests/test_docs.py runs the commands this prints.
 lab-hint:
 	@echo; echo "the lab is still up (KEEP=1). sdnctl is $(SDNCTL) (or run '. $(VENV)/bin/activate' first, then 'sdnctl'):"; \
 	for cmd in "lab status" "lab pods" "lab matrix --port 80" "flows show --node $(NODE)" "lab down"; do \
-	  echo "  $(SDNCTL) $$cmd"; done
+	  echo "  $(SDNCTL) $$cmd"; done; \
+	echo "the pods serve HTTP on their TCP ports: ip netns exec NETNS curl http://IP/ (NETNS, IP: lab pods)"
 
 demo-root:
 	@if [ "$$(id -u)" != 0 ]; then \

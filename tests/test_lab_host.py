@@ -9,7 +9,8 @@ import pytest
 
 from tests.e2e_cases import ALL_CASES, base_cluster
 from tests.lab_harness import check_new_pods, make_lab, replay_case
-from tests.lab_live import check_live_commands_find_the_lab, check_live_trace_of_every_pair, with_example_policies
+from tests.lab_live import (check_live_commands_find_the_lab, check_live_trace_of_every_pair,
+                            check_spoofguard_drops_are_router_solicitations, with_example_policies)
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-host")]
 
@@ -38,3 +39,7 @@ def test_live_commands_find_the_lab_and_trace_every_pair(lab, monkeypatch):
         check_live_trace_of_every_pair(lab, monkeypatch)
     finally:
         lab.goto(base_cluster())
+
+
+def test_what_the_spoof_guard_drops_before_any_probe(lab):
+    check_spoofguard_drops_are_router_solicitations(lab)
