@@ -146,7 +146,10 @@ def check_spoofguard_drops_are_router_solicitations(replayer) -> None:
     sniff.wait(timeout=10)
     time.sleep(2)  # flow statistics follow the datapath's with a delay
     after = _counters(node["rundir"], ofport)
-    assert frames and all(f[1] == "0x86dd" for f in frames), frames
-    assert ["70", "0x86dd", "133", "ff02::2"] in frames, frames  # a router solicitation
-    assert after[0] - before[0] == len(frames), (before, after, frames)
-    assert after[1] - before[1] >= len(frames), (before, after, frames)
+    ipv6 = [f for f in frames if f[1] == "0x86dd"]
+    assert ["70", "0x86dd", "133", "ff02::2"] in ipv6, frames  # a router solicitation
+    # every frame the pod sent reached the bridge (an ARP refresh of the gateway may be among
+    # them), and at least its IPv6 ones were dropped by the spoof guard (other pods' router
+    # solicitations on the node may add to that counter)
+    assert after[0] - before[0] >= len(frames), (before, after, frames)
+    assert after[1] - before[1] >= len(ipv6), (before, after, frames)
