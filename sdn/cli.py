@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
-from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, console_out, err, escape, show_error
+from sdn.cli_output import (EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, QUIET, console_out, err, escape, progress,
+                            show_error)
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `sdnctl --help` stays fast
     from flows.compiler import Program
@@ -34,7 +35,8 @@ def load(files: Sequence[str]) -> Cluster:
     if not files:
         _fail("no input: give manifests with -f FILE|DIR (repeatable, '-' for stdin)")
     try:
-        cluster, warnings = load_paths(list(files))
+        with progress(f"loading {', '.join(files)}"):
+            cluster, warnings = load_paths(list(files))
     except ManifestError as e:
         _fail(str(e))
     except OSError as e:
@@ -67,7 +69,8 @@ def _compile(cluster: Cluster, node: str | None, port_map: str | None = None,
     if node == FABRIC and enforce != "fabric":
         _fail(f"--node {FABRIC} needs --enforce fabric")
     try:
-        return compile_cluster(cluster, nodes, maps, enforce=enforce)
+        with progress(f"compiling {len(cluster.policies)} policies for {len(cluster.pods)} pods") as say:
+            return compile_cluster(cluster, nodes, maps, enforce=enforce, progress=say)
     except KeyError as e:
         _fail(f"--node: {e.args[0]}")
     except CompileError as e:
@@ -192,8 +195,10 @@ class LazyGroup(click.Group):
                                      "namespaces."),
 })
 @click.version_option(package_name="sdn-netpol")
-def main() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr (shown only on a terminal anyway).")
+def main(quiet: bool) -> None:
     """Kubernetes NetworkPolicy on Open vSwitch: compile, show, trace, explain."""
+    QUIET["on"] = quiet
 
 
 files_option = click.option("-f", "--filename", "files", multiple=True, metavar="FILE|DIR",

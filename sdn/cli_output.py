@@ -4,8 +4,10 @@ only on a terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+from typing import Callable, Iterator
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,3 +45,18 @@ def show_error(e) -> None:
         hint = f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help."
         err().print(escape(ctx.get_usage()) + "\n" + escape(hint) + "\n", markup=True)
     err().print(f"[red]error:[/red] {escape(e.format_message())}", markup=True)
+
+
+QUIET = {"on": False}  # sdnctl -q: no progress lines
+
+
+@contextlib.contextmanager
+def progress(text: str) -> Iterator[Callable[[str], None]]:
+    """A transient status line on stderr while long work runs (loading, compiling, a lab coming
+    up): only when stderr is a terminal and -q was not given; nothing at all when piped.
+    Yields a function that replaces the line's text."""
+    if QUIET["on"] or not sys.stderr.isatty():
+        yield lambda _text: None
+        return
+    with err().status(escape(text)) as status:
+        yield lambda new: status.update(escape(new))

@@ -406,6 +406,7 @@ class Lab:
             rec["ip"] = ip
         self._save()
         self._start_server(spec.key, spec.doc)
+        self.log(f"pod {spec.key}: {ip} on {spec.node}, serving")
         return ip
 
     def _start_server(self, key: str, doc: dict) -> None:
