@@ -223,3 +223,32 @@ def test_the_crd_schema_admits_alpha_policies_and_refuses_typos():
     both = {"podSelector": {}, "allowIncoming": {"from": [{"pods": {}, "namespaces": {}}]}}
     assert _schema_errors({"spec": both}, schema) == [".spec.allowIncoming.from[0]: wrong "
                                                       "number of fields"]
+
+
+def _mib(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_the_agents_memory_is_sized_from_the_measured_rss():
+    """The limit is above every peak RSS of the full-scale benchmarks (a process that compiled
+    every node's tables: an upper bound for one agent), and deploy/README.md's table of peaks
+    per cluster shape is the results'."""
+    (agent,) = documents()["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    res = agent["resources"]
+    full = json.loads((DEPLOY.parent / "benchmarks/results/full/results.json").read_text())["results"]
+    peaks = {name: r["rss_peak_mb"] * 1e6 / 2**20 for name, r in full.items()}  # MB -> MiB
+    assert _mib(res["limits"]["memory"]) >= 1.2 * max(peaks.values())
+    assert _mib(res["requests"]["memory"]) <= _mib(res["limits"]["memory"])
+    readme = (DEPLOY / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0].split()[0] in full:
+            rows[cells[0].split()[0]] = cells
+    assert set(rows) == set(full)
+    for name, cells in rows.items():
+        r = full[name]
+        gen = r["stages"]["generate"]
+        assert cells[1:4] == [f"{gen['pods']:,}", f"{gen['policies']:,}", f"{r['rss_peak_mb']:,.0f} MB"], cells
+        assert _mib(cells[5]) >= 1.2 * peaks[name] and _mib(cells[4]) <= _mib(cells[5]), cells
