@@ -1,15 +1,16 @@
 # sdn-netpol: Kubernetes NetworkPolicy -> Open vSwitch flows.
 #
-#   make test    system packages (root), stop the system OVS service, venv, pytest -n auto
-#   make demo    the example cluster as a live lab: flows, measured vs predicted matrix (KEEP=1)
+#   make test    system packages for every test (root), venv, pytest -n auto
+#   make demo    the example cluster as a live lab: measured vs predicted matrix, flows (KEEP=1)
 #   make bench   run the benchmarks (QUICK=1: < 2 min; as root also OVN side by side, OVN=0: not)
 #   make vagrant-up / vagrant-down   the multi-node lab on VMs (vagrant/README.md; SDN_WORKERS=N)
 #   make lint    ruff if installed in the venv, else a byte-compile check
 #   make clean   remove the venv and caches
 #
-# The tests run their own private Open vSwitch instances in network namespaces
-# (sdn/ovs/instance.py); the system openvswitch-switch service must not run. The Vagrant lab
-# is checked statically (tests/test_vagrant.py: vagrant validate, ruby -c, shellcheck).
+# The demo and the tests run their own private Open vSwitch daemons, each in a network namespace
+# of its own (sdn/ovs/instance.py): they coexist with a system openvswitch-switch service and
+# never stop, start or reconfigure it, nor any other service. The Vagrant lab is checked
+# statically (tests/test_vagrant.py: vagrant validate, ruby -c, shellcheck).
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -22,16 +23,20 @@ VPY    := $(VENV)/bin/python
 SDNCTL := $(VENV)/bin/sdnctl
 STAMP  := $(VENV)/.installed
 
-# vagrant, vagrant-libvirt (a provider to validate against, offline), ruby and shellcheck:
-# the static checks of vagrant/ (tests/test_vagrant.py). No VM is started.
-# ovn-central and ovn-host: the OVN side of the benchmarks (benchmarks/ovn.py, tests/test_bench_ovn.py).
-APT_PACKAGES := openvswitch-switch iproute2 ethtool vagrant vagrant-libvirt ruby shellcheck ovn-central ovn-host
+# What `make demo` needs: Open vSwitch's daemons and tools, ip, ethtool (README, "What the
+# commands install"; tests/test_makefile.py keeps them equal).
+DEMO_APT_PACKAGES := openvswitch-switch iproute2 ethtool
+# What `make test` needs besides: vagrant, vagrant-libvirt (a provider to validate against,
+# offline), ruby and shellcheck for the static checks of vagrant/ (tests/test_vagrant.py; no VM
+# is started); ovn-central and ovn-host for the OVN side of the benchmarks (benchmarks/ovn.py,
+# tests/test_bench_ovn.py); curl for the lab's HTTP check (tests/lab_live.py).
+APT_PACKAGES := $(DEMO_APT_PACKAGES) vagrant vagrant-libvirt ruby shellcheck ovn-central ovn-host curl
 # What `make bench` installs as root when missing (the OVN comparison on S3 and S5).
 BENCH_APT_PACKAGES := ovn-central ovn-host
 
 SHELL := /bin/bash
 
-.PHONY: all help test check system-deps stop-system-ovs venv demo demo-root lab-hint bench lint clean \
+.PHONY: all help test check system-deps demo-deps venv demo demo-root lab-hint bench lint clean \
         vagrant-up vagrant-down
 
 all: test
@@ -39,17 +44,19 @@ all: test
 help:
 	@sed -n '3,10p' Makefile
 
-test: system-deps stop-system-ovs venv
+test: system-deps venv
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 check: test
 
 # ---------------------------------------------------------------- system packages (root)
-system-deps:
+# Installs what is missing with apt-get (an installed openvswitch-switch starts its service, as
+# Debian's package does; nothing here stops it). $(1): the packages, $(2): the programs needed.
+define apt_install
 	@if [ "$$(id -u)" != 0 ]; then \
-	  echo "make test needs root (network namespaces, private ovs-vswitchd)" >&2; exit 1; fi
+	  echo "this needs root (network namespaces, private ovs-vswitchd)" >&2; exit 1; fi
 	@missing=""; \
-	for pkg in $(APT_PACKAGES); do \
+	for pkg in $(1); do \
 	  if ! dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed"; then \
 	    missing="$$missing $$pkg"; fi; \
 	done; \
@@ -58,28 +65,18 @@ system-deps:
 	  echo "installing:$$missing"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
-	@for prog in ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool \
-	             vagrant ruby shellcheck ovn-northd ovn-controller ovn-nbctl ovn-sbctl; do \
+	@for prog in $(2); do \
 	  command -v $$prog >/dev/null || [ -x /usr/sbin/$$prog ] || { echo "$$prog not found" >&2; exit 1; }; \
 	done
+endef
 
-# Debian's postinst starts the system OVS; our tests run private instances instead.  Only
-# the daemons of /var/run/openvswitch (the system service) are stopped, never ours.
-stop-system-ovs:
-	@running() { \
-	  for f in /var/run/openvswitch/ovs-vswitchd.pid /var/run/openvswitch/ovsdb-server.pid; do \
-	    [ -f "$$f" ] && kill -0 "$$(cat "$$f")" 2>/dev/null && return 0; \
-	  done; \
-	  { [ -d /run/systemd/system ] && systemctl is-active --quiet openvswitch-switch; } 2>/dev/null; \
-	}; \
-	if running; then \
-	  echo "stopping the system openvswitch-switch service"; \
-	  if [ -d /run/systemd/system ]; then systemctl stop openvswitch-switch || true; fi; \
-	  if running && [ -x /etc/init.d/openvswitch-switch ]; then /etc/init.d/openvswitch-switch stop || true; fi; \
-	  if running && [ -x /usr/share/openvswitch/scripts/ovs-ctl ]; then \
-	    /usr/share/openvswitch/scripts/ovs-ctl stop || true; fi; \
-	  if running; then echo "could not stop the system Open vSwitch" >&2; exit 1; fi; \
-	fi
+OVS_PROGRAMS := ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool
+
+system-deps:
+	$(call apt_install,$(APT_PACKAGES),$(OVS_PROGRAMS) vagrant ruby shellcheck ovn-northd ovn-controller ovn-nbctl ovn-sbctl curl)
+
+demo-deps:
+	$(call apt_install,$(DEMO_APT_PACKAGES),$(OVS_PROGRAMS))
 
 # ---------------------------------------------------------------- virtualenv
 venv: $(STAMP)
@@ -102,7 +99,7 @@ $(STAMP): pyproject.toml
 # nine pods, the example policies; a node's installed flows; the reachability matrix measured
 # with real packets next to the semantic evaluator's prediction; then the lab goes away
 # (KEEP=1 leaves it up: `sdnctl lab status`, `ip netns exec sdnlab-x_a ...`, `sdnctl lab down`).
-demo: demo-root system-deps stop-system-ovs venv
+demo: demo-root demo-deps venv
 	@[ -d $(EXAMPLES) ] || { echo "no $(EXAMPLES) directory" >&2; exit 1; }
 	@run() { echo; echo "\$$ sdnctl $$*"; $(SDNCTL) "$$@"; }; \
 	run lab up -f $(EXAMPLES) || exit 1; \
