@@ -320,9 +320,9 @@ def test_del_of_unknown_container_and_vanished_netns(runtime):
 def test_version(offline):
     env = {"CNI_COMMAND": "VERSION", "PATH": os.environ["PATH"]}
     rc, out = offline.call(env, {"cniVersion": "0.4.0"})
-    assert rc == 0 and out == {"cniVersion": "0.4.0", "supportedVersions": ["0.4.0", "1.0.0"]}
+    assert rc == 0 and out == {"cniVersion": "0.4.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
     rc, out = offline.call(env, b"")
-    assert rc == 0 and out["cniVersion"] == "1.0.0"
+    assert rc == 0 and out["cniVersion"] == "1.1.0"
 
 
 # --------------------------------------------------------------------------- errors
@@ -359,7 +359,8 @@ def test_bad_config(offline, case):
     make, code, word = BAD_CONFIGS[case]
     stdin = make(offline.config())
     rc, out = offline.call(offline.env("ADD", "bad1", "some-netns"), stdin)
-    version = stdin.get("cniVersion", "1.0.0") if isinstance(stdin, dict) else "1.0.0"
+    # the error speaks the configuration's version, or the latest when it has none
+    version = stdin.get("cniVersion", "1.1.0") if isinstance(stdin, dict) else "1.1.0"
     assert_error(out, rc, code, word, version=version)
 
 
@@ -561,3 +562,70 @@ def test_two_pods_talk_tcp_through_the_bridge(runtime, node):
         server.wait()
         server.stdout.close()
     assert netns_exists(a) and netns_exists(b)
+
+
+# --------------------------------------------------------------------------- CNI 1.1: STATUS, GC
+
+def lifecycle_env(command: str, rt: Runtime) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command,
+            "CNI_PATH": str(rt.cni_path)}
+
+
+def test_status_says_whether_an_add_can_succeed(runtime, node):
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), runtime.config("1.1.0"))
+    assert (rc, out) == (0, None)
+    # a configuration of an older version may not ask
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), runtime.config("1.0.0"))
+    assert_error(out, rc, 1, "STATUS needs cniVersion 1.1.0")
+    # no such bridge, OVSDB away, the namespace of ovs-vswitchd gone: 50, naming the cause
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), dict(runtime.config("1.1.0"), bridge="br-nope"))
+    assert_error(out, rc, 50, "bridge br-nope does not exist", version="1.1.0")
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime),
+                           dict(runtime.config("1.1.0"), ovsdb="unix:/nonexistent/db.sock", ovsTimeout=1))
+    assert_error(out, rc, 50, "cannot reach OVSDB", version="1.1.0")
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), dict(runtime.config("1.1.0"), ovsNetns="nope-ns"))
+    assert_error(out, rc, 50, "ovsNetns", version="1.1.0")
+    # every address taken: an ADD could not succeed
+    tight = runtime.config("1.1.0", rangeStart="10.244.1.10", rangeEnd="10.244.1.10")
+    runtime.add("c-status", runtime.pod_netns(), tight)
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), tight)
+    assert_error(out, rc, 50, "no free address", version="1.1.0")
+
+
+def test_gc_removes_what_the_runtime_no_longer_uses(runtime, node):
+    conf = runtime.config("1.1.0")
+    kept, gone = "c-keep", ["c-gone1", "c-gone2"]
+    for c in [kept, *gone]:
+        runtime.add(c, runtime.pod_netns(), conf, pod=f"default/{c}")
+    assert len(reservations(runtime)) == 3
+    valid = {"cni.dev/valid-attachments": [{"containerID": kept, "ifname": "eth0"}]}
+    rc, out = runtime.call(lifecycle_env("GC", runtime), dict(conf, **valid))
+    assert (rc, out) == (0, None)
+    assert list(reservations(runtime).values()) == [f"{kept}\r\neth0"]
+    for c in gone:
+        host = host_ifname(c, "eth0")
+        assert interface_row(node, host) is None and link(node.netns, host) is None
+    assert interface_row(node, host_ifname(kept, "eth0")) is not None
+    assert runtime.check(kept)[0] == 0
+    for c in gone:  # the runtime's DEL of what GC took away still succeeds
+        assert runtime.delete(c)[0] == 0
+        del runtime.added[c]
+    # another network's port on the same bridge is not this network's to collect
+    other = Runtime(node, runtime.cni_path, runtime.data_dir)
+    try:
+        other_conf = dict(other.config("1.1.0", subnet="10.245.0.0/24"))
+        other.add("c-other", other.pod_netns(), other_conf, pod="default/other")
+        rc, _ = runtime.call(lifecycle_env("GC", runtime), dict(conf, **{"cni.dev/valid-attachments": []}))
+        assert rc == 0 and interface_row(node, host_ifname("c-other", "eth0")) is not None
+        assert reservations(runtime) == {} and interface_row(node, host_ifname(kept, "eth0")) is None
+        del runtime.added[kept]
+    finally:
+        other.close()
+
+
+def test_gc_needs_the_valid_attachments(runtime):
+    rc, out = runtime.call(lifecycle_env("GC", runtime), runtime.config("1.1.0"))
+    assert_error(out, rc, 7, "cni.dev/valid-attachments", version="1.1.0")
+    rc, out = runtime.call(lifecycle_env("GC", runtime),
+                           dict(runtime.config("1.1.0"), **{"cni.dev/valid-attachments": [{"ifname": "eth0"}]}))
+    assert_error(out, rc, 7, "containerID", version="1.1.0")

@@ -58,6 +58,9 @@ class NetConfig:
     ipam: IpamConfig
     dns: Mapping[str, Any]
     prev_result: Mapping[str, Any] | None
+    # GC (CNI 1.1): the attachments the runtime still uses, as (container id, ifname); None
+    # when the configuration has no "cni.dev/valid-attachments".
+    valid_attachments: frozenset[tuple[str, str]] | None = None
 
 
 def peek_version(data: bytes) -> str | None:
@@ -177,7 +180,7 @@ def parse_config(data: bytes) -> NetConfig:
                        f"got {type(conf).__name__}")
     version = conf.get("cniVersion")
     if not isinstance(version, str) or not version:
-        raise _bad("cniVersion: required (\"1.0.0\" or \"0.4.0\")")
+        raise _bad("cniVersion: required (\"1.1.0\", \"1.0.0\" or \"0.4.0\")")
     if version not in SUPPORTED_VERSIONS:
         raise CniError(ERR_INCOMPATIBLE_VERSION, f"incompatible CNI version {version}",
                        f"this plugin supports {', '.join(SUPPORTED_VERSIONS)}")
@@ -201,4 +204,23 @@ def parse_config(data: bytes) -> NetConfig:
     dns = _get(conf, "dns", dict, "", {})
     prev = _get(conf, "prevResult", dict, "")
     return NetConfig(version, name, bridge, ovsdb, netns_path(ovs_netns) if ovs_netns else None,
-                     timeout, mtu, parse_ipam(conf.get("ipam"), name), dns, prev)
+                     timeout, mtu, parse_ipam(conf.get("ipam"), name), dns, prev,
+                     _attachments(conf.get(VALID_ATTACHMENTS)))
+
+
+VALID_ATTACHMENTS = "cni.dev/valid-attachments"
+
+
+def _attachments(value: Any) -> frozenset[tuple[str, str]] | None:
+    """GC's list of {"containerID": ..., "ifname": ...} objects."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _bad(f"{VALID_ATTACHMENTS}: must be a list of {{containerID, ifname}} objects")
+    out = set()
+    for i, item in enumerate(value):
+        if not (isinstance(item, dict) and isinstance(item.get("containerID"), str)
+                and isinstance(item.get("ifname"), str) and item["containerID"] and item["ifname"]):
+            raise _bad(f"{VALID_ATTACHMENTS}[{i}]: needs a containerID and an ifname (got {json.dumps(item)})")
+        out.add((item["containerID"], item["ifname"]))
+    return frozenset(out)

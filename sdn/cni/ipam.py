@@ -134,3 +134,20 @@ class Store:
             for addr in owned:
                 (self.dir / str(addr)).unlink(missing_ok=True)
         return owned
+
+    def free_addresses(self) -> int:
+        """How many addresses of the range are not reserved (STATUS: can an ADD succeed?)."""
+        with self._locked():
+            taken = self._reservations()
+            return sum(1 for a in self._candidates() if a not in taken)
+
+    def collect(self, valid: frozenset[tuple[str, str]]) -> list[IPv4Address]:
+        """GC: free every reservation whose (container id, ifname) is not in `valid`."""
+        if not self.dir.exists():
+            return []
+        with self._locked():
+            stale = sorted(a for a, (cid, ifn) in self._reservations().items() if (cid, ifn) not in valid
+                           and not (ifn == "" and any(cid == v[0] for v in valid)))
+            for addr in stale:
+                (self.dir / str(addr)).unlink(missing_ok=True)
+        return stale

@@ -12,6 +12,7 @@ error codes):
 * CHECK: compare the pod's interface, address, MAC, routes and port with the records
   (the IPAM reservation, prevResult, the port's external_ids).
 * VERSION: the versions this plugin speaks.
+* STATUS, GC (CNI 1.1): sdn.cni.lifecycle.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from sdn.cni import ovs, veth
 from sdn.cni.config import NetConfig, parse_config, peek_version
 from sdn.cni.ipam import Store
+from sdn.cni.lifecycle import cmd_gc, cmd_status
 from sdn.cni.spec import (ERR_CHECK, ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_INVALID_ENV,
                           LATEST_VERSION, CniError, Interface, Request, add_result, parse_env,
                           version_result)
@@ -189,7 +191,7 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
 
 
 COMMANDS: dict[str, Callable[[Request, NetConfig], dict | None]] = {
-    "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+    "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc,
 }
 
 

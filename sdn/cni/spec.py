@@ -1,7 +1,8 @@
 """The CNI contract this plugin speaks: versions, error codes, the environment, the result.
 
-Written against the CNI specification v1.0.0 (SPEC.md of containernetworking/cni, tag
-spec-v1.0.0); 0.4.0 is accepted too (its result adds ``"version": "4"`` to each IP).
+Written against the CNI specification v1.1.0 (SPEC.md of containernetworking/cni, tag
+spec-v1.1.0: STATUS and GC besides ADD, DEL, CHECK and VERSION); 1.0.0 and 0.4.0 are accepted
+too (the 0.4.0 result adds ``"version": "4"`` to each IP; STATUS and GC need 1.1.0).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 
-SUPPORTED_VERSIONS = ("0.4.0", "1.0.0")
-LATEST_VERSION = "1.0.0"
-COMMANDS = ("ADD", "DEL", "CHECK", "VERSION")
+SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
+LATEST_VERSION = "1.1.0"
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+SINCE_1_1 = ("STATUS", "GC")  # commands a configuration must say cniVersion 1.1.0 for
 
 # Well-known error codes (SPEC.md, "Error").
 ERR_INCOMPATIBLE_VERSION = 1
@@ -22,6 +24,7 @@ ERR_IO = 5
 ERR_DECODE = 6
 ERR_INVALID_CONFIG = 7
 ERR_TRY_AGAIN = 11
+ERR_NOT_AVAILABLE = 50  # STATUS: the plugin cannot service ADD requests now
 # Plugin-specific codes (100 and up).
 ERR_IPAM_EXHAUSTED = 100
 ERR_INTERFACE = 101  # creating or configuring the veth pair failed
@@ -39,6 +42,8 @@ _REQUIRED = {
     "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
     "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
     "VERSION": (),
+    "STATUS": (),
+    "GC": (),
 }
 
 
@@ -110,6 +115,8 @@ def parse_env(environ: Mapping[str, str]) -> Request:
                        f"required env variables [{', '.join(missing)}] missing for {command}")
     if command == "VERSION":
         return Request(command)
+    if command in SINCE_1_1:
+        return Request(command, path=tuple(p for p in environ.get("CNI_PATH", "").split(":") if p))
     cid = environ["CNI_CONTAINERID"]
     if not _CONTAINER_ID.match(cid):
         raise CniError(ERR_INVALID_ENV, f"invalid CNI_CONTAINERID {cid!r}",
