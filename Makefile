@@ -29,8 +29,10 @@ DEMO_APT_PACKAGES := openvswitch-switch iproute2 ethtool
 # What `make test` needs besides: vagrant, vagrant-libvirt (a provider to validate against,
 # offline), ruby and shellcheck for the static checks of vagrant/ (tests/test_vagrant.py; no VM
 # is started); ovn-central and ovn-host for the OVN side of the benchmarks (benchmarks/ovn.py,
-# tests/test_bench_ovn.py); curl for the lab's HTTP check (tests/lab_live.py).
-APT_PACKAGES := $(DEMO_APT_PACKAGES) vagrant vagrant-libvirt ruby shellcheck ovn-central ovn-host curl
+# tests/test_bench_ovn.py); curl for the lab's HTTP check (tests/lab_live.py);
+# containernetworking-plugins for the IPAM the CNI plugin delegates to (host-local, tests/test_cni.py).
+APT_PACKAGES := $(DEMO_APT_PACKAGES) vagrant vagrant-libvirt ruby shellcheck ovn-central ovn-host curl \
+                containernetworking-plugins
 # What `make bench` installs as root when missing (the OVN comparison on S3 and S5).
 BENCH_APT_PACKAGES := ovn-central ovn-host
 

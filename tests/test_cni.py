@@ -32,6 +32,7 @@ from .conftest import OvsFactory, unique_name
 pytestmark = pytest.mark.ovs
 
 TIMEOUT = 30
+HOST_LOCAL = Path("/usr/lib/cni/host-local")  # Debian's containernetworking-plugins
 
 
 # --------------------------------------------------------------------------- harness
@@ -59,6 +60,8 @@ def cni_path(tmp_path_factory) -> Path:
     """A CNI_PATH directory holding the plugin under its type name, as on a node."""
     d = tmp_path_factory.mktemp("cnibin")
     (d / "sdn-cni").symlink_to(_plugin_executable())
+    if HOST_LOCAL.exists():  # the standard IPAM plugin, for delegation (make test installs it)
+        (d / "host-local").symlink_to(HOST_LOCAL)
     return d
 
 
@@ -347,7 +350,7 @@ BAD_CONFIGS = {
                                             "rangeEnd": "10.244.1.1"}), 7, "no address"),
     "range outside": (lambda c: dict(c, ipam={"subnet": "10.244.1.0/24",
                                               "rangeStart": "10.244.2.1"}), 7, "rangeStart"),
-    "other ipam": (lambda c: dict(c, ipam={"type": "host-local", "subnet": "10.1.0.0/24"}), 7,
+    "other ipam": (lambda c: dict(c, ipam={"type": "dhcp", "subnet": "10.1.0.0/24"}), 7,
                    "ipam.type"),
     "bad mtu": (lambda c: dict(c, mtu="1500"), 7, "mtu"),
     "bad ovsdb": (lambda c: dict(c, ovsdb="/run/db.sock"), 7, "ovsdb"),
@@ -629,3 +632,63 @@ def test_gc_needs_the_valid_attachments(runtime):
     rc, out = runtime.call(lifecycle_env("GC", runtime),
                            dict(runtime.config("1.1.0"), **{"cni.dev/valid-attachments": [{"ifname": "eth0"}]}))
     assert_error(out, rc, 7, "containerID", version="1.1.0")
+
+
+# --------------------------------------------------------------------------- IPAM delegated to host-local
+
+def host_local(rt: Runtime, version: str = "1.1.0", **extra) -> dict:
+    if not HOST_LOCAL.exists():
+        pytest.fail(f"{HOST_LOCAL} missing: make test installs containernetworking-plugins", pytrace=False)
+    conf = rt.config(version)
+    conf["ipam"] = {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": str(rt.data_dir),
+                    "routes": [{"dst": "0.0.0.0/0"}], **extra}
+    return conf
+
+
+@pytest.mark.parametrize("version", ["1.1.0", "1.0.0"])
+def test_host_local_allocates_when_the_configuration_names_it(runtime, node, version):
+    conf = host_local(runtime, version)
+    ns = runtime.pod_netns()
+    result = runtime.add("c-hl1", ns, conf)
+    assert_spec_result(result, version)
+    (ip,) = result["ips"]
+    assert ip_interface(ip["address"]) in [ip_interface(f"10.244.1.{i}/24") for i in range(2, 255)]
+    assert ip["gateway"] == "10.244.1.1" and result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}]
+    # host-local's own store, in its format: the reservation is its
+    assert reservations(runtime) == {ip_interface(ip["address"]).ip.exploded: "c-hl1\r\neth0"}
+    pod = link(ns, "eth0")
+    assert ip["address"] in [f"{a['local']}/{a['prefixlen']}" for a in pod["addr_info"]]
+    assert interface_row(node, host_ifname("c-hl1", "eth0"))["external_ids"]["ip"] == ip["address"].split("/")[0]
+    assert runtime.check("c-hl1", prev=result)[0] == 0
+    assert runtime.delete("c-hl1")[0] == 0
+    assert reservations(runtime) == {} and interface_row(node, host_ifname("c-hl1", "eth0")) is None
+    del runtime.added["c-hl1"]
+
+
+def test_host_local_ranges_status_gc_and_a_missing_binary(runtime, node):
+    conf = host_local(runtime)
+    conf["ipam"] = {"type": "host-local", "dataDir": str(runtime.data_dir), "routes": [{"dst": "0.0.0.0/0"}],
+                    "ranges": [[{"subnet": "10.244.1.0/24", "rangeStart": "10.244.1.50", "rangeEnd": "10.244.1.52"}]]}
+    first = runtime.add("c-hl2", runtime.pod_netns(), conf, pod="default/a")
+    assert first["ips"][0]["address"] == "10.244.1.50/24"
+    runtime.add("c-hl3", runtime.pod_netns(), conf, pod="default/b")
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), conf)
+    assert (rc, out) == (0, None)
+    rc, out = runtime.call(lifecycle_env("GC", runtime), dict(conf, **{"cni.dev/valid-attachments": [
+        {"containerID": "c-hl2", "ifname": "eth0"}]}))
+    assert (rc, out) == (0, None)
+    assert reservations(runtime) == {"10.244.1.50": "c-hl2\r\neth0"}
+    assert interface_row(node, host_ifname("c-hl3", "eth0")) is None
+    # host-local hands out the collected address again
+    assert runtime.add("c-hl4", runtime.pod_netns(), conf, pod="default/c")["ips"][0]["address"] in (
+        "10.244.1.51/24", "10.244.1.52/24")
+    # without host-local in CNI_PATH: ADD names where it looked, STATUS is not available
+    bare = runtime.cni_path.parent / "bare-cni-bin"
+    bare.mkdir(exist_ok=True)
+    if not (bare / "sdn-cni").exists():
+        (bare / "sdn-cni").symlink_to(_plugin_executable())
+    env = dict(runtime.env("ADD", "c-hl5", runtime.pod_netns()), CNI_PATH=str(bare))
+    rc, out = runtime.call(env, conf)
+    assert_error(out, rc, 7, "no executable host-local in CNI_PATH", version="1.1.0")
+    rc, out = runtime.call(dict(lifecycle_env("STATUS", runtime), CNI_PATH=str(bare)), conf)
+    assert_error(out, rc, 50, "host-local", version="1.1.0")

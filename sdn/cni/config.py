@@ -22,6 +22,7 @@ DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
 DEFAULT_OVS_TIMEOUT = 10.0
 DEFAULT_DATA_DIR = Path("/var/lib/cni/networks")
 IPAM_TYPE = "sdn-ipam"
+HOST_LOCAL = "host-local"
 NETNS_RUN_DIR = Path("/run/netns")  # where `ip netns add NAME` puts NAME
 # SPEC.md "Configuration format": the network name.
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
@@ -44,6 +45,9 @@ class IpamConfig:
     gateway: IPv4Address
     store: Path  # <dataDir>/<network name>, as host-local lays it out
     routes: tuple[Route, ...]
+    # "host-local": the standard IPAM plugin allocates (found in CNI_PATH, sdn.cni.delegate);
+    # its store has the same format and place, so CHECK, GC and STATUS read it directly.
+    delegate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class NetConfig:
     ipam: IpamConfig
     dns: Mapping[str, Any]
     prev_result: Mapping[str, Any] | None
+    raw: Mapping[str, Any]  # the configuration as given (handed on to a delegated IPAM plugin)
     # GC (CNI 1.1): the attachments the runtime still uses, as (container id, ifname); None
     # when the configuration has no "cni.dev/valid-attachments".
     valid_attachments: frozenset[tuple[str, str]] | None = None
@@ -127,9 +132,15 @@ def parse_ipam(ipam: Any, network_name: str) -> IpamConfig:
         raise _bad("ipam: required, an object like "
                    '{"type": "sdn-ipam", "subnet": "10.244.1.0/24"}')
     kind = ipam.get("type", IPAM_TYPE)
-    if kind != IPAM_TYPE:
-        raise _bad(f"ipam.type: {kind!r} is not supported; this plugin allocates addresses "
-                   f"itself: use \"{IPAM_TYPE}\" (host-local's fields and on-disk format)")
+    if kind not in (IPAM_TYPE, HOST_LOCAL):
+        raise _bad(f"ipam.type: {kind!r} is not supported: \"{IPAM_TYPE}\" (this plugin allocates, with "
+                   f"host-local's fields and on-disk format) or \"{HOST_LOCAL}\" (the standard plugin, "
+                   f"found in CNI_PATH)")
+    if kind == HOST_LOCAL and "ranges" in ipam:
+        ipam = dict(_first_ipv4_range(ipam["ranges"]), dataDir=ipam.get("dataDir", str(DEFAULT_DATA_DIR)),
+                    routes=ipam.get("routes", []))
+    elif kind == HOST_LOCAL:
+        ipam = dict(ipam, routes=ipam.get("routes", []))  # host-local adds no route unless told
     if "subnet" not in ipam:
         raise _bad("ipam.subnet: required (the node's pod CIDR, e.g. \"10.244.1.0/24\")")
     subnet = _network(ipam["subnet"], "ipam.subnet")
@@ -160,7 +171,25 @@ def parse_ipam(ipam: Any, network_name: str) -> IpamConfig:
         gw = _address(r["gw"], f"routes[{i}].gw") if "gw" in r else gateway
         routes.append(Route(_network(r["dst"], f"ipam.routes[{i}].dst"),
                             _in(gw, subnet, f"routes[{i}].gw")))
-    return IpamConfig(subnet, start, end, gateway, Path(data_dir) / network_name, tuple(routes))
+    return IpamConfig(subnet, start, end, gateway, Path(data_dir) / network_name, tuple(routes),
+                      HOST_LOCAL if kind == HOST_LOCAL else None)
+
+
+def _first_ipv4_range(ranges: Any) -> dict:
+    """host-local's "ranges" (a list of range sets, each a list of ranges): its IPv4 range
+    (the address the pod gets here, and the one the controller knows it by)."""
+    if not isinstance(ranges, list) or not all(isinstance(rs, list) for rs in ranges):
+        raise _bad("ipam.ranges: a list of range sets, each a list of {subnet, rangeStart, rangeEnd, gateway}")
+    for i, rs in enumerate(ranges):
+        for j, r in enumerate(rs):
+            if not isinstance(r, dict) or "subnet" not in r:
+                raise _bad(f"ipam.ranges[{i}][{j}]: expected an object with a subnet, got {json.dumps(r)}")
+            try:
+                if ip_network(r["subnet"], strict=False).version == 4:
+                    return r
+            except (TypeError, ValueError):
+                raise _bad(f"ipam.ranges[{i}][{j}].subnet: {r['subnet']!r} is not a CIDR") from None
+    raise _bad("ipam.ranges: no IPv4 range (the pod's address on the node bridge is IPv4)")
 
 
 def netns_path(name_or_path: str) -> str:
@@ -204,7 +233,7 @@ def parse_config(data: bytes) -> NetConfig:
     dns = _get(conf, "dns", dict, "", {})
     prev = _get(conf, "prevResult", dict, "")
     return NetConfig(version, name, bridge, ovsdb, netns_path(ovs_netns) if ovs_netns else None,
-                     timeout, mtu, parse_ipam(conf.get("ipam"), name), dns, prev,
+                     timeout, mtu, parse_ipam(conf.get("ipam"), name), dns, prev, conf,
                      _attachments(conf.get(VALID_ATTACHMENTS)))
 
 

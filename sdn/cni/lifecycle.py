@@ -1,7 +1,8 @@
 """CNI 1.1's STATUS and GC for `sdn-cni`.
 
 * STATUS: exit 0 when an ADD could succeed now: the namespace of ovs-vswitchd exists, OVSDB
-  answers, the bridge exists, and the IPAM range has a free address; else error 50 ("the
+  answers, the bridge exists, a delegated IPAM plugin is in CNI_PATH, and the IPAM range has a
+  free address; else error 50 ("the
   plugin is not available") naming what is missing.
 * GC: "cni.dev/valid-attachments" lists every (containerID, ifname) the runtime still uses;
   the ports this plugin attached to the bridge for any other attachment of this network (its
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from ipaddress import ip_address
 
-from sdn.cni import ovs, veth
+from sdn.cni import delegate, ovs, veth
 from sdn.cni.config import VALID_ATTACHMENTS, NetConfig
 from sdn.cni.ipam import Store
 from sdn.cni.spec import (ERR_INCOMPATIBLE_VERSION, ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE,
@@ -43,6 +44,11 @@ def cmd_status(req: Request, conf: NetConfig) -> None:
     if not present:
         raise unavailable(f"bridge {conf.bridge} does not exist in {conf.ovsdb}",
                           "the node agent creates it; is it running?")
+    if conf.ipam.delegate:
+        try:
+            delegate.find(req, conf.ipam.delegate)
+        except CniError as e:
+            raise unavailable(e.msg, e.details) from None
     try:
         free = Store(conf.ipam).free_addresses()
     except CniError as e:
@@ -70,4 +76,6 @@ def cmd_gc(req: Request, conf: NetConfig) -> None:
             continue  # another network's port on the same bridge
         ovs.del_port(vsctl, port)
         veth.delete(conf.ovs_netns, port)
+    # A delegated host-local keeps the same store (format, place, lock): collected here too,
+    # as host-local before CNI 1.1 has no GC of its own.
     Store(conf.ipam).collect(valid)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, ip_interface
 from typing import Any
 
-from sdn.cni import ovs, veth
+from sdn.cni import delegate, ovs, veth
 from sdn.cni.config import NetConfig, parse_config, peek_version
 from sdn.cni.ipam import Store
 from sdn.cni.lifecycle import cmd_gc, cmd_status
@@ -59,14 +59,21 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
     host = veth.host_ifname(req.container_id, req.ifname)
     vsctl = ovs.Vsctl(conf.ovsdb, conf.ovs_timeout)
     undo: list[Callable[[], Any]] = []
+    gateway, routes, dns = conf.ipam.gateway, list(conf.ipam.routes), dict(conf.dns)
     try:
-        address, fresh = store.allocate(req.container_id, req.ifname)
-        if fresh:  # never release an address an earlier ADD handed to this container
-            undo.append(lambda: store.release(req.container_id, req.ifname))
+        if conf.ipam.delegate:
+            result = delegate.call(req, conf, "ADD")
+            undo.append(lambda: delegate.call(req, conf, "DEL"))
+            address, gateway, routes = delegate.ipv4_of(result, conf)
+            dns = dns or dict((result or {}).get("dns") or {})
+        else:
+            address, fresh = store.allocate(req.container_id, req.ifname)
+            if fresh:  # never release an address an earlier ADD handed to this container
+                undo.append(lambda: store.release(req.container_id, req.ifname))
         mac = veth.pod_mac(address.ip)
         veth.create(host, conf.ovs_netns, req.ifname, req.netns, mac, conf.mtu)
         undo.append(lambda: veth.delete(conf.ovs_netns, host))
-        veth.configure_pod(req.netns, req.ifname, address, conf.ipam.routes)
+        veth.configure_pod(req.netns, req.ifname, address, routes)
         host_mac = veth.set_up(conf.ovs_netns, host)
         # Even a failed add-port may have committed the row (ovs-vswitchd too slow): it
         # names the address, so it goes first.
@@ -80,9 +87,8 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
                 pass
         raise
     interfaces = [Interface(host, host_mac), Interface(req.ifname, mac, req.netns)]
-    routes = [(str(r.dst), str(r.gw)) for r in conf.ipam.routes]
-    return add_result(conf.cni_version, interfaces, address, conf.ipam.gateway, 1, routes,
-                      conf.dns)
+    return add_result(conf.cni_version, interfaces, address, gateway, 1,
+                      [(str(r.dst), str(r.gw)) for r in routes], dns)
 
 
 def cmd_del(req: Request, conf: NetConfig) -> None:
@@ -100,7 +106,10 @@ def cmd_del(req: Request, conf: NetConfig) -> None:
             pass  # a namespace that is going away: DEL must not fail on it
     if ovs_error is not None:
         raise ovs_error  # the address stays reserved while a port row may still name it
-    Store(conf.ipam).release(req.container_id, req.ifname)
+    if conf.ipam.delegate:
+        delegate.call(req, conf, "DEL")
+    else:
+        Store(conf.ipam).release(req.container_id, req.ifname)
 
 
 def _expected_from_prev(prev: dict, req: Request) -> tuple[str | None, set[IPv4Interface],
@@ -132,6 +141,11 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
         addrs: set[IPv4Interface] = set()
     else:
         addrs = {IPv4Interface(f"{reserved}/{conf.ipam.subnet.prefixlen}")}
+    if conf.ipam.delegate:  # host-local checks its own records; its store is read above too
+        try:
+            delegate.call(req, conf, "CHECK")
+        except CniError as e:
+            problems.append(f"IPAM: {e.msg}")
     mac = veth.pod_mac(reserved) if reserved else None
     routes = {(str(r.dst), str(r.gw)) for r in conf.ipam.routes}
     if conf.prev_result is not None:

@@ -73,6 +73,7 @@ class Request:
     ifname: str = ""
     args: Mapping[str, str] = field(default_factory=dict)
     path: tuple[str, ...] = ()
+    environ: Mapping[str, str] = field(default_factory=dict)  # as given: handed on to a delegated plugin
 
     @property
     def pod_key(self) -> str:
@@ -116,7 +117,8 @@ def parse_env(environ: Mapping[str, str]) -> Request:
     if command == "VERSION":
         return Request(command)
     if command in SINCE_1_1:
-        return Request(command, path=tuple(p for p in environ.get("CNI_PATH", "").split(":") if p))
+        return Request(command, path=tuple(p for p in environ.get("CNI_PATH", "").split(":") if p),
+                       environ=dict(environ))
     cid = environ["CNI_CONTAINERID"]
     if not _CONTAINER_ID.match(cid):
         raise CniError(ERR_INVALID_ENV, f"invalid CNI_CONTAINERID {cid!r}",
@@ -133,7 +135,7 @@ def parse_env(environ: Mapping[str, str]) -> Request:
                        "the spec wants the namespace's path, e.g. /run/netns/NAME or "
                        "/proc/PID/ns/net")
     path = tuple(p for p in environ.get("CNI_PATH", "").split(":") if p)
-    return Request(command, cid, netns, ifname, parse_args(environ.get("CNI_ARGS", "")), path)
+    return Request(command, cid, netns, ifname, parse_args(environ.get("CNI_ARGS", "")), path, dict(environ))
 
 
 def version_result(cni_version: str | None) -> dict:
