@@ -234,7 +234,13 @@ def reservations(rt: Runtime) -> dict[str, str]:
     d = rt.data_dir / rt.network
     if not d.exists():
         return {}
-    return {p.name: p.read_bytes().decode() for p in d.iterdir() if p.name[0].isdigit()}
+    def is_address(name: str) -> bool:
+        try:
+            ip_address(name)
+            return True
+        except ValueError:
+            return False
+    return {p.name: p.read_bytes().decode() for p in d.iterdir() if is_address(p.name)}
 
 
 # --------------------------------------------------------------------------- the contract
@@ -692,3 +698,87 @@ def test_host_local_ranges_status_gc_and_a_missing_binary(runtime, node):
     assert_error(out, rc, 7, "no executable host-local in CNI_PATH", version="1.1.0")
     rc, out = runtime.call(dict(lifecycle_env("STATUS", runtime), CNI_PATH=str(bare)), conf)
     assert_error(out, rc, 50, "host-local", version="1.1.0")
+
+
+# --------------------------------------------------------------------------- IPv6 pod addresses
+
+SERVER_ANY = """
+import socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 8080)); s.listen(1); print("ready", flush=True)
+s.settimeout(20); c, _ = s.accept(); c.sendall(c.recv(100).upper()); c.close()
+"""
+
+
+def dual_stack(rt: Runtime, version: str = "1.1.0") -> dict:
+    conf = rt.config(version)
+    conf["ipam"] = {"type": "sdn-ipam", "dataDir": str(rt.data_dir),
+                    "ranges": [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:10:244:1::/64"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}
+    return conf
+
+
+def test_an_ipv6_range_gives_pods_ipv6_addresses_the_compiled_flows_carry(runtime, node):
+    """A node with an IPv6 pod CIDR: each pod gets its IPv4 and its IPv6 address (reserved in
+    host-local's format, recorded in OVSDB, checked by CHECK), and TCP over IPv6 between two
+    pods goes through the bridge programmed with the flows `sdnctl compile` makes for them."""
+    from sdn.compile import compile_cluster
+    from sdn.policy.manifests import load_documents
+    from tests.switch_support import add_tunnel
+    conf = dual_stack(runtime)
+    a, b = runtime.pod_netns(), runtime.pod_netns()
+    if interface_row(node, "tun0") is None:
+        add_tunnel(node, BRIDGE_NAME, "tun0", 1)  # ofport 1 is the tunnel's in the compiled tables
+    res_a = runtime.add("six-a", a, conf, pod="default/a")
+    res_b = runtime.add("six-b", b, conf, pod="default/b")
+    assert_spec_result(res_a, "1.1.0")
+    ips = {n: [ip_interface(ip["address"]) for ip in r["ips"]] for n, r in (("a", res_a), ("b", res_b))}
+    assert [i.version for i in ips["a"]] == [4, 6] and ips["a"][1] in ip_interface("fd00:10:244:1::/64").network
+    assert res_a["ips"][1]["gateway"] == "fd00:10:244:1::1"
+    assert {"dst": "::/0", "gw": "fd00:10:244:1::1"} in res_a["routes"]
+    assert sorted(reservations(runtime)) == sorted(str(i.ip) for v in ips.values() for i in v)
+    row = interface_row(node, host_ifname("six-a", "eth0"))
+    assert row["external_ids"]["ip"] == f"{ips['a'][0].ip},{ips['a'][1].ip}"
+    assert runtime.check("six-a")[0] == 0
+    # the flows sdnctl compiles for these two pods, with their real ofports
+    docs = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+             "spec": {"podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"]}}]
+    ports = {}
+    for name, cid in (("a", "six-a"), ("b", "six-b")):
+        docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                     "spec": {"nodeName": "node-1", "containers": [{"name": "c"}]},
+                     "status": {"podIP": str(ips[name][0].ip), "podIPs": [{"ip": str(i.ip)} for i in ips[name]]}})
+        ports[f"default/{name}"] = interface_row(node, host_ifname(cid, "eth0"))["ofport"]
+    cluster, _ = load_documents(docs)
+    program = compile_cluster(cluster, ["node-1"], {"node-1": ports}).programs["node-1"]
+    node.replace_flows(BRIDGE_NAME, program.render())
+    for family in (4, 6):
+        server_ip = str(ips["b"][0 if family == 4 else 1].ip)
+        server = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", SERVER_ANY, server_ip],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout.readline().strip() == "ready"
+            client = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c", CLIENT, server_ip],
+                                    capture_output=True, text=True, timeout=TIMEOUT)
+            assert client.stdout.strip() == "HELLO OVER OVS", (family, client.stderr)
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait()
+            server.stdout.close()
+    # DEL frees both addresses
+    for c in ("six-a", "six-b"):
+        assert runtime.delete(c)[0] == 0
+        del runtime.added[c]
+    assert reservations(runtime) == {}
+
+
+def test_an_ipv6_range_alone_or_with_host_local_is_refused(offline):
+    conf = offline.config()
+    conf["ipam"] = {"ranges": [[{"subnet": "fd00::/64"}]]}
+    rc, out = offline.call(offline.env("ADD", "x6", "some-netns"), conf)
+    assert_error(out, rc, 7, "no IPv4 range")
+    conf["ipam"] = {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00::/64"}]]}
+    rc, out = offline.call(offline.env("ADD", "x6", "some-netns"), conf)
+    assert_error(out, rc, 7, "IPv6 range with host-local")

@@ -26,7 +26,7 @@ from ipaddress import IPv4Address, IPv4Interface, ip_interface
 from typing import Any
 
 from sdn.cni import delegate, ovs, veth
-from sdn.cni.config import NetConfig, parse_config, peek_version
+from sdn.cni.config import GATEWAY_MAC, NetConfig, parse_config, peek_version
 from sdn.cni.ipam import Store
 from sdn.cni.lifecycle import cmd_gc, cmd_status
 from sdn.cni.spec import (ERR_CHECK, ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_INVALID_ENV,
@@ -42,9 +42,11 @@ def _require_namespaces(req: Request, conf: NetConfig) -> None:
                        "it names the network namespace where this node's ovs-vswitchd runs")
 
 
-def external_ids(req: Request, pod: str, mac: str, address: IPv4Interface) -> dict[str, str]:
-    """What the controller learns about the port from OVSDB: whose it is and its addresses."""
-    ids = {"k8s.pod": pod, "iface-id": pod, "attached-mac": mac, "ip": str(address.ip),
+def external_ids(req: Request, pod: str, mac: str, address: IPv4Interface, *more) -> dict[str, str]:
+    """What the controller learns about the port from OVSDB: whose it is and its addresses
+    ("ip": the IPv4 one, then the IPv6 one, comma-separated)."""
+    ids = {"k8s.pod": pod, "iface-id": pod, "attached-mac": mac,
+           "ip": ",".join(str(a.ip) for a in (address, *more)),
            "container-id": req.container_id, "netns": req.netns or "", "ifname": req.ifname}
     if req.args.get("K8S_POD_UID"):
         ids["k8s.pod-uid"] = req.args["K8S_POD_UID"]
@@ -70,15 +72,24 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
             address, fresh = store.allocate(req.container_id, req.ifname)
             if fresh:  # never release an address an earlier ADD handed to this container
                 undo.append(lambda: store.release(req.container_id, req.ifname))
+        six = []  # (address, gateway) of the IPv6 range, when the node has an IPv6 pod CIDR
+        if conf.ipam.ipv6 is not None:
+            store6 = Store(conf.ipam.ipv6)
+            address6, fresh6 = store6.allocate(req.container_id, req.ifname)
+            if fresh6:
+                undo.append(lambda: store6.release(req.container_id, req.ifname))
+            six = [(address6, conf.ipam.ipv6.gateway)]
         mac = veth.pod_mac(address.ip)
         veth.create(host, conf.ovs_netns, req.ifname, req.netns, mac, conf.mtu)
         undo.append(lambda: veth.delete(conf.ovs_netns, host))
         veth.configure_pod(req.netns, req.ifname, address, routes)
+        if six:
+            veth.configure_pod6(req.netns, req.ifname, six[0][0], six[0][1], conf.ipam.ipv6.routes, GATEWAY_MAC)
         host_mac = veth.set_up(conf.ovs_netns, host)
         # Even a failed add-port may have committed the row (ovs-vswitchd too slow): it
         # names the address, so it goes first.
         undo.append(lambda: ovs.del_port(vsctl, host))
-        ovs.add_port(vsctl, conf.bridge, host, external_ids(req, pod, mac, address))
+        ovs.add_port(vsctl, conf.bridge, host, external_ids(req, pod, mac, address, *(a for a, _ in six)))
     except BaseException:
         for step in reversed(undo):
             try:
@@ -87,8 +98,9 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
                 pass
         raise
     interfaces = [Interface(host, host_mac), Interface(req.ifname, mac, req.netns)]
+    six_routes = list(conf.ipam.ipv6.routes) if six else []
     return add_result(conf.cni_version, interfaces, address, gateway, 1,
-                      [(str(r.dst), str(r.gw)) for r in routes], dns)
+                      [(str(r.dst), str(r.gw)) for r in [*routes, *six_routes]], dns, six)
 
 
 def cmd_del(req: Request, conf: NetConfig) -> None:
@@ -146,6 +158,13 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
             delegate.call(req, conf, "CHECK")
         except CniError as e:
             problems.append(f"IPAM: {e.msg}")
+    six = None  # the IPv6 address reserved, when the network has an IPv6 range
+    if conf.ipam.ipv6 is not None:
+        reserved6 = Store(conf.ipam.ipv6).lookup(req.container_id, req.ifname)
+        if reserved6 is None:
+            problems.append(f"IPAM: no IPv6 address reserved for container {req.container_id} {req.ifname}")
+        else:
+            six = ip_interface(f"{reserved6}/{conf.ipam.ipv6.subnet.prefixlen}")
     mac = veth.pod_mac(reserved) if reserved else None
     routes = {(str(r.dst), str(r.gw)) for r in conf.ipam.routes}
     if conf.prev_result is not None:
@@ -169,6 +188,11 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
         if missing:
             problems.append(f"{req.ifname}: address {', '.join(map(str, sorted(missing)))} "
                             f"missing (has {', '.join(map(str, link.addresses)) or 'none'})")
+        if six is not None:
+            if six not in link.addresses:
+                problems.append(f"{req.ifname}: IPv6 address {six} missing")
+            routes6 = {(str(r.dst), str(r.gw)) for r in conf.ipam.ipv6.routes} - veth.routes(req.netns, req.ifname, 6)
+            problems += [f"{req.ifname}: IPv6 route {dst} via {gw} missing" for dst, gw in sorted(routes6)]
         missing_routes = routes - veth.routes(req.netns, req.ifname)
         if missing_routes:
             problems.append(f"{req.ifname}: routes missing: " + ", ".join(
@@ -191,7 +215,7 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
             problems.append(f"OVS: port {host} has no OpenFlow port (ofport {port.ofport})")
         recorded = {"container-id": req.container_id, "ifname": req.ifname}
         if reserved is not None:
-            recorded["ip"] = str(reserved)
+            recorded["ip"] = ",".join([str(reserved)] + ([str(six.ip)] if six is not None else []))
         if mac:
             recorded["attached-mac"] = mac
         for key, want in recorded.items():

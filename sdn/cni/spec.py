@@ -157,17 +157,20 @@ class Interface:
         return out
 
 
-def add_result(cni_version: str, interfaces: Sequence[Interface], address: IPv4Interface,
-               gateway: IPv4Address, interface_index: int,
-               routes: Sequence[tuple[str, str | None]], dns: Mapping) -> dict:
-    """The ADD result in ``cni_version``'s shape (0.4.0 adds ``"version": "4"`` per IP)."""
-    ip = {"address": str(address), "gateway": str(gateway), "interface": interface_index}
-    if cni_version == "0.4.0":
-        ip = {"version": "4", **ip}
+def add_result(cni_version: str, interfaces: Sequence[Interface], address, gateway, interface_index: int,
+               routes: Sequence[tuple[str, str | None]], dns: Mapping, more: Sequence[tuple] = ()) -> dict:
+    """The ADD result in ``cni_version``'s shape (0.4.0 adds ``"version"`` per IP); `more`:
+    further (address, gateway) pairs on the same interface (the IPv6 one)."""
+    ips = []
+    for addr, gw in [(address, gateway), *more]:
+        ip = {"address": str(addr), "gateway": str(gw), "interface": interface_index}
+        if cni_version == "0.4.0":
+            ip = {"version": str(addr.version), **ip}
+        ips.append(ip)
     return {
         "cniVersion": cni_version,
         "interfaces": [i.to_json() for i in interfaces],
-        "ips": [ip],
+        "ips": ips,
         "routes": [{"dst": dst, **({"gw": gw} if gw else {})} for dst, gw in routes],
         "dns": dict(dns),
     }
