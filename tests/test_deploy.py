@@ -147,15 +147,29 @@ def test_install_writes_the_plugin_and_the_conflist(tmp_path):
 def test_the_pod_cidr_comes_from_the_node_object():
     from sdn.k8s.apiserver import ApiServer
     from sdn.k8s.connect import api_client
-    from sdn.k8s.install_cni import node_pod_cidr
+    from sdn.k8s.install_cni import node_pod_cidrs
     from tests.k8s_support import node
 
     with ApiServer() as server:
         server.create(node("n1", "10.244.5.0/24", "192.168.1.5"))
-        assert node_pod_cidr(api_client(url=server.url), "n1") == "10.244.5.0/24"
+        assert node_pod_cidrs(api_client(url=server.url), "n1") == ("10.244.5.0/24", None)
+        server.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "dual"},
+                       "spec": {"podCIDRs": ["fd00:10:244:6::/64", "10.244.6.0/24"]}})
+        assert node_pod_cidrs(api_client(url=server.url), "dual") == ("10.244.6.0/24", "fd00:10:244:6::/64")
         server.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "bare"}})
         with pytest.raises(TimeoutError, match="no IPv4 spec.podCIDR"):
-            node_pod_cidr(api_client(url=server.url), "bare", timeout=0.1, interval=0.05)
+            node_pod_cidrs(api_client(url=server.url), "bare", timeout=0.1, interval=0.05)
+
+
+def test_a_dual_stack_node_gets_an_ipv6_range_the_plugin_accepts():
+    conflist = render_conflist(Settings(), "10.244.3.0/24", "fd00:10:244:3::/64")
+    (entry,) = conflist["plugins"]
+    assert conflist["cniVersions"] == ["1.0.0", "1.1.0"]
+    for version in conflist["cniVersions"]:
+        conf = parse_config(json.dumps({**entry, "cniVersion": version, "name": conflist["name"]}).encode())
+        assert (str(conf.ipam.subnet), str(conf.ipam.range_start)) == ("10.244.3.0/24", "10.244.3.2")
+        assert (str(conf.ipam.ipv6.subnet), str(conf.ipam.ipv6.gateway)) == ("fd00:10:244:3::/64", "fd00:10:244:3::1")
+        assert [str(r.dst) for r in conf.ipam.ipv6.routes] == ["::/0"]
 
 
 @pytest.mark.parametrize("text,problem", [
