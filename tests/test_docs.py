@@ -3,7 +3,6 @@ README.md and docs/*.md is re-run and must print exactly what the block shows.""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
