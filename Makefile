@@ -1,7 +1,7 @@
 # sdn-netpol: Kubernetes NetworkPolicy -> Open vSwitch flows.
 #
-#   make test    system packages (root), stop the system OVS service, venv, k8s, pytest -n auto
-#   make demo    the example cluster as a live lab: flows, measured vs predicted matrix (KEEP=1)
+#   make test    system packages for every test (root), venv, k8s, pytest -n auto
+#   make demo    the example cluster as a live lab: measured vs predicted matrix, flows (KEEP=1)
 #   make demo-k8s  the same through a real Kubernetes control plane (lab up --kubernetes)
 #   make k8s     build kube-apiserver & co. and etcd from the Go module proxy into a cache
 #                outside the repository (tools/build.sh; minutes when cold, then reused)
@@ -10,9 +10,10 @@
 #   make lint    ruff if installed in the venv, else a byte-compile check
 #   make clean   remove the venv and caches
 #
-# The tests run their own private Open vSwitch instances in network namespaces
-# (sdn/ovs/instance.py); the system openvswitch-switch service must not run. The Vagrant lab
-# is checked statically (tests/test_vagrant.py: vagrant validate, ruby -c, shellcheck).
+# The demo and the tests run their own private Open vSwitch daemons, each in a network namespace
+# of its own (sdn/ovs/instance.py): they coexist with a system openvswitch-switch service and
+# never stop, start or reconfigure it, nor any other service. The Vagrant lab is checked
+# statically (tests/test_vagrant.py: vagrant validate, ruby -c, shellcheck).
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -25,18 +26,27 @@ VPY    := $(VENV)/bin/python
 SDNCTL := $(VENV)/bin/sdnctl
 STAMP  := $(VENV)/.installed
 
-# vagrant, vagrant-libvirt (a provider to validate against, offline), ruby and shellcheck:
-# the static checks of vagrant/ (tests/test_vagrant.py). No VM is started.
-# ovn-central and ovn-host: the OVN side of the benchmarks (benchmarks/ovn.py, tests/test_bench_ovn.py).
-# iptables, conntrack: kube-proxy in each lab node; openssl: the lab control plane's certificates;
-# util-linux: nsenter.
-APT_PACKAGES := openvswitch-switch iproute2 ethtool iptables conntrack openssl util-linux vagrant vagrant-libvirt ruby shellcheck ovn-central ovn-host
+# What `make demo` needs: Open vSwitch's daemons and tools, ip, ethtool (README, "What the
+# commands install"; tests/test_makefile.py keeps them equal).
+DEMO_APT_PACKAGES := openvswitch-switch iproute2 ethtool
+# What `make test` needs besides: vagrant, vagrant-libvirt (a provider to validate against,
+# offline), ruby and shellcheck for the static checks of vagrant/ (tests/test_vagrant.py; no VM
+# is started); ovn-central and ovn-host for the OVN side of the benchmarks (benchmarks/ovn.py,
+# tests/test_bench_ovn.py); curl for the lab's HTTP check (tests/lab_live.py);
+# containernetworking-plugins for the IPAM the CNI plugin delegates to (host-local, tests/test_cni.py).
+APT_PACKAGES := $(DEMO_APT_PACKAGES) vagrant vagrant-libvirt ruby shellcheck ovn-central ovn-host curl \
+                containernetworking-plugins $(K8S_APT_PACKAGES)
+# What the kubernetes mode of the lab needs besides (`make demo-k8s`, tests/test_lab_k8s.py):
+# iptables and conntrack for kube-proxy in each node, openssl for the control plane's
+# certificates, util-linux for nsenter.
+K8S_APT_PACKAGES := iptables conntrack openssl util-linux
 # What `make bench` installs as root when missing (the OVN comparison on S3 and S5).
 BENCH_APT_PACKAGES := ovn-central ovn-host
 
 SHELL := /bin/bash
 
-.PHONY: all help test check system-deps stop-system-ovs venv k8s demo demo-k8s demo-root bench lint clean \
+.PHONY: all help test check system-deps demo-deps k8s-deps venv k8s demo demo-k8s demo-root lab-hint bench \
+        lint clean \
         vagrant-up vagrant-down
 
 all: test
@@ -44,7 +54,7 @@ all: test
 help:
 	@sed -n '3,10p' Makefile
 
-test: system-deps stop-system-ovs venv k8s
+test: system-deps venv k8s
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 # The Kubernetes control plane the tests and `lab up --kubernetes` run: built once per release
@@ -56,11 +66,13 @@ k8s:
 check: test
 
 # ---------------------------------------------------------------- system packages (root)
-system-deps:
+# Installs what is missing with apt-get (an installed openvswitch-switch starts its service, as
+# Debian's package does; nothing here stops it). $(1): the packages, $(2): the programs needed.
+define apt_install
 	@if [ "$$(id -u)" != 0 ]; then \
-	  echo "make test needs root (network namespaces, private ovs-vswitchd)" >&2; exit 1; fi
+	  echo "this needs root (network namespaces, private ovs-vswitchd)" >&2; exit 1; fi
 	@missing=""; \
-	for pkg in $(APT_PACKAGES); do \
+	for pkg in $(1); do \
 	  if ! dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed"; then \
 	    missing="$$missing $$pkg"; fi; \
 	done; \
@@ -69,29 +81,23 @@ system-deps:
 	  echo "installing:$$missing"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
-	@for prog in ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool \
-	             iptables conntrack openssl nsenter \
-	             vagrant ruby shellcheck ovn-northd ovn-controller ovn-nbctl ovn-sbctl; do \
+	@for prog in $(2); do \
 	  command -v $$prog >/dev/null || [ -x /usr/sbin/$$prog ] || { echo "$$prog not found" >&2; exit 1; }; \
 	done
+endef
 
-# Debian's postinst starts the system OVS; our tests run private instances instead.  Only
-# the daemons of /var/run/openvswitch (the system service) are stopped, never ours.
-stop-system-ovs:
-	@running() { \
-	  for f in /var/run/openvswitch/ovs-vswitchd.pid /var/run/openvswitch/ovsdb-server.pid; do \
-	    [ -f "$$f" ] && kill -0 "$$(cat "$$f")" 2>/dev/null && return 0; \
-	  done; \
-	  { [ -d /run/systemd/system ] && systemctl is-active --quiet openvswitch-switch; } 2>/dev/null; \
-	}; \
-	if running; then \
-	  echo "stopping the system openvswitch-switch service"; \
-	  if [ -d /run/systemd/system ]; then systemctl stop openvswitch-switch || true; fi; \
-	  if running && [ -x /etc/init.d/openvswitch-switch ]; then /etc/init.d/openvswitch-switch stop || true; fi; \
-	  if running && [ -x /usr/share/openvswitch/scripts/ovs-ctl ]; then \
-	    /usr/share/openvswitch/scripts/ovs-ctl stop || true; fi; \
-	  if running; then echo "could not stop the system Open vSwitch" >&2; exit 1; fi; \
-	fi
+OVS_PROGRAMS := ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool
+
+K8S_PROGRAMS := iptables conntrack openssl nsenter
+
+system-deps:
+	$(call apt_install,$(APT_PACKAGES),$(OVS_PROGRAMS) $(K8S_PROGRAMS) vagrant ruby shellcheck ovn-northd ovn-controller ovn-nbctl ovn-sbctl curl)
+
+demo-deps:
+	$(call apt_install,$(DEMO_APT_PACKAGES),$(OVS_PROGRAMS))
+
+k8s-deps:
+	$(call apt_install,$(DEMO_APT_PACKAGES) $(K8S_APT_PACKAGES),$(OVS_PROGRAMS) $(K8S_PROGRAMS))
 
 # ---------------------------------------------------------------- virtualenv
 venv: $(STAMP)
@@ -114,40 +120,58 @@ $(STAMP): pyproject.toml
 # nine pods, the example policies; a node's installed flows; the reachability matrix measured
 # with real packets next to the semantic evaluator's prediction; then the lab goes away
 # (KEEP=1 leaves it up: `sdnctl lab status`, `ip netns exec sdnlab-x_a ...`, `sdnctl lab down`).
-demo: demo-root system-deps stop-system-ovs venv
+demo: demo-root demo-deps venv
 	@[ -d $(EXAMPLES) ] || { echo "no $(EXAMPLES) directory" >&2; exit 1; }
 	@run() { echo; echo "\$$ sdnctl $$*"; $(SDNCTL) "$$@"; }; \
-	lab="$${SDN_LAB_DIR:-/run/sdn-lab}"; \
 	run lab up -f $(EXAMPLES) || exit 1; \
 	status=0; \
-	run flows show --node $(NODE) --control "$$lab/nodes/$(NODE)/control.sock" || status=1; \
 	run lab matrix --check --port 80 --protocol TCP || status=1; \
 	run lab matrix --check --port 81 --protocol UDP || status=1; \
+	run flows show --node $(NODE) || status=1; \
+	echo; echo "$$SPOOFGUARD_NOTE"; \
 	case "$(KEEP)" in \
 	  ""|0|no|false) run lab down || status=1 ;; \
-	  *) echo; echo "the lab is still up (KEEP=$(KEEP)): sdnctl lab status | pods | matrix; sdnctl lab down" ;; \
+	  *) $(MAKE) -s --no-print-directory lab-hint ;; \
 	esac; \
 	exit $$status
 
 # The same example through a real control plane: objects written to kube-apiserver, pods started
 # by each node's kubelet stand-in, the agent of deploy/ per node (KEEP=1 leaves it up).
-demo-k8s: demo-root system-deps stop-system-ovs venv k8s
+demo-k8s: demo-root k8s-deps venv k8s
 	@[ -d $(EXAMPLES) ] || { echo "no $(EXAMPLES) directory" >&2; exit 1; }
 	@run() { echo; echo "\$$ sdnctl $$*"; $(SDNCTL) "$$@"; }; \
-	lab="$${SDN_LAB_DIR:-/run/sdn-lab}"; \
 	run lab up --kubernetes -f $(EXAMPLES) || exit 1; \
 	status=0; \
 	run lab kubectl get nodes -o wide || status=1; \
 	run lab kubectl get pods -A -o wide || status=1; \
 	run lab kubectl get networkpolicies -A || status=1; \
-	run flows show --node $(NODE) --control "$$lab/nodes/$(NODE)/control.sock" || status=1; \
 	run lab matrix --check --port 80 --protocol TCP || status=1; \
 	run lab matrix --check --port 81 --protocol UDP || status=1; \
+	run flows show --node $(NODE) || status=1; \
+	echo; echo "$$SPOOFGUARD_NOTE"; \
 	case "$(KEEP)" in \
 	  ""|0|no|false) run lab down || status=1 ;; \
-	  *) echo; echo "the lab is still up (KEEP=$(KEEP)): $(SDNCTL) lab status | kubectl ... | matrix; $(SDNCTL) lab down" ;; \
+	  *) $(MAKE) -s --no-print-directory lab-hint ;; \
 	esac; \
 	exit $$status
+
+# What the counters of `flows show` after the probes hold, and what the spoof guard dropped
+# before any probe (tests/lab_live.py captures it in a pod and counts it on the bridge).
+define SPOOFGUARD_NOTE
+The counters above are the packets of the probes to and from node $(NODE)'s pods. Dropped at table 10 (spoofguard, priority 0) before any probe: each pod's
+kernel sends IPv6 router solicitations (ICMPv6 type 133, 70 bytes, to ff02::2), and MLD reports
+and a duplicate-address check as IPv6 comes up, from its fe80:: link-local address. The pods here
+have IPv4 addresses only, and the spoof guard passes only a pod's own MAC and addresses.
+endef
+export SPOOFGUARD_NOTE
+
+# What to type next when KEEP=1 left the lab up: sdnctl by its path (it is not on PATH until
+# `. .venv/bin/activate`); tests/test_docs.py runs the commands this prints.
+lab-hint:
+	@echo; echo "the lab is still up (KEEP=1). sdnctl is $(SDNCTL) (or run '. $(VENV)/bin/activate' first, then 'sdnctl'):"; \
+	for cmd in "lab status" "lab pods" "lab matrix --port 80" "flows show --node $(NODE)" "lab down"; do \
+	  echo "  $(SDNCTL) $$cmd"; done; \
+	echo "the pods serve HTTP on their TCP ports: ip netns exec NETNS curl http://IP/ (NETNS, IP: lab pods)"
 
 demo-root:
 	@if [ "$$(id -u)" != 0 ]; then \

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import cli_startup, report
 from benchmarks.scenarios import BUILDERS, DEFAULT_SEED, FULL_SCALES, QUICK_SCALES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -210,6 +210,7 @@ def rerender(args) -> int:
         meta["quick"] = all(m.get("quick") for m in metas)
         meta["controller_install"] = next((m["controller_install"] for m in reversed(metas)
                                            if m.get("controller_install")), None)
+        meta["cli_startup"] = next((m["cli_startup"] for m in reversed(metas) if m.get("cli_startup")), None)
     write_report(results, meta, Path(args.out), not args.no_plots)
     if not args.quiet:
         print(f"wrote {Path(args.out) / 'results.md'} from {len(metas)} run(s)")
@@ -242,13 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet and not args.no_switch and cfg["install_flows"]:
         print(f"== controller cold install of {cfg['install_flows']:,} flows vs ovs-ofctl", flush=True)
     install = run_install(args, cfg, out)
+    if not args.quiet:
+        print("== CLI start-up: sdnctl --help, sdnctl compile of the example", flush=True)
+    startup = cli_startup.measure(5 if args.quick else 9)
     meta = {"quick": args.quick, "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
             "cpus": os.cpu_count(), "python": platform.python_version(), "seed": args.seed,
             "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
             "settings": cfg, "scales": {n: sc[n] for n in names},
             "total_seconds": round(time.perf_counter() - t_start, 1),
             "loadavg_start": [round(x, 2) for x in load_start],
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()], "controller_install": install}
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()], "controller_install": install,
+            "cli_startup": startup}
     write_report(results, meta, out, not args.no_plots)
     if not args.quiet:
         print(f"wrote {out / 'results.md'} ({meta['total_seconds']} s)")

@@ -42,11 +42,15 @@ class Packet:
     def l4(cls, protocol: str, *, in_port: int, src_ip: str, dst_ip: str, dst_port: int,
            src_port: int = 40000, src_mac: str = "00:00:00:00:00:00",
            dst_mac: str = "00:00:00:00:00:00") -> "Packet":
-        """A TCP, UDP or SCTP packet (IPv4 or IPv6 by the addresses)."""
+        """A TCP, UDP or SCTP packet (IPv4 or IPv6 by the addresses); "icmp": an ICMP (ICMPv6)
+        message, which has no ports."""
         src, dst = ipaddress.ip_address(src_ip), ipaddress.ip_address(dst_ip)
-        f = {"in_port": in_port, "dl_src": parse_mac(src_mac), "dl_dst": parse_mac(dst_mac),
-             "nw_proto": {"tcp": 6, "udp": 17, "sctp": 132}[protocol.lower()],
-             "tp_src": src_port, "tp_dst": dst_port}
+        f = {"in_port": in_port, "dl_src": parse_mac(src_mac), "dl_dst": parse_mac(dst_mac)}
+        if protocol.lower() == "icmp":
+            f["nw_proto"] = 1 if src.version == 4 else 58
+        else:
+            f.update(nw_proto={"tcp": 6, "udp": 17, "sctp": 132}[protocol.lower()], tp_src=src_port,
+                     tp_dst=dst_port)
         if src.version == 4:
             f.update(dl_type=ETH_IP, nw_src=int(src), nw_dst=int(dst))
         else:

@@ -53,35 +53,48 @@ class _Collector:
     def collect(self):
         a = self.agent
         st = a.core.status()
-        flows = GaugeMetricFamily("sdn_flows", "Flows installed per table", labels=["bridge", "table"])
+        flows = GaugeMetricFamily("sdn_flows", "Flows installed on the bridge per table (read back from the switch "
+                                  "or confirmed by a committed bundle)", labels=["bridge", "table"])
+        desired = GaugeMetricFamily("sdn_desired_flows", "Flows of the compiled program per table (what the "
+                                    "bridge should hold)", labels=["bridge", "table"])
         rules = GaugeMetricFamily("sdn_rules", "Compiled policy rules on the bridge", labels=["bridge"])
         bundles = CounterMetricFamily("sdn_bundles", "Bundles committed", labels=["bridge"])
         failed = CounterMetricFamily("sdn_bundle_errors", "Bundles the switch rejected", labels=["bridge"])
+        connected = GaugeMetricFamily("sdn_switch_connected", "1 while the bridge's OpenFlow connection to this "
+                                      "agent is up", labels=["bridge"])
+        ovsdb = GaugeMetricFamily("sdn_ovsdb_connected", "1 while the agent's OVSDB connection for the bridge "
+                                  "is up", labels=["bridge"])
+        table_name = lambda t: P.BY_ID[t].name if t in P.BY_ID else str(t)  # noqa: E731
         for b in st.get("bridges", []):
             name = b.get("bridge") or b.get("node", "")
-            program = a.core.agents[b["node"]].program if b.get("node") in a.core.agents else None
+            worker = a.core.agents.get(b.get("node"))
+            program = worker.program if worker is not None else None
             if program is not None:
                 by_table: dict[str, int] = {}
                 for f in program.flows:
-                    t = P.BY_ID[f.table].name if f.table in P.BY_ID else str(f.table)
-                    by_table[t] = by_table.get(t, 0) + 1
+                    by_table[table_name(f.table)] = by_table.get(table_name(f.table), 0) + 1
                 for table, n in sorted(by_table.items()):
-                    flows.add_metric([name, table], n)
+                    desired.add_metric([name, table], n)
                 rules.add_metric([name], sum(1 for r in program.rules if r.active))
+            installed = worker.installed_per_table() if worker is not None else None
+            for t, n in sorted((installed or {}).items()):
+                flows.add_metric([name, table_name(t)], n)
+            connected.add_metric([name], 1 if b.get("connected") else 0)
+            ovsdb.add_metric([name], 1 if (b.get("ovsdb") or {}).get("connected") else 0)
             counters = b.get("counters", {})
             bundles.add_metric([name], counters.get("bundles", 0))
             failed.add_metric([name], counters.get("failed_bundles", 0))
-        yield flows
-        yield rules
-        yield bundles
-        yield failed
-        watch = CounterMetricFamily("sdn_watch_restarts", "Watch requests opened (restarts included)",
-                                    labels=["resource"])
+        yield from (flows, desired, rules, bundles, failed, connected, ovsdb)
+        watches = CounterMetricFamily("sdn_watch_requests", "Watch requests opened (the first included)",
+                                      labels=["resource"])
+        watch = CounterMetricFamily("sdn_watch_restarts", "Watches opened again after the first (a cut stream, "
+                                    "a 410 re-list, a periodic re-list)", labels=["resource"])
         expired = CounterMetricFamily("sdn_watch_expired", "410 Gone: re-lists", labels=["resource"])
         errors = CounterMetricFamily("sdn_watch_errors", "API failures retried", labels=["resource"])
         events = CounterMetricFamily("sdn_watch_events", "Watch events received", labels=["resource"])
         for res, stats in a.informer_stats().items():
-            watch.add_metric([res], stats.watches)
+            watches.add_metric([res], stats.watches)
+            watch.add_metric([res], max(stats.watches - 1, 0))
             expired.add_metric([res], stats.expired)
             errors.add_metric([res], stats.errors)
             events.add_metric([res], stats.events)
@@ -93,6 +106,7 @@ class _Collector:
                                    "When the current API outage began (Unix time; 0: no outage)")
         outage.add_metric([], since)
         yield outage
+        yield watches
         yield watch
         yield expired
         yield errors
@@ -328,11 +342,7 @@ def agent_command():
 
     import click
 
-    from sdn.k8s.connect import api_client
-    from sdn.k8s.settings import SettingsError, load_settings
     from sdn.switch.control import DEFAULT_SOCKET
-    from sdn.switch.controller import Options, run
-    from sdn.switch.core import NodeSpec
 
     @click.command("agent")
     @click.option("--node", envvar="NODE_NAME", required=True, help="This node's name (env NODE_NAME).")
@@ -346,6 +356,10 @@ def agent_command():
     @click.option("--log-file", metavar="FILE")
     def agent(node, config, kubeconfig, listen, control, metrics_port, log_level, log_file):
         """Watch the Kubernetes API and program this node's bridge (the DaemonSet's command)."""
+        from sdn.k8s.connect import api_client
+        from sdn.k8s.settings import SettingsError, load_settings
+        from sdn.switch.controller import Options, run
+        from sdn.switch.core import NodeSpec
         try:
             settings = load_settings(config)
         except SettingsError as e:

@@ -3,33 +3,26 @@ through them and explain which policies select a pod. kubectl habits: -f, -o, -n
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import click
-import yaml
-from rich.console import Console
-from rich.markup import escape
 
-from flows import pipeline as P
-from flows.compiler import CompileError, Program
-from sdn import show
-from sdn.compile import Compiled, compile_cluster
-from sdn.layout import FABRIC, load_port_map
-from sdn.policy.evaluate import evaluate, explain
-from sdn.policy.manifests import ManifestError, load_paths
-from sdn.policy.model import Cluster, Pod
-from sdn.verify import ClusterSimulator
+from sdn.cli_output import (EXIT_USAGE, QUIET, console_out, err, escape, progress,
+                            show_error)
 
-err = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:  # the commands import what they need when they run: `sdnctl --help` stays fast
+    from flows.compiler import Program
+    from sdn.compile import Compiled
+    from sdn.policy.model import Cluster, Pod
+
+FABRIC = "fabric"  # sdn.layout.FABRIC, the fabric switch's node name (tests/test_cli.py checks they agree)
 
 
 class UsageProblem(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # noqa: A003 - click's name
-        err.print(f"[red]error:[/red] {escape(self.message)}", markup=True, highlight=False, soft_wrap=True)
+    exit_code = EXIT_USAGE
 
 
 def _fail(message: str) -> None:
@@ -38,21 +31,29 @@ def _fail(message: str) -> None:
 
 def load(files: Sequence[str]) -> Cluster:
     """Load manifests; warnings to stderr; a ManifestError becomes exit 2 with its message."""
+    from sdn.policy.manifests import ManifestError, load_paths
     if not files:
         _fail("no input: give manifests with -f FILE|DIR (repeatable, '-' for stdin)")
     try:
-        cluster, warnings = load_paths(list(files))
+        with progress(f"loading {', '.join(files)}"):
+            cluster, warnings = load_paths(list(files))
     except ManifestError as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{e.filename}: {e.strerror}")
     for w in warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(w)}", markup=True, highlight=False, soft_wrap=True)
+        err().print(f"[yellow]warning:[/yellow] {escape(w)}", markup=True, highlight=False, soft_wrap=True)
+    if not (cluster.namespaces or cluster.pods or cluster.nodes or cluster.policies):
+        _fail(f"no objects in {', '.join(files)}: expected Namespaces, Pods, Nodes or NetworkPolicies "
+              f"(an empty input is not an empty cluster)")
     return cluster
 
 
 def _compile(cluster: Cluster, node: str | None, port_map: str | None = None,
              enforce: str = "host") -> Compiled:
+    from flows.compiler import CompileError
+    from sdn.compile import compile_cluster
+    from sdn.layout import load_port_map
     maps = None
     if port_map:
         if not node:
@@ -61,11 +62,15 @@ def _compile(cluster: Cluster, node: str | None, port_map: str | None = None,
             maps = {node: load_port_map(port_map)}
         except (OSError, ValueError) as e:
             _fail(str(e))
+    if not cluster.nodes and not cluster.pods:
+        _fail("nothing to compile: the input has no Node and no Pod, so no node has a bridge "
+              "(add Nodes, or Pods with spec.nodeName)")
     nodes = None if not node or node == FABRIC else [node]
     if node == FABRIC and enforce != "fabric":
         _fail(f"--node {FABRIC} needs --enforce fabric")
     try:
-        return compile_cluster(cluster, nodes, maps, enforce=enforce)
+        with progress(f"compiling {len(cluster.policies)} policies for {len(cluster.pods)} pods") as say:
+            return compile_cluster(cluster, nodes, maps, enforce=enforce, progress=say)
     except KeyError as e:
         _fail(f"--node: {e.args[0]}")
     except CompileError as e:
@@ -98,6 +103,7 @@ def _pod(cluster: Cluster, ref: str, namespace: str) -> Pod:
 def emit(doc, output: str) -> None:
     """Print a document as JSON or YAML (kubectl's -o json|yaml)."""
     if output == "yaml":
+        import yaml
         click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
     else:
         click.echo(json.dumps(doc, indent=2))
@@ -132,10 +138,67 @@ def program_json(compiled: Compiled, node: str, program: Program) -> dict:
     }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose commands named in `lazy` ({name: ("module:attr", short help)}) are
+    imported only when run: the controller, the agent and the lab pull in os-ken, eventlet and
+    the Kubernetes client, which offline commands and --help must not pay for. An attr that is
+    not a click command is a factory called once (sdn.agent.agent_command)."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's main, with every error printed one way ("error: ...", exit codes of
+        sdn.cli_output) whichever command raised it."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            show_error(e)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            show_error(click.ClickException("aborted"))
+            sys.exit(EXIT_USAGE)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            module, _, attr = self.lazy[name][0].partition(":")
+            obj = getattr(importlib.import_module(module), attr)
+            self.add_command(obj if isinstance(obj, click.Command) else obj(), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        limit = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                cmd = self.commands[name]
+                if not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit)))
+            else:
+                rows.append((name, click.utils.make_default_short_help(self.lazy[name][1], limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, lazy={
+    "agent": ("sdn.agent:agent_command", "Watch the Kubernetes API and program this node's bridge "
+                                         "(the DaemonSet's command)."),
+    "lab": ("sdn.lab.cli:lab_group", "A multi-node lab on this machine: nodes, pods and agents in network "
+                                     "namespaces."),
+})
 @click.version_option(package_name="sdn-netpol")
-def main() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr (shown only on a terminal anyway).")
+def main(quiet: bool) -> None:
     """Kubernetes NetworkPolicy on Open vSwitch: compile, show, trace, explain."""
+    QUIET["on"] = quiet
 
 
 files_option = click.option("-f", "--filename", "files", multiple=True, metavar="FILE|DIR",
@@ -178,16 +241,28 @@ flows = flows_group()
 @node_option
 @enforce_option
 @click.option("--policy", metavar="[NS/]NAME", help="Only flows of this policy.")
-@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of --policy given without one.")
+@click.option("--pod", metavar="[NS/]POD", help="Only flows that concern this pod: its address (or a CIDR "
+                                               "holding it), port or MAC, and the conj_id and port clauses of its rules.")
+@click.option("-n", "--namespace", default="default", show_default=True,
+              help="Namespace of --policy or --pod given without one.")
 @click.option("--table", metavar="NAME|ID", help="Only this table.")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]), default="table", show_default=True)
-def flows_show(files, node, enforce, policy, namespace, table, output):
+def flows_show(files, node, enforce, policy, pod, namespace, table, output):
     """Flows by table and by policy/rule, with the pods behind the addresses."""
+    from flows import pipeline as P
+    from sdn import show
+    from sdn.layout import pod_mac
     if policy and "/" not in policy:
         policy = f"{namespace}/{policy}"
-    compiled = _compile(load(files), node, None, enforce)
+    cluster = load(files)
+    the_pod = _pod(cluster, pod, namespace) if pod else None
+    compiled = _compile(cluster, node, None, enforce)
     node = _single_node(compiled, node)
     program = compiled.programs[node]
+    flows = program.flows
+    if the_pod is not None:
+        flows = show.pod_flows(flows, the_pod.ips, compiled.layout.ofports.get(node, {}).get(the_pod.key),
+                               pod_mac(the_pod))
     if table is not None:
         try:
             P.table_named(table)
@@ -197,240 +272,26 @@ def flows_show(files, node, enforce, policy, namespace, table, output):
             policy in i.policies for _, i in program.defaults):
         known = sorted({r.id.policy for r in program.rules} | {p for _, i in program.defaults for p in i.policies})
         _fail(f"--policy: no flows of {policy} on {node} (policies here: {', '.join(known) or 'none'})")
-    grouped = show.group_flows(program.flows, program, _names(compiled), policy, table)
+    grouped = show.group_flows(flows, program, _names(compiled), policy, table)
     if output in ("json", "yaml"):
         emit({"node": node, "bridge": program.bridge, "tables": show.to_json(grouped)}, output)
         return
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console = console_out()
     console.print(f"[bold]node {node}[/bold], bridge {program.bridge}: {len(program.flows)} flows, "
                   f"{sum(1 for r in program.rules if r.active)} active rules, "
-                  f"{len(program.defaults)} isolated pod addresses")
+                  f"{len(program.defaults)} isolated pod addresses"
+                  + (f"; {len(flows)} concern {the_pod.key}" if the_pod is not None else ""))
     show.render(grouped, console, wide=output == "wide")
 
 
-def parse_port(text: str, dst: Pod) -> tuple[int, str]:
-    """'8080/TCP', '8080' (TCP) or a named port of the destination pod ('http', 'http/UDP')."""
-    number, _, proto = text.partition("/")
-    proto = (proto or "TCP").upper()
-    if proto not in ("TCP", "UDP", "SCTP"):
-        _fail(f"--port: unknown protocol {proto!r} (TCP, UDP or SCTP)")
-    if number.isdigit():
-        port = int(number)
-        if not 1 <= port <= 65535:
-            _fail("--port: must be 1-65535")
-        return port, proto
-    resolved = dst.resolve_port(number, proto)
-    if resolved is None:
-        _fail(f"--port: {dst.key} has no {proto} container port named {number!r}")
-    return resolved, proto
+from sdn.cli_trace import trace_cmd as _trace  # noqa: E402 - before cli_live extends it with --live
+from sdn.cli_live import register as _register_live  # noqa: E402 - live options of flows show / trace
+from sdn.cli_policy import policy_group  # noqa: E402
 
-
-def _trace_doc(compiled: Compiled, src: Pod, dst: Pod, port: int, proto: str) -> dict:
-    sim = ClusterSimulator(compiled)
-    path = sim.connect(src, dst, port, proto.lower())
-    verdict = evaluate(compiled.cluster, src, dst, port, proto)
-    names = _names(compiled)
-    hops = []
-    decided_by = []
-    for hop in path.hops:
-        program = compiled.programs[hop.node]
-        by_conj, defaults = program.by_conj(), dict(program.defaults)
-        steps = []
-        for s in hop.result.steps:
-            if s.flow is None:
-                steps.append({"table": s.table, "name": P.BY_ID[s.table].name, "flow": None})
-                continue
-            text = s.flow.render(cookie=False)
-            match, _, actions = text.partition(" actions=")
-            entry = {"table": s.table, "name": P.BY_ID[s.table].name, "flow": s.flow.render(),
-                     "priority": s.flow.priority, "match": match.split(",", 2)[2] if match.count(",") >= 2 else "",
-                     "actions": actions}
-            kind = P.cookie_kind(s.flow.cookie)
-            cid = s.flow.get("conj_id")
-            if cid is not None and cid.value in by_conj:
-                info = by_conj[cid.value]
-                entry["rule"] = str(info.id)
-                entry["clauses"] = [c.render() for c in s.clauses]
-                decided_by.append(f"allowed by {info.id} on {hop.node}")
-            elif kind == P.KIND_RULE:
-                info = program.by_cookie().get(s.flow.cookie)
-                if info:
-                    entry["rule"] = str(info.id)
-                    decided_by.append(f"allowed by {info.id} on {hop.node}")
-            elif kind == P.KIND_DEFAULT and s.flow.cookie in defaults:
-                iso = defaults[s.flow.cookie]
-                entry["default_deny"] = {"pod": names.get(iso.address, iso.address),
-                                         "direction": iso.direction, "policies": list(iso.policies)}
-                decided_by.append(f"dropped by the {iso.direction} default deny of "
-                                  f"{names.get(iso.address, iso.address)} (isolated by "
-                                  f"{', '.join(iso.policies)}) on {hop.node}")
-            steps.append(entry)
-        hops.append({"node": hop.node, "outputs": hop.result.outputs, "steps": steps})
-    return {
-        "from": src.key, "to": dst.key, "port": port, "protocol": proto,
-        "verdict": "allowed" if path.delivered else "denied",
-        "evaluator": "allowed" if verdict.allowed else "denied",
-        "agree": path.delivered == verdict.allowed,
-        "reply": None if path.reply_delivered is None else ("delivered" if path.reply_delivered else "dropped"),
-        "decided_by": decided_by,
-        "egress": {"isolated": verdict.egress.isolated, "allowed_by": [f"{r.policy} {r.direction.lower()}[{r.index}]" for r in verdict.egress.allowed_by]},
-        "ingress": {"isolated": verdict.ingress.isolated, "allowed_by": [f"{r.policy} {r.direction.lower()}[{r.index}]" for r in verdict.ingress.allowed_by]},
-        "hops": hops,
-    }
-
-
-@main.command("trace")
-@files_option
-@click.option("--from", "src", required=True, metavar="NS/POD")
-@click.option("--to", "dst", required=True, metavar="NS/POD")
-@click.option("--port", "port", required=True, metavar="PORT[/PROTO]", help="e.g. 8080/TCP, 53/UDP or a named port.")
-@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of pods given without one.")
-@enforce_option
-@click.option("-o", "--output", type=click.Choice(["text", "wide", "json", "yaml"]), default="text", show_default=True)
-def trace_cmd(files, src, dst, port, namespace, enforce, output):
-    """Follow a new connection through the compiled flows: verdict, deciding rule, flows hit."""
-    cluster = load(files)
-    src_pod, dst_pod = _pod(cluster, src, namespace), _pod(cluster, dst, namespace)
-    number, proto = parse_port(port, dst_pod)
-    compiled = _compile(cluster, None, None, enforce)
-    doc = _trace_doc(compiled, src_pod, dst_pod, number, proto)
-    if output in ("json", "yaml"):
-        emit(doc, output)
-        return
-    wide = output == "wide"
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-    colour = "green" if doc["verdict"] == "allowed" else "red"
-    console.print(f"[bold]{src_pod.key} -> {dst_pod.key} {number}/{proto}: "
-                  f"[{colour}]{doc['verdict'].upper()}[/{colour}][/bold]"
-                  + (f" (reply {doc['reply']})" if doc["reply"] else ""))
-    for line in doc["decided_by"]:
-        console.print(f"  {line}")
-    agree = "agrees" if doc["agree"] else "[red]DISAGREES[/red]"
-    console.print(f"  semantic evaluator: {doc['evaluator']} ({agree}); egress "
-                  f"{'isolated' if doc['egress']['isolated'] else 'not isolated'}"
-                  f"{' allowed by ' + ', '.join(doc['egress']['allowed_by']) if doc['egress']['allowed_by'] else ''}; ingress "
-                  f"{'isolated' if doc['ingress']['isolated'] else 'not isolated'}"
-                  f"{' allowed by ' + ', '.join(doc['ingress']['allowed_by']) if doc['ingress']['allowed_by'] else ''}")
-    for hop in doc["hops"]:
-        console.print(f"[bold]{hop['node']}[/bold] -> outputs {hop['outputs'] or 'none (dropped)'}")
-        for s in hop["steps"]:
-            note = f"  [cyan]{s['rule']}[/cyan]" if "rule" in s else ""
-            if "default_deny" in s:
-                note = f"  [red]default deny of {s['default_deny']['pod']}[/red]"
-            if s["flow"] is None:
-                console.print(f"  {s['table']:>3} {s['name']:<16} no match: drop")
-                continue
-            actions = s["actions"] if wide or len(s["actions"]) <= 60 else s["actions"][:57] + "..."
-            console.print(f"  {s['table']:>3} {s['name']:<16} {s['priority']:>5} {escape(s['match'] or '*')} "
-                          f"-> {escape(actions)}{note}")
-    if not doc["agree"]:
-        sys.exit(1)
-
-
-@main.group("policy")
-def policy_group() -> None:
-    """Questions about policies."""
-
-
-@policy_group.command("explain")
-@files_option
-@click.argument("pod")
-@click.option("-n", "--namespace", default="default", show_default=True)
-@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
-def policy_explain(files, pod, namespace, output):
-    """Which policies select POD, for which directions, and what they allow."""
-    cluster = load(files)
-    key = pod if "/" in pod else f"{namespace}/{pod}"
-    if key not in cluster.pods:
-        _fail(f"pod {key} not found in the manifests")
-    doc = explain(cluster, cluster.pods[key])
-    if output in ("json", "yaml"):
-        emit(doc, output)
-        return
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-    console.print(f"[bold]{doc['pod']}[/bold] {', '.join(doc['ips']) or '(no IP)'} on {doc['node'] or '?'}, "
-                  f"labels {', '.join(f'{k}={v}' for k, v in doc['labels'].items()) or 'none'}")
-    for direction in ("ingress", "egress"):
-        side = doc[direction]
-        if not side["isolated"]:
-            console.print(f"  {direction}: not isolated (all traffic allowed)")
-            continue
-        console.print(f"  {direction}: isolated by {len(side['policies'])} polic{'y' if len(side['policies']) == 1 else 'ies'}")
-        for pol in side["policies"]:
-            console.print(f"    [cyan]{pol['policy']}[/cyan] ({pol['form']}, {pol['origin']}) selects {pol['podSelector']}")
-            if not pol["rules"]:
-                console.print("      no rules: allows nothing")
-            for rule in pol["rules"]:
-                console.print(f"      rule {rule['index']}: {escape(_describe_rule(rule, direction))}")
-
-
-@policy_group.command("status")
-@click.option("--agent", "agent_url", default="http://127.0.0.1:9470", show_default=True, metavar="URL",
-              help="The node agent's HTTP endpoint (its metricsPort).")
-@click.option("-n", "--namespace", help="Only policies of this namespace.")
-@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
-def policy_status(agent_url, namespace, output):
-    """For each NetworkPolicy: has this node realized its current generation?"""
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(agent_url.rstrip("/") + "/status", timeout=10) as resp:
-            doc = json.load(resp)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        _fail(f"cannot read the agent's status at {agent_url}: {getattr(e, 'reason', e)}")
-    policies = [p for p in doc.get("policies", []) if namespace is None or p["namespace"] == namespace]
-    if output in ("json", "yaml"):
-        emit({"node": doc.get("node"), "policies": policies}, output)
-        return
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-    from rich.table import Table as RichTable
-    t = RichTable(box=None, header_style="bold", pad_edge=False)
-    for col in ("NAMESPACE", "NAME", "FORM", "GENERATION", "REALIZED", "NOTE"):
-        t.add_column(col)
-    for p in policies:
-        realized = "yes" if p["realized"] and p["realized_generation"] == p["observed_generation"] else (
-            f"gen {p['realized_generation']}" if p["realized_generation"] is not None else "no")
-        t.add_row(p["namespace"], p["name"], p["form"], str(p["observed_generation"] or "-"), realized,
-                  escape(p["error"] or ""))
-    sync = "in sync" if doc.get("in_sync") else "not in sync"
-    console.print(f"node {doc.get('node')}: API {'synced' if doc.get('api_synced') else 'not synced yet'}, "
-                  f"bridge {sync}, {len(policies)} polic{'y' if len(policies) == 1 else 'ies'}")
-    console.print(t)
-
-
-def _describe_rule(rule: dict, direction: str) -> str:
-    word = "from" if direction == "ingress" else "to"
-    if rule["peers"] == "all":
-        peers = "anyone"
-    elif not rule["peers"]:
-        peers = "no one"
-    else:
-        parts = []
-        for p in rule["peers"]:
-            if "ipBlock" in p:
-                blk = p["ipBlock"]
-                parts.append(f"{blk['cidr']}" + (f" except {', '.join(blk['except'])}" if blk.get("except") else ""))
-            else:
-                sel = " and ".join(f"{k} {v}" for k, v in p.items() if k in ("namespaceSelector", "podSelector"))
-                parts.append(f"{sel} ({', '.join(p.get('pods', [])) or 'no pods now'})")
-        peers = "; ".join(parts)
-    if rule["ports"] == "all":
-        ports = "all ports"
-    elif not rule["ports"]:
-        ports = "no ports"
-    else:
-        ports = ", ".join(f"{p.get('port', 'all')}{'-' + str(p['endPort']) if p.get('endPort') else ''}/{p['protocol']}"
-                          for p in rule["ports"])
-    return f"{word} {peers} on {ports}"
-
-
-from sdn.agent import agent_command  # noqa: E402 - the commands that run services
-from sdn.cli_live import register as _register_live  # noqa: E402
+main.add_command(_trace)
+main.add_command(policy_group)
 
 _register_live(main)
-main.add_command(agent_command())
-from sdn.lab.cli import register as _register_lab  # noqa: E402 - `sdnctl lab` (sdn/lab)
-_register_lab(main)
 
 
 if __name__ == "__main__":

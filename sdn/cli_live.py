@@ -17,29 +17,53 @@ import json
 import sys
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
-from flows import pipeline as P
-from sdn import show
-from sdn.switch.control import (DEFAULT_SOCKET, ControlError, installed_from_json, program_from_json,
-                                request)
+from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, console_out as _console, escape
 
-err = Console(stderr=True, highlight=False)
-
-control_option = click.option("--control", default=DEFAULT_SOCKET, show_default=True, metavar="SOCKET",
-                              envvar="SDN_CONTROL", help="The running controller's control socket.")
+CONTROL_HELP = ("The running controller's control socket (default: /run/sdn/controller.sock if it exists, "
+                "else the agents of the lab that is up, $SDN_LAB_DIR).")
+control_option = click.option("--control", metavar="SOCKET", envvar="SDN_CONTROL", help=CONTROL_HELP)
 
 
-def _ask(control: str, cmd: str, **args) -> dict:
+def _problem(message: str, code: int) -> click.ClickException:
+    problem = click.ClickException(message)
+    problem.exit_code = code
+    return problem
+
+
+def _where(control: str | None):
+    """--control, else the node agent's socket, else the lab that is up (sdn.cli_locate)."""
+    from sdn.cli_locate import NotFound, where
     try:
-        return request(control, cmd, **args)
+        return where(control)
+    except NotFound as e:
+        raise _problem(str(e), EXIT_UNREACHABLE) from None
+
+
+def _ask(control: str | None, cmd: str, **args) -> dict:
+    """One request to the controller that serves the node or bridge in `args` (in a lab: that
+    node's agent; for a bridge, the agent that has it)."""
+    from sdn.cli_locate import Lab, UnknownNode, node_socket
+    from sdn.switch.control import ControlError, request
+    target = _where(control)
+    try:
+        if not isinstance(target, Lab):
+            return request(target, cmd, **args)
+        if args.get("node"):
+            return request(node_socket(target, args["node"]), cmd, **args)
+        last = None
+        for sock in target.controls.values():
+            try:
+                return request(sock, cmd, **args)
+            except ControlError as e:
+                if not e.bad_request:
+                    raise
+                last = e
+        raise last or ControlError("the lab has no agent", reached=False)
+    except UnknownNode as e:
+        raise _problem(str(e), EXIT_USAGE) from None
     except ControlError as e:
-        raise click.ClickException(str(e)) from None
-
-
-def _console() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        raise _problem(str(e), EXIT_USAGE if e.bad_request else EXIT_UNREACHABLE) from None
 
 
 # ---- controller ----------------------------------------------------------------------------
@@ -71,9 +95,11 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
 
     Each change goes to each bridge as one atomic bundle of only the difference; a restart
     reads what is installed and sends nothing if nothing changed. Stops on SIGTERM/SIGINT."""
+    from sdn.layout import FABRIC
+    from sdn.switch.control import DEFAULT_SOCKET
     from sdn.switch.controller import Options, run
     from sdn.switch.core import NodeSpec
-    from sdn.layout import FABRIC
+    control = control or DEFAULT_SOCKET
     try:
         nodes = [NodeSpec.parse(b) for b in bridges]
         if fabric:
@@ -94,12 +120,28 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
 @control_option
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def status_cmd(control, output):
-    """The running controller: per bridge, connection, generations, flows, last error."""
-    st = _ask(control, "status")
+    """The running controller: per bridge, connection, generations, flows, last error. In a lab:
+    every node's agent."""
+    from sdn.cli_locate import Lab
+    target = _where(control)
+    if isinstance(target, Lab):
+        agents = {name: _ask(sock, "status") for name, sock in target.controls.items()}
+        if output == "json":
+            click.echo(json.dumps({"lab": target.state_dir, "agents": agents}, indent=2))
+            return
+        c = _console()
+        for name, st in agents.items():
+            c.print(f"[bold]lab {escape(target.state_dir)}, agent {name}[/bold] ({escape(target.controls[name])})")
+            _render_status(c, st)
+        return
+    st = _ask(target, "status")
     if output == "json":
         click.echo(json.dumps(st, indent=2))
         return
-    c = _console()
+    _render_status(_console(), st)
+
+
+def _render_status(c, st: dict) -> None:
     c.print(f"generation {st['generation']}, {'in sync' if st['in_sync'] else '[yellow]not in sync[/yellow]'}"
             f"; manifests {', '.join(st['manifests'])}")
     for key in ("manifest_error", "compile_error"):
@@ -131,16 +173,30 @@ def _target(node: str | None, bridge: str | None) -> dict:
     return {"node": node} if node else {"bridge": bridge}
 
 
-def flows_show_live(node, bridge, control, policy, table, output) -> None:
+def flows_show_live(node, bridge, control, policy, table, output, pod=None) -> None:
+    from flows import pipeline as P
+    from sdn import show
+    from sdn.layout import pod_mac
+    from sdn.policy.model import Pod
+    from sdn.switch.control import installed_from_json, program_from_json
     doc = _ask(control, "flows", **_target(node, bridge))
     if doc["program"] is None:
-        raise click.ClickException(f"the controller has no program for {doc['node']} yet")
+        problem = click.ClickException(f"the controller has no program for {doc['node']} yet")
+        problem.exit_code = EXIT_UNREACHABLE
+        raise problem
     program = program_from_json(doc["program"])
     flows, stats = [], {}
     for d in doc["flows"]:
         f, counters = installed_from_json(d)
         flows.append(f)
         stats[f.key] = counters
+    if pod:
+        ips = sorted(ip for ip, key in doc["names"].items() if key == pod)
+        if not ips:
+            raise click.UsageError(f"--pod: the controller knows no address of pod {pod}")
+        ports = _ask(control, "program", node=doc["node"]).get("ports", {})
+        ns, _, name = pod.partition("/")
+        flows = show.pod_flows(flows, ips, ports.get(pod), pod_mac(Pod(ns, name, ips=tuple(ips))))
     if table is not None:
         try:
             P.table_named(table)
@@ -164,25 +220,40 @@ def flows_show_live(node, bridge, control, policy, table, output) -> None:
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def flows_diff_cmd(node, bridge, control, output):
     """Desired vs installed flows of a live bridge: the bundle that would make them equal.
-    Empty when in sync; exit status 1 when they differ."""
+    Says "in sync" (exit 0) when there is none; exit status 1 when they differ, 3 when the
+    controller cannot be reached."""
     doc = _ask(control, "diff", **_target(node, bridge))
     if output == "json":
         click.echo(json.dumps(doc, indent=2))
-    elif not doc["in_sync"]:
+    elif doc["in_sync"]:
+        click.echo(f"# {doc['node']} ({doc['bridge']}): in sync, nothing to add, modify or delete")
+    else:
         s = doc["summary"]
         click.echo(f"# {doc['node']} ({doc['bridge']}): {s['add']} to add, {s['modify']} to modify, "
                    f"{s['delete']} to delete")
         for line in doc["ops"]:
             sign = {"add": "+", "replace": "~", "modify": "~"}.get(line.split(" ", 1)[0], "-")
             click.echo(f"{sign} {line}")
-    sys.exit(0 if doc["in_sync"] else 1)
+    sys.exit(0 if doc["in_sync"] else EXIT_DIFFERS)
 
 
 # ---- trace --live --------------------------------------------------------------------------
 
 def trace_live(src, dst, port, namespace, control, output) -> None:
+    from sdn.cli_locate import Lab, lab_trace
+    from sdn.switch.control import ControlError
+    from sdn.switch.livetrace import LiveTraceError
     key = lambda ref: ref if "/" in ref else f"{namespace}/{ref}"  # noqa: E731
-    doc = _ask(control, "trace", **{"from": key(src), "to": key(dst), "port": port})
+    target = _where(control)
+    if isinstance(target, Lab):
+        try:
+            doc = lab_trace(target, key(src), key(dst), port)
+        except LiveTraceError as e:
+            raise _problem(str(e), EXIT_USAGE) from None
+        except ControlError as e:
+            raise _problem(str(e), EXIT_UNREACHABLE) from None
+    else:
+        doc = _ask(target, "trace", **{"from": key(src), "to": key(dst), "port": port})
     if output == "json":
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -213,10 +284,15 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
                 c.print(f"  {s['table']:>3} {s['name']:<16} {s['priority'] if s['priority'] is not None else '':>5} "
                         f"{escape(s['match'] or '*')} -> {escape(actions or 'drop')}{note}")
     if not doc["agree"]:
-        sys.exit(1)
+        sys.exit(EXIT_DIFFERS)
 
 
 # ---- registration --------------------------------------------------------------------------
+
+def _qualified(ref: str | None, kw: dict) -> str | None:
+    """NS/NAME for a --policy or --pod given without a namespace (flows show's -n)."""
+    return ref if not ref or "/" in ref else f"{kw['namespace']}/{ref}"
+
 
 def _extend(command: click.Command, options: list[click.Option], live, is_live) -> None:
     """Add options to an existing command; when `is_live(kwargs)`, run `live(**mine, **shared)`."""
@@ -245,18 +321,16 @@ def register(main: click.Group) -> None:
                 click.Option(["--bridge"], help="Live: the installed flows of this bridge (name or datapath-id), "
                                                 "through the running controller."),
                 click.Option(["--live"], is_flag=True, help="Live: with --node, read the installed flows."),
-                click.Option(["--control"], default=DEFAULT_SOCKET, envvar="SDN_CONTROL", metavar="SOCKET",
-                             help="The running controller's control socket (live mode)."),
-            ], lambda mine, kw: flows_show_live(kw["node"], mine["bridge"], mine["control"], kw["policy"],
-                                                kw["table"], kw["output"]),
+                click.Option(["--control"], envvar="SDN_CONTROL", metavar="SOCKET", help=CONTROL_HELP),
+            ], lambda mine, kw: flows_show_live(kw["node"], mine["bridge"], mine["control"], _qualified(kw["policy"], kw),
+                                                kw["table"], kw["output"], _qualified(kw["pod"], kw)),
                 lambda mine, kw: bool(mine["bridge"] or mine["live"] or (kw.get("node") and not kw.get("files"))))
     trace = main.commands.get("trace")
     if trace is not None:
         _extend(trace, [
             click.Option(["--live"], is_flag=True, help="Ask OVS (ofproto/trace) on the real bridges, "
                                                         "through the running controller."),
-            click.Option(["--control"], default=DEFAULT_SOCKET, envvar="SDN_CONTROL", metavar="SOCKET",
-                         help="The running controller's control socket (with --live)."),
+            click.Option(["--control"], envvar="SDN_CONTROL", metavar="SOCKET", help=CONTROL_HELP),
         ], lambda mine, kw: trace_live(kw["src"], kw["dst"], kw["port"], kw["namespace"], mine["control"],
                                        kw["output"]),
             lambda mine, kw: bool(mine["live"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from flows.compiler import Program, compile_bridge
 from flows.ir import Isolation, Rule
@@ -26,15 +27,17 @@ class Compiled:
 def compile_cluster(cluster: Cluster, nodes: list[str] | None = None,
                     port_maps: dict[str, dict[str, int]] | None = None,
                     previous: dict[str, Program] | None = None,
-                    enforce: str = "host") -> Compiled:
-    """Compile the bridges of `nodes` (default: every node).
+                    enforce: str = "host", progress: Callable[[str], None] | None = None) -> Compiled:
+    """Compile the bridges of `nodes` (default: every node); `progress` hears what is being done.
 
     enforce "host": each node bridge judges its own pods. enforce "fabric": node bridges only
     guard and deliver, and the program named `FABRIC` (always compiled) judges every rule.
     """
     if enforce not in ("host", "fabric"):
         raise ValueError(f"enforce must be host or fabric, not {enforce!r}")
+    say = progress or (lambda _text: None)
     layout = build_layout(cluster, port_maps)
+    say(f"computing the rules of {len(cluster.policies)} policies")
     rules, isolation = cluster_rules(cluster)
     wanted = sorted(layout.nodes) if nodes is None else nodes
     for n in wanted:
@@ -42,7 +45,11 @@ def compile_cluster(cluster: Cluster, nodes: list[str] | None = None,
             raise KeyError(f"unknown node {n!r} (known: {', '.join(sorted(layout.nodes))})")
     mode = "host" if enforce == "host" else "fabric-node"
     prev = previous or {}
-    programs = {n: compile_bridge(layout.bridge(n, mode), rules, isolation, prev.get(n)) for n in wanted}
+    programs = {}
+    for i, n in enumerate(wanted, 1):
+        say(f"compiling node {n} ({i} of {len(wanted)}): {len(rules)} rules")
+        programs[n] = compile_bridge(layout.bridge(n, mode), rules, isolation, prev.get(n))
     if enforce == "fabric":
+        say("compiling the fabric switch")
         programs[FABRIC] = compile_bridge(layout.fabric_bridge(), rules, isolation, prev.get(FABRIC))
     return Compiled(cluster, layout, rules, isolation, programs, enforce)

@@ -14,7 +14,8 @@ from rich.table import Table as RichTable
 
 from flows import pipeline as P
 from flows.compiler import Program, RuleInfo, sorted_flows
-from flows.flow import Flow
+from flows.fields import parse_mac
+from flows.flow import Flow, Output
 from flows.ir import EGRESS, INGRESS
 
 Stats = dict[tuple, tuple[int, int]]  # flow key -> (packets, bytes)
@@ -74,6 +75,35 @@ def _pods_of(flow: Flow, names: dict[str, str]) -> list[str]:
         else:
             out.extend(inside)
     return out
+
+
+def pod_flows(flows: Iterable[Flow], ips: Iterable[str], ofport: int | None, mac: str | None) -> list[Flow]:
+    """The flows that concern one pod: those matching its address (exactly or inside a CIDR),
+    its port (in_port, output) or its MAC, then the conj_id flows and port clauses of the
+    conjunctions those flows take part in, so each rule of the pod is shown whole."""
+    flows = list(flows)
+    addrs = [ipaddress.ip_address(ip) for ip in ips]
+    mac_value = parse_mac(mac) if mac else None
+
+    def direct(f: Flow) -> bool:
+        if any(a.version == n.version and a in n for n in _networks(f) for a in addrs):
+            return True
+        if ofport is not None and (any(m.field == "in_port" and m.value == ofport for m in f.match)
+                                   or any(isinstance(a, Output) and a.port == ofport for a in f.actions)):
+            return True
+        return mac_value is not None and any(m.field in ("dl_src", "dl_dst") and m.value == mac_value
+                                             for m in f.match)
+
+    kept = [f for f in flows if direct(f)]
+    conj_ids = {c.id for f in kept for c in f.conjunctions}
+    chosen = set(kept)
+    for f in flows:
+        cid = f.get("conj_id")
+        if cid is not None and cid.value in conj_ids:
+            chosen.add(f)
+        elif f.conjunctions and not _networks(f) and any(c.id in conj_ids for c in f.conjunctions):
+            chosen.add(f)  # a ports clause of one of the pod's rules
+    return [f for f in flows if f in chosen]
 
 
 def _clause_role(flow: Flow, info: RuleInfo) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from flows import pipeline as P
 from flows.simulate import Conntrack, Packet, Result, Simulator
 from sdn.compile import Compiled
 from sdn.layout import FABRIC, FABRIC_UPLINK_OFPORT, GATEWAY_MAC, TUNNEL_OFPORT, pod_mac
@@ -94,3 +95,55 @@ class ClusterSimulator:
                             dst_mac=GATEWAY_MAC)
             path.reply_delivered, path.reply_hops = self._walk(dst_node, rep, src, tracks)
         return path
+
+    def _follow(self, bridge: str, packet: Packet, tracks: dict[str, Conntrack]) -> list[Hop]:
+        """A packet through the bridges until it leaves them (or is dropped): the hops."""
+        hops: list[Hop] = []
+        for _ in range(6):
+            result = self.sims[bridge].run(packet, tracks.setdefault(bridge, Conntrack()))
+            hops.append(Hop(bridge, result))
+            nxt = self._next(bridge, result)
+            if nxt is None:
+                return hops
+            bridge, in_port = nxt
+            f = {k: v for k, v in result.packet.fields.items()
+                 if not (k.startswith("reg") or k.startswith("ct_") or k in ("conj_id", "tun_dst"))}
+            f["in_port"] = in_port
+            packet = Packet(f)
+        return hops
+
+    def to_address(self, src: Pod, address: str, port: int, protocol: str, src_port: int = 40000) -> Path:
+        """A new connection from a pod to an address that is no pod's (a node, a host outside the
+        cluster). `delivered` means the rule tables let it pass (it was committed to connection
+        tracking); where it went after that is in the last hop's outputs."""
+        layout = self.compiled.layout
+        src_node = layout.node_of(src)
+        family = ipaddress.ip_address(address).version
+        src_ip = next(ip for ip in src.ips if ipaddress.ip_address(ip).version == family)
+        pkt = Packet.l4(protocol, in_port=layout.ofports[src_node][src.key], src_ip=src_ip, dst_ip=address,
+                        dst_port=port, src_port=src_port, src_mac=pod_mac(src), dst_mac=GATEWAY_MAC)
+        hops = self._follow(src_node, pkt, {})
+        return Path(committed(hops), hops)
+
+    def from_address(self, address: str, dst: Pod, port: int, protocol: str, src_port: int = 40000) -> Path:
+        """A new connection from an address that is no pod's to a pod. It enters where traffic
+        from outside the node enters these tables: the destination node's tunnel port (host
+        mode), or the fabric switch from another node's link (fabric mode)."""
+        layout = self.compiled.layout
+        dst_node = layout.node_of(dst)
+        family = ipaddress.ip_address(address).version
+        dst_ip = next(ip for ip in dst.ips if ipaddress.ip_address(ip).version == family)
+        bridge, in_port = dst_node, TUNNEL_OFPORT
+        if self.compiled.enforce == "fabric":
+            others = [p for n, p in sorted(self.fabric_ports.items()) if n != dst_node]
+            bridge, in_port = FABRIC, (others or [self.fabric_ports[dst_node]])[0]
+        pkt = Packet.l4(protocol, in_port=in_port, src_ip=address, dst_ip=dst_ip, dst_port=port,
+                        src_port=src_port, src_mac=GATEWAY_MAC, dst_mac=pod_mac(dst))
+        ok, hops = self._walk(bridge, pkt, dst, {})
+        return Path(ok, hops)
+
+
+def committed(hops: list[Hop]) -> bool:
+    """Whether a new connection passed the rule tables: it was committed to connection tracking."""
+    return any(s.table == P.CONNTRACK_COMMIT and s.flow is not None and s.flow.priority > 0
+               for h in hops for s in h.result.steps)

@@ -87,7 +87,7 @@ class Controller:
     """`sdnctl controller` as a subprocess with private sockets."""
 
     def __init__(self, manifests: Path, nodes: dict[str, str], extra: list[str] | None = None):
-        self.dir = Path(tempfile.mkdtemp(prefix="sdnsw", dir="/tmp"))
+        self.dir = Path(tempfile.mkdtemp(prefix="sdnsw"))  # $TMPDIR (short: unix socket paths)
         self.manifests = manifests
         self.nodes = nodes  # "node-1" or "node-1/br" -> OVSDB remote
         self.extra = extra or []

@@ -169,3 +169,107 @@ def test_controller_fabric_option_is_a_fabric_bridge_with_enforce_fabric(monkeyp
     seen.clear()
     run("controller", "-f", EXAMPLES, "--fabric", "unix:/run/fab/db.sock")
     assert [(n.node, n.bridge) for n in seen["opts"].nodes] == [("fabric", None)]
+
+
+def test_the_cli_names_the_fabric_switch_as_the_layout_does():
+    from sdn import cli
+    from sdn.layout import FABRIC
+    assert cli.FABRIC == FABRIC
+
+
+def sdnctl(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """The real command, in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "sdn.cli", *args], input=input, capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+@pytest.mark.parametrize("text", ["", "---\n---\n", "# nothing but a comment\n", "kind: List\napiVersion: v1\nitems: []\n"])
+def test_an_empty_input_is_an_error_not_an_invented_node(tmp_path, text):
+    f = tmp_path / "empty.yaml"
+    f.write_text(text)
+    for cmd in (["compile"], ["flows", "show"], ["policy", "explain", "x/a"]):
+        proc = sdnctl(*cmd, "-f", str(f))
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+        assert proc.stderr == f"error: no objects in {f}: expected Namespaces, Pods, Nodes or NetworkPolicies " \
+                              "(an empty input is not an empty cluster)\n"
+
+
+def test_policies_without_nodes_or_pods_have_no_bridge_to_compile_for():
+    proc = sdnctl("compile", "-f", str(ROOT / "examples/policies.yaml"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: nothing to compile: the input has no Node and no Pod")
+
+
+def test_a_duplicate_key_is_an_error_naming_file_line_and_key(tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n"
+                 "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: a\n"
+                 "spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - port: 80\n      port: 81\n")
+    proc = sdnctl("compile", "-f", str(f))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"error: {f}: line 16: duplicate key 'port' in a mapping (first on line 15); "
+                           "kubectl refuses it too: keep one\n")
+    j = tmp_path / "dup.json"
+    j.write_text('{"apiVersion": "v1", "kind": "Namespace",\n "metadata": {"name": "a", "name": "b"}}\n')
+    proc = sdnctl("compile", "-f", str(j))
+    assert proc.returncode == 2 and "line 2: duplicate key 'name'" in proc.stderr and str(j) in proc.stderr
+    proc = sdnctl("compile", "-f", "-", input=f.read_text())
+    assert proc.returncode == 2 and proc.stderr.startswith("error: <stdin>: line 16: duplicate key 'port'")
+
+
+def test_a_yaml_merge_key_may_be_overridden(tmp_path):
+    f = tmp_path / "merge.yaml"
+    f.write_text("apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: &l {a: '1', b: '2'}\n"
+                 "  annotations:\n    <<: *l\n    a: '3'\n")
+    proc = sdnctl("compile", "-f", str(f))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_errors_have_one_prefix_and_usage_errors_exit_2():
+    for args in (["compile", "--nope"], ["nope"], ["trace", "-f", EXAMPLES, "--from", "x/a"],
+                 ["compile", "-f", "/nonexistent.yaml"]):
+        proc = sdnctl(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        last = proc.stderr.rstrip().splitlines()[-1]
+        assert last.startswith("error: ") and "Error" not in proc.stderr, proc.stderr
+
+
+def test_live_commands_without_a_controller_exit_3():
+    for args in (["status", "--control", "/nonexistent/ctl.sock"],
+                 ["flows", "diff", "--node", "node-1", "--control", "/nonexistent/ctl.sock"],
+                 ["policy", "status", "--agent", "http://127.0.0.1:9"]):
+        proc = sdnctl(*args)
+        assert proc.returncode == 3 and proc.stderr.startswith("error: "), (args, proc.stderr)
+
+
+def test_policy_matrix_predicts_every_pair_from_the_manifests():
+    from sdn.policy.evaluate import evaluate
+    from sdn.policy.manifests import load_paths
+    proc = sdnctl("policy", "matrix", "-f", EXAMPLES, "--port", "80", "--port", "81", "--protocol", "TCP",
+                  "--protocol", "UDP", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    cluster, _ = load_paths([EXAMPLES])
+    assert doc["pods"] == sorted(cluster.pods) and (doc["rows"], doc["columns"]) == ("from", "to")
+    assert [(m["protocol"], m["port"]) for m in doc["matrices"]] == [("TCP", 80), ("TCP", 81), ("UDP", 80), ("UDP", 81)]
+    for m in doc["matrices"]:
+        for s in doc["pods"]:
+            for d in doc["pods"]:
+                want = evaluate(cluster, cluster.pods[s], cluster.pods[d], m["port"], m["protocol"]).allowed
+                assert m["allowed"][s][d] is want, (m["protocol"], m["port"], s, d)
+    # y/c may not reach y/a on UDP 81 (y/egress-to-x: only namespace x, and 10.244.0.0/16 except
+    # node-2's 10.244.2.0/24, where y/a lives): row y/c, column y/a
+    text = sdnctl("policy", "matrix", "-f", EXAMPLES, "--port", "81", "--protocol", "udp").stdout.splitlines()
+    assert "rows: source (from), columns: destination (to)" in text[0]
+    columns = text[1].split()
+    row = next(line.split() for line in text if line.startswith("y/c "))
+    assert row[1 + columns.index("y/a")] == "✗" and row[1 + columns.index("y/c")] == "✓"
+
+
+def test_policy_matrix_namespace_filter_and_bad_input(tmp_path):
+    doc = json.loads(sdnctl("policy", "matrix", "-f", EXAMPLES, "-n", "z", "-o", "json").stdout)
+    assert doc["pods"] == ["z/a", "z/b", "z/c"]
+    proc = sdnctl("policy", "matrix", "-f", EXAMPLES, "-n", "nope")
+    assert proc.returncode == 2 and "no pods with an address" in proc.stderr
+    proc = sdnctl("policy", "matrix", "-f", EXAMPLES, "--protocol", "ICMP")
+    assert proc.returncode == 2 and "error: " in proc.stderr

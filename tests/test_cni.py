@@ -32,6 +32,7 @@ from .conftest import OvsFactory, unique_name
 pytestmark = pytest.mark.ovs
 
 TIMEOUT = 30
+HOST_LOCAL = Path("/usr/lib/cni/host-local")  # Debian's containernetworking-plugins
 
 
 # --------------------------------------------------------------------------- harness
@@ -59,6 +60,8 @@ def cni_path(tmp_path_factory) -> Path:
     """A CNI_PATH directory holding the plugin under its type name, as on a node."""
     d = tmp_path_factory.mktemp("cnibin")
     (d / "sdn-cni").symlink_to(_plugin_executable())
+    if HOST_LOCAL.exists():  # the standard IPAM plugin, for delegation (make test installs it)
+        (d / "host-local").symlink_to(HOST_LOCAL)
     return d
 
 
@@ -231,7 +234,13 @@ def reservations(rt: Runtime) -> dict[str, str]:
     d = rt.data_dir / rt.network
     if not d.exists():
         return {}
-    return {p.name: p.read_bytes().decode() for p in d.iterdir() if p.name[0].isdigit()}
+    def is_address(name: str) -> bool:
+        try:
+            ip_address(name)
+            return True
+        except ValueError:
+            return False
+    return {p.name: p.read_bytes().decode() for p in d.iterdir() if is_address(p.name)}
 
 
 # --------------------------------------------------------------------------- the contract
@@ -320,9 +329,9 @@ def test_del_of_unknown_container_and_vanished_netns(runtime):
 def test_version(offline):
     env = {"CNI_COMMAND": "VERSION", "PATH": os.environ["PATH"]}
     rc, out = offline.call(env, {"cniVersion": "0.4.0"})
-    assert rc == 0 and out == {"cniVersion": "0.4.0", "supportedVersions": ["0.4.0", "1.0.0"]}
+    assert rc == 0 and out == {"cniVersion": "0.4.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
     rc, out = offline.call(env, b"")
-    assert rc == 0 and out["cniVersion"] == "1.0.0"
+    assert rc == 0 and out["cniVersion"] == "1.1.0"
 
 
 # --------------------------------------------------------------------------- errors
@@ -347,7 +356,7 @@ BAD_CONFIGS = {
                                             "rangeEnd": "10.244.1.1"}), 7, "no address"),
     "range outside": (lambda c: dict(c, ipam={"subnet": "10.244.1.0/24",
                                               "rangeStart": "10.244.2.1"}), 7, "rangeStart"),
-    "other ipam": (lambda c: dict(c, ipam={"type": "host-local", "subnet": "10.1.0.0/24"}), 7,
+    "other ipam": (lambda c: dict(c, ipam={"type": "dhcp", "subnet": "10.1.0.0/24"}), 7,
                    "ipam.type"),
     "bad mtu": (lambda c: dict(c, mtu="1500"), 7, "mtu"),
     "bad ovsdb": (lambda c: dict(c, ovsdb="/run/db.sock"), 7, "ovsdb"),
@@ -359,7 +368,8 @@ def test_bad_config(offline, case):
     make, code, word = BAD_CONFIGS[case]
     stdin = make(offline.config())
     rc, out = offline.call(offline.env("ADD", "bad1", "some-netns"), stdin)
-    version = stdin.get("cniVersion", "1.0.0") if isinstance(stdin, dict) else "1.0.0"
+    # the error speaks the configuration's version, or the latest when it has none
+    version = stdin.get("cniVersion", "1.1.0") if isinstance(stdin, dict) else "1.1.0"
     assert_error(out, rc, code, word, version=version)
 
 
@@ -561,3 +571,214 @@ def test_two_pods_talk_tcp_through_the_bridge(runtime, node):
         server.wait()
         server.stdout.close()
     assert netns_exists(a) and netns_exists(b)
+
+
+# --------------------------------------------------------------------------- CNI 1.1: STATUS, GC
+
+def lifecycle_env(command: str, rt: Runtime) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command,
+            "CNI_PATH": str(rt.cni_path)}
+
+
+def test_status_says_whether_an_add_can_succeed(runtime, node):
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), runtime.config("1.1.0"))
+    assert (rc, out) == (0, None)
+    # a configuration of an older version may not ask
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), runtime.config("1.0.0"))
+    assert_error(out, rc, 1, "STATUS needs cniVersion 1.1.0")
+    # no such bridge, OVSDB away, the namespace of ovs-vswitchd gone: 50, naming the cause
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), dict(runtime.config("1.1.0"), bridge="br-nope"))
+    assert_error(out, rc, 50, "bridge br-nope does not exist", version="1.1.0")
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime),
+                           dict(runtime.config("1.1.0"), ovsdb="unix:/nonexistent/db.sock", ovsTimeout=1))
+    assert_error(out, rc, 50, "cannot reach OVSDB", version="1.1.0")
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), dict(runtime.config("1.1.0"), ovsNetns="nope-ns"))
+    assert_error(out, rc, 50, "ovsNetns", version="1.1.0")
+    # every address taken: an ADD could not succeed
+    tight = runtime.config("1.1.0", rangeStart="10.244.1.10", rangeEnd="10.244.1.10")
+    runtime.add("c-status", runtime.pod_netns(), tight)
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), tight)
+    assert_error(out, rc, 50, "no free address", version="1.1.0")
+
+
+def test_gc_removes_what_the_runtime_no_longer_uses(runtime, node):
+    conf = runtime.config("1.1.0")
+    kept, gone = "c-keep", ["c-gone1", "c-gone2"]
+    for c in [kept, *gone]:
+        runtime.add(c, runtime.pod_netns(), conf, pod=f"default/{c}")
+    assert len(reservations(runtime)) == 3
+    valid = {"cni.dev/valid-attachments": [{"containerID": kept, "ifname": "eth0"}]}
+    rc, out = runtime.call(lifecycle_env("GC", runtime), dict(conf, **valid))
+    assert (rc, out) == (0, None)
+    assert list(reservations(runtime).values()) == [f"{kept}\r\neth0"]
+    for c in gone:
+        host = host_ifname(c, "eth0")
+        assert interface_row(node, host) is None and link(node.netns, host) is None
+    assert interface_row(node, host_ifname(kept, "eth0")) is not None
+    assert runtime.check(kept)[0] == 0
+    for c in gone:  # the runtime's DEL of what GC took away still succeeds
+        assert runtime.delete(c)[0] == 0
+        del runtime.added[c]
+    # another network's port on the same bridge is not this network's to collect
+    other = Runtime(node, runtime.cni_path, runtime.data_dir)
+    try:
+        other_conf = dict(other.config("1.1.0", subnet="10.245.0.0/24"))
+        other.add("c-other", other.pod_netns(), other_conf, pod="default/other")
+        rc, _ = runtime.call(lifecycle_env("GC", runtime), dict(conf, **{"cni.dev/valid-attachments": []}))
+        assert rc == 0 and interface_row(node, host_ifname("c-other", "eth0")) is not None
+        assert reservations(runtime) == {} and interface_row(node, host_ifname(kept, "eth0")) is None
+        del runtime.added[kept]
+    finally:
+        other.close()
+
+
+def test_gc_needs_the_valid_attachments(runtime):
+    rc, out = runtime.call(lifecycle_env("GC", runtime), runtime.config("1.1.0"))
+    assert_error(out, rc, 7, "cni.dev/valid-attachments", version="1.1.0")
+    rc, out = runtime.call(lifecycle_env("GC", runtime),
+                           dict(runtime.config("1.1.0"), **{"cni.dev/valid-attachments": [{"ifname": "eth0"}]}))
+    assert_error(out, rc, 7, "containerID", version="1.1.0")
+
+
+# --------------------------------------------------------------------------- IPAM delegated to host-local
+
+def host_local(rt: Runtime, version: str = "1.1.0", **extra) -> dict:
+    if not HOST_LOCAL.exists():
+        pytest.fail(f"{HOST_LOCAL} missing: make test installs containernetworking-plugins", pytrace=False)
+    conf = rt.config(version)
+    conf["ipam"] = {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": str(rt.data_dir),
+                    "routes": [{"dst": "0.0.0.0/0"}], **extra}
+    return conf
+
+
+@pytest.mark.parametrize("version", ["1.1.0", "1.0.0"])
+def test_host_local_allocates_when_the_configuration_names_it(runtime, node, version):
+    conf = host_local(runtime, version)
+    ns = runtime.pod_netns()
+    result = runtime.add("c-hl1", ns, conf)
+    assert_spec_result(result, version)
+    (ip,) = result["ips"]
+    assert ip_interface(ip["address"]) in [ip_interface(f"10.244.1.{i}/24") for i in range(2, 255)]
+    assert ip["gateway"] == "10.244.1.1" and result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}]
+    # host-local's own store, in its format: the reservation is its
+    assert reservations(runtime) == {ip_interface(ip["address"]).ip.exploded: "c-hl1\r\neth0"}
+    pod = link(ns, "eth0")
+    assert ip["address"] in [f"{a['local']}/{a['prefixlen']}" for a in pod["addr_info"]]
+    assert interface_row(node, host_ifname("c-hl1", "eth0"))["external_ids"]["ip"] == ip["address"].split("/")[0]
+    assert runtime.check("c-hl1", prev=result)[0] == 0
+    assert runtime.delete("c-hl1")[0] == 0
+    assert reservations(runtime) == {} and interface_row(node, host_ifname("c-hl1", "eth0")) is None
+    del runtime.added["c-hl1"]
+
+
+def test_host_local_ranges_status_gc_and_a_missing_binary(runtime, node):
+    conf = host_local(runtime)
+    conf["ipam"] = {"type": "host-local", "dataDir": str(runtime.data_dir), "routes": [{"dst": "0.0.0.0/0"}],
+                    "ranges": [[{"subnet": "10.244.1.0/24", "rangeStart": "10.244.1.50", "rangeEnd": "10.244.1.52"}]]}
+    first = runtime.add("c-hl2", runtime.pod_netns(), conf, pod="default/a")
+    assert first["ips"][0]["address"] == "10.244.1.50/24"
+    runtime.add("c-hl3", runtime.pod_netns(), conf, pod="default/b")
+    rc, out = runtime.call(lifecycle_env("STATUS", runtime), conf)
+    assert (rc, out) == (0, None)
+    rc, out = runtime.call(lifecycle_env("GC", runtime), dict(conf, **{"cni.dev/valid-attachments": [
+        {"containerID": "c-hl2", "ifname": "eth0"}]}))
+    assert (rc, out) == (0, None)
+    assert reservations(runtime) == {"10.244.1.50": "c-hl2\r\neth0"}
+    assert interface_row(node, host_ifname("c-hl3", "eth0")) is None
+    # host-local hands out the collected address again
+    assert runtime.add("c-hl4", runtime.pod_netns(), conf, pod="default/c")["ips"][0]["address"] in (
+        "10.244.1.51/24", "10.244.1.52/24")
+    # without host-local in CNI_PATH: ADD names where it looked, STATUS is not available
+    bare = runtime.cni_path.parent / "bare-cni-bin"
+    bare.mkdir(exist_ok=True)
+    if not (bare / "sdn-cni").exists():
+        (bare / "sdn-cni").symlink_to(_plugin_executable())
+    env = dict(runtime.env("ADD", "c-hl5", runtime.pod_netns()), CNI_PATH=str(bare))
+    rc, out = runtime.call(env, conf)
+    assert_error(out, rc, 7, "no executable host-local in CNI_PATH", version="1.1.0")
+    rc, out = runtime.call(dict(lifecycle_env("STATUS", runtime), CNI_PATH=str(bare)), conf)
+    assert_error(out, rc, 50, "host-local", version="1.1.0")
+
+
+# --------------------------------------------------------------------------- IPv6 pod addresses
+
+SERVER_ANY = """
+import socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 8080)); s.listen(1); print("ready", flush=True)
+s.settimeout(20); c, _ = s.accept(); c.sendall(c.recv(100).upper()); c.close()
+"""
+
+
+def dual_stack(rt: Runtime, version: str = "1.1.0") -> dict:
+    conf = rt.config(version)
+    conf["ipam"] = {"type": "sdn-ipam", "dataDir": str(rt.data_dir),
+                    "ranges": [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:10:244:1::/64"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}
+    return conf
+
+
+def test_an_ipv6_range_gives_pods_ipv6_addresses_the_compiled_flows_carry(runtime, node):
+    """A node with an IPv6 pod CIDR: each pod gets its IPv4 and its IPv6 address (reserved in
+    host-local's format, recorded in OVSDB, checked by CHECK), and TCP over IPv6 between two
+    pods goes through the bridge programmed with the flows `sdnctl compile` makes for them."""
+    from sdn.compile import compile_cluster
+    from sdn.policy.manifests import load_documents
+    from tests.switch_support import add_tunnel
+    conf = dual_stack(runtime)
+    a, b = runtime.pod_netns(), runtime.pod_netns()
+    if interface_row(node, "tun0") is None:
+        add_tunnel(node, BRIDGE_NAME, "tun0", 1)  # ofport 1 is the tunnel's in the compiled tables
+    res_a = runtime.add("six-a", a, conf, pod="default/a")
+    res_b = runtime.add("six-b", b, conf, pod="default/b")
+    assert_spec_result(res_a, "1.1.0")
+    ips = {n: [ip_interface(ip["address"]) for ip in r["ips"]] for n, r in (("a", res_a), ("b", res_b))}
+    assert [i.version for i in ips["a"]] == [4, 6] and ips["a"][1] in ip_interface("fd00:10:244:1::/64").network
+    assert res_a["ips"][1]["gateway"] == "fd00:10:244:1::1"
+    assert {"dst": "::/0", "gw": "fd00:10:244:1::1"} in res_a["routes"]
+    assert sorted(reservations(runtime)) == sorted(str(i.ip) for v in ips.values() for i in v)
+    row = interface_row(node, host_ifname("six-a", "eth0"))
+    assert row["external_ids"]["ip"] == f"{ips['a'][0].ip},{ips['a'][1].ip}"
+    assert runtime.check("six-a")[0] == 0
+    # the flows sdnctl compiles for these two pods, with their real ofports
+    docs = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+             "spec": {"podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"]}}]
+    ports = {}
+    for name, cid in (("a", "six-a"), ("b", "six-b")):
+        docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                     "spec": {"nodeName": "node-1", "containers": [{"name": "c"}]},
+                     "status": {"podIP": str(ips[name][0].ip), "podIPs": [{"ip": str(i.ip)} for i in ips[name]]}})
+        ports[f"default/{name}"] = interface_row(node, host_ifname(cid, "eth0"))["ofport"]
+    cluster, _ = load_documents(docs)
+    program = compile_cluster(cluster, ["node-1"], {"node-1": ports}).programs["node-1"]
+    node.replace_flows(BRIDGE_NAME, program.render())
+    for family in (4, 6):
+        server_ip = str(ips["b"][0 if family == 4 else 1].ip)
+        server = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", SERVER_ANY, server_ip],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout.readline().strip() == "ready"
+            client = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c", CLIENT, server_ip],
+                                    capture_output=True, text=True, timeout=TIMEOUT)
+            assert client.stdout.strip() == "HELLO OVER OVS", (family, client.stderr)
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait()
+            server.stdout.close()
+    # DEL frees both addresses
+    for c in ("six-a", "six-b"):
+        assert runtime.delete(c)[0] == 0
+        del runtime.added[c]
+    assert reservations(runtime) == {}
+
+
+def test_an_ipv6_range_alone_or_with_host_local_is_refused(offline):
+    conf = offline.config()
+    conf["ipam"] = {"ranges": [[{"subnet": "fd00::/64"}]]}
+    rc, out = offline.call(offline.env("ADD", "x6", "some-netns"), conf)
+    assert_error(out, rc, 7, "no IPv4 range")
+    conf["ipam"] = {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00::/64"}]]}
+    rc, out = offline.call(offline.env("ADD", "x6", "some-netns"), conf)
+    assert_error(out, rc, 7, "IPv6 range with host-local")

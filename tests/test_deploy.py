@@ -144,6 +144,17 @@ def test_install_writes_the_plugin_and_the_conflist(tmp_path):
     assert "10.244.8.0/24" in (conf_dir / CONFLIST).read_text()
 
 
+def test_a_dual_stack_node_gets_an_ipv6_range_the_plugin_accepts():
+    conflist = render_conflist(Settings(), "10.244.3.0/24", "fd00:10:244:3::/64")
+    (entry,) = conflist["plugins"]
+    assert conflist["cniVersions"] == ["1.0.0", "1.1.0"]
+    for version in conflist["cniVersions"]:
+        conf = parse_config(json.dumps({**entry, "cniVersion": version, "name": conflist["name"]}).encode())
+        assert (str(conf.ipam.subnet), str(conf.ipam.range_start)) == ("10.244.3.0/24", "10.244.3.2")
+        assert (str(conf.ipam.ipv6.subnet), str(conf.ipam.ipv6.gateway)) == ("fd00:10:244:3::/64", "fd00:10:244:3::1")
+        assert [str(r.dst) for r in conf.ipam.ipv6.routes] == ["::/0"]
+
+
 @pytest.mark.parametrize("text,problem", [
     ("tunnnel: vxlan\n", "tunnnel: unknown setting"),
     ("mtu: '1400'\n", "mtu: must be int"),
@@ -158,3 +169,32 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path, text, problem):
     with pytest.raises(SettingsError, match=problem) as e:
         load_settings(str(path))
     assert str(path) in str(e.value)
+
+
+def _mib(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_the_agents_memory_is_sized_from_the_measured_rss():
+    """The limit is above every peak RSS of the full-scale benchmarks (a process that compiled
+    every node's tables: an upper bound for one agent), and deploy/README.md's table of peaks
+    per cluster shape is the results'."""
+    (agent,) = documents()["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    res = agent["resources"]
+    full = json.loads((DEPLOY.parent / "benchmarks/results/full/results.json").read_text())["results"]
+    peaks = {name: r["rss_peak_mb"] * 1e6 / 2**20 for name, r in full.items()}  # MB -> MiB
+    assert _mib(res["limits"]["memory"]) >= 1.2 * max(peaks.values())
+    assert _mib(res["requests"]["memory"]) <= _mib(res["limits"]["memory"])
+    readme = (DEPLOY / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0].split()[0] in full:
+            rows[cells[0].split()[0]] = cells
+    assert set(rows) == set(full)
+    for name, cells in rows.items():
+        r = full[name]
+        gen = r["stages"]["generate"]
+        assert cells[1:4] == [f"{gen['pods']:,}", f"{gen['policies']:,}", f"{r['rss_peak_mb']:,.0f} MB"], cells
+        assert _mib(cells[5]) >= 1.2 * peaks[name] and _mib(cells[4]) <= _mib(cells[5]), cells

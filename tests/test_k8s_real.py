@@ -13,7 +13,7 @@ import yaml
 
 from sdn.k8s.connect import api_client
 from sdn.k8s.informer import SYNCED, Informers
-from sdn.k8s.install_cni import node_pod_cidr
+from sdn.k8s.install_cni import node_pod_cidrs
 from sdn.k8s.rest import ApiError
 from tests.e2e_cases import ALL_CASES, replay
 from tests.k8s_support import ALPHA_SPECS, alpha_policy, namespace, node, policy, wait_until
@@ -74,11 +74,14 @@ def test_the_api_server_refuses_invalid_network_policies(kube: Kube, spec, field
 
 def test_the_cni_install_reads_the_pod_cidr_from_the_node(kube: Kube, tmp_path):
     load(kube, [node("n1", "10.244.5.0/24", "192.168.1.5"),
+                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "dual"},
+                 "spec": {"podCIDR": "10.244.6.0/24", "podCIDRs": ["10.244.6.0/24", "fd00:10:244:6::/64"]}},
                 {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "bare"}}])
     agent = api_client(str(kube.service_account_kubeconfig("kube-system", "sdn-agent", tmp_path / "k")))
-    assert node_pod_cidr(agent, "n1") == "10.244.5.0/24"
+    assert node_pod_cidrs(agent, "n1") == ("10.244.5.0/24", None)
+    assert node_pod_cidrs(agent, "dual") == ("10.244.6.0/24", "fd00:10:244:6::/64")
     with pytest.raises(TimeoutError, match="no IPv4 spec.podCIDR"):
-        node_pod_cidr(agent, "bare", timeout=0.2, interval=0.05)
+        node_pod_cidrs(agent, "bare", timeout=0.2, interval=0.05)
 
 
 def test_informers_list_then_watch_from_the_lists_version_with_bookmarks(kube: Kube):

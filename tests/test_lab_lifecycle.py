@@ -154,7 +154,7 @@ def test_add_a_node_to_a_running_lab_with_geneve(lab):
 def test_cli_status_and_not_root(lab, tmp_path):
     out = subprocess.run(SDNCTL + ["lab", "--state-dir", str(lab.state.dir), "status"], capture_output=True,
                          text=True)
-    assert out.returncode == 1 and "no lab is running" in out.stderr
+    assert out.returncode == 3 and "no lab is running" in out.stderr
     # as an unprivileged user: a clear message, exit 1, nothing made
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     out = subprocess.run(nobody + SDNCTL + ["lab", "--state-dir", str(tmp_path / "x"), "up", "-f",

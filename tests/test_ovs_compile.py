@@ -5,7 +5,6 @@ where SCTP is checked against OVS)."""
 
 from __future__ import annotations
 
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -75,7 +74,7 @@ def _trace_connection(ovs, compiled, src, dst, port, proto):
 
 
 @pytest.mark.parametrize("name", SAMPLE)
-def test_ofproto_trace_agrees_with_evaluator(switch, name):
+def test_ofproto_trace_agrees_with_evaluator(switch, name, tmp_path):
     case = CASES[name]
     runner = CliRunner()
     for index, step, docs in replay(case):
@@ -83,9 +82,9 @@ def test_ofproto_trace_agrees_with_evaluator(switch, name):
         compiled = compile_cluster(cluster)
         _plug(switch, compiled)
         for node in NODES:
-            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-                yaml.safe_dump_all(docs, fh)
-            out = runner.invoke(main, ["compile", "-f", fh.name, "--node", node])
+            manifest = tmp_path / f"step{index}-{node}.yaml"
+            manifest.write_text(yaml.safe_dump_all(docs))
+            out = runner.invoke(main, ["compile", "-f", str(manifest), "--node", node])
             assert out.exit_code == 0, out.output
             switch.replace_flows(node, out.output)  # comments and all, as a user would
             installed = parse_flows(switch.dump_flows(node))

@@ -291,9 +291,15 @@ def test_flows_show_diff_and_trace_live(lab):
     assert all("packets" in f for f in default["flows"])
     out = lab.sdnctl("flows", "show", "--bridge", BRIDGE, "--policy", "y/web")
     assert out.returncode == 0 and "y/web ingress[0]" in out.stdout and "x/allow-from-y" not in out.stdout
-    # in sync: empty diff, exit 0; a flow removed behind the controller's back: exit 1
+    # in sync: says so, exit 0; a flow removed behind the controller's back: exit 1; an unknown
+    # node: exit 2; no controller at the socket: exit 3 (README, "Exit status")
     out = lab.sdnctl("flows", "diff", "--node", NODE)
-    assert (out.returncode, out.stdout) == (0, "")
+    assert (out.returncode, out.stdout) == (0, f"# {NODE} ({BRIDGE}): in sync, nothing to add, modify or delete\n")
+    out = lab.sdnctl("flows", "diff", "--node", "node-77")
+    assert out.returncode == 2 and out.stderr.startswith("error: unknown node 'node-77'"), out.stderr
+    out = subprocess.run([sys.executable, "-m", "sdn.cli", "flows", "diff", "--node", NODE, "--control",
+                          lab.ctl.control + ".gone"], capture_output=True, text=True)
+    assert out.returncode == 3 and out.stderr.startswith("error: no controller control socket at "), out.stderr
     victim = next(f for f in lab.flows() if f.table == 41 and f.priority == 200)
     lab.ovs.del_flows(BRIDGE, victim.render(cookie=False).split(" actions=")[0], strict=True)
     out = lab.sdnctl("flows", "diff", "--bridge", BRIDGE)

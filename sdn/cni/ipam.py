@@ -1,9 +1,10 @@
-"""Pod addresses from one IPv4 range, reserved in files that outlive the plugin process.
+"""Pod addresses from one range (IPv4, or IPv6 beside it), reserved in files that outlive the
+plugin process.
 
 The store is host-local's on-disk format (plugins/ipam/host-local/backend/disk), so the
 two can even share a directory: one file per reserved address, named by the address and
-holding "<container id>\\r\\n<ifname>"; ``last_reserved_ip.0`` remembers where the last
-allocation stopped, so addresses are handed out round-robin (a released address is not
+holding "<container id>\\r\\n<ifname>"; ``last_reserved_ip.<N>`` remembers where the last
+allocation of range set N (0: IPv4, 1: IPv6) stopped, so addresses are handed out round-robin (a released address is not
 reused at once); every change happens under ``flock`` on the ``lock`` file, and a file is
 created with O_EXCL, so no address is ever handed out twice, even by racing processes.
 """
@@ -14,15 +15,18 @@ import fcntl
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address, ip_interface
 from pathlib import Path
 
 from sdn.cni.config import IpamConfig
 from sdn.cni.spec import ERR_IO, ERR_IPAM_EXHAUSTED, CniError
 
 LINE_BREAK = "\r\n"
-LAST_RESERVED = "last_reserved_ip.0"
 LOCK = "lock"
+
+
+def _order(addr: IPv4Address | IPv6Address) -> tuple[int, int]:
+    return addr.version, int(addr)
 
 
 class Store:
@@ -31,6 +35,8 @@ class Store:
     def __init__(self, config: IpamConfig):
         self.config = config
         self.dir = config.store
+        self.last_reserved = f"last_reserved_ip.{config.index}"
+        self._addr = type(config.range_start)  # IPv4Address or IPv6Address
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -45,12 +51,12 @@ class Store:
         finally:
             os.close(fd)  # releases the lock
 
-    def _reservations(self) -> dict[IPv4Address, tuple[str, str]]:
+    def _reservations(self) -> dict[IPv4Address | IPv6Address, tuple[str, str]]:
         """Address -> (container id, ifname) of every reservation file."""
         out = {}
         for entry in os.scandir(self.dir):
             try:
-                addr = IPv4Address(entry.name)
+                addr = ip_address(entry.name)
             except ValueError:
                 continue  # lock, last_reserved_ip.0, foreign files
             try:
@@ -63,8 +69,8 @@ class Store:
 
     def _owned(self, reservations: dict, container_id: str, ifname: str) -> list[IPv4Address]:
         # host-local (before ifname was recorded) wrote only the id: match that too.
-        return sorted(a for a, (cid, ifn) in reservations.items()
-                      if cid == container_id and ifn in (ifname, ""))
+        return sorted((a for a, (cid, ifn) in reservations.items()
+                       if cid == container_id and ifn in (ifname, "")), key=_order)
 
     def _candidates(self) -> Iterator[IPv4Address]:
         """The range, minus network/gateway/broadcast, starting after the last reserved."""
@@ -72,19 +78,25 @@ class Store:
         skip = {c.subnet.network_address, c.subnet.broadcast_address, c.gateway}
         first, last = int(c.range_start), int(c.range_end)
         try:
-            prev = int(IPv4Address((self.dir / LAST_RESERVED).read_text().strip()))
+            prev = int(self._addr((self.dir / self.last_reserved).read_text().strip()))
         except (OSError, ValueError):
             prev = last
         if not first <= prev <= last:
             prev = last
         size = last - first + 1
         for i in range(size):
-            addr = IPv4Address(first + (prev - first + 1 + i) % size)
+            addr = self._addr(first + (prev - first + 1 + i) % size)
             if addr not in skip:
                 yield addr
 
+    def reservable(self) -> int:
+        """Addresses of the range that may be handed out (not network, broadcast, gateway)."""
+        c = self.config
+        skip = {c.subnet.network_address, c.subnet.broadcast_address, c.gateway}
+        return int(c.range_end) - int(c.range_start) + 1 - sum(c.range_start <= a <= c.range_end for a in skip)
+
     def allocate(self, container_id: str, ifname: str,
-                 requested: IPv4Address | None = None) -> tuple[IPv4Interface, bool]:
+                 requested: IPv4Address | IPv6Address | None = None) -> tuple[IPv4Interface, bool]:
         """An address for (container, ifname) and whether it is new: a container that
         already holds one in the subnet gets the same one back (``False``). `requested`
         (CNI_ARGS IP=..., as host-local takes it): exactly that address, or an error."""
@@ -93,10 +105,12 @@ class Store:
             taken = self._reservations()
             for addr in self._owned(taken, container_id, ifname):
                 if addr in c.subnet:
-                    return IPv4Interface(f"{addr}/{c.subnet.prefixlen}"), False
-            candidates: Iterable[IPv4Address] = self._candidates()
+                    return ip_interface(f"{addr}/{c.subnet.prefixlen}"), False
+            candidates: Iterable = self._candidates()
             if requested is not None:
-                if requested not in set(self._candidates()) or requested in taken:
+                skip = {c.subnet.network_address, c.subnet.broadcast_address, c.gateway}
+                if not (requested.version == c.subnet.version and c.range_start <= requested <= c.range_end) \
+                        or requested in skip or requested in taken:
                     raise CniError(ERR_IPAM_EXHAUSTED,
                                    f"IPAM: requested address {requested} is not available in {c.subnet} "
                                    f"(range {c.range_start}-{c.range_end}; network, gateway and broadcast "
@@ -118,21 +132,21 @@ class Store:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                tmp = self.dir / f".{LAST_RESERVED}.{os.getpid()}"
+                tmp = self.dir / f".{self.last_reserved}.{os.getpid()}"
                 tmp.write_text(str(addr))
-                tmp.replace(self.dir / LAST_RESERVED)
-                return IPv4Interface(f"{addr}/{c.subnet.prefixlen}"), True
+                tmp.replace(self.dir / self.last_reserved)
+                return ip_interface(f"{addr}/{c.subnet.prefixlen}"), True
         raise CniError(
             ERR_IPAM_EXHAUSTED,
             f"IPAM: no free address in {c.subnet} (range {c.range_start}-{c.range_end}, "
-            f"{sum(1 for _ in self._candidates())} reservable): all are in use",
+            f"{self.reservable()} reservable): all are in use",
             f"network, broadcast and gateway {c.gateway} are never handed out; reservations "
             f"are files in {self.dir}")
 
     def lookup(self, container_id: str, ifname: str) -> IPv4Address | None:
         """The address reserved for (container, ifname), if any."""
         with self._locked():
-            owned = self._owned(self._reservations(), container_id, ifname)
+            owned = [a for a in self._owned(self._reservations(), container_id, ifname) if a in self.config.subnet]
         return owned[0] if owned else None
 
     def release(self, container_id: str, ifname: str) -> list[IPv4Address]:
@@ -144,3 +158,23 @@ class Store:
             for addr in owned:
                 (self.dir / str(addr)).unlink(missing_ok=True)
         return owned
+
+    def free_addresses(self) -> int:
+        """How many addresses of the range are not reserved (STATUS: can an ADD succeed?)."""
+        c = self.config
+        with self._locked():
+            taken = self._reservations()
+        skip = {c.subnet.network_address, c.subnet.broadcast_address, c.gateway}
+        return self.reservable() - sum(1 for a in taken if a.version == c.subnet.version
+                                       and c.range_start <= a <= c.range_end and a not in skip)
+
+    def collect(self, valid: frozenset[tuple[str, str]]) -> list[IPv4Address]:
+        """GC: free every reservation whose (container id, ifname) is not in `valid`."""
+        if not self.dir.exists():
+            return []
+        with self._locked():
+            stale = sorted((a for a, (cid, ifn) in self._reservations().items() if (cid, ifn) not in valid
+                            and not (ifn == "" and any(cid == v[0] for v in valid))), key=_order)
+            for addr in stale:
+                (self.dir / str(addr)).unlink(missing_ok=True)
+        return stale

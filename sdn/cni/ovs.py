@@ -104,3 +104,26 @@ def port_state(vsctl: Vsctl, name: str) -> PortState | None:
     ofport = ofport if isinstance(ofport, int) else -1  # ["set", []] while unassigned
     bridge = vsctl("port-to-br", name).strip()
     return PortState(bridge, ofport, dict(ids[1]))
+
+
+def attached_ports(vsctl: Vsctl, bridge: str) -> dict[str, Mapping[str, str]]:
+    """The ports of ``bridge`` that this plugin attached (their Interface has a container-id
+    and an ifname in external_ids): port name -> external_ids."""
+    ports = set(vsctl("list-ports", bridge).split())
+    rows = json.loads(vsctl("--format=json", "--columns=name,external_ids", "list", "Interface"))["data"]
+    out = {}
+    for name, ids in rows:
+        ids = dict(ids[1])
+        if name in ports and ids.get("container-id") and ids.get("ifname"):
+            out[name] = ids
+    return out
+
+
+def bridge_exists(vsctl: Vsctl, bridge: str) -> bool:
+    try:
+        vsctl("br-exists", bridge)
+    except CniError as e:
+        if e.code == ERR_OVS:  # br-exists exits 2 for a missing bridge
+            return False
+        raise
+    return True

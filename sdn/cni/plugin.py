@@ -12,6 +12,7 @@ error codes):
 * CHECK: compare the pod's interface, address, MAC, routes and port with the records
   (the IPAM reservation, prevResult, the port's external_ids).
 * VERSION: the versions this plugin speaks.
+* STATUS, GC (CNI 1.1): sdn.cni.lifecycle.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, ip_interface
 from typing import Any
 
-from sdn.cni import ovs, veth
-from sdn.cni.config import NetConfig, parse_config, peek_version
+from sdn.cni import delegate, ovs, veth
+from sdn.cni.config import GATEWAY_MAC, NetConfig, parse_config, peek_version
 from sdn.cni.ipam import Store
+from sdn.cni.lifecycle import cmd_gc, cmd_status
 from sdn.cni.spec import (ERR_CHECK, ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_INVALID_ENV,
                           LATEST_VERSION, CniError, Interface, Request, add_result, parse_env,
                           version_result)
@@ -40,9 +42,11 @@ def _require_namespaces(req: Request, conf: NetConfig) -> None:
                        "it names the network namespace where this node's ovs-vswitchd runs")
 
 
-def external_ids(req: Request, pod: str, mac: str, address: IPv4Interface) -> dict[str, str]:
-    """What the controller learns about the port from OVSDB: whose it is and its addresses."""
-    ids = {"k8s.pod": pod, "iface-id": pod, "attached-mac": mac, "ip": str(address.ip),
+def external_ids(req: Request, pod: str, mac: str, address: IPv4Interface, *more) -> dict[str, str]:
+    """What the controller learns about the port from OVSDB: whose it is and its addresses
+    ("ip": the IPv4 one, then the IPv6 one, comma-separated)."""
+    ids = {"k8s.pod": pod, "iface-id": pod, "attached-mac": mac,
+           "ip": ",".join(str(a.ip) for a in (address, *more)),
            "container-id": req.container_id, "netns": req.netns or "", "ifname": req.ifname}
     if req.args.get("K8S_POD_UID"):
         ids["k8s.pod-uid"] = req.args["K8S_POD_UID"]
@@ -68,19 +72,35 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
     host = veth.host_ifname(req.container_id, req.ifname)
     vsctl = ovs.Vsctl(conf.ovsdb, conf.ovs_timeout)
     undo: list[Callable[[], Any]] = []
+    gateway, routes, dns = conf.ipam.gateway, list(conf.ipam.routes), dict(conf.dns)
     try:
-        address, fresh = store.allocate(req.container_id, req.ifname, _requested_ip(req))
-        if fresh:  # never release an address an earlier ADD handed to this container
-            undo.append(lambda: store.release(req.container_id, req.ifname))
+        if conf.ipam.delegate:
+            result = delegate.call(req, conf, "ADD")
+            undo.append(lambda: delegate.call(req, conf, "DEL"))
+            address, gateway, routes = delegate.ipv4_of(result, conf)
+            dns = dns or dict((result or {}).get("dns") or {})
+        else:
+            address, fresh = store.allocate(req.container_id, req.ifname, _requested_ip(req))
+            if fresh:  # never release an address an earlier ADD handed to this container
+                undo.append(lambda: store.release(req.container_id, req.ifname))
+        six = []  # (address, gateway) of the IPv6 range, when the node has an IPv6 pod CIDR
+        if conf.ipam.ipv6 is not None:
+            store6 = Store(conf.ipam.ipv6)
+            address6, fresh6 = store6.allocate(req.container_id, req.ifname)
+            if fresh6:
+                undo.append(lambda: store6.release(req.container_id, req.ifname))
+            six = [(address6, conf.ipam.ipv6.gateway)]
         mac = veth.pod_mac(address.ip)
         veth.create(host, conf.ovs_netns, req.ifname, req.netns, mac, conf.mtu)
         undo.append(lambda: veth.delete(conf.ovs_netns, host))
-        veth.configure_pod(req.netns, req.ifname, address, conf.ipam.routes)
+        veth.configure_pod(req.netns, req.ifname, address, routes)
+        if six:
+            veth.configure_pod6(req.netns, req.ifname, six[0][0], six[0][1], conf.ipam.ipv6.routes, GATEWAY_MAC)
         host_mac = veth.set_up(conf.ovs_netns, host)
         # Even a failed add-port may have committed the row (ovs-vswitchd too slow): it
         # names the address, so it goes first.
         undo.append(lambda: ovs.del_port(vsctl, host))
-        ovs.add_port(vsctl, conf.bridge, host, external_ids(req, pod, mac, address))
+        ovs.add_port(vsctl, conf.bridge, host, external_ids(req, pod, mac, address, *(a for a, _ in six)))
     except BaseException:
         for step in reversed(undo):
             try:
@@ -89,9 +109,9 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
                 pass
         raise
     interfaces = [Interface(host, host_mac), Interface(req.ifname, mac, req.netns)]
-    routes = [(str(r.dst), str(r.gw)) for r in conf.ipam.routes]
-    return add_result(conf.cni_version, interfaces, address, conf.ipam.gateway, 1, routes,
-                      conf.dns)
+    six_routes = list(conf.ipam.ipv6.routes) if six else []
+    return add_result(conf.cni_version, interfaces, address, gateway, 1,
+                      [(str(r.dst), str(r.gw)) for r in [*routes, *six_routes]], dns, six)
 
 
 def cmd_del(req: Request, conf: NetConfig) -> None:
@@ -109,7 +129,10 @@ def cmd_del(req: Request, conf: NetConfig) -> None:
             pass  # a namespace that is going away: DEL must not fail on it
     if ovs_error is not None:
         raise ovs_error  # the address stays reserved while a port row may still name it
-    Store(conf.ipam).release(req.container_id, req.ifname)
+    if conf.ipam.delegate:
+        delegate.call(req, conf, "DEL")
+    else:
+        Store(conf.ipam).release(req.container_id, req.ifname)
 
 
 def _expected_from_prev(prev: dict, req: Request) -> tuple[str | None, set[IPv4Interface],
@@ -141,6 +164,18 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
         addrs: set[IPv4Interface] = set()
     else:
         addrs = {IPv4Interface(f"{reserved}/{conf.ipam.subnet.prefixlen}")}
+    if conf.ipam.delegate:  # host-local checks its own records; its store is read above too
+        try:
+            delegate.call(req, conf, "CHECK")
+        except CniError as e:
+            problems.append(f"IPAM: {e.msg}")
+    six = None  # the IPv6 address reserved, when the network has an IPv6 range
+    if conf.ipam.ipv6 is not None:
+        reserved6 = Store(conf.ipam.ipv6).lookup(req.container_id, req.ifname)
+        if reserved6 is None:
+            problems.append(f"IPAM: no IPv6 address reserved for container {req.container_id} {req.ifname}")
+        else:
+            six = ip_interface(f"{reserved6}/{conf.ipam.ipv6.subnet.prefixlen}")
     mac = veth.pod_mac(reserved) if reserved else None
     routes = {(str(r.dst), str(r.gw)) for r in conf.ipam.routes}
     if conf.prev_result is not None:
@@ -164,6 +199,11 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
         if missing:
             problems.append(f"{req.ifname}: address {', '.join(map(str, sorted(missing)))} "
                             f"missing (has {', '.join(map(str, link.addresses)) or 'none'})")
+        if six is not None:
+            if six not in link.addresses:
+                problems.append(f"{req.ifname}: IPv6 address {six} missing")
+            routes6 = {(str(r.dst), str(r.gw)) for r in conf.ipam.ipv6.routes} - veth.routes(req.netns, req.ifname, 6)
+            problems += [f"{req.ifname}: IPv6 route {dst} via {gw} missing" for dst, gw in sorted(routes6)]
         missing_routes = routes - veth.routes(req.netns, req.ifname)
         if missing_routes:
             problems.append(f"{req.ifname}: routes missing: " + ", ".join(
@@ -186,7 +226,7 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
             problems.append(f"OVS: port {host} has no OpenFlow port (ofport {port.ofport})")
         recorded = {"container-id": req.container_id, "ifname": req.ifname}
         if reserved is not None:
-            recorded["ip"] = str(reserved)
+            recorded["ip"] = ",".join([str(reserved)] + ([str(six.ip)] if six is not None else []))
         if mac:
             recorded["attached-mac"] = mac
         for key, want in recorded.items():
@@ -200,7 +240,7 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
 
 
 COMMANDS: dict[str, Callable[[Request, NetConfig], dict | None]] = {
-    "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+    "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc,
 }
 
 

@@ -1,7 +1,8 @@
 """The CNI contract this plugin speaks: versions, error codes, the environment, the result.
 
-Written against the CNI specification v1.0.0 (SPEC.md of containernetworking/cni, tag
-spec-v1.0.0); 0.4.0 is accepted too (its result adds ``"version": "4"`` to each IP).
+Written against the CNI specification v1.1.0 (SPEC.md of containernetworking/cni, tag
+spec-v1.1.0: STATUS and GC besides ADD, DEL, CHECK and VERSION); 1.0.0 and 0.4.0 are accepted
+too (the 0.4.0 result adds ``"version": "4"`` to each IP; STATUS and GC need 1.1.0).
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
 
-SUPPORTED_VERSIONS = ("0.4.0", "1.0.0")
-LATEST_VERSION = "1.0.0"
-COMMANDS = ("ADD", "DEL", "CHECK", "VERSION")
+SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
+LATEST_VERSION = "1.1.0"
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+SINCE_1_1 = ("STATUS", "GC")  # commands a configuration must say cniVersion 1.1.0 for
 
 # Well-known error codes (SPEC.md, "Error").
 ERR_INCOMPATIBLE_VERSION = 1
@@ -22,6 +23,7 @@ ERR_IO = 5
 ERR_DECODE = 6
 ERR_INVALID_CONFIG = 7
 ERR_TRY_AGAIN = 11
+ERR_NOT_AVAILABLE = 50  # STATUS: the plugin cannot service ADD requests now
 # Plugin-specific codes (100 and up).
 ERR_IPAM_EXHAUSTED = 100
 ERR_INTERFACE = 101  # creating or configuring the veth pair failed
@@ -39,6 +41,8 @@ _REQUIRED = {
     "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
     "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
     "VERSION": (),
+    "STATUS": (),
+    "GC": (),
 }
 
 
@@ -68,6 +72,7 @@ class Request:
     ifname: str = ""
     args: Mapping[str, str] = field(default_factory=dict)
     path: tuple[str, ...] = ()
+    environ: Mapping[str, str] = field(default_factory=dict)  # as given: handed on to a delegated plugin
 
     @property
     def pod_key(self) -> str:
@@ -110,6 +115,9 @@ def parse_env(environ: Mapping[str, str]) -> Request:
                        f"required env variables [{', '.join(missing)}] missing for {command}")
     if command == "VERSION":
         return Request(command)
+    if command in SINCE_1_1:
+        return Request(command, path=tuple(p for p in environ.get("CNI_PATH", "").split(":") if p),
+                       environ=dict(environ))
     cid = environ["CNI_CONTAINERID"]
     if not _CONTAINER_ID.match(cid):
         raise CniError(ERR_INVALID_ENV, f"invalid CNI_CONTAINERID {cid!r}",
@@ -126,7 +134,7 @@ def parse_env(environ: Mapping[str, str]) -> Request:
                        "the spec wants the namespace's path, e.g. /run/netns/NAME or "
                        "/proc/PID/ns/net")
     path = tuple(p for p in environ.get("CNI_PATH", "").split(":") if p)
-    return Request(command, cid, netns, ifname, parse_args(environ.get("CNI_ARGS", "")), path)
+    return Request(command, cid, netns, ifname, parse_args(environ.get("CNI_ARGS", "")), path, dict(environ))
 
 
 def version_result(cni_version: str | None) -> dict:
@@ -148,17 +156,20 @@ class Interface:
         return out
 
 
-def add_result(cni_version: str, interfaces: Sequence[Interface], address: IPv4Interface,
-               gateway: IPv4Address, interface_index: int,
-               routes: Sequence[tuple[str, str | None]], dns: Mapping) -> dict:
-    """The ADD result in ``cni_version``'s shape (0.4.0 adds ``"version": "4"`` per IP)."""
-    ip = {"address": str(address), "gateway": str(gateway), "interface": interface_index}
-    if cni_version == "0.4.0":
-        ip = {"version": "4", **ip}
+def add_result(cni_version: str, interfaces: Sequence[Interface], address, gateway, interface_index: int,
+               routes: Sequence[tuple[str, str | None]], dns: Mapping, more: Sequence[tuple] = ()) -> dict:
+    """The ADD result in ``cni_version``'s shape (0.4.0 adds ``"version"`` per IP); `more`:
+    further (address, gateway) pairs on the same interface (the IPv6 one)."""
+    ips = []
+    for addr, gw in [(address, gateway), *more]:
+        ip = {"address": str(addr), "gateway": str(gw), "interface": interface_index}
+        if cni_version == "0.4.0":
+            ip = {"version": str(addr.version), **ip}
+        ips.append(ip)
     return {
         "cniVersion": cni_version,
         "interfaces": [i.to_json() for i in interfaces],
-        "ips": [ip],
+        "ips": ips,
         "routes": [{"dst": dst, **({"gw": gw} if gw else {})} for dst, gw in routes],
         "dns": dict(dns),
     }

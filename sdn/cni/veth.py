@@ -14,7 +14,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, ip_interface
 
 from sdn.cni.config import Route
 from sdn.cni.spec import ERR_INTERFACE, CniError
@@ -83,6 +83,18 @@ def configure_pod(netns: str, ifname: str, address: IPv4Interface,
     _run(["ethtool", "-K", ifname, "tx", "off"], netns)
 
 
+def configure_pod6(netns: str, ifname: str, address, gateway, routes: Sequence[Route],
+                   gateway_mac: str) -> None:
+    """The pod's IPv6 address, routed like its IPv4 one: everything via the gateway. The bridge
+    forwards by address and answers no neighbor solicitation, so the address gets no on-link
+    prefix route (noprefixroute), no duplicate-address wait (nodad: the IPAM made it unique),
+    and the gateway a permanent neighbor entry with the bridge's gateway MAC."""
+    lines = [f"addr add {address} dev {ifname} noprefixroute nodad",
+             f"neigh replace {gateway} lladdr {gateway_mac} dev {ifname} nud permanent"]
+    lines += [f"route add {r.dst} via {r.gw} dev {ifname} onlink" for r in routes]
+    _run(["ip", "-6", "-batch", "-"], netns, input="\n".join(lines) + "\n")
+
+
 def set_up(netns: str | None, name: str) -> str:
     """Bring ``name`` up; returns its MAC."""
     _run(["ip", "link", "set", name, "up"], netns)
@@ -111,7 +123,7 @@ class LinkState:
     mac: str
     up: bool
     mtu: int
-    addresses: tuple[IPv4Interface, ...]
+    addresses: tuple[IPv4Interface, ...]  # global ones, IPv4 and IPv6
 
 
 def show(netns: str | None, name: str) -> LinkState | None:
@@ -122,21 +134,22 @@ def show(netns: str | None, name: str) -> LinkState | None:
     if proc.returncode != 0:
         return None
     (link,) = json.loads(proc.stdout)
-    addrs = tuple(IPv4Interface(f"{a['local']}/{a['prefixlen']}")
-                  for a in link.get("addr_info", []) if a.get("family") == "inet")
+    addrs = tuple(ip_interface(f"{a['local']}/{a['prefixlen']}")
+                  for a in link.get("addr_info", []) if a.get("family") in ("inet", "inet6")
+                  and a.get("scope") != "link")
     return LinkState(link["ifname"], link.get("address", ""), "UP" in link.get("flags", []),
                      link.get("mtu", 0), addrs)
 
 
-def routes(netns: str, ifname: str) -> set[tuple[str, str]]:
-    """(destination, gateway) of the IPv4 routes through ``ifname`` that have a gateway."""
-    out = _run(["ip", "-j", "-4", "route", "show", "dev", ifname], netns).stdout
+def routes(netns: str, ifname: str, family: int = 4) -> set[tuple[str, str]]:
+    """(destination, gateway) of the IPv4 (or IPv6) routes through ``ifname`` with a gateway."""
+    out = _run(["ip", "-j", f"-{family}", "route", "show", "dev", ifname], netns).stdout
     found = set()
     for r in json.loads(out or "[]"):
         if r.get("gateway"):
-            dst = "0.0.0.0/0" if r["dst"] == "default" else r["dst"]
+            dst = ("0.0.0.0/0" if family == 4 else "::/0") if r["dst"] == "default" else r["dst"]
             if "/" not in dst:
-                dst += "/32"
+                dst += "/32" if family == 4 else "/128"
             found.add((dst, r["gateway"]))
     return found
 

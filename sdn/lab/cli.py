@@ -42,12 +42,12 @@ class LabFailure(click.ClickException):
         err.print(f"[red]error:[/red] {escape(self.message)}")
 
 
-def _lab(ctx: click.Context, verbose: bool = False):
+def _lab(ctx: click.Context, verbose: bool = False, say=None):
     from sdn.lab.lab import Lab
     if os.geteuid() != 0:
         raise LabFailure("sdnctl lab needs root (network namespaces, private Open vSwitch daemons): "
                          "run it as root")
-    log = (lambda m: err.print(f"[dim]{escape(m)}[/dim]")) if verbose else None
+    log = (lambda m: err.print(f"[dim]{escape(m)}[/dim]")) if verbose else say
     return Lab(State(ctx.obj["state_dir"]), log=log)
 
 
@@ -89,8 +89,10 @@ def lab_group(ctx: click.Context, state_dir: str) -> None:
 @click.pass_context
 def up_cmd(ctx, files, enforce, tunnel, kubernetes, timeout, verbose):
     """Nodes, namespaces, pods and policies from manifests; returns when every bridge has its flows."""
-    lab = _lab(ctx, verbose)
-    res = _run(lab.up, list(files), enforce, tunnel, timeout, kubernetes)
+    from sdn.cli_output import progress
+    with progress("lab up: nodes, pods, agents") as say:
+        lab = _lab(ctx, verbose, say)
+        res = _run(lab.up, list(files), enforce, tunnel, timeout, kubernetes)
     mode = ", kubernetes (`sdnctl lab kubectl get pods -A`)" if res.get("kubernetes") else ""
     click.echo(f"lab up: {len(res['nodes'])} node(s) ({', '.join(res['nodes'])}), {res['pods']} pod(s), "
                f"enforce {res['enforce']}{mode}, ready in {res['seconds']}s (state {lab.state.dir})")
@@ -186,7 +188,8 @@ def render_matrix(doc: dict, console: Console, check: bool) -> None:
             else:
                 console.print(f"[green]all {total} cells agree with the semantic evaluator[/green]")
     console.print(f"[dim]✓ reached  ✗ no answer within {doc['timeout']}s  R refused (reached, port closed); "
-                  f"{sum(len(doc['pods']) ** 2 for _ in doc['matrices'])} probes in {doc['seconds']}s[/dim]")
+                  f"{sum(len(doc['pods']) ** 2 for _ in doc['matrices'])} probes in {doc['seconds']}s; "
+                  f"rows: source (from), columns: destination (to)[/dim]")
 
 
 @lab_group.command("matrix")

@@ -50,7 +50,10 @@ class LabError(RuntimeError):
 
 
 class NoLab(LabError):
-    pass
+    """No lab in the state directory: exit 3, like a controller that cannot be reached."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 3)
 
 
 def controller_supports_fabric() -> bool:
@@ -447,6 +450,7 @@ class Lab:
             rec["ip"] = ip
         self._save()
         self._start_server(spec.key, spec.doc)
+        self.log(f"pod {spec.key}: {ip} on {spec.node}, serving")
         return ip
 
     def _start_server(self, key: str, doc: dict) -> None:

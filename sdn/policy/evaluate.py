@@ -214,6 +214,36 @@ def evaluate(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> 
     return Verdict(allowed=egress.allowed and ingress.allowed, egress=egress, ingress=ingress)
 
 
+def evaluate_address(cluster: Cluster, pod: Pod, address: str, direction: str, port: int,
+                     protocol: str) -> Verdict:
+    """May `pod` reach `address` (direction EGRESS), or `address` reach `pod` (INGRESS), where
+    the address is no pod's: a node, a host outside the cluster. Only the pod's side is judged;
+    only ipBlock peers (and rules without peers) can match an address. The other side is
+    reported not isolated: NetworkPolicy has nothing to say about it."""
+    if not pod.ips:
+        raise ValueError(f"pod {pod.key} has no IP")
+    protocol = protocol.upper()
+    dst = Pod(namespace="", name=address, ips=(address,)) if direction == EGRESS else pod
+
+    def allows(rule: PolicyRule) -> bool:
+        if rule.peers is not None and not any(
+                p.ip_block is not None and _ip_in_block(address, p.ip_block.cidr, p.ip_block.excepts)
+                for p in rule.peers):
+            return False
+        return port_matches(rule.ports, port, protocol, dst)
+
+    policies = _policies_isolating(cluster, pod, direction)
+    free = SideVerdict(isolated=False, allowed=True, allowed_by=(), isolating=())
+    judged = free
+    if policies:
+        allowed_by = tuple(RuleRef(pol.key, direction, i) for pol in policies
+                           for i, rule in enumerate(pol.rules(direction)) if allows(rule))
+        judged = SideVerdict(isolated=True, allowed=bool(allowed_by), allowed_by=allowed_by,
+                             isolating=tuple(pol.key for pol in policies))
+    egress, ingress = (judged, free) if direction == EGRESS else (free, judged)
+    return Verdict(allowed=judged.allowed, egress=egress, ingress=ingress)
+
+
 def _describe_peer(cluster: Cluster, policy: Policy, peer: Peer) -> dict:
     out: dict = {}
     if peer.ip_block is not None:

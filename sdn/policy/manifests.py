@@ -30,6 +30,8 @@ from typing import Any, Iterable
 import netaddr
 import yaml
 
+from sdn.policy.strict_yaml import DuplicateKey, load_json, load_yaml
+
 from sdn.policy.model import (
     ALPHA_ISOLATION_ANNOTATION,
     BETA_POLICY_ANNOTATION,
@@ -973,12 +975,15 @@ def load_documents(
 def _parse_text(text: str, origin: str, json_only: bool = False) -> list[Any]:
     if json_only:
         try:
-            return [json.loads(text)] if text.strip() else []
+            return [load_json(text)] if text.strip() else []
+        except DuplicateKey as e:
+            raise ManifestError(origin, "", "", str(e)) from None
         except ValueError as e:
             raise ManifestError(origin, "", "", f"invalid JSON: {e}") from None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return list(yaml.load_all(text, Loader=loader))
+        return load_yaml(text)
+    except DuplicateKey as e:
+        raise ManifestError(origin, "", "", str(e)) from None
     except yaml.YAMLError as e:
         msg = " ".join(str(e).split())
         raise ManifestError(origin, "", "", f"invalid YAML: {msg}") from None
@@ -1009,7 +1014,9 @@ def _read(path: str) -> tuple[str, list[Any]]:
     if path == STDIN:
         text = sys.stdin.read()
         try:
-            return _STDIN_ORIGIN, [json.loads(text)]
+            return _STDIN_ORIGIN, [load_json(text)]
+        except DuplicateKey as e:
+            raise ManifestError(_STDIN_ORIGIN, "", "", str(e)) from None
         except ValueError:
             return _STDIN_ORIGIN, _parse_text(text, _STDIN_ORIGIN)
     try:

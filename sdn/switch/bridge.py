@@ -211,6 +211,18 @@ class BridgeAgent:
                 and self._realized == self._generation and not self._busy,
                 self.last_error, self.last_bundle, self.last_sync, Counters(**self.counters.__dict__))
 
+    def installed_per_table(self) -> dict[int, int] | None:
+        """Flows known to be installed, per table (read back, or confirmed by a committed
+        bundle); None while unknown (not connected, or not read yet)."""
+        with self._cv:
+            view = self._view
+            if view is None:
+                return None
+            out: dict[int, int] = {}
+            for f in view.values():
+                out[f.table] = out.get(f.table, 0) + 1
+            return out
+
     def wait_realized(self, generation: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cv:

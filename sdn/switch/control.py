@@ -181,7 +181,10 @@ class ControlServer:
                 if agent.program is None:
                     return {"error": f"no program for {agent.node} yet (is its OVSDB reachable?)"}
                 spec = core.nodes[agent.node]
+                place = core.place(agent.node)
                 return {"node": agent.node, "bridge": agent.bridge,
+                        "address": place.address if place else "",
+                        "pod_ports": {k: list(v) for k, v in place.ports.items()} if place else {},
                         "dpid": None if agent.dpid is None else f"{agent.dpid:016x}",
                         "program": program_to_json(agent.program), "ports": core.port_maps.get(agent.node, {}),
                         "tunnel_ofport": (core.views.get(agent.node).tunnel_ofport
@@ -190,7 +193,7 @@ class ControlServer:
                         "nodes": {n: {"bridge": a.bridge, "ovs_rundir": core.nodes[n].ovs_rundir,
                                       "ports": core.port_maps.get(n, {})} for n, a in core.agents.items()}}
         except KeyError as e:
-            return {"error": str(e.args[0]) if e.args else str(e)}
+            return {"error": str(e.args[0]) if e.args else str(e), "bad_request": True}
         except (ChannelClosed, SwitchTimeout, LiveTraceError, TraceError) as e:
             return {"error": str(e)}
         return {"error": f"unknown command {cmd!r} (status, reload, wait, flows, diff, resync, program, trace)"}
@@ -222,7 +225,12 @@ def _remove_stale(path: str) -> None:
 
 
 class ControlError(RuntimeError):
-    pass
+    """A request that got no answer (`reached` False: no socket, refused, timeout) or an error
+    answer (`bad_request` True when the request named something the controller does not know)."""
+
+    def __init__(self, message: str, reached: bool = True, bad_request: bool = False):
+        super().__init__(message)
+        self.reached, self.bad_request = reached, bad_request
 
 
 def request(path: str, cmd: str, timeout: float = 120.0, **args: Any) -> dict:
@@ -234,9 +242,9 @@ def request(path: str, cmd: str, timeout: float = 120.0, **args: Any) -> dict:
         sock.connect(path)
     except FileNotFoundError:
         raise ControlError(f"no controller control socket at {path} (is `sdnctl controller` running? "
-                           f"give its socket with --control)") from None
+                           f"give its socket with --control)", reached=False) from None
     except OSError as e:
-        raise ControlError(f"cannot reach the controller at {path}: {e.strerror or e}") from None
+        raise ControlError(f"cannot reach the controller at {path}: {e.strerror or e}", reached=False) from None
     try:
         sock.sendall(json.dumps(dict(args, cmd=cmd)).encode() + b"\n")
         data = b""
@@ -246,12 +254,13 @@ def request(path: str, cmd: str, timeout: float = 120.0, **args: Any) -> dict:
                 break
             data += chunk
     except socket.timeout:
-        raise ControlError(f"the controller at {path} did not answer {cmd!r} within {timeout:.0f}s") from None
+        raise ControlError(f"the controller at {path} did not answer {cmd!r} within {timeout:.0f}s",
+                           reached=False) from None
     finally:
         sock.close()
     if not data:
-        raise ControlError(f"the controller at {path} closed the connection without answering")
+        raise ControlError(f"the controller at {path} closed the connection without answering", reached=False)
     reply = json.loads(data)
     if isinstance(reply, dict) and reply.get("error") and cmd not in ("reload",):
-        raise ControlError(reply["error"])
+        raise ControlError(reply["error"], bad_request=bool(reply.get("bad_request")))
     return reply

@@ -392,22 +392,28 @@ class ControllerCore:
             raise KeyError(f"no single bridge named {bridge!r} (controlled: {names})")
         return matches[0]
 
-    def trace(self, src: str, dst: str, port: str) -> dict:
-        """A new connection src -> dst:port through the live bridges (ofproto/trace)."""
-        from sdn.switch.livetrace import NodePlace, trace_connection
+    def place(self, node: str):
+        """What a live trace needs of this node's bridge (a livetrace.NodePlace), or None while
+        it has no program, no OVS run directory or no OVSDB view."""
+        from sdn.switch.livetrace import NodePlace
         with self._lock:
             desired = self.desired
-            views = dict(self.views)
+            view = self.views.get(node)
+        if desired is None or node not in desired.bridges or view is None or self.nodes[node].ovs_rundir is None:
+            return None
+        bridge = desired.bridges[node]
+        return NodePlace(node, bridge.name, desired.programs[node], self.nodes[node].ovs_rundir,
+                         desired.addresses.get(node, ""), {p.pod: (p.ofport, p.mac) for p in bridge.pods},
+                         view.tunnel_ofport)
+
+    def trace(self, src: str, dst: str, port: str) -> dict:
+        """A new connection src -> dst:port through the live bridges (ofproto/trace)."""
+        from sdn.switch.livetrace import trace_connection
+        with self._lock:
+            desired = self.desired
         if desired is None or desired.cluster is None:
             raise KeyError("nothing compiled yet")
-        places = {}
-        for node, bridge in desired.bridges.items():
-            spec, view = self.nodes[node], views.get(node)
-            if spec.ovs_rundir is None or view is None:
-                continue
-            places[node] = NodePlace(node, bridge.name, desired.programs[node], spec.ovs_rundir,
-                                     desired.addresses.get(node, ""),
-                                     {p.pod: (p.ofport, p.mac) for p in bridge.pods}, view.tunnel_ofport)
+        places = {n: p for n in desired.bridges if (p := self.place(n)) is not None}
         names = {ip: p.key for p in desired.cluster.pods.values() for ip in p.ips}
         return trace_connection(desired.cluster, places, names, src, dst, port)
 

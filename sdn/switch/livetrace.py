@@ -19,7 +19,7 @@ from pathlib import Path
 
 from flows import pipeline as P
 from flows.compiler import Program
-from sdn.layout import GATEWAY_MAC
+from sdn.layout import FABRIC, FABRIC_UPLINK_OFPORT, GATEWAY_MAC
 from sdn.ovs.instance import OvsInstance
 from sdn.ovs.trace import TraceResult, split_actions
 from sdn.ovs.trace import trace as ofproto_trace
@@ -104,9 +104,38 @@ def _tun_dst(result: TraceResult) -> str | None:
     return None
 
 
+def _outputs(actions: str, in_port: int) -> list[int]:
+    """The ports a flow's actions output to (IN_PORT: back where the packet came from, as the
+    fabric switch does for two pods of one node)."""
+    return [in_port if a == "IN_PORT" else int(a[7:]) for a in split_actions(actions)
+            if a == "IN_PORT" or (a.startswith("output:") and a[7:].isdigit())]
+
+
+def _fabric_hop(place: NodePlace, outputs: list[int], places: dict[str, NodePlace],
+                fabric_ports: dict[str, int]) -> tuple[NodePlace, int] | None:
+    """Where a packet goes next over a fabric link of its own (a veth between two ovs-vswitchd,
+    as in the lab; a patch port in one ovs-vswitchd is followed by OVS itself): from a node
+    bridge's uplink into the fabric switch by that node's port, from the fabric switch by a
+    node's port into that node's bridge by its uplink. None when it does not leave that way."""
+    fabric = places.get(FABRIC)
+    if fabric is None or len(outputs) != 1:
+        return None
+    if place.node == FABRIC:
+        node = next((n for n, p in fabric_ports.items() if p == outputs[0]), None)
+        nxt = places.get(node) if node else None
+        return None if nxt is None or nxt.ovs_rundir == place.ovs_rundir else (nxt, FABRIC_UPLINK_OFPORT)
+    if outputs == [FABRIC_UPLINK_OFPORT] and place.node in fabric_ports and fabric.ovs_rundir != place.ovs_rundir:
+        return fabric, fabric_ports[place.node]
+    return None
+
+
 def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict[str, str],
                      src_key: str, dst_key: str, port_text: str) -> dict:
-    """Run the connection through the live bridges; a JSON-able account like `sdnctl trace`."""
+    """Run the connection through the live bridges; a JSON-able account like `sdnctl trace`.
+    The packet follows tunnels to the destination's node and fabric links through the fabric
+    switch, as the offline trace does."""
+    from sdn.layout import build_layout
+    fabric_ports = build_layout(cluster).fabric_ports() if FABRIC in places else {}
     src, dst = cluster.pods.get(src_key), cluster.pods.get(dst_key)
     for key, pod in ((src_key, src), (dst_key, dst)):
         if pod is None:
@@ -122,18 +151,20 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
     if dst_ip is None:
         raise LiveTraceError(f"{dst.key} has no IPv{family} address")
     by_address = {p.address: n for n, p in places.items()}
-    by_bridge = {p.bridge: p for p in places.values()}
+    # Bridges reachable by patch ports share one ovs-vswitchd (one run directory); bridges of
+    # different nodes may have the same name (every lab node has br-sdn).
+    by_bridge = {(p.ovs_rundir, p.bridge): p for p in places.values()}
     dst_place = next((p for p in places.values() if dst.key in p.ports), None)
     place = places[src_node]
     in_port, mac = place.ports[src.key]
     hops, decided_by = [], []
     delivered = False
-    for _ in range(MAX_HOPS):
+    for _ in range(MAX_HOPS + 2):
         ovs = OvsInstance(Path(place.ovs_rundir), netns=None, create_netns=False)
         result = ofproto_trace(ovs, place.bridge, _packet(proto, in_port, mac, src.ips[0], dst_ip, port))
         steps = []
         for s in result.steps:
-            owner = by_bridge.get(s.bridge, place)  # a patch port continues into another bridge
+            owner = by_bridge.get((place.ovs_rundir, s.bridge), place)  # a patch port continues into another bridge
             entry = {"table": s.table, "name": P.BY_ID[s.table].name if s.table in P.BY_ID else "",
                      "bridge": s.bridge or place.bridge, "node": owner.node,
                      "priority": s.priority, "cookie": f"{s.cookie:#x}", "match": s.match, "actions": s.actions,
@@ -150,12 +181,15 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
         hops.append({"node": place.node, "bridge": place.bridge, "outputs": outputs, "steps": steps,
                      "datapath_actions": result.all_datapath_actions})
         if dst_place is not None and any(
-                e["bridge"] == dst_place.bridge and f"output:{dst_place.ports[dst.key][0]}" in split_actions(e["actions"])
+                e["node"] == dst_place.node and f"output:{dst_place.ports[dst.key][0]}" in split_actions(e["actions"])
                 for e in steps):
             delivered = True
             break
-        here = [o for e in steps if e["bridge"] == place.bridge
-                for o in (int(a[7:]) for a in split_actions(e["actions"]) if a.startswith("output:") and a[7:].isdigit())]
+        here = [o for e in steps if e["node"] == place.node for o in _outputs(e["actions"], in_port)]
+        hop = _fabric_hop(place, here, places, fabric_ports)
+        if hop is not None:
+            place, in_port = hop
+            continue
         if place.tunnel_ofport is None or here != [place.tunnel_ofport]:
             break
         nxt = by_address.get(_tun_dst(result) or "")
