@@ -42,6 +42,17 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
                                         *address_match(ip, "src")], [GotoTable(after_guard)])
     for port in bridge.uplinks:
         add(P.CLASSIFIER, 200, [Match("in_port", port)], [GotoTable(after_guard)])
+    gwp = bridge.gateway if bridge.mode == "host" else None
+    if gwp is not None:
+        # The node's own stack: its addresses are the node (always allowed, below); anything
+        # else it forwards (an outside client it routes) is judged like any peer. Its ARP
+        # requests for pod addresses get the proxy answer.
+        for ip in gwp.addresses:
+            add(P.CLASSIFIER, 210, [Match("in_port", gwp.ofport), *address_match(ip, "src")],
+                [Load(P.FROM_NODE, _reg(P.REG_FROM)), GotoTable(after_guard)])
+        add(P.CLASSIFIER, 205, [Match("in_port", gwp.ofport), Match("dl_type", ETH_ARP)],
+            [GotoTable(P.ARP_RESPONDER)])
+        add(P.CLASSIFIER, 200, [Match("in_port", gwp.ofport)], [GotoTable(after_guard)])
     add(P.CLASSIFIER, 0, [])
     add(P.SPOOFGUARD, 0, [])
 
@@ -62,6 +73,9 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
         add(P.CONNTRACK_STATE, 200, [st("+inv+trk")])
         add(P.CONNTRACK_STATE, 190, [st("+est+trk")], [GotoTable(P.OUTPUT)])
         add(P.CONNTRACK_STATE, 180, [st("+rel+trk")], [GotoTable(P.OUTPUT)])
+        if gwp is not None:
+            add(P.CONNTRACK_STATE, 170, [st("+new+trk"), Match(P.REG_FROM, P.FROM_NODE)],
+                [GotoTable(P.CONNTRACK_COMMIT)])
         add(P.CONNTRACK_STATE, 0, [], [GotoTable(P.EGRESS_RULE)])
         add(P.EGRESS_RULE, 0, [], [GotoTable(P.EGRESS_DEFAULT)])
         add(P.EGRESS_DEFAULT, 0, [], [GotoTable(P.INGRESS_RULE)])
@@ -97,6 +111,13 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
             add(P.OUTPUT, 110, [Match("in_port", route.ofport), *address_match(route.cidr, "dst")],
                 [InPort()])
         add(P.OUTPUT, 100, address_match(route.cidr, "dst"), acts + [Output(route.ofport)])
+    if gwp is not None:
+        # Every other address is the node's business (itself, the world beyond it); never
+        # back out of the gateway a packet came in on.
+        add(P.OUTPUT, 2, [Match("in_port", gwp.ofport)])
+        for dl in (ETH_IP, ETH_IPV6):
+            add(P.OUTPUT, 1, [Match("dl_type", dl)],
+                [Load(gw, FieldRef("dl_src")), Load(parse_mac(gwp.mac), FieldRef("dl_dst")), Output(gwp.ofport)])
     add(P.OUTPUT, 0, [])
     return out
 

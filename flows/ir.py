@@ -122,6 +122,19 @@ class Route:
     via: str = ""  # name of the node or uplink, for display
 
 
+@dataclass(frozen=True, order=True)
+class Gateway:
+    """A node bridge's port into the node's own network stack: the node reaches its pods
+    through it (kubelet probes, hostNetwork pods) and pods reach the node and what lies
+    beyond it. `addresses`: the node's own (the port's address, its InternalIP): traffic from
+    them is the node's and always allowed (Kubernetes: "traffic to and from the node where a
+    Pod is running is always allowed"); anything else entering here is judged like any peer."""
+
+    ofport: int
+    mac: str  # the port's MAC (the node side): what packets towards the node are sent to
+    addresses: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Bridge:
     """The switch the tables are compiled for.
@@ -138,6 +151,7 @@ class Bridge:
     uplinks: tuple[int, ...] = ()  # ofports of tunnels / fabric links
     gateway_mac: str = "0a:58:0a:f4:00:01"
     mode: str = "host"
+    gateway: Gateway | None = None  # host mode only
 
     @property
     def local_addresses(self) -> frozenset[str]:

@@ -12,7 +12,8 @@ from flows.flow import CT, Flow, GotoTable
 REG_EGRESS_CONJ = "reg2"  # conj id of the egress rule that allowed the packet
 REG_INGRESS_CONJ = "reg3"  # conj id of the ingress rule that allowed the packet
 REG_SCRATCH = "reg4"  # ARP responder swap space
-REG_FROM = "reg0"  # 1: came from a local pod port
+REG_FROM = "reg0"  # 1: came from a local pod port; 2: from the node itself (gateway port)
+FROM_POD, FROM_NODE = 1, 2
 CT_ZONE = 1
 
 # Cookie layout: 0x5d (tag) | kind (8 bits) | id (48 bits).
@@ -54,10 +55,11 @@ _ADDR = {"nw_src", "nw_dst", "ipv6_src", "ipv6_dst"}
 _L4 = {"tp_dst"}
 
 TABLES: tuple[Table, ...] = (
-    Table(CLASSIFIER, "classifier", frozenset({"in_port"}),
-          frozenset({SPOOFGUARD, CONNTRACK, OUTPUT}), True,
+    Table(CLASSIFIER, "classifier", frozenset({"in_port", "nw_src", "ipv6_src"}),
+          frozenset({SPOOFGUARD, ARP_RESPONDER, CONNTRACK, OUTPUT}), True,
           "Sorts packets by the port they came in on: local pods go to the spoof guard, "
-          "tunnels and fabric links go to connection tracking; anything else is dropped."),
+          "tunnels, fabric links and the node's gateway port to connection tracking (the "
+          "node's own addresses marked as such); anything else is dropped."),
     Table(SPOOFGUARD, "spoofguard",
           frozenset({"in_port", "dl_src", "nw_src", "ipv6_src", "arp_spa", "arp_sha"}),
           frozenset({ARP_RESPONDER, CONNTRACK, OUTPUT}), True,
@@ -66,10 +68,10 @@ TABLES: tuple[Table, ...] = (
           "Answers every ARP request with the gateway MAC (proxy ARP): forwarding is L3."),
     Table(CONNTRACK, "conntrack", frozenset(), frozenset({CONNTRACK_STATE, OUTPUT}), False,
           "Sends IP packets through connection tracking (zone 1)."),
-    Table(CONNTRACK_STATE, "conntrack_state", frozenset({"ct_state"}),
-          frozenset({EGRESS_RULE, OUTPUT}), False,
+    Table(CONNTRACK_STATE, "conntrack_state", frozenset({"ct_state", "reg0"}),
+          frozenset({EGRESS_RULE, CONNTRACK_COMMIT, OUTPUT}), False,
           "Invalid packets drop; established and related ones skip the rule tables; new ones "
-          "are judged."),
+          "from the node itself are always allowed; other new ones are judged."),
     Table(EGRESS_RULE, "egress_rule", frozenset(_ADDR | _L4 | {"conj_id"}),
           frozenset({INGRESS_RULE, EGRESS_DEFAULT}), False,
           "Egress rules: conjunctions of peer (destination) x applied-to (source) x port; small rules as plain flows."),

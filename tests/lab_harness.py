@@ -258,3 +258,56 @@ def check_new_pods(replayer: Replayer) -> None:
     bad = probe(expect(set()))
     assert not bad, "after deleting x/d:\n" + "\n".join(bad)
     replayer.goto(base)
+
+
+def _connect(netns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
+    """A TCP connect from inside a network namespace: True when it is accepted."""
+    import subprocess
+    import sys
+    code = ("import socket,sys\ns=socket.socket();s.settimeout(%r)\n"
+            "try:\n s.connect((%r,%d))\nexcept OSError:\n sys.exit(1)\n") % (timeout, ip, port)
+    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code],
+                          timeout=timeout + 10).returncode == 0
+
+
+def check_node_traffic(replayer: Replayer) -> None:
+    """Through each node's gateway port: the node reaches its own pods even when a policy
+    isolates them (Kubernetes: traffic from a pod's own node is always allowed); another node is
+    judged like any address (an ipBlock naming its gateway address lets it in); a pod reaches
+    its node's address."""
+    import ipaddress
+    import subprocess
+    import sys
+    from tests.e2e_model import from_, ip_block, match, netpol
+    lab = replayer.lab
+    record = lab.state.load()
+    nodes = record["nodes"]
+    gw = {n: str(ipaddress.ip_network(i["cidr"])[1]) for n, i in nodes.items()}
+    base = base_cluster()
+    deny = netpol("x", "deny-all", match())  # every pod of x isolated for ingress, nothing allowed
+    replayer.goto(base + [deny])
+    pods = {f"{p['namespace']}/{p['name']}": p for p in lab.pods()}
+    for key in ("x/a", "x/b"):
+        home = pods[key]["node"]
+        other = next(n for n in nodes if n != home)
+        assert _connect(nodes[home]["netns"], pods[key]["ip"], 80), f"{home} -> its own isolated pod {key}"
+        assert not _connect(nodes[other]["netns"], pods[key]["ip"], 80), f"{other} -> isolated {key} (not its node)"
+    # the other node's gateway address admitted by an ipBlock: judged like any address
+    key = "x/a"
+    home = pods[key]["node"]
+    other = next(n for n in nodes if n != home)
+    allow = netpol("x", "from-node", match(pod="a"), ingress=[from_(ip_block(f"{gw[other]}/32"))])
+    replayer.goto(base + [deny, allow])
+    assert _connect(nodes[other]["netns"], pods[key]["ip"], 80), f"{other} -> {key} with an ipBlock for {gw[other]}"
+    # a pod reaches its node (a server in the node's namespace)
+    srv = subprocess.Popen(["ip", "netns", "exec", nodes[home]["netns"], sys.executable, "-c",
+                            "import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                            "s.bind(('0.0.0.0',10250));s.listen();print('up',flush=True)\n"
+                            "while True:\n c,_=s.accept();c.close()\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "up"
+        assert _connect(pods[key]["netns"], gw[home], 10250), f"{key} -> its node {gw[home]}"
+    finally:
+        srv.kill()
+        srv.wait()
+    replayer.goto(base)

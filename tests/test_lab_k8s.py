@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.e2e_cases import ALL_CASES, base_cluster, replay
-from tests.lab_harness import check_new_pods, make_lab, replay_case
+from tests.lab_harness import check_new_pods, check_node_traffic, make_lab, replay_case
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-k8s")]
 
@@ -190,3 +190,7 @@ def test_up_refuses_beta_policies_before_making_anything(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 2 and "extensions/v1beta1" in out.stderr and "NetworkPolicy x/old" in out.stderr
     assert not os.path.exists(state)
+
+
+def test_nodes_reach_their_own_pods_and_are_judged_elsewhere(lab):
+    check_node_traffic(lab)

@@ -101,10 +101,7 @@ class KubeMode(ObjectsMixin):
         taken = {p.address for p in plans.values()}
         address = next(str(a) for a in reversed(list(net.hosts())) if str(a) not in taken)
         ns = cp_netns(prefix)
-        cidrs = [ipaddress.ip_network(p.cidr) for p in plans.values()]
-        cluster = cidrs[0]
-        while not all(c.subnet_of(cluster) for c in cidrs):
-            cluster = cluster.supernet()
+        cluster = self.lab.cluster_cidr()
         self.info.update({"netns": ns, "address": address, "dir": str(self.dir), "cluster_cidr": str(cluster),
                           "kubelets": {}, "proxies": {}})
         self.lab._save()

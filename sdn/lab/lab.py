@@ -291,6 +291,7 @@ class Lab:
         names = sorted(plans)
         for slot, name in enumerate(names):
             self._record_node(plans[name], slot)
+        self.cluster_cidr()
         self._save()
         jobs = [lambda n=n: self._start_node(n) for n in names]
         if enforce == "fabric":
@@ -361,7 +362,16 @@ class Lab:
         self.log(f"node {name}: {info['netns']}, address {info['address']}, pod CIDR {info['cidr']}")
         N.start_node(self._ovs(name), prefix=self.prefix, slot=info["slot"], dpid=info["dpid"],
                      address=info["address"], underlay_prefixlen=self.record["underlay"]["prefixlen"],
-                     controller=f"unix:{info['openflow']}", tunnel=self.record.get("tunnel", "vxlan"))
+                     controller=f"unix:{info['openflow']}", tunnel=self.record.get("tunnel", "vxlan"),
+                     gateway=None if self.record.get("enforce") == "fabric" else (info["cidr"], self.cluster_cidr()))
+
+    def cluster_cidr(self) -> str:
+        """The pod network routed through each node's gateway port: recorded at `up` (a later
+        node keeps it, or the lab says its CIDR is outside it)."""
+        if not self.record.get("cluster_cidr"):
+            self.record["cluster_cidr"] = T.cluster_cidr([i["cidr"] for i in self.record["nodes"].values()])
+            self._save()
+        return self.record["cluster_cidr"]
 
     def _start_fabric(self) -> None:
         info = self.record["fabric"]

@@ -24,7 +24,8 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from sdn.layout import FABRIC, FABRIC_UPLINK_OFPORT, FIRST_FABRIC_OFPORT, TUNNEL_OFPORT
+from sdn.layout import (FABRIC, FABRIC_UPLINK_OFPORT, FIRST_FABRIC_OFPORT, GATEWAY_OFPORT, GATEWAY_PORT_MAC,
+                        TUNNEL_OFPORT)
 from sdn.ovs.instance import OvsInstance, add_netns, del_netns, netns_exists, run_cmd
 
 BRIDGE = "br-sdn"  # sdn.layout.BRIDGE_NAME
@@ -71,8 +72,9 @@ def create_underlay(prefix: str) -> str:
 
 def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: str,
                underlay_prefixlen: int, controller: str | list[str] | None,
-               tunnel: str = "vxlan") -> None:
-    """Start the node's OVS and build br-phy (underlay) and br-sdn (pods, tunnel)."""
+               tunnel: str = "vxlan", gateway: tuple[str, str] | None = None) -> None:
+    """Start the node's OVS and build br-phy (underlay) and br-sdn (pods, tunnel; with
+    `gateway` = (pod CIDR, cluster CIDR) also the gateway port into the node's stack)."""
     if tunnel not in TUNNEL_TYPES:
         raise ValueError(f"tunnel must be one of {TUNNEL_TYPES}, not {tunnel!r}")
     ovs.start()
@@ -88,14 +90,14 @@ def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: 
               "--", "add-port", PHY_BRIDGE, "ul0")
     run_cmd(["ip", "-n", ns, "addr", "add", f"{address}/{underlay_prefixlen}", "dev", PHY_BRIDGE])
     run_cmd(["ip", "-n", ns, "link", "set", PHY_BRIDGE, "up"])
-    node_bridge(ovs, dpid=dpid, controller=controller, tunnel=tunnel, local_ip=address)
+    node_bridge(ovs, dpid=dpid, controller=controller, tunnel=tunnel, local_ip=address, gateway=gateway)
     got = ovs.ofport(TUNNEL_PORT)
     if got != TUNNEL_OFPORT:
         raise RuntimeError(f"{ns}: tunnel port got ofport {got}, not {TUNNEL_OFPORT}")
 
 
 def node_bridge(ovs: OvsInstance, *, dpid: int, controller: str | list[str] | None, tunnel: str,
-                local_ip: str) -> None:
+                local_ip: str, gateway: tuple[str, str] | None = None) -> None:
     """br-sdn and its tunnel port through the script the Vagrant lab runs on its VMs too
     (sdn/scripts/ovs-node-bridge.sh), against this node's private OVS (netdev datapath)."""
     if not 0 <= dpid < 2 ** 64:
@@ -106,6 +108,11 @@ def node_bridge(ovs: OvsInstance, *, dpid: int, controller: str | list[str] | No
             "--tunnel-ofport", str(TUNNEL_OFPORT), "--timeout", str(int(ovs.cmd_timeout))]
     for target in [controller] if isinstance(controller, str) else controller or []:
         argv += ["--controller", target]
+    if gateway is not None:
+        pod_cidr, cluster_cidr = gateway
+        net = ipaddress.ip_network(pod_cidr)
+        argv += ["--gateway-ip", f"{net[1]}/{net.prefixlen}", "--gateway-mac", GATEWAY_PORT_MAC,
+                 "--gateway-ofport", str(GATEWAY_OFPORT), "--cluster-cidr", cluster_cidr, "--netns", ovs.netns]
     ovs.run(*argv, timeout=ovs.cmd_timeout + ovs.timeout)
 
 

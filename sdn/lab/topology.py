@@ -137,6 +137,15 @@ def check_nodes(plans: dict[str, NodePlan]) -> list[str]:
     return problems
 
 
+def cluster_cidr(cidrs: list[str]) -> str:
+    """The smallest network holding every node's pod CIDR (the cluster's pod network)."""
+    nets = [ipaddress.ip_network(c) for c in cidrs]
+    out = nets[0]
+    while not all(n.subnet_of(out) for n in nets):
+        out = out.supernet()
+    return str(out)
+
+
 def underlay_prefix(addresses: list[str]) -> int:
     """The prefix length of one underlay subnet holding every node address (at most /24)."""
     ips = [ipaddress.ip_address(a) for a in addresses]

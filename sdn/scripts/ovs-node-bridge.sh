@@ -7,6 +7,8 @@
 #                      [--datapath-type system|netdev] [--protocols LIST]
 #                      [--controller TARGET]... [--tunnel vxlan|geneve --local-ip ADDR]
 #                      [--tunnel-port tun0] [--tunnel-ofport 1] [--timeout SECONDS]
+#                      [--gateway-ip ADDR/LEN --gateway-mac MAC --cluster-cidr CIDR
+#                       [--gateway-port sdn-gw] [--gateway-ofport 2] [--netns NAME]]
 #
 # 1. The bridge, in ONE transaction: datapath type, fail_mode=secure, the pinned datapath-id
 #    (16 hex digits), in-band control off, the OpenFlow versions and the controller(s).
@@ -15,7 +17,12 @@
 # 2. The tunnel port (--tunnel): remote_ip=flow (the flows set tun_dst), local_ip the node's
 #    underlay address, ofport 1 (sdn/layout.py TUNNEL_OFPORT), external_ids:sdn-role=tunnel
 #    (how the agent finds it).
-# 3. Checks: the tunnel port really got its ofport, and the bridge answers OpenFlow on its
+# 3. The gateway port (--gateway-ip): an internal port into the node's own stack, ofport 2
+#    (sdn/layout.py GATEWAY_OFPORT), external_ids:sdn-role=gateway and attached-mac (how the
+#    agent finds it), holding the first address of the node's pod CIDR; a route for the
+#    cluster's pod CIDR through it, IPv4 forwarding on, TX checksum offload off (a userspace
+#    datapath does not complete checksums). --netns: the node's network namespace (the lab).
+# 4. Checks: the tunnel port really got its ofport, and the bridge answers OpenFlow on its
 #    management socket (ovs-ofctl uses $OVS_RUNDIR, /var/run/openvswitch by default).
 #
 # Idempotent (--may-exist): provisioning a VM again changes nothing that is already right.
@@ -34,9 +41,15 @@ local_ip=""
 tunnel_port=tun0
 tunnel_ofport=1
 timeout=60
+gateway_ip=""
+gateway_mac=""
+gateway_port=sdn-gw
+gateway_ofport=2
+cluster_cidr=""
+netns=""
 
 usage() {
-  sed -n '6,9p' "$0" | sed 's/^#//' >&2
+  sed -n '6,11p' "$0" | sed 's/^#//' >&2
   exit 2
 }
 
@@ -65,6 +78,12 @@ while [ $# -gt 0 ]; do
     --tunnel-port) tunnel_port=$2 ;;
     --tunnel-ofport) tunnel_ofport=$2 ;;
     --timeout) timeout=$2 ;;
+    --gateway-ip) gateway_ip=$2 ;;
+    --gateway-mac) gateway_mac=$2 ;;
+    --gateway-port) gateway_port=$2 ;;
+    --gateway-ofport) gateway_ofport=$2 ;;
+    --cluster-cidr) cluster_cidr=$2 ;;
+    --netns) netns=$2 ;;
     *) bad "unknown option $1" ;;
   esac
   shift 2
@@ -82,6 +101,18 @@ if [ -n "$tunnel" ]; then
   ifname_ok "$tunnel_port" || bad "--tunnel-port $tunnel_port: not a valid interface name"
   [[ $tunnel_ofport =~ ^[1-9][0-9]*$ ]] || bad "--tunnel-ofport must be a positive number"
 fi
+
+if [ -n "$gateway_ip" ]; then
+  [[ $gateway_ip =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$ ]] || bad "--gateway-ip must be ADDR/LEN (IPv4), not '$gateway_ip'"
+  [[ $gateway_mac =~ ^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$ ]] || bad "--gateway-ip needs --gateway-mac (a MAC), not '$gateway_mac'"
+  [[ $cluster_cidr =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$ ]] || bad "--gateway-ip needs --cluster-cidr (IPv4 CIDR), not '$cluster_cidr'"
+  ifname_ok "$gateway_port" || bad "--gateway-port $gateway_port: not a valid interface name"
+  [[ $gateway_ofport =~ ^[1-9][0-9]*$ ]] || bad "--gateway-ofport must be a positive number"
+fi
+
+node() {  # a command in the node's network namespace
+  if [ -n "$netns" ]; then ip netns exec "$netns" "$@"; else "$@"; fi
+}
 
 vsctl() {
   ovs-vsctl ${db:+"--db=$db"} "--timeout=$timeout" "$@"
@@ -105,8 +136,24 @@ if [ -n "$tunnel" ]; then
     || die "could not add tunnel port $tunnel_port to $bridge"
 fi
 
-# 3. checks
+# 3. the gateway port
 deadline=$((SECONDS + timeout))
+if [ -n "$gateway_ip" ]; then
+  vsctl --may-exist add-port "$bridge" "$gateway_port" -- set interface "$gateway_port" type=internal \
+    "ofport_request=$gateway_ofport" "mac=\"$gateway_mac\"" external_ids:sdn-role=gateway \
+    "external_ids:attached-mac=$gateway_mac" || die "could not add gateway port $gateway_port to $bridge"
+  until node ip link show "$gateway_port" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "gateway port $gateway_port did not appear as an interface"
+    sleep 0.05
+  done
+  node ip link set "$gateway_port" address "$gateway_mac" up
+  node ip addr replace "$gateway_ip" dev "$gateway_port"
+  node ip route replace "$cluster_cidr" dev "$gateway_port"
+  node sysctl -qw net.ipv4.ip_forward=1
+  if command -v ethtool >/dev/null; then node ethtool -K "$gateway_port" tx off >/dev/null 2>&1 || true; fi
+fi
+
+# 4. checks
 if [ -n "$tunnel" ]; then
   while :; do
     got=$(vsctl get interface "$tunnel_port" ofport)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from flows.compiler import Program
 from flows.flow import FlowDiff
-from flows.ir import Bridge, PodPort, Route
+from flows.ir import Bridge, Gateway, PodPort, Route
 from sdn.layout import FABRIC, GATEWAY_MAC, Layout, pod_mac
 from sdn.policy.model import Cluster, Pod
 from sdn.switch.ovsdb import BridgeView
@@ -109,7 +109,27 @@ def live_bridge(cluster: Cluster, layout: Layout, node: str, view: BridgeView,
             for cidr in _cidrs(cluster, layout, other.name, placement):
                 routes.append(Route(cidr, tunnel, other.address, other.name))
     return Bridge(view.name, tuple(pods), tuple(routes), (tunnel,) if tunnel is not None else (),
-                  GATEWAY_MAC, "host")
+                  GATEWAY_MAC, "host", node_gateway(cluster, node, view.gateway, problems))
+
+
+def node_gateway(cluster: Cluster, node: str, port, problems: list[str]) -> Gateway | None:
+    """The bridge's gateway into the node's stack, with the node's own addresses: the first
+    address of each of its pod CIDRs (the gateway port's) and its Node addresses."""
+    if port is None:
+        return None
+    info = cluster.nodes.get(node)
+    addresses = []
+    for cidr in (info.pod_cidrs if info else ()):
+        net = ipaddress.ip_network(cidr, strict=False)
+        addresses.append(str(net[1]))
+    addresses += list(info.addresses if info else ())
+    if not addresses:
+        problems.append(f"{node}: gateway port {port.name} but no Node object with a pod CIDR or address: "
+                        f"traffic from the node is judged like any other")
+    if not port.mac:
+        problems.append(f"{node}: gateway port {port.name} has no MAC in OVSDB; nothing is sent to the node")
+        return None
+    return Gateway(port.ofport, port.mac, tuple(dict.fromkeys(addresses)))
 
 
 class LiveCompiler:

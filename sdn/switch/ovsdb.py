@@ -58,7 +58,7 @@ class PortInfo:
     pod: str | None = None  # "ns/name"
     mac: str | None = None
     ips: tuple[str, ...] = ()
-    role: str | None = None  # external_ids:sdn-role: tunnel | fabric-uplink | fabric-link
+    role: str | None = None  # external_ids:sdn-role: tunnel | fabric-uplink | fabric-link | gateway
     peer_node: str | None = None  # external_ids:sdn-node (a fabric link: the node behind it)
 
     @property
@@ -91,6 +91,12 @@ class BridgeView:
     def uplink_ofport(self) -> int | None:
         """A node bridge's link to the fabric switch (fabric enforcement)."""
         ports = sorted(p.ofport for p in self.ports if p.role == "fabric-uplink" and p.ofport > 0)
+        return ports[0] if ports else None
+
+    @property
+    def gateway(self) -> PortInfo | None:
+        """The node's gateway port (external_ids sdn-role=gateway), when it has one."""
+        ports = sorted((p for p in self.ports if p.role == "gateway" and p.ofport > 0), key=lambda p: p.ofport)
         return ports[0] if ports else None
 
     def fabric_links(self) -> dict[str, int]:
