@@ -52,7 +52,8 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
                 [Load(P.FROM_NODE, _reg(P.REG_FROM)), GotoTable(after_guard)])
         add(P.CLASSIFIER, 205, [Match("in_port", gwp.ofport), Match("dl_type", ETH_ARP)],
             [GotoTable(P.ARP_RESPONDER)])
-        add(P.CLASSIFIER, 200, [Match("in_port", gwp.ofport)], [GotoTable(after_guard)])
+        add(P.CLASSIFIER, 200, [Match("in_port", gwp.ofport)],
+            [Load(P.FROM_GATEWAY, _reg(P.REG_FROM)), GotoTable(after_guard)])
     add(P.CLASSIFIER, 0, [])
     add(P.SPOOFGUARD, 0, [])
 
@@ -74,8 +75,15 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
         add(P.CONNTRACK_STATE, 190, [st("+est+trk")], [GotoTable(P.OUTPUT)])
         add(P.CONNTRACK_STATE, 180, [st("+rel+trk")], [GotoTable(P.OUTPUT)])
         if gwp is not None:
+            # Replies of connections that came in through the gateway (what the node's service
+            # proxy translated, what it forwards) go back to it, so it can undo its translation.
+            add(P.CONNTRACK_STATE, 195, [st("+est+rpl+trk"), Match("ct_mark", P.CT_MARK_GATEWAY)],
+                [Load(1, _reg(P.REG_TO_GATEWAY)), GotoTable(P.OUTPUT)])
             add(P.CONNTRACK_STATE, 170, [st("+new+trk"), Match(P.REG_FROM, P.FROM_NODE)],
                 [GotoTable(P.CONNTRACK_COMMIT)])
+            for cidr in gwp.service_cidrs:
+                add(P.CONNTRACK_STATE, 165, [st("+new+trk"), *address_match(cidr, "dst")],
+                    [GotoTable(P.CONNTRACK_COMMIT)])
         add(P.CONNTRACK_STATE, 0, [], [GotoTable(P.EGRESS_RULE)])
         add(P.EGRESS_RULE, 0, [], [GotoTable(P.EGRESS_DEFAULT)])
         add(P.EGRESS_DEFAULT, 0, [], [GotoTable(P.INGRESS_RULE)])
@@ -86,6 +94,11 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
         for dl in (ETH_IP, ETH_IPV6):
             add(P.CONNTRACK_COMMIT, 200, [st("+new+trk"), Match("dl_type", dl)],
                 [CT(zone=P.CT_ZONE, commit=True, exec=tuple(label)), GotoTable(P.OUTPUT)])
+            if gwp is not None:
+                for came in (P.FROM_NODE, P.FROM_GATEWAY):
+                    add(P.CONNTRACK_COMMIT, 210, [st("+new+trk"), Match("dl_type", dl), Match(P.REG_FROM, came)],
+                        [CT(zone=P.CT_ZONE, commit=True,
+                            exec=(*label, Load(P.CT_MARK_GATEWAY, FieldRef("ct_mark")))), GotoTable(P.OUTPUT)])
         add(P.CONNTRACK_COMMIT, 0, [], [GotoTable(P.OUTPUT)])
 
     routes = bridge.routes
@@ -112,6 +125,8 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
                 [InPort()])
         add(P.OUTPUT, 100, address_match(route.cidr, "dst"), acts + [Output(route.ofport)])
     if gwp is not None:
+        add(P.OUTPUT, 250, [Match(P.REG_TO_GATEWAY, 1), Match("dl_type", ETH_IP)],
+            [Load(gw, FieldRef("dl_src")), Load(parse_mac(gwp.mac), FieldRef("dl_dst")), Output(gwp.ofport)])
         # Every other address is the node's business (itself, the world beyond it); never
         # back out of the gateway a packet came in on.
         add(P.OUTPUT, 2, [Match("in_port", gwp.ofport)])

@@ -133,6 +133,9 @@ class Gateway:
     ofport: int
     mac: str  # the port's MAC (the node side): what packets towards the node are sent to
     addresses: tuple[str, ...]
+    # Service ClusterIPs, translated by the node's service proxy (kube-proxy): a pod's packet
+    # to one is not judged here but sent to the node, and judged when it comes back translated
+    service_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ from flows.flow import CT, Flow, GotoTable
 REG_EGRESS_CONJ = "reg2"  # conj id of the egress rule that allowed the packet
 REG_INGRESS_CONJ = "reg3"  # conj id of the ingress rule that allowed the packet
 REG_SCRATCH = "reg4"  # ARP responder swap space
-REG_FROM = "reg0"  # 1: came from a local pod port; 2: from the node itself (gateway port)
-FROM_POD, FROM_NODE = 1, 2
+REG_FROM = "reg0"  # 1: came from a local pod port; 2: from the node itself; 3: forwarded by it
+FROM_POD, FROM_NODE, FROM_GATEWAY = 1, 2, 3
+REG_TO_GATEWAY = "reg5"  # 1: a reply of a connection that came through the gateway: back to it
+CT_MARK_GATEWAY = 1  # ct_mark of connections that entered through the gateway port
 CT_ZONE = 1
 
 # Cookie layout: 0x5d (tag) | kind (8 bits) | id (48 bits).
@@ -68,10 +70,13 @@ TABLES: tuple[Table, ...] = (
           "Answers every ARP request with the gateway MAC (proxy ARP): forwarding is L3."),
     Table(CONNTRACK, "conntrack", frozenset(), frozenset({CONNTRACK_STATE, OUTPUT}), False,
           "Sends IP packets through connection tracking (zone 1)."),
-    Table(CONNTRACK_STATE, "conntrack_state", frozenset({"ct_state", "reg0"}),
+    Table(CONNTRACK_STATE, "conntrack_state", frozenset({"ct_state", "ct_mark", "reg0", "nw_dst",
+                                                         "ipv6_dst"}),
           frozenset({EGRESS_RULE, CONNTRACK_COMMIT, OUTPUT}), False,
-          "Invalid packets drop; established and related ones skip the rule tables; new ones "
-          "from the node itself are always allowed; other new ones are judged."),
+          "Invalid packets drop; established and related ones skip the rule tables (replies of "
+          "connections that came through the gateway go back to it); new ones from the node "
+          "itself, or to a Service address (judged once translated), are not judged; other new "
+          "ones are."),
     Table(EGRESS_RULE, "egress_rule", frozenset(_ADDR | _L4 | {"conj_id"}),
           frozenset({INGRESS_RULE, EGRESS_DEFAULT}), False,
           "Egress rules: conjunctions of peer (destination) x applied-to (source) x port; small rules as plain flows."),
@@ -84,10 +89,10 @@ TABLES: tuple[Table, ...] = (
     Table(INGRESS_DEFAULT, "ingress_default", frozenset({"nw_dst", "ipv6_dst"}),
           frozenset({CONNTRACK_COMMIT}), False,
           "Drops new connections to ingress-isolated pods that no ingress rule allowed."),
-    Table(CONNTRACK_COMMIT, "conntrack_commit", frozenset({"ct_state"}), frozenset({OUTPUT}),
+    Table(CONNTRACK_COMMIT, "conntrack_commit", frozenset({"ct_state", "reg0"}), frozenset({OUTPUT}),
           False,
           "Commits allowed new connections, with the allowing conj ids in ct_label."),
-    Table(OUTPUT, "output", frozenset({"in_port", "nw_dst", "ipv6_dst", "reg0"}), frozenset(),
+    Table(OUTPUT, "output", frozenset({"in_port", "nw_dst", "ipv6_dst", "reg0", "reg5"}), frozenset(),
           True,
           "L3 forwarding: local pods by address (MACs rewritten), other addresses by route."),
 )

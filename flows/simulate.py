@@ -108,9 +108,11 @@ def _reverse(key: tuple) -> tuple:
 
 @dataclass
 class Conntrack:
-    """Committed connections by zone and 5-tuple, with the ct_label given at commit."""
+    """Committed connections by zone and 5-tuple, with the ct_label and ct_mark given at
+    commit."""
 
     entries: dict[tuple, int] = field(default_factory=dict)
+    marks: dict[tuple, int] = field(default_factory=dict)
 
     def state(self, packet: Packet, zone: int) -> int:
         key = _conn_key(packet, zone)
@@ -124,10 +126,15 @@ class Conntrack:
         key = _conn_key(packet, zone)
         return self.entries.get(key, self.entries.get(_reverse(key), 0))
 
-    def commit(self, packet: Packet, zone: int, label: int) -> None:
+    def mark(self, packet: Packet, zone: int) -> int:
+        key = _conn_key(packet, zone)
+        return self.marks.get(key, self.marks.get(_reverse(key), 0))
+
+    def commit(self, packet: Packet, zone: int, label: int, mark: int = 0) -> None:
         key = _conn_key(packet, zone)
         if _reverse(key) not in self.entries:
             self.entries[key] = label
+            self.marks[key] = mark
 
 
 @dataclass(frozen=True)
@@ -254,12 +261,14 @@ class Simulator:
                     if act.commit:
                         label_pkt = pkt.copy()
                         label_pkt.fields["ct_label"] = conntrack.label(pkt, act.zone)
+                        label_pkt.fields["ct_mark"] = conntrack.mark(pkt, act.zone)
                         for sub in act.exec:
                             if isinstance(sub, Load):
                                 _set_bits(label_pkt, sub.dst, sub.value)
                             elif isinstance(sub, Move):
                                 _set_bits(label_pkt, sub.dst, _get_bits(label_pkt, sub.src))
-                        conntrack.commit(pkt, act.zone, label_pkt.fields["ct_label"])
+                        conntrack.commit(pkt, act.zone, label_pkt.fields["ct_label"],
+                                         label_pkt.fields["ct_mark"])
                         committed = True
                     if act.table is not None:
                         if ct_next:
@@ -269,6 +278,7 @@ class Simulator:
                         pkt.fields["ct_state"] = state
                         pkt.fields["ct_zone"] = act.zone
                         pkt.fields["ct_label"] = conntrack.label(pkt, act.zone)
+                        pkt.fields["ct_mark"] = conntrack.mark(pkt, act.zone)
                         next_table = act.table
                 elif isinstance(act, Conjunction):
                     raise RuntimeError("conjunction action executed")

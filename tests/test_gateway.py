@@ -85,3 +85,37 @@ def test_without_a_gateway_nothing_changes():
     out = Simulator(flows).run(Packet.l4("tcp", in_port=10, src_mac=A.mac, src_ip="10.244.1.2", dst_ip="10.244.1.1",
                                          dst_port=80), Conntrack())
     assert out.dropped
+
+
+SVC_BRIDGE = Bridge("br-sdn", (A, B), BRIDGE.routes, (1,), "0a:58:a9:fe:00:01", "host",
+                    Gateway(2, GW.mac, GW.addresses, ("10.96.0.0/16",)))
+
+
+def test_a_service_connection_is_judged_once_translated_and_its_replies_are_untranslated():
+    """x/b -> ClusterIP 10.96.0.10:80, which the node's kube-proxy translates to x/a:8080: the
+    first leg goes to the node unjudged; the translated packet comes back through the gateway
+    and meets x/b's egress and x/a's ingress rules (x/a admits 192.0.2.0/24 only: denied);
+    with a rule for x/b it passes, and x/a's reply goes back to the node to be untranslated."""
+    def run(rules, isolation):
+        s, ct = Simulator(compile_bridge(SVC_BRIDGE, rules, isolation).flows), Conntrack()
+        first = s.run(Packet.l4("tcp", in_port=11, src_mac=B.mac, src_ip="10.244.1.3", dst_ip="10.96.0.10",
+                                dst_port=80, src_port=41000), ct)
+        translated = s.run(Packet.l4("tcp", in_port=2, src_ip="10.244.1.3", dst_ip="10.244.1.2", dst_port=8080,
+                                     src_port=41000), ct)
+        return s, ct, first, translated
+    ingress_only = [i for i in ISOLATION if i.direction == "ingress"]
+    _, _, first, denied = run(RULES, ingress_only)
+    assert first.outputs == [2] and first.hit(P.EGRESS_RULE) is None  # to kube-proxy, not judged
+    assert denied.dropped and denied.hit(P.INGRESS_DEFAULT) is not None
+    allow_b = Rule(RuleId("x/deny", "ingress", 1), frozenset({"10.244.1.2"}), ("10.244.1.3/32",))
+    s, ct, _, allowed = run(RULES + [allow_b], ingress_only)
+    assert allowed.outputs == [10] and allowed.committed
+    reply = s.run(Packet.l4("tcp", in_port=10, src_mac=A.mac, src_ip="10.244.1.2", dst_ip="10.244.1.3",
+                            dst_port=41000, src_port=8080), ct)
+    assert reply.outputs == [2]  # back to the node, which untranslates it
+    untranslated = s.run(Packet.l4("tcp", in_port=2, src_ip="10.96.0.10", dst_ip="10.244.1.3", dst_port=41000,
+                                   src_port=80), ct)
+    assert untranslated.outputs == [11]
+    # x/b egress-isolated without a rule: its translated connection is refused at the source
+    _, _, first, refused = run(RULES + [allow_b], ISOLATION)
+    assert first.outputs == [2] and refused.dropped and refused.hit(P.EGRESS_DEFAULT) is not None

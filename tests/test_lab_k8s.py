@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,45 @@ def test_up_refuses_beta_policies_before_making_anything(tmp_path):
 
 def test_nodes_reach_their_own_pods_and_are_judged_elsewhere(lab):
     check_node_traffic(lab)
+
+
+def test_a_service_is_reached_through_kube_proxy_and_judged_after_translation(lab, tmp_path):
+    """A ClusterIP Service (kube-proxy in each node's namespace translates it): a pod's
+    connection to the ClusterIP is judged as the translated connection: the backend's ingress
+    rules see the client pod's address, the client's egress rules are judged against the
+    backend pod, not the ClusterIP; across nodes and on one node."""
+    from tests.e2e_model import from_, match, namespaces, netpol, port, to
+    from tests.lab_harness import _connect
+    base = base_cluster()
+    lab.goto(base)
+    svc = tmp_path / "svc.json"
+    svc.write_text(json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "z"},
+                               "spec": {"selector": {"pod": "a"},
+                                        "ports": [{"port": 8080, "targetPort": 80, "protocol": "TCP"}]}}))
+    assert sdnctl(lab, "kubectl", "apply", "-f", str(svc)).returncode == 0
+    try:
+        cip = sdnctl(lab, "kubectl", "get", "svc", "-n", "z", "web", "-o", "jsonpath={.spec.clusterIP}").stdout.strip()
+        assert cip.startswith("10.96."), cip
+        pods = {f"{p['namespace']}/{p['name']}": p for p in lab.lab.pods()}
+        clients = ["x/b", "y/a", "y/b"]  # both nodes: z/a's own and the other
+
+        def reach(key: str) -> bool:
+            return _connect(pods[key]["netns"], cip, 8080)
+        deadline = time.monotonic() + 60  # the EndpointSlice, then every kube-proxy's rules
+        while not all(reach(k) for k in clients):
+            assert time.monotonic() < deadline, "the Service never became reachable"
+        deny = netpol("z", "deny", match())
+        from_y = netpol("z", "from-y", match(pod="a"), ingress=[from_(namespaces(match(ns="y")), ports=[port(80)])])
+        lab.goto(base + [deny, from_y])
+        assert {k: reach(k) for k in clients} == {"x/b": False, "y/a": True, "y/b": True}
+        # egress: x/b may only reach namespace y: the ClusterIP's backend is in z, so no
+        only_y = netpol("x", "only-y", match(pod="b"), egress=[to(namespaces(match(ns="y")))], types=["Egress"])
+        lab.goto(base + [only_y])
+        assert not reach("x/b") and reach("y/a")
+        to_z = netpol("x", "only-z", match(pod="b"), egress=[to(namespaces(match(ns="z")), ports=[port(80)])],
+                      types=["Egress"])
+        lab.goto(base + [to_z])
+        assert reach("x/b")  # judged against the backend z/a on port 80, not the ClusterIP's 8080
+    finally:
+        sdnctl(lab, "kubectl", "delete", "-f", str(svc))
+        lab.goto(base)

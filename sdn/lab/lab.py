@@ -31,6 +31,7 @@ from sdn.lab import pods as P
 from sdn.lab import probe as PR
 from sdn import proc
 from sdn.lab import topology as T
+from sdn.lab.controlplane import SERVICE_CIDR
 from sdn.lab.state import State
 from sdn.ovs.instance import (OvsInstance, _alive, _terminate, add_netns, del_netns,
                               netns_exists, netns_list, run_cmd)
@@ -363,7 +364,8 @@ class Lab:
         N.start_node(self._ovs(name), prefix=self.prefix, slot=info["slot"], dpid=info["dpid"],
                      address=info["address"], underlay_prefixlen=self.record["underlay"]["prefixlen"],
                      controller=f"unix:{info['openflow']}", tunnel=self.record.get("tunnel", "vxlan"),
-                     gateway=None if self.record.get("enforce") == "fabric" else (info["cidr"], self.cluster_cidr()))
+                     gateway=None if self.record.get("enforce") == "fabric" else
+                     (info["cidr"], self.cluster_cidr(), SERVICE_CIDR if "kubernetes" in self.record else ""))
 
     def cluster_cidr(self) -> str:
         """The pod network routed through each node's gateway port: recorded at `up` (a later

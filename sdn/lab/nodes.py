@@ -72,9 +72,10 @@ def create_underlay(prefix: str) -> str:
 
 def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: str,
                underlay_prefixlen: int, controller: str | list[str] | None,
-               tunnel: str = "vxlan", gateway: tuple[str, str] | None = None) -> None:
+               tunnel: str = "vxlan", gateway: tuple[str, str, str] | None = None) -> None:
     """Start the node's OVS and build br-phy (underlay) and br-sdn (pods, tunnel; with
-    `gateway` = (pod CIDR, cluster CIDR) also the gateway port into the node's stack)."""
+    `gateway` = (pod CIDR, cluster CIDR, service CIDR or "") also the gateway port into the
+    node's stack)."""
     if tunnel not in TUNNEL_TYPES:
         raise ValueError(f"tunnel must be one of {TUNNEL_TYPES}, not {tunnel!r}")
     ovs.start()
@@ -97,7 +98,7 @@ def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: 
 
 
 def node_bridge(ovs: OvsInstance, *, dpid: int, controller: str | list[str] | None, tunnel: str,
-                local_ip: str, gateway: tuple[str, str] | None = None) -> None:
+                local_ip: str, gateway: tuple[str, str, str] | None = None) -> None:
     """br-sdn and its tunnel port through the script the Vagrant lab runs on its VMs too
     (sdn/scripts/ovs-node-bridge.sh), against this node's private OVS (netdev datapath)."""
     if not 0 <= dpid < 2 ** 64:
@@ -109,10 +110,12 @@ def node_bridge(ovs: OvsInstance, *, dpid: int, controller: str | list[str] | No
     for target in [controller] if isinstance(controller, str) else controller or []:
         argv += ["--controller", target]
     if gateway is not None:
-        pod_cidr, cluster_cidr = gateway
+        pod_cidr, cluster_cidr, service_cidr = gateway
         net = ipaddress.ip_network(pod_cidr)
         argv += ["--gateway-ip", f"{net[1]}/{net.prefixlen}", "--gateway-mac", GATEWAY_PORT_MAC,
                  "--gateway-ofport", str(GATEWAY_OFPORT), "--cluster-cidr", cluster_cidr, "--netns", ovs.netns]
+        if service_cidr:
+            argv += ["--service-cidr", service_cidr]
     ovs.run(*argv, timeout=ovs.cmd_timeout + ovs.timeout)
 
 

@@ -8,7 +8,8 @@
 #                      [--controller TARGET]... [--tunnel vxlan|geneve --local-ip ADDR]
 #                      [--tunnel-port tun0] [--tunnel-ofport 1] [--timeout SECONDS]
 #                      [--gateway-ip ADDR/LEN --gateway-mac MAC --cluster-cidr CIDR
-#                       [--gateway-port sdn-gw] [--gateway-ofport 2] [--netns NAME]]
+#                       [--gateway-port sdn-gw] [--gateway-ofport 2] [--service-cidr CIDR]
+#                       [--netns NAME]]
 #
 # 1. The bridge, in ONE transaction: datapath type, fail_mode=secure, the pinned datapath-id
 #    (16 hex digits), in-band control off, the OpenFlow versions and the controller(s).
@@ -21,7 +22,10 @@
 #    (sdn/layout.py GATEWAY_OFPORT), external_ids:sdn-role=gateway and attached-mac (how the
 #    agent finds it), holding the first address of the node's pod CIDR; a route for the
 #    cluster's pod CIDR through it, IPv4 forwarding on, TX checksum offload off (a userspace
-#    datapath does not complete checksums). --netns: the node's network namespace (the lab).
+#    datapath does not complete checksums). --service-cidr: the Services' ClusterIP range,
+#    recorded on the port (external_ids:sdn-service-cidrs) for the agent: a pod's packet to a
+#    ClusterIP goes to the node's service proxy before it is judged. --netns: the node's network
+#    namespace (the lab).
 # 4. Checks: the tunnel port really got its ofport, and the bridge answers OpenFlow on its
 #    management socket (ovs-ofctl uses $OVS_RUNDIR, /var/run/openvswitch by default).
 #
@@ -45,11 +49,12 @@ gateway_ip=""
 gateway_mac=""
 gateway_port=sdn-gw
 gateway_ofport=2
+service_cidr=""
 cluster_cidr=""
 netns=""
 
 usage() {
-  sed -n '6,11p' "$0" | sed 's/^#//' >&2
+  sed -n '6,12p' "$0" | sed 's/^#//' >&2
   exit 2
 }
 
@@ -83,6 +88,7 @@ while [ $# -gt 0 ]; do
     --gateway-port) gateway_port=$2 ;;
     --gateway-ofport) gateway_ofport=$2 ;;
     --cluster-cidr) cluster_cidr=$2 ;;
+    --service-cidr) service_cidr=$2 ;;
     --netns) netns=$2 ;;
     *) bad "unknown option $1" ;;
   esac
@@ -141,7 +147,8 @@ deadline=$((SECONDS + timeout))
 if [ -n "$gateway_ip" ]; then
   vsctl --may-exist add-port "$bridge" "$gateway_port" -- set interface "$gateway_port" type=internal \
     "ofport_request=$gateway_ofport" "mac=\"$gateway_mac\"" external_ids:sdn-role=gateway \
-    "external_ids:attached-mac=$gateway_mac" || die "could not add gateway port $gateway_port to $bridge"
+    "external_ids:attached-mac=$gateway_mac" "external_ids:sdn-service-cidrs=\"$service_cidr\"" \
+    || die "could not add gateway port $gateway_port to $bridge"
   until node ip link show "$gateway_port" >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || die "gateway port $gateway_port did not appear as an interface"
     sleep 0.05

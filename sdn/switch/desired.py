@@ -129,7 +129,7 @@ def node_gateway(cluster: Cluster, node: str, port, problems: list[str]) -> Gate
     if not port.mac:
         problems.append(f"{node}: gateway port {port.name} has no MAC in OVSDB; nothing is sent to the node")
         return None
-    return Gateway(port.ofport, port.mac, tuple(dict.fromkeys(addresses)))
+    return Gateway(port.ofport, port.mac, tuple(dict.fromkeys(addresses)), port.service_cidrs)
 
 
 class LiveCompiler:

@@ -60,6 +60,7 @@ class PortInfo:
     ips: tuple[str, ...] = ()
     role: str | None = None  # external_ids:sdn-role: tunnel | fabric-uplink | fabric-link | gateway
     peer_node: str | None = None  # external_ids:sdn-node (a fabric link: the node behind it)
+    service_cidrs: tuple[str, ...] = ()  # external_ids:sdn-service-cidrs (the gateway: ClusterIPs)
 
     @property
     def is_tunnel(self) -> bool:
@@ -296,7 +297,8 @@ class OvsdbMonitor:
                 ports.append(PortInfo(iface.name, int(ofport) if ofport is not None else -1, iface.type or "",
                                       pod_identity(ext), ext.get("attached-mac") or None,
                                       _ips(ext.get("ip", "") or ext.get("ip_address", "")),
-                                      ext.get("sdn-role") or None, ext.get("sdn-node") or None))
+                                      ext.get("sdn-role") or None, ext.get("sdn-node") or None,
+                                      tuple(c for c in (ext.get("sdn-service-cidrs") or "").split(",") if c)))
         dpid = _scalar(br.datapath_id)
         return BridgeView(br.name, int(dpid, 16) if dpid else None, tuple(sorted(ports, key=lambda p: p.name)),
                           _scalar(br.fail_mode, "") or "", tuple(sorted(c.target for c in br.controller)),
