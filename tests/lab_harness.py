@@ -311,3 +311,53 @@ def check_node_traffic(replayer: Replayer) -> None:
         srv.kill()
         srv.wait()
     replayer.goto(base)
+
+
+def _udp(netns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
+    """A UDP round trip from inside a network namespace: True when the echo comes back."""
+    import subprocess
+    import sys
+    code = ("import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(%r)\n"
+            "s.sendto(b'ping',(%r,%d))\ntry:\n s.recvfrom(100)\nexcept OSError:\n sys.exit(1)\n") % (timeout, ip, port)
+    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code],
+                          timeout=timeout + 10).returncode == 0
+
+
+def check_external(replayer: Replayer) -> None:
+    """The external host (`lab status -o json` "external"): pods reach it, masqueraded by their
+    node, and egress ipBlock rules are judged on its real address (with except); it reaches
+    pods routed through a node, judged by ingress ipBlock rules against its real address."""
+    import json
+    import subprocess
+    import sys
+    from tests.e2e_model import from_, ip_block, match, netpol, port, to
+    lab = replayer.lab
+    st = json.loads(subprocess.run([sys.executable, "-m", "sdn.cli", "lab", "--state-dir", str(lab.state.dir),
+                                    "status", "-o", "json"], capture_output=True, text=True).stdout)
+    ext = st["external"]
+    assert set(ext) == {"netns", "address", "tcp_port", "udp_port"}, ext
+    host, tcp, udp = ext["address"], ext["tcp_port"], ext["udp_port"]
+    base = base_cluster()
+    replayer.goto(base)
+    pods = {f"{p['namespace']}/{p['name']}": p for p in lab.pods()}
+    for key in ("x/a", "x/b"):  # one per node
+        assert _connect(pods[key]["netns"], host, tcp) and _udp(pods[key]["netns"], host, udp), key
+    underlay = str(__import__("ipaddress").ip_network(f"{host}/24", strict=False))
+    but_not = netpol("x", "not-ext", match(pod="a"), egress=[to(ip_block(underlay, f"{host}/32"))], types=["Egress"])
+    replayer.goto(base + [but_not])
+    assert not _connect(pods["x/a"]["netns"], host, tcp) and not _udp(pods["x/a"]["netns"], host, udp)
+    assert _connect(pods["x/b"]["netns"], host, tcp)  # not selected
+    only = netpol("x", "not-ext", match(pod="a"), egress=[to(ip_block(f"{host}/32"), ports=[port(tcp)])],
+                  types=["Egress"])
+    replayer.goto(base + [only])
+    assert _connect(pods["x/a"]["netns"], host, tcp) and not _udp(pods["x/a"]["netns"], host, udp)
+    # in: routed through a node, its own address kept
+    for key in ("y/a", "y/b"):
+        assert _connect(ext["netns"], pods[key]["ip"], 80), key
+    admit = netpol("y", "from-ext", match(), ingress=[from_(ip_block(f"{host}/32"), ports=[port(80)])])
+    elsewhere = netpol("y", "from-ext", match(), ingress=[from_(ip_block("203.0.113.0/24"))])
+    replayer.goto(base + [admit])
+    assert _connect(ext["netns"], pods["y/a"]["ip"], 80) and not _connect(ext["netns"], pods["y/a"]["ip"], 81)
+    replayer.goto(base + [elsewhere])
+    assert not _connect(ext["netns"], pods["y/a"]["ip"], 80) and not _connect(ext["netns"], pods["y/b"]["ip"], 80)
+    replayer.goto(base)

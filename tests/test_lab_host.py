@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e_cases import ALL_CASES, base_cluster
-from tests.lab_harness import check_new_pods, check_node_traffic, make_lab, replay_case
+from tests.lab_harness import check_external, check_new_pods, check_node_traffic, make_lab, replay_case
 from tests.lab_live import (check_live_commands_find_the_lab, check_live_trace_of_every_pair,
                             check_spoofguard_drops_are_router_solicitations, with_example_policies)
 
@@ -47,3 +47,7 @@ def test_what_the_spoof_guard_drops_before_any_probe(lab):
 
 def test_nodes_reach_their_own_pods_and_are_judged_elsewhere(lab):
     check_node_traffic(lab)
+
+
+def test_the_external_host_in_and_out(lab):
+    check_external(lab)

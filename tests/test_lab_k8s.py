@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.e2e_cases import ALL_CASES, base_cluster, replay
-from tests.lab_harness import check_new_pods, check_node_traffic, make_lab, replay_case
+from tests.lab_harness import check_external, check_new_pods, check_node_traffic, make_lab, replay_case
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-k8s")]
 
@@ -237,3 +237,7 @@ def test_a_service_is_reached_through_kube_proxy_and_judged_after_translation(la
     finally:
         sdnctl(lab, "kubectl", "delete", "-f", str(svc))
         lab.goto(base)
+
+
+def test_the_external_host_in_and_out(lab):
+    check_external(lab)

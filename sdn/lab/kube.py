@@ -98,7 +98,7 @@ class KubeMode(ObjectsMixin):
         prefix = rec["prefix"]
         ul = rec["underlay"]
         net = ipaddress.ip_network(f"{next(iter(plans.values())).address}/{ul['prefixlen']}", strict=False)
-        taken = {p.address for p in plans.values()}
+        taken = {p.address for p in plans.values()} | {(self.lab.record.get("external") or {}).get("address")}
         address = next(str(a) for a in reversed(list(net.hosts())) if str(a) not in taken)
         ns = cp_netns(prefix)
         cluster = self.lab.cluster_cidr()

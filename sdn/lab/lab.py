@@ -301,6 +301,8 @@ class Lab:
         if enforce == "fabric":
             self._link_fabric_all()
         self._neighbours()
+        if enforce == "host":
+            self._start_external()
         if kubernetes:
             self._up_kubernetes(docs, plans, timeout)
             return
@@ -348,6 +350,25 @@ class Lab:
             raise LabError("this lab runs in file mode (no API server): `sdnctl lab up --kubernetes -f ...` "
                            "starts one with a control plane", 2)
         return KubeMode(self)
+
+    def _start_external(self) -> None:
+        """The external host on the underlay, its route to the pods through the first node,
+        and every node masquerading what its pods send out of the cluster."""
+        import ipaddress
+
+        from sdn.lab import external as X
+        nodes = self.record["nodes"]
+        first = nodes[sorted(nodes)[0]]
+        net = ipaddress.ip_network(f"{first['address']}/{self.record['underlay']['prefixlen']}", strict=False)
+        address = X.pick_address(net, {i["address"] for i in nodes.values()})
+        for info in nodes.values():
+            X.masquerade(info["netns"], self.cluster_cidr())
+        self.record["external"] = {"netns": X.ext_netns(self.prefix), "address": address}
+        self._save()
+        self.record["external"] = X.start(self.prefix, self.record["underlay"], address, first["address"],
+                                          self.cluster_cidr(), self.state.logs)
+        self._save()
+        self.log(f"external host {self.record['external']['netns']}: {address}, routes the pods via {first['address']}")
 
     def _record_node(self, plan: T.NodePlan, slot: int) -> None:
         self.record["nodes"][plan.name] = {
@@ -940,6 +961,11 @@ class Lab:
                                "phase": record.get("phase"), "created": record.get("created"),
                                "enforce": record.get("enforce"), "tunnel": record.get("tunnel"),
                                "nodes": [], "pods": [], "problems": []}
+        ext = record.get("external")
+        if ext:
+            out["external"] = {k: ext.get(k) for k in ("netns", "address", "tcp_port", "udp_port")}
+            if not (ext.get("server_pid") and _alive(ext["server_pid"])):
+                out["problems"].append("the external host's server is not running")
         bridges = []
         for name, info in sorted(record.get("nodes", {}).items()):
             bridges.append((name, info, N.BRIDGE))

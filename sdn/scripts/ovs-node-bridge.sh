@@ -21,7 +21,8 @@
 # 3. The gateway port (--gateway-ip): an internal port into the node's own stack, ofport 2
 #    (sdn/layout.py GATEWAY_OFPORT), external_ids:sdn-role=gateway and attached-mac (how the
 #    agent finds it), holding the first address of the node's pod CIDR; a route for the
-#    cluster's pod CIDR through it, IPv4 forwarding on, TX checksum offload off (a userspace
+#    cluster's pod CIDR through it, IPv4 forwarding on (never for pod veths), ARP answered
+#    only for an interface's own addresses, TX checksum offload off (a userspace
 #    datapath does not complete checksums). --service-cidr: the Services' ClusterIP range,
 #    recorded on the port (external_ids:sdn-service-cidrs) for the agent: a pod's packet to a
 #    ClusterIP goes to the node's service proxy before it is judged. --netns: the node's network
@@ -157,6 +158,11 @@ if [ -n "$gateway_ip" ]; then
   node ip addr replace "$gateway_ip" dev "$gateway_port"
   node ip route replace "$cluster_cidr" dev "$gateway_port"
   node sysctl -qw net.ipv4.ip_forward=1
+  # Pods' veths are kernel interfaces of this namespace too: the kernel must neither answer
+  # their ARP for the gateway address nor forward what they send, or pod traffic would bypass
+  # the bridge's policy. Interfaces made from now on (pod veths) do not forward; none answers
+  # ARP for an address it does not hold.
+  node sysctl -qw net.ipv4.conf.default.forwarding=0 net.ipv4.conf.all.arp_ignore=1
   if command -v ethtool >/dev/null; then node ethtool -K "$gateway_port" tx off >/dev/null 2>&1 || true; fi
 fi
 
