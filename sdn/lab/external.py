@@ -1,8 +1,8 @@
 """The lab's external host: a network namespace outside the cluster, on the nodes' underlay,
-serving TCP and UDP (sdn.lab.serve), with the cluster's pod network routed through the first
-node. Pods reach it through their node's gateway, masqueraded to the node's address; it
-reaches pods through that route (its own address kept: ingress ipBlock rules judge it) or
-through a NodePort.
+serving TCP and UDP (sdn.lab.serve), with each node's pod CIDR routed through that node (as a
+routed network learns them, e.g. from BGP: replies come back the way requests went). Pods
+reach it through their node's gateway, masqueraded to the node's address; it reaches pods
+through those routes (its own address kept: ingress ipBlock rules judge it) or a NodePort.
 
     PREFIX_ext (192.168.50.253)   the address below the control plane's, or the highest free one
 """
@@ -31,7 +31,7 @@ def pick_address(network: ipaddress.IPv4Network, taken: set[str]) -> str:
     return free[1] if len(free) > 1 else free[0]
 
 
-def start(prefix: str, underlay: dict, address: str, via: str, cluster_cidr: str, logs: Path) -> dict:
+def start(prefix: str, underlay: dict, address: str, routes: dict[str, str], logs: Path) -> dict:
     """Make the external host and start its server; returns its record (lab.json "external")."""
     ns = ext_netns(prefix)
     if not netns_exists(ns):
@@ -42,10 +42,15 @@ def start(prefix: str, underlay: dict, address: str, via: str, cluster_cidr: str
     run_cmd(["ip", "-n", ns, "link", "set", "ext0", "up"])
     # the nodes' underlay ends in an OVS userspace datapath: checksums computed here
     run_cmd(["ip", "netns", "exec", ns, "ethtool", "-K", "ext0", "tx", "off"])
-    run_cmd(["ip", "-n", ns, "route", "replace", cluster_cidr, "via", via])
+    for cidr, via in sorted(routes.items()):
+        route(ns, cidr, via)
     pid = P.start_server(ns, NAME, [TCP_PORT], [UDP_PORT], logs / "external.log")
-    return {"netns": ns, "address": address, "tcp_port": TCP_PORT, "udp_port": UDP_PORT, "via": via,
-            "server_pid": pid}
+    return {"netns": ns, "address": address, "tcp_port": TCP_PORT, "udp_port": UDP_PORT, "server_pid": pid}
+
+
+def route(netns: str, cidr: str, via: str) -> None:
+    """The external host reaches the pods of `cidr` through the node at `via`."""
+    run_cmd(["ip", "-n", netns, "route", "replace", cidr, "via", via])
 
 
 def masquerade(node_netns: str, cluster_cidr: str, uplink: str = N.PHY_BRIDGE) -> None:

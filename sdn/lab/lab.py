@@ -365,10 +365,10 @@ class Lab:
             X.masquerade(info["netns"], self.cluster_cidr())
         self.record["external"] = {"netns": X.ext_netns(self.prefix), "address": address}
         self._save()
-        self.record["external"] = X.start(self.prefix, self.record["underlay"], address, first["address"],
-                                          self.cluster_cidr(), self.state.logs)
+        self.record["external"] = X.start(self.prefix, self.record["underlay"], address,
+                                          {i["cidr"]: i["address"] for i in nodes.values()}, self.state.logs)
         self._save()
-        self.log(f"external host {self.record['external']['netns']}: {address}, routes the pods via {first['address']}")
+        self.log(f"external host {self.record['external']['netns']}: {address}")
 
     def _record_node(self, plan: T.NodePlan, slot: int) -> None:
         self.record["nodes"][plan.name] = {
@@ -805,6 +805,12 @@ class Lab:
             names.append(name)
         self._save()
         _parallel([lambda n=n: self._start_node(n) for n in names])
+        ext = self.record.get("external")
+        if ext:
+            from sdn.lab import external as X
+            for n in names:
+                X.masquerade(self.record["nodes"][n]["netns"], self.cluster_cidr())
+                X.route(ext["netns"], self.record["nodes"][n]["cidr"], self.record["nodes"][n]["address"])
         if self.record.get("fabric"):
             self._link_fabric_all()
         self._neighbours()
