@@ -83,6 +83,16 @@ def _overlap(a: Intervals, b: Intervals) -> bool:
     return False
 
 
+def merge_intervals(intervals: Iterable[tuple[int, int]]) -> Intervals:
+    """Sorted, disjoint, coalesced intervals covering the same values."""
+    return _merge(intervals)
+
+
+def intervals_overlap(a: Intervals, b: Intervals) -> bool:
+    """True if two sorted, disjoint interval tuples share a value (a linear merge)."""
+    return _overlap(a, b)
+
+
 def _to_cidrs(lo: int, hi: int, bits: int) -> list[tuple[int, int]]:
     out = []
     while lo <= hi:

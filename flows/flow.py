@@ -4,8 +4,10 @@ from `ovs-ofctl dump-flows` text, and diffs two tables into adds, modifies and d
 from __future__ import annotations
 
 import functools
+from functools import lru_cache
 import re
-from dataclasses import dataclass, field
+from operator import itemgetter
+from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Iterable, Union
 
 from flows.fields import (
@@ -15,9 +17,9 @@ from flows.fields import (
 
 
 def hash_once(cls):
-    """Decorate a frozen dataclass so its hash is computed once per object: flow keys
-    (table, priority, match), clause sets, selectors and peers are hashed over and over, each
-    time walking every nested value otherwise. The cached value is not pickled (string hashes
+    """Decorate a frozen dataclass so its hash is computed once per object: the policy
+    model's selectors and peers are hashed over and over, each time walking every nested
+    value otherwise. The cached value is not pickled (string hashes
     differ between processes)."""
     fields_hash = cls.__hash__
 
@@ -38,27 +40,50 @@ def hash_once(cls):
     return cls
 
 
-@hash_once
-@functools.total_ordering
-@dataclass(frozen=True)
-class Match:
+class Match(tuple):
     """One match field: value under mask (mask None = exact). Ordered by (field, value, mask),
-    an exact match before any masked one."""
+    an exact match before any masked one.
 
-    field: str
-    value: int
-    mask: int | None = None
+    A tuple underneath: flow keys (table, priority, match) are hashed and compared millions
+    of times while compiling, and a tuple's hash and equality run in C, not as Python calls."""
+
+    __slots__ = ()
+
+    def __new__(cls, field: str, value: int, mask: int | None = None) -> "Match":
+        return tuple.__new__(cls, (field, value, mask))
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    field = property(itemgetter(0), doc="the field's name")
+    value = property(itemgetter(1), doc="the value, an integer")
+    mask = property(itemgetter(2), doc="the mask, None for an exact match")
 
     def _key(self) -> tuple[str, int, int]:
-        return (self.field, self.value, -1 if self.mask is None else self.mask)
+        return (self[0], self[1], -1 if self[2] is None else self[2])
 
     def __lt__(self, other: "Match") -> bool:
         return self._key() < other._key()
 
+    def __le__(self, other: "Match") -> bool:
+        return self._key() <= other._key()
+
+    def __gt__(self, other: "Match") -> bool:
+        return self._key() > other._key()
+
+    def __ge__(self, other: "Match") -> bool:
+        return self._key() >= other._key()
+
+    def __repr__(self) -> str:
+        return f"Match(field={self[0]!r}, value={self[1]!r}, mask={self[2]!r})"
+
     def hits(self, packet_value: int) -> bool:
-        if self.mask is None:
-            return packet_value == self.value
-        return packet_value & self.mask == self.value
+        if self[2] is None:
+            return packet_value == self[1]
+        return packet_value & self[2] == self[1]
 
 
 # ---- actions -------------------------------------------------------------------------------
@@ -85,16 +110,29 @@ class GotoTable:
         return f"goto_table:{self.table}"
 
 
-@hash_once
-@dataclass(frozen=True, order=True)
-class Conjunction:
-    id: int
-    clause: int  # 1-based, as ovs-ofctl writes it
-    n_clauses: int
+class Conjunction(tuple):
+    """conjunction(id, clause/n_clauses). A tuple underneath (see Match): a shared clause flow
+    carries one per rule, hundreds of thousands per table, hashed and sorted in C."""
+
+    __slots__ = ()
+
+    def __new__(cls, id: int, clause: int, n_clauses: int) -> "Conjunction":
+        return tuple.__new__(cls, (id, clause, n_clauses))
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)
+
+    __setattr__ = Match.__setattr__
+
+    id = property(itemgetter(0), doc="the conj id")
+    clause = property(itemgetter(1), doc="1-based, as ovs-ofctl writes it")
+    n_clauses = property(itemgetter(2), doc="how many clauses the conjunction has")
+
+    def __repr__(self) -> str:
+        return f"Conjunction(id={self[0]!r}, clause={self[1]!r}, n_clauses={self[2]!r})"
 
     def render(self) -> str:
-        return f"conjunction({self.id},{self.clause}/{self.n_clauses})"
-
+        return f"conjunction({self[0]},{self[1]}/{self[2]})"
 
 
 @dataclass(frozen=True, order=True)
@@ -163,16 +201,16 @@ class Flow:
     cookie: int = field(default=0, compare=True)
 
     def __post_init__(self):
-        ordered = tuple(sorted(self.match, key=lambda m: (ORDER[m.field], m._key())))
-        if ordered != self.match:
+        match = self.match
+        ordered = canonical_match(match) if type(match) is tuple else canonical_match(tuple(match))
+        if ordered is not match:
             object.__setattr__(self, "match", ordered)
 
     def sort_key(self) -> tuple:
         """(table, priority, match keys, actions text, cookie), computed once per flow."""
         key = self.__dict__.get("_sort_key")
         if key is None:
-            key = (self.table, self.priority, tuple(m._key() for m in self.match), self.actions_text,
-                   self.cookie)
+            key = (self.table, self.priority, match_order(self.match), self.actions_text, self.cookie)
             object.__setattr__(self, "_sort_key", key)
         return key
 
@@ -206,6 +244,20 @@ class Flow:
 
     def __str__(self) -> str:
         return self.render()
+
+
+@lru_cache(maxsize=1 << 16)
+def canonical_match(match: tuple[Match, ...]) -> tuple[Match, ...]:
+    """The fields of a match in the order a Flow keeps them (the same tuple when already in
+    order). Remembered: compiled tables repeat the same address and port matches."""
+    ordered = tuple(sorted(match, key=lambda m: (ORDER[m.field], m._key())))
+    return match if ordered == match else ordered
+
+
+@lru_cache(maxsize=1 << 16)
+def match_order(match: tuple[Match, ...]) -> tuple:
+    """A match's place in the flow order: its fields' (name, value, mask) keys."""
+    return tuple(m._key() for m in match)
 
 
 def render_match(match: Iterable[Match]) -> str:

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 from functools import cached_property
 
-from flows.addrset import AddressSet
+from flows.addrset import AddressSet, Intervals, merge_intervals
 
 INGRESS = "ingress"
 EGRESS = "egress"
@@ -86,6 +86,15 @@ class Rule:
     @cached_property
     def peer_set(self) -> AddressSet | None:
         return None if self.peers is None else AddressSet.of(self.peers)
+
+    @cached_property
+    def port_set(self) -> Intervals | None:
+        """The ports as one set of intervals, each protocol in a 16-bit band of its own (for
+        disjointness checks); None for any protocol and port."""
+        if self.ports is None:
+            return None
+        return merge_intervals(((PROTOCOLS.index(p.protocol) << 16) + p.bounds[0],
+                                (PROTOCOLS.index(p.protocol) << 16) + p.bounds[1]) for p in self.ports)
 
     @property
     def matches_nothing(self) -> bool:
