@@ -447,12 +447,22 @@ class FlowDiff:
         return len(self.add) + len(self.modify) + len(self.delete)
 
 
+def sorted_by_key(flows: Iterable[Flow]) -> tuple[Flow, ...]:
+    """Flows of distinct keys in Flow order: their keys decide it, so no actions are rendered
+    (a clause flow of a big table carries hundreds of conjunction actions)."""
+    return tuple(sorted(flows, key=_key_order))
+
+
+def _key_order(f: Flow) -> tuple:
+    return (f.table, f.priority, match_order(f.match))
+
+
 def diff(installed: Iterable[Flow], desired: Iterable[Flow]) -> FlowDiff:
     have = {f.key: f for f in installed}
     want = {f.key: f for f in desired}
-    add = tuple(sorted(f for k, f in want.items() if k not in have))
-    delete = tuple(sorted(f for k, f in have.items() if k not in want))
-    modify = tuple(sorted(f for k, f in want.items() if k in have and have[k] != f))
+    add = sorted_by_key(f for k, f in want.items() if k not in have)
+    delete = sorted_by_key(f for k, f in have.items() if k not in want)
+    modify = sorted_by_key(f for k, f in want.items() if k in have and have[k] != f)
     return FlowDiff(add, modify, delete)
 
 
