@@ -318,7 +318,8 @@ class BridgeCompiler:
 
         def order(item):
             s, prev = item
-            unchanged = prev is not None or self._hint_digest.get(s.id) == rule_digest(s)
+            hint = self._hint_digest.get(s.id)
+            unchanged = prev is not None or (hint is not None and hint == rule_digest(s))
             return (0 if unchanged else 1, s.id)
 
         scoped.sort(key=order)

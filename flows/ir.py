@@ -79,6 +79,25 @@ class Rule:
     peers: tuple[str, ...] | None = None
     ports: tuple[PortRange, ...] | None = None
 
+    @classmethod
+    def of_sets(cls, id: RuleId, targets: frozenset[str], peers: AddressSet | None,
+                ports: tuple[PortRange, ...] | None = None) -> "Rule":
+        """A rule with its peers given as an address set: `peers` holds the set's CIDRs, and
+        the set itself is kept as `peer_set` (the compiler's disjointness checks need its
+        intervals, which would otherwise be parsed back from the text)."""
+        rule = cls(id, targets, None if peers is None else peers.cidrs(), ports)
+        if peers is not None:
+            rule.__dict__["peer_set"] = peers
+        return rule
+
+    def narrowed(self, targets: frozenset[str], peers: tuple[str, ...] | None) -> "Rule":
+        """The same rule on `targets` and `peers` (a bridge's share of it): the peer set
+        already made is kept when the peers are the same."""
+        rule = Rule(self.id, targets, peers, self.ports)
+        if peers is self.peers and "peer_set" in self.__dict__:
+            rule.__dict__["peer_set"] = self.__dict__["peer_set"]
+        return rule
+
     @property
     def direction(self) -> str:
         return self.id.direction

@@ -23,7 +23,7 @@ def scope_rule(bridge: Bridge, rule: Rule, local: frozenset[str] | None = None) 
     peers = normal_peers(rule.peers, families(t))
     if t == rule.targets and peers == rule.peers:
         return rule
-    return Rule(rule.id, frozenset(t), peers, rule.ports)
+    return rule.narrowed(frozenset(t), peers)
 
 
 _FULL = {4: "0.0.0.0/0", 6: "::/0"}
@@ -39,7 +39,7 @@ def normal_peers(peers: tuple[str, ...] | None, fams: set[int]) -> tuple[str, ..
     kept = tuple(p for p in peers if (6 if ":" in p else 4) in fams)
     if fams and all(_FULL[f] in kept for f in fams):
         return None
-    return kept
+    return peers if len(kept) == len(peers) else kept
 
 
 def scope_rules(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Isolation]

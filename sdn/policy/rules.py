@@ -172,10 +172,6 @@ def _addresses(pods: Iterable[Pod]) -> set[str]:
     return {ip for p in pods for ip in p.ips}
 
 
-def _cidrs(addresses: AddressSet) -> tuple[str, ...]:
-    return addresses.cidrs()
-
-
 def _port_range(protocol: str, port: int | None, end: int | None) -> PortRange:
     return PortRange(protocol.lower(), port, end)
 
@@ -206,18 +202,17 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
     ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
     target_ips = frozenset(_addresses(targets))
     peers = _peer_set(index, policy, rule)
-    peer_cidrs = None if peers is None else _cidrs(peers)
 
     def rid(part: int) -> RuleId:
         return RuleId(policy.key, ir_dir, number, part)
 
     if rule.ports is None:
-        return [Rule(rid(0), target_ips, peer_cidrs, None)]
+        return [Rule.of_sets(rid(0), target_ips, peers, None)]
     numeric = tuple(sorted({_port_range(p.protocol, p.port, p.end_port)
                             for p in rule.ports if not isinstance(p.port, str)}))
     named = [(p.port, p.protocol) for p in rule.ports if isinstance(p.port, str)]
     # Part 0 carries the numeric ports; with only named ports it would match nothing.
-    out = [Rule(rid(0), target_ips, peer_cidrs, numeric)] if numeric or not named else []
+    out = [Rule.of_sets(rid(0), target_ips, peers, numeric)] if numeric or not named else []
     if not named:
         return out
 
@@ -233,7 +228,7 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
             if r:
                 groups[r] |= set(pod.ips)
         for part, (ports, ips) in enumerate(sorted(groups.items()), 1):
-            out.append(Rule(rid(part), frozenset(ips), peer_cidrs, ports))
+            out.append(Rule.of_sets(rid(part), frozenset(ips), peers, ports))
     else:
         for pod in index.all_pods:
             ips = [ip for ip in pod.ips if peers is None or ip in peers]
@@ -241,7 +236,7 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
             if r:
                 groups[r] |= set(ips)
         for part, (ports, ips) in enumerate(sorted(groups.items()), 1):
-            out.append(Rule(rid(part), target_ips, _cidrs(AddressSet.of(ips)), ports))
+            out.append(Rule.of_sets(rid(part), target_ips, AddressSet.of(ips), ports))
     return out
 
 
