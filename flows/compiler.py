@@ -14,13 +14,12 @@ difference. `compile_bridge` is the same compiler fed everything at once.
 
 from __future__ import annotations
 
-import functools
-import gc
 from bisect import insort
 from typing import Iterable, Sequence
 
 from flows import pipeline as P
 from flows.base_flows import pipeline_flows
+from flows.bulk import gc_paused
 from flows.encoding import encoding, rule_dims, signature
 from flows.fields import full_mask
 from flows.flow import Flow, FlowDiff, sorted_by_key
@@ -35,35 +34,6 @@ from flows.program import (
 )
 from flows.scope import scope_rule, scope_rules
 from flows.table import Key, Placed, RuleFlows
-
-
-BULK_ALLOCATIONS = 50_000  # objects made while paused above which they are promoted, not scanned
-
-
-def gc_paused(method):
-    """Run a compiler method with Python's cyclic garbage collector paused. Compiling builds
-    hundreds of thousands of small acyclic objects (flows, match tuples, conjunction sets) that
-    reference counting frees on its own; meanwhile every collection the allocations trigger
-    walks the whole heap of the process (the cluster's objects too): about half of S3's
-    compile time, measured (benchmarks/results). After a bulk compile the new objects are
-    promoted without a scan (gc.freeze then gc.unfreeze moves them to the oldest generation,
-    where cycles, if any, are still found by the next full collection), or join the permanent
-    generation if the process keeps one (sdn.engine.bulk freezes the cluster's objects)."""
-    @functools.wraps(method)
-    def run(*args, **kwargs):
-        if not gc.isenabled():
-            return method(*args, **kwargs)
-        gc.disable()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            if gc.get_count()[0] > BULK_ALLOCATIONS:
-                frozen = gc.get_freeze_count()
-                gc.freeze()
-                if not frozen:
-                    gc.unfreeze()
-            gc.enable()
-    return run
 
 
 class BridgeCompiler:
@@ -105,7 +75,7 @@ class BridgeCompiler:
     def keys(self) -> set[Key]:
         return self._flows.keys() | self._pipeline.keys() | self._defaults.keys()
 
-    @gc_paused
+    @gc_paused()
     def program(self) -> Program:
         flows = [self.flow(k) for k in self.keys()]
         infos = [p.info() for p in self._placed.values()]
@@ -133,7 +103,7 @@ class BridgeCompiler:
                 before[key] = self.flow(key)
         return touch
 
-    @gc_paused
+    @gc_paused()
     def update(self, upsert: Iterable[Rule] = (), delete: Iterable[RuleId] = (),
                isolate: Iterable[Isolation] = (), unisolate: Iterable[tuple[str, str]] = (),
                diff: bool = True) -> FlowDiff | None:
@@ -161,7 +131,7 @@ class BridgeCompiler:
                 self._set_default(key, iso, touch)
         return None if before is None else self._diff(before)
 
-    @gc_paused
+    @gc_paused()
     def set_bridge(self, bridge: Bridge) -> FlowDiff:
         """A new bridge description (ports, routes): the pipeline flows change, and rules and
         isolations of pods that arrived or left are rescoped."""

@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Iterable
 
 from flows.addrset import AddressSet
+from flows.bulk import gc_paused
 from flows.ir import EGRESS as IR_EGRESS, INGRESS as IR_INGRESS, Isolation, PortRange, Rule, RuleId
 from sdn.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, PolicyRule
 
@@ -257,6 +258,7 @@ def policy_rules(index: ClusterIndex, policy: Policy) -> tuple[list[Rule], set[t
     return rules, isolated
 
 
+@gc_paused()
 def cluster_rules(cluster: Cluster) -> tuple[list[Rule], list[Isolation]]:
     """Every rule of every policy in force, and every isolated pod address, for the cluster."""
     index = ClusterIndex(cluster, track=False)
