@@ -124,10 +124,13 @@ class BridgeCompiler:
         for key in unisolate:
             self._all_isolation.pop(key, None)
             self._set_default(key, None, touch)
+        every = self.bridge.mode == "fabric"
+        local = self._local if self.bridge.mode == "host" else frozenset()
+        everything, default_of = self._all_isolation, self._default_of
         for iso in isolate:
             key = (iso.direction, iso.address)
-            self._all_isolation[key] = iso
-            if key in self._default_of or self._enforces(iso):  # most are other bridges' pods
+            everything[key] = iso
+            if every or iso.address in local or key in default_of:  # most are other bridges' pods
                 self._set_default(key, iso, touch)
         return None if before is None else self._diff(before)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 from flows.addrset import AddressSet, Intervals, merge_intervals
 
@@ -50,10 +51,10 @@ class PortRange:
         return f"{self.start}-{self.end}/{self.protocol.upper()}"
 
 
-@dataclass(frozen=True, order=True)
-class RuleId:
+class RuleId(NamedTuple):
     """Which policy rule a compiled rule comes from. part > 0 when named ports resolving to
-    different numbers on different pods split one Kubernetes rule into several."""
+    different numbers on different pods split one Kubernetes rule into several. A named tuple:
+    rule ids key every index of the compiler and the rule set, hashed in C."""
 
     policy: str  # e.g. "x/allow-from-y" (see sdn.policy.model.Policy.key)
     direction: str  # ingress | egress
@@ -120,9 +121,10 @@ class Rule:
         return not self.targets or self.peers == () or self.ports == ()
 
 
-@dataclass(frozen=True, order=True)
-class Isolation:
-    """A pod address isolated in one direction, and the policies that isolate it."""
+class Isolation(NamedTuple):
+    """A pod address isolated in one direction, and the policies that isolate it (a named
+    tuple: a cluster has one per pod address and direction, S1 200k of them; addresses isolated
+    by the same policies share one `policies` tuple)."""
 
     direction: str
     address: str

@@ -241,8 +241,15 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
     return out
 
 
-def policy_rules(index: ClusterIndex, policy: Policy) -> tuple[list[Rule], set[tuple[str, str]]]:
-    """The IR rules of one policy in force, and the (direction, address) pairs it isolates."""
+def isolating_directions(policy: Policy) -> list[str]:
+    """The IR directions a policy isolates its pods in."""
+    return [IR_INGRESS if d == INGRESS else IR_EGRESS for d in (INGRESS, EGRESS) if d in policy.policy_types]
+
+
+def policy_rules(index: ClusterIndex, policy: Policy, isolation: bool = True
+                 ) -> tuple[list[Rule], set[tuple[str, str]]]:
+    """The IR rules of one policy in force, and the (direction, address) pairs it isolates
+    (isolation=False: not computed, an empty set)."""
     targets = index.selected(policy)
     rules: list[Rule] = []
     isolated: set[tuple[str, str]] = set()
@@ -250,7 +257,8 @@ def policy_rules(index: ClusterIndex, policy: Policy) -> tuple[list[Rule], set[t
         if direction not in policy.policy_types:
             continue
         ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
-        isolated |= {(ir_dir, ip) for ip in _addresses(targets)}
+        if isolation:
+            isolated |= {(ir_dir, ip) for ip in _addresses(targets)}
         if not targets:
             continue
         for number, rule in enumerate(policy.rules(direction)):
@@ -260,14 +268,35 @@ def policy_rules(index: ClusterIndex, policy: Policy) -> tuple[list[Rule], set[t
 
 @gc_paused()
 def cluster_rules(cluster: Cluster) -> tuple[list[Rule], list[Isolation]]:
-    """Every rule of every policy in force, and every isolated pod address, for the cluster."""
+    """Every rule of every policy in force, and every isolated pod address, for the cluster.
+
+    Isolation is gathered per target group (a direction and the pods one selector picks, the
+    same list object for every policy using that selector), not per address and policy: S2's
+    10k policies selecting the same 10k pods are one group of 10k names, not 100M entries.
+    Addresses isolated by the same groups share one tuple of policy names."""
     index = ClusterIndex(cluster, track=False)
     rules: list[Rule] = []
-    isolating: dict[tuple[str, str], list[str]] = defaultdict(list)
+    groups: dict[tuple[str, int], tuple[str, list[Pod], list[str]]] = {}
     for policy in cluster.effective_policies():
-        prules, isolated = policy_rules(index, policy)
+        prules, _ = policy_rules(index, policy, isolation=False)
         rules.extend(prules)
-        for key in isolated:
-            isolating[key].append(policy.key)
-    isolation = [Isolation(d, ip, tuple(sorted(set(pols)))) for (d, ip), pols in sorted(isolating.items())]
+        targets = index.selected(policy)  # remembered: the list policy_rules used
+        for ir_dir in isolating_directions(policy):
+            group = groups.get((ir_dir, id(targets)))
+            if group is None:
+                group = groups[(ir_dir, id(targets))] = (ir_dir, targets, [])
+            group[2].append(policy.key)
+    member_of: dict[tuple[str, str], list[int]] = defaultdict(list)
+    glist = list(groups.values())
+    for n, (ir_dir, targets, _) in enumerate(glist):
+        for ip in _addresses(targets):
+            member_of[(ir_dir, ip)].append(n)
+    owners: dict[tuple[int, ...], tuple[str, ...]] = {}
+    isolation = []
+    for key in sorted(member_of):
+        combo = tuple(member_of[key])
+        pols = owners.get(combo)
+        if pols is None:
+            pols = owners[combo] = tuple(sorted({p for n in combo for p in glist[n][2]}))
+        isolation.append(Isolation(key[0], key[1], pols))
     return rules, isolation
