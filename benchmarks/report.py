@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import ovn_report
+from benchmarks import ovn_report, targets14
 
 # ---- targets (issue 7) and published reference points -------------------------------------
 
@@ -145,6 +145,7 @@ def evaluate_targets(results: dict[str, dict], meta: dict | None = None) -> list
     rows.append(row)
     rows += switch_target_rows(results, meta)
     rows += ovn_report.targets(results)
+    rows += targets14.targets(results, meta)
     return rows
 
 

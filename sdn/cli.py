@@ -3,6 +3,7 @@ through them and explain which policies select a pod. kubectl habits: -f, -o, -n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Sequence
@@ -36,12 +37,25 @@ def _fail(message: str) -> None:
     raise UsageProblem(message)
 
 
-def load(files: Sequence[str]) -> Cluster:
-    """Load manifests; warnings to stderr; a ManifestError becomes exit 2 with its message."""
+@contextlib.contextmanager
+def progress(what: str):
+    """A transient status line on stderr while big inputs load and compile, when stderr is a
+    terminal (nothing otherwise); yields a function that replaces its text."""
+    if not err.is_terminal:
+        yield lambda text: None
+        return
+    with err.status(escape(what)) as status:
+        yield lambda text: status.update(escape(text))
+
+
+def load(files: Sequence[str], say=None) -> Cluster:
+    """Load manifests; warnings to stderr; a ManifestError becomes exit 2 with its message.
+    `say(text)` (see `progress`) hears how many documents of which file are read."""
     if not files:
         _fail("no input: give manifests with -f FILE|DIR (repeatable, '-' for stdin)")
+    counted = None if say is None else (lambda origin, n: say(f"reading {origin}: {n:,} documents"))
     try:
-        cluster, warnings = load_paths(list(files))
+        cluster, warnings = load_paths(list(files), progress=counted)
     except ManifestError as e:
         _fail(str(e))
     except OSError as e:
@@ -153,7 +167,10 @@ enforce_option = click.option("--enforce", type=click.Choice(["host", "fabric"])
 @click.option("--port-map", metavar="FILE", help='JSON {"ns/pod": ofport} from OVSDB (with --node).')
 def compile_cmd(files, node, enforce, output, port_map):
     """Print the OpenFlow tables (loadable with `ovs-ofctl -O OpenFlow13 add-flows`)."""
-    compiled = _compile(load(files), node, port_map, enforce)
+    with progress("reading manifests") as say:
+        cluster = load(files, say)
+        say(f"compiling {len(cluster.policies):,} policies over {len(cluster.pods):,} pods")
+        compiled = _compile(cluster, node, port_map, enforce)
     if output in ("json", "yaml"):
         nodes = [node] if node else sorted(compiled.programs)
         emit({"nodes": [program_json(compiled, n, compiled.programs[n]) for n in nodes]}, output)
