@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pty
+import re
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -77,18 +80,46 @@ def write_manifest(path: Path, policies: int = 132_523, pods: int = 1_000) -> in
 
 
 def time_cli(path: Path, node: str = FOCUS_NODE) -> dict:
-    """`sdnctl compile -f FILE --node NODE` as a process (flows to /dev/null): wall, CPU of the
-    child, its peak RSS, exit status and the last lines of its stderr."""
+    """`sdnctl compile -f FILE --node NODE` as a process, its stderr on a pseudo-terminal (as a
+    user at a terminal sees it; flows to /dev/null): wall, CPU of the child, its peak RSS, exit
+    status, and whether a progress line showed while it ran."""
+    master, slave = pty.openpty()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sdn.cli", "compile", "-f", str(path), "--node", node],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "sdn.cli", "compile", "-f", str(path), "--node", node],
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # the terminal must be read, or the child blocks once its buffer fills
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc.wait()
     wall = time.perf_counter() - t0
+    reader.join(timeout=10)
+    os.close(master)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    text = b"".join(chunks).decode(errors="replace")
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if "documents" in ln or "compiling" in ln]
     return {"wall_seconds": round(wall, 3),
             "cpu_seconds": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 3),
             "peak_rss_mb": round(after.ru_maxrss / 1024, 1), "returncode": proc.returncode,
-            "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
+            "progress": (f"yes ({len(lines)} updates, last: {_plain(lines[-1])[:80]!r})" if lines else "none shown"),
+            "stderr_tail": [_plain(x)[:200] for x in text.strip().splitlines()[-3:]]}
+
+
+def _plain(line: str) -> str:
+    """A terminal line without its escape sequences."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line).strip()
 
 
 def run(policies: int = 132_523, pods: int = 1_000) -> dict:
@@ -101,6 +132,29 @@ def run(policies: int = 132_523, pods: int = 1_000) -> dict:
                "generate_seconds": round(time.perf_counter() - t0, 3)}
         out.update(time_cli(path))
     return out
+
+
+def run_in_process(policies: int, out: Path, repo: Path, timeout: float) -> dict:
+    """This module in a process of its own (so its children's peak RSS is the CLI's alone), for
+    the benchmark runner; {"skipped": ...} for policies=0, {"error": ...} if it failed."""
+    if not policies:
+        return {"skipped": "not run (--manifest-policies 0)"}
+    json_path = out / ".manifest.json"
+    json_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.manifest", "--policies", str(policies), "--json", str(json_path)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(repo) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after the {timeout:g} s timeout"}
+    res = json.loads(json_path.read_text()) if json_path.exists() else {}
+    json_path.unlink(missing_ok=True)
+    if not res:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        return {"error": f"exited with {proc.returncode}: {' | '.join(tail)[:300]}"}
+    res["command"] = f"python -m benchmarks.manifest --policies {policies}"
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:

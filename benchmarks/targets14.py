@@ -12,7 +12,7 @@ S1_CPU_S = 3.0
 S1_RSS_MB = 1024.0
 MANIFEST_S = 30.0
 MANIFEST_MB = 1024.0
-MANIFEST_PROGRESS = "policies"  # what the CLI's progress line on a terminal names
+MANIFEST_POLICIES = 132_523  # the 50 MB file
 
 
 def _ratio_row(label: str, ours: float, theirs: float, limit: float, scale: float, detail: str) -> dict:
@@ -134,13 +134,16 @@ def manifest_row(meta: dict | None) -> dict:
         row.update(measured=why, status="not measured", margin="-", met=None)
         return row
     met_t, met_m = m["wall_seconds"] < MANIFEST_S, m["peak_rss_mb"] < MANIFEST_MB
-    met = met_t and met_m and m["returncode"] == 0
+    met = met_t and met_m and m["returncode"] == 0 and m.get("progress", "").startswith("yes")
     worst = max(m["wall_seconds"] / MANIFEST_S, m["peak_rss_mb"] / MANIFEST_MB)
+    full = m["policies"] >= MANIFEST_POLICIES
+    status = ("met" if met else "missed") if full else \
+        f"not evaluated ({m['bytes'] / 1e6:,.1f} MB, not ~50 MB; full runs use {MANIFEST_POLICIES:,} policies)"
     row.update(measured=(f"{m['bytes'] / 1e6:,.1f} MB, {m['policies']:,} policies over {m['pods']:,} pods: wall "
                          f"{m['wall_seconds']:.1f} s (CPU {m['cpu_seconds']:.1f} s), peak RSS "
                          f"{m['peak_rss_mb']:,.0f} MB, exit {m['returncode']}; progress on a terminal: "
                          f"{m.get('progress', 'not checked')}"),
-               status="met" if met else "missed", met=met,
+               status=status, met=met if full else None,
                margin=f"{1 / worst:.1f}x headroom" if met else f"missed by {worst:.2f}x")
     return row
 
