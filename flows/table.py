@@ -49,8 +49,11 @@ class Placed:
     def clause_actions(self) -> list[tuple[Key, Conjunction]]:
         """Every (clause flow key, conjunction action) this rule contributes."""
         table, prio, n = self.table, self.priority, len(self.dims)
-        return [((table, prio, m), Conjunction(self.conj_id, k, n))
-                for k, dim in enumerate(self.dims, 1) for m in dim]
+        out = []
+        for k, dim in enumerate(self.dims, 1):
+            c = Conjunction(self.conj_id, k, n)
+            out += [((table, prio, m), c) for m in dim]
+        return out
 
 
 def _allow(placed: Placed) -> tuple:
@@ -194,18 +197,22 @@ class RuleFlows:
             placed.hard = list(want)
             return
         placed.dims = dims
-        want_c, have_c = set(placed.clause_actions()), set(old.clause_actions())
-        for key, c in have_c - want_c:
-            self._remove_clause(key, c, touch)
         at = (table, prio)
-        for key, c in want_c - have_c:
-            if key[2] in self.hard.get(at, _EMPTY):
-                raise CompileError(f"clause flow of {rule.id} collides with a rule flow: "
-                                   f"{Flow(table, prio, key[2])}")
-            if touch:
-                touch(key)
-            self.built.get(at, {}).pop(key[2], None)
-            self.clauses.setdefault(at, {}).setdefault(key[2], set()).add(c)
+        # Same priority, conj id and number of dimensions: dimension k keeps its conjunction
+        # action, so only the matches that left or joined a dimension change.
+        for k, (was, now) in enumerate(zip(old.dims, dims), 1):
+            c = Conjunction(placed.conj_id, k, len(dims))
+            was_set, now_set = set(was), set(now)
+            for m in was_set - now_set:
+                self._remove_clause((table, prio, m), c, touch)
+            for m in now_set - was_set:
+                if m in self.hard.get(at, _EMPTY):
+                    raise CompileError(f"clause flow of {rule.id} collides with a rule flow: "
+                                       f"{Flow(table, prio, m)}")
+                if touch:
+                    touch((table, prio, m))
+                self.built.get(at, {}).pop(m, None)
+                self.clauses.setdefault(at, {}).setdefault(m, set()).add(c)
         placed.hard = old.hard  # the conj_id flow: same priority, conj id and cookie
 
 
