@@ -145,6 +145,12 @@ class ClusterIndex:
             return [p for p in self.pods_in(ns) if sel.matches(p.label_map)]
         return self.memo(("sel", ns, sel), compute)
 
+    def selected_ips(self, policy: Policy) -> frozenset[str]:
+        """The addresses of the pods a policy selects: one frozenset shared by every policy
+        with the same selector (S2: 10k policies on the same 10k pods hold one set, not 10k)."""
+        return self.memo(("ips", policy.namespace, policy.pod_selector),
+                         lambda: frozenset(_addresses(self.selected(policy))))
+
     def peer_pods(self, policy: Policy, peer: Peer) -> list[Pod]:
         if peer.ip_block is not None:
             return []
@@ -201,7 +207,7 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
                    rule: PolicyRule, targets: list[Pod]) -> list[Rule]:
     """The IR rules (parts) for one Kubernetes rule."""
     ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
-    target_ips = frozenset(_addresses(targets))
+    target_ips = index.selected_ips(policy)
     peers = _peer_set(index, policy, rule)
 
     def rid(part: int) -> RuleId:
@@ -258,7 +264,7 @@ def policy_rules(index: ClusterIndex, policy: Policy, isolation: bool = True
             continue
         ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
         if isolation:
-            isolated |= {(ir_dir, ip) for ip in _addresses(targets)}
+            isolated |= {(ir_dir, ip) for ip in index.selected_ips(policy)}
         if not targets:
             continue
         for number, rule in enumerate(policy.rules(direction)):
@@ -289,7 +295,7 @@ def cluster_rules(cluster: Cluster) -> tuple[list[Rule], list[Isolation]]:
     member_of: dict[tuple[str, str], list[int]] = defaultdict(list)
     glist = list(groups.values())
     for n, (ir_dir, targets, _) in enumerate(glist):
-        for ip in _addresses(targets):
+        for ip in {ip for p in targets for ip in p.ips}:
             member_of[(ir_dir, ip)].append(n)
     owners: dict[tuple[int, ...], tuple[str, ...]] = {}
     isolation = []
