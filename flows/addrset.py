@@ -111,6 +111,13 @@ def _format(family: int, value: int) -> str:
     return str(ipaddress.IPv6Address(value))
 
 
+@lru_cache(maxsize=1 << 18)
+def _host_cidr(family: int, value: int) -> str:
+    """'10.0.0.5/32' for one address, remembered: pod addresses recur in every peer set that
+    holds them, and equal rules then compare their peers by identity."""
+    return f"{_format(family, value)}/{_BITS[family]}"
+
+
 class AddressSet:
     """An immutable set of IPv4 and IPv6 addresses."""
 
@@ -173,6 +180,9 @@ class AddressSet:
         for fam, intervals in ((4, self.v4), (6, self.v6)):
             bits = _BITS[fam]
             for lo, hi in intervals:
+                if lo == hi:  # a single address (pods): the same text object every time
+                    out.append(_host_cidr(fam, lo))
+                    continue
                 for value, plen in _to_cidrs(lo, hi, bits):
                     out.append(f"{_format(fam, value)}/{plen}")
         self._cidrs = tuple(out)
