@@ -214,7 +214,8 @@ def rerender(args) -> int:
         meta["loadavg_end"] = [m.get("loadavg_end") for m in metas]
         meta["quick"] = all(m.get("quick") for m in metas)
         meta["controller_install"] = next((m["controller_install"] for m in reversed(metas)
-                                           if m.get("controller_install")), None)
+                                           if m.get("controller_install")
+                                           and not m["controller_install"].get("skipped")), None)
         meta["manifest"] = next((m["manifest"] for m in reversed(metas) if (m.get("manifest") or {}).get("bytes")),
                                 meta.get("manifest"))
     write_report(results, meta, Path(args.out), not args.no_plots)
