@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 
-BULK_ALLOCATIONS = 50_000  # objects made while paused above which they are promoted, not scanned
+BULK_ALLOCATIONS = 10_000  # objects made while paused above which they are promoted, not scanned
 
 
 @contextlib.contextmanager
