@@ -17,16 +17,22 @@ import sys
 import time
 from pathlib import Path
 
+<<<<<<< HEAD
 from benchmarks import cli_startup, report
+=======
+from benchmarks import manifest, report
+>>>>>>> issue14
 from benchmarks.scenarios import BUILDERS, DEFAULT_SEED, FULL_SCALES, QUICK_SCALES
 
 REPO = Path(__file__).resolve().parent.parent
 
 # Per-mode settings; every one can be overridden on the command line.
 QUICK = {"events": 5, "timeout": 60.0, "all_nodes_budget": 2.0, "growth_scale": 0.05, "max_flows": 300_000,
-         "max_affected": 2, "install_flows": 100_000, "install_rounds": 1}
+         "max_affected": 2, "install_flows": 100_000, "install_rounds": 1,
+         "manifest_policies": 13_252}
 FULL = {"events": 20, "timeout": 4 * 3600.0, "all_nodes_budget": 300.0, "growth_scale": 1.0, "max_flows": 3_000_000,
-        "max_affected": 4, "install_flows": 100_000, "install_rounds": 3}
+        "max_affected": 4, "install_flows": 100_000, "install_rounds": 3,
+        "manifest_policies": 132_523}
 # S3 and S4 share one state: S3 measures the static compile, S4 the events and the growth.
 PER_SCENARIO = {"S3": ["--skip-events"], "S4": ["--skip-all-nodes"]}
 # Scenarios whose time target is (or is likely) missed: profiled after their timed stages. S4
@@ -63,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
                          "(benchmarks/switch.py) and the controller cold install (benchmarks/install.py)")
     ap.add_argument("--install-flows", type=int, default=None,
                     help="flows of the controller-vs-ovs-ofctl cold install (0: skip it; default 100000)")
+    ap.add_argument("--manifest-policies", type=int, default=None,
+                    help="policies of the big-manifest `sdnctl compile` run (benchmarks/manifest.py; 0: skip "
+                         "it; full 132523 = 52 MB, QUICK a tenth)")
     ap.add_argument("--install-rounds", type=int, default=None,
                     help="its rounds (QUICK 1 without the restart check, full 3)")
     ap.add_argument("--no-plots", action="store_true")
@@ -209,8 +218,15 @@ def rerender(args) -> int:
         meta["loadavg_end"] = [m.get("loadavg_end") for m in metas]
         meta["quick"] = all(m.get("quick") for m in metas)
         meta["controller_install"] = next((m["controller_install"] for m in reversed(metas)
+<<<<<<< HEAD
                                            if m.get("controller_install")), None)
         meta["cli_startup"] = next((m["cli_startup"] for m in reversed(metas) if m.get("cli_startup")), None)
+=======
+                                           if m.get("controller_install")
+                                           and not m["controller_install"].get("skipped")), None)
+        meta["manifest"] = next((m["manifest"] for m in reversed(metas) if (m.get("manifest") or {}).get("bytes")),
+                                meta.get("manifest"))
+>>>>>>> issue14
     write_report(results, meta, Path(args.out), not args.no_plots)
     if not args.quiet:
         print(f"wrote {Path(args.out) / 'results.md'} from {len(metas)} run(s)")
@@ -243,9 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet and not args.no_switch and cfg["install_flows"]:
         print(f"== controller cold install of {cfg['install_flows']:,} flows vs ovs-ofctl", flush=True)
     install = run_install(args, cfg, out)
+<<<<<<< HEAD
     if not args.quiet:
         print("== CLI start-up: sdnctl --help, sdnctl compile of the example", flush=True)
     startup = cli_startup.measure(5 if args.quick else 9)
+=======
+    if not args.quiet and cfg["manifest_policies"]:
+        print(f"== sdnctl compile on a manifest of {cfg['manifest_policies']:,} policies", flush=True)
+    big = manifest.run_in_process(cfg["manifest_policies"], out, REPO, cfg["timeout"])
+>>>>>>> issue14
     meta = {"quick": args.quick, "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
             "cpus": os.cpu_count(), "python": platform.python_version(), "seed": args.seed,
             "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -253,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
             "total_seconds": round(time.perf_counter() - t_start, 1),
             "loadavg_start": [round(x, 2) for x in load_start],
             "loadavg_end": [round(x, 2) for x in os.getloadavg()], "controller_install": install,
+<<<<<<< HEAD
             "cli_startup": startup}
+=======
+            "manifest": big}
+>>>>>>> issue14
     write_report(results, meta, out, not args.no_plots)
     if not args.quiet:
         print(f"wrote {out / 'results.md'} ({meta['total_seconds']} s)")

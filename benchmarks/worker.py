@@ -50,6 +50,7 @@ from benchmarks import scenarios as S
 from benchmarks.stats import clock, pct
 from flows import pipeline as P
 from flows.compiler import compile_bridge, cross_product_count, port_matches, scope_rules
+from flows.encoding import signature
 from flows.flow import diff
 from sdn.layout import build_layout
 from sdn.policy.rules import cluster_rules
@@ -91,11 +92,18 @@ def _families(addresses) -> set[int]:
 
 
 def conj_upper_bound(rules) -> int:
-    """Rule flows without any sharing: sum of |peers| + |targets| + |ports| (+1 conj_id)."""
+    """Rule flows without any sharing: sum of |peers| + |targets| + |ports| (+1 conj_id), each
+    set of identical rules counted once (the compiler places them once: the others are aliases,
+    with no flows of their own)."""
     total = 0
+    seen: set = set()
     for r in rules:
         if r.matches_nothing:
             continue
+        sig = signature(r)
+        if sig in seen:
+            continue
+        seen.add(sig)
         dims = [len(r.targets)]
         if r.peers is not None:
             dims.append(len(r.peers))

@@ -83,6 +83,16 @@ def _overlap(a: Intervals, b: Intervals) -> bool:
     return False
 
 
+def merge_intervals(intervals: Iterable[tuple[int, int]]) -> Intervals:
+    """Sorted, disjoint, coalesced intervals covering the same values."""
+    return _merge(intervals)
+
+
+def intervals_overlap(a: Intervals, b: Intervals) -> bool:
+    """True if two sorted, disjoint interval tuples share a value (a linear merge)."""
+    return _overlap(a, b)
+
+
 def _to_cidrs(lo: int, hi: int, bits: int) -> list[tuple[int, int]]:
     out = []
     while lo <= hi:
@@ -99,6 +109,13 @@ def _format(family: int, value: int) -> str:
         return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
     import ipaddress
     return str(ipaddress.IPv6Address(value))
+
+
+@lru_cache(maxsize=1 << 18)
+def _host_cidr(family: int, value: int) -> str:
+    """'10.0.0.5/32' for one address, remembered: pod addresses recur in every peer set that
+    holds them, and equal rules then compare their peers by identity."""
+    return f"{_format(family, value)}/{_BITS[family]}"
 
 
 class AddressSet:
@@ -163,6 +180,9 @@ class AddressSet:
         for fam, intervals in ((4, self.v4), (6, self.v6)):
             bits = _BITS[fam]
             for lo, hi in intervals:
+                if lo == hi:  # a single address (pods): the same text object every time
+                    out.append(_host_cidr(fam, lo))
+                    continue
                 for value, plen in _to_cidrs(lo, hi, bits):
                     out.append(f"{_format(fam, value)}/{plen}")
         self._cidrs = tuple(out)

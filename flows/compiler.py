@@ -15,195 +15,25 @@ difference. `compile_bridge` is the same compiler fed everything at once.
 from __future__ import annotations
 
 from bisect import insort
-from collections import defaultdict
-from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Iterable, Sequence
 
 from flows import pipeline as P
 from flows.base_flows import pipeline_flows
-from flows.fields import FieldRef, full_mask
-from flows.flow import Conjunction, Flow, FlowDiff, GotoTable, Load, Match
-from flows.ir import EGRESS, INGRESS, Bridge, Isolation, PortRange, Rule, RuleId
+from flows.bulk import gc_paused
+from flows.encoding import encoding, rule_dims, signature
+from flows.fields import full_mask
+from flows.flow import Flow, FlowDiff, sorted_by_key
+from flows.ir import EGRESS, INGRESS, Bridge, Isolation, Rule, RuleId
 from flows.matches import address_match, families, port_matches
 from flows.priorities import (
     CompileError, Levels, assign_conj_ids, assign_priorities, level_of, priority_of,
     probe_conj_id, provably_disjoint, stable_hash,
 )
-
-Key = tuple  # (table, priority, match)
-
-
-@dataclass(frozen=True)
-class RuleInfo:
-    """What the compiler did with one rule: where it lives."""
-
-    id: RuleId
-    conj_id: int
-    table: int
-    priority: int
-    cookie: int
-    description: str = ""
-    active: bool = True
-    digest: str = ""  # of the rule as compiled here: tells an unchanged rule on the next compile
-    # A rule matching exactly what another rule of the bridge matches (same direction,
-    # applied-to addresses, peers and ports) has no flows of its own: it is enforced by the
-    # flows of that rule (the first in rule order), whose id this names.
-    same_as: RuleId | None = None
-
-
-@dataclass(frozen=True)
-class Program:
-    """The compiled tables of one bridge, with the index that names every flow's origin."""
-
-    bridge: str
-    flows: tuple[Flow, ...]
-    rules: tuple[RuleInfo, ...] = ()
-    defaults: tuple[tuple[int, Isolation], ...] = ()  # (cookie, isolation)
-
-    def by_conj(self) -> dict[int, RuleInfo]:
-        out = {r.conj_id: r for r in self.rules if r.same_as is not None}
-        out.update((r.conj_id, r) for r in self.rules if r.same_as is None)
-        return out
-
-    def by_cookie(self) -> dict[int, RuleInfo]:
-        out = {r.cookie: r for r in self.rules if r.same_as is not None}
-        out.update((r.cookie, r) for r in self.rules if r.same_as is None)
-        return out
-
-    def aliases(self) -> dict[RuleId, list[RuleId]]:
-        """Rules enforced by another rule's flows, by that rule."""
-        out: dict[RuleId, list[RuleId]] = defaultdict(list)
-        for r in self.rules:
-            if r.same_as is not None:
-                out[r.same_as].append(r.id)
-        return dict(out)
-
-    def priorities(self) -> dict[RuleId, int]:
-        return {r.id: r.priority for r in self.rules}
-
-    def render(self) -> str:
-        return "".join(f.render() + "\n" for f in sorted_flows(self.flows))
-
-
-def sorted_flows(flows: Iterable[Flow]) -> list[Flow]:
-    """ovs-ofctl-like order: by table, highest priority first, then match."""
-    def key(f: Flow) -> tuple:
-        k = f.sort_key()
-        return (k[0], -k[1], k[2], k[3])
-    return sorted(flows, key=key)
-
-
-def rule_cookie(rid: RuleId) -> int:
-    return P.cookie(P.KIND_RULE, stable_hash(f"{rid.policy}|{rid.direction}|{rid.index}", 48))
-
-
-def default_cookie(iso: Isolation) -> int:
-    return P.cookie(P.KIND_DEFAULT, stable_hash(f"{iso.direction}|{iso.address}", 48))
-
-
-CLAUSE_COOKIE = P.cookie(P.KIND_CLAUSE)
-
-
-def _describe(rule: Rule) -> str:
-    peers = "any" if rule.peers is None else f"{len(rule.peers)} cidr(s)"
-    ports = "any" if rule.ports is None else ",".join(str(p) for p in rule.ports)
-    return f"{len(rule.targets)} pod address(es) {'from' if rule.direction == INGRESS else 'to'} {peers} on {ports}"
-
-
-def scope_rule(bridge: Bridge, rule: Rule, local: frozenset[str] | None = None) -> Rule | None:
-    """The part of a rule a bridge enforces, or None: in host mode the rule cut down to the
-    applied-to pods plugged in here; in fabric mode the whole rule; on a fabric-node bridge
-    nothing. Peers are normalised to the targets' address families (see normal_peers)."""
-    if bridge.mode == "fabric-node":
-        return None
-    t = rule.targets
-    if bridge.mode != "fabric":
-        t = t & (bridge.local_addresses if local is None else local)
-        if not t:
-            return None
-    peers = normal_peers(rule.peers, families(t))
-    if t == rule.targets and peers == rule.peers:
-        return rule
-    return Rule(rule.id, frozenset(t), peers, rule.ports)
-
-
-_FULL = {4: "0.0.0.0/0", 6: "::/0"}
-
-
-def normal_peers(peers: tuple[str, ...] | None, fams: set[int]) -> tuple[str, ...] | None:
-    """Peers that can meet the targets: a source and a destination share an address family,
-    so peers of another family never match (kept out: as clause flows they would only cost
-    flows); peers that are the whole address space of every target family are no constraint
-    at all (None), which keeps every flow of a small rule carrying each of its dimensions."""
-    if peers is None:
-        return None
-    kept = tuple(p for p in peers if (6 if ":" in p else 4) in fams)
-    if fams and all(_FULL[f] in kept for f in fams):
-        return None
-    return kept
-
-
-def scope_rules(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Isolation]
-                ) -> tuple[list[Rule], list[Isolation]]:
-    """The rules and isolations a bridge enforces (see scope_rule)."""
-    if bridge.mode == "fabric-node":
-        return [], []
-    local = bridge.local_addresses
-    kept = [s for s in (scope_rule(bridge, r, local) for r in rules) if s is not None]
-    if bridge.mode == "fabric":
-        return kept, list(isolation)
-    return kept, [i for i in isolation if i.address in local]
-
-
-@dataclass
-class _Placed:
-    rule: Rule  # as scoped to this bridge
-    conj_id: int
-    priority: int
-    hard: list[Key] = field(default_factory=list)
-    clauses: list[tuple[Key, Conjunction]] = field(default_factory=list)
-    kind: str = ""  # encoding(): "conj" or "plain"
-    n_dims: int = 0
-
-    def info(self) -> RuleInfo:
-        table = P.INGRESS_RULE if self.rule.direction == INGRESS else P.EGRESS_RULE
-        return RuleInfo(self.rule.id, self.conj_id, table, self.priority, rule_cookie(self.rule.id),
-                        _describe(self.rule), not self.rule.matches_nothing, rule_digest(self.rule))
-
-
-def rule_digest(rule: Rule) -> str:
-    """A short hash of what a rule matches (not of its identity)."""
-    text = repr((sorted(rule.targets), rule.peers, None if rule.ports is None else sorted(rule.ports)))
-    return f"{stable_hash(text, 48):012x}"
-
-
-def rule_dims(rule: Rule) -> list[list[tuple[Match, ...]]]:
-    """The matches of each dimension of a rule, in clause order: peers (if any), applied-to
-    addresses, ports (if any)."""
-    tside, pside = ("dst", "src") if rule.direction == INGRESS else ("src", "dst")
-    dims: list[list[tuple[Match, ...]]] = []
-    if rule.peers is not None:
-        dims.append([address_match(c, pside) for c in rule.peers])
-    dims.append([address_match(t, tside) for t in sorted(rule.targets)])
-    if rule.ports is not None:
-        dims.append(_port_matches(rule.ports, tuple(sorted(families(rule.targets)))))
-    return dims
-
-
-@lru_cache(maxsize=1 << 14)
-def _port_matches(ports: tuple[PortRange, ...], fams: tuple[int, ...]) -> list[tuple[Match, ...]]:
-    """port_matches, remembered (the same port lists recur across policies); callers must
-    not change the list."""
-    return port_matches(ports, fams)
-
-
-def encoding(rule: Rule, dims: list[list]) -> str:
-    """"conj" when a conjunction is the smaller encoding, else "plain" (the cross product, or
-    one flow per pod for a rule with only applied-to addresses)."""
-    if rule.matches_nothing or len(dims) == 1:
-        return "plain"
-    return "plain" if _product(dims) <= sum(len(d) for d in dims) + 1 else "conj"
+from flows.program import (
+    Program, RuleInfo, default_cookie, describe_rule, rule_cookie, rule_digest, sorted_flows,
+)
+from flows.scope import scope_rule, scope_rules
+from flows.table import Key, Placed, RuleFlows
 
 
 class BridgeCompiler:
@@ -217,7 +47,7 @@ class BridgeCompiler:
         self._levels = {EGRESS: Levels(), INGRESS: Levels()}
         self._all_rules: dict[RuleId, Rule] = {}  # unscoped, as given
         self._all_isolation: dict[tuple[str, str], Isolation] = {}
-        self._placed: dict[RuleId, _Placed] = {}
+        self._placed: dict[RuleId, Placed] = {}
         # Identical rules (same signature once scoped) share one placement: the first in rule
         # order is placed, the others are aliases of it (10k policies selecting the same pods
         # with the same peers are one set of flows, not 10k priority levels).
@@ -228,39 +58,31 @@ class BridgeCompiler:
         self._pipeline: dict[Key, Flow] = {}
         self._defaults: dict[Key, tuple[Flow, Isolation]] = {}
         self._default_of: dict[tuple[str, str], Key] = {}  # (direction, address) -> flow key
-        self._hard: dict[Key, Flow] = {}
-        self._clauses: dict[Key, set[Conjunction]] = defaultdict(set)
-        self._built: dict[Key, Flow] = {}  # clause flows as last built (dropped on change)
+        self._flows = RuleFlows(self._pipeline)
         self._local = bridge.local_addresses
         self._set_pipeline()
 
     # ---- reading -------------------------------------------------------------------------
 
     def flow(self, key: Key) -> Flow | None:
-        if key in self._hard:
-            return self._hard[key]
-        conjs = self._clauses.get(key)
-        if conjs:
-            f = self._built.get(key)
-            if f is None:
-                f = self._built[key] = Flow(key[0], key[1], key[2], tuple(sorted(conjs, key=_conj_order)),
-                                            CLAUSE_COOKIE)
+        f = self._flows.flow(key)
+        if f is not None:
             return f
         if key in self._defaults:
             return self._defaults[key][0]
         return self._pipeline.get(key)
 
     def keys(self) -> set[Key]:
-        return set(self._pipeline) | set(self._defaults) | set(self._hard) | {
-            k for k, v in self._clauses.items() if v}
+        return self._flows.keys() | self._pipeline.keys() | self._defaults.keys()
 
+    @gc_paused()
     def program(self) -> Program:
         flows = [self.flow(k) for k in self.keys()]
         infos = [p.info() for p in self._placed.values()]
         for rid, s in self._aliases.items():
             lead = self._placed[self._members[self._sig_of[rid]][0]]
-            infos.append(RuleInfo(rid, lead.conj_id, lead.info().table, lead.priority, rule_cookie(rid),
-                                  _describe(s), not s.matches_nothing, rule_digest(s), lead.rule.id))
+            infos.append(RuleInfo(rid, lead.conj_id, lead.table, lead.priority, rule_cookie(rid),
+                                  describe_rule(s), not s.matches_nothing, rule_digest(s), lead.rule.id))
         rules = sorted(infos, key=lambda i: i.id)
         defaults = sorted(((f.cookie, iso) for f, iso in self._defaults.values()),
                           key=lambda d: (d[1].direction, d[1].address))
@@ -274,13 +96,14 @@ class BridgeCompiler:
     def _toucher(self, before: dict[Key, Flow | None] | None):
         """A function recording the state of a flow key before its first change."""
         if before is None:
-            return lambda key: None
+            return None
 
         def touch(key: Key) -> None:
             if key not in before:
                 before[key] = self.flow(key)
         return touch
 
+    @gc_paused()
     def update(self, upsert: Iterable[Rule] = (), delete: Iterable[RuleId] = (),
                isolate: Iterable[Isolation] = (), unisolate: Iterable[tuple[str, str]] = (),
                diff: bool = True) -> FlowDiff | None:
@@ -301,13 +124,17 @@ class BridgeCompiler:
         for key in unisolate:
             self._all_isolation.pop(key, None)
             self._set_default(key, None, touch)
+        every = self.bridge.mode == "fabric"
+        local = self._local if self.bridge.mode == "host" else frozenset()
+        everything, default_of = self._all_isolation, self._default_of
         for iso in isolate:
             key = (iso.direction, iso.address)
-            self._all_isolation[key] = iso
-            if key in self._default_of or self._enforces(iso):  # most are other bridges' pods
+            everything[key] = iso
+            if every or iso.address in local or key in default_of:  # most are other bridges' pods
                 self._set_default(key, iso, touch)
         return None if before is None else self._diff(before)
 
+    @gc_paused()
     def set_bridge(self, bridge: Bridge) -> FlowDiff:
         """A new bridge description (ports, routes): the pipeline flows change, and rules and
         isolations of pods that arrived or left are rescoped."""
@@ -341,7 +168,7 @@ class BridgeCompiler:
                 delete.append(old)
             elif old is not None and new != old:
                 modify.append(new)
-        return FlowDiff(tuple(sorted(add)), tuple(sorted(modify)), tuple(sorted(delete)))
+        return FlowDiff(sorted_by_key(add), sorted_by_key(modify), sorted_by_key(delete))
 
     def _set_pipeline(self, touch=None) -> None:
         for f in pipeline_flows(self.bridge, self.bridge.mode != "fabric-node"):
@@ -360,7 +187,8 @@ class BridgeCompiler:
         enforced on this bridge."""
         old = self._default_of.pop(key, None)
         if old is not None:
-            touch(old)
+            if touch:
+                touch(old)
             del self._defaults[old]
         if iso is None or not self._enforces(iso):
             return
@@ -369,7 +197,8 @@ class BridgeCompiler:
         table = P.EGRESS_DEFAULT if direction == EGRESS else P.INGRESS_DEFAULT
         f = Flow(table, 200, address_match(address, side), (), default_cookie(iso))
         P.check_flow(f)
-        touch(f.key)
+        if touch:
+            touch(f.key)
         self._defaults[f.key] = (f, iso)
         self._default_of[key] = f.key
 
@@ -391,11 +220,11 @@ class BridgeCompiler:
         # Changed rules leave their level and conj id now but keep their flows until it is
         # known whether they get the same priority, conj id and encoding back: then only the
         # flows that differ change (one peer more is one clause flow, not the whole rule).
-        retired: dict[RuleId, _Placed] = {}
+        retired: dict[RuleId, Placed] = {}
         work = [(rid, None) for rid in deleted] + [(rule.id, rule) for rule in rules]
         for rid, rule in work:
             s = None if rule is None else scope_rule(self.bridge, rule, self._local)
-            sig = None if s is None else _signature(s)
+            sig = None if s is None else signature(s)
             if rid in self._aliases:
                 if sig == self._sig_of[rid]:
                     self._aliases[rid] = s
@@ -433,7 +262,7 @@ class BridgeCompiler:
                 self._sig_of[rid] = sig
                 self._aliases[rid] = s
                 if rid in retired:
-                    self._drop_flows(retired.pop(rid), touch)
+                    self._flows.drop(retired.pop(rid), touch)
                 continue
             if members:  # it comes first: the group's placement passes to it
                 lead = members[0]
@@ -451,7 +280,7 @@ class BridgeCompiler:
             self._sig_of[rid] = sig
             scoped[rid] = (s, prev)
         for rid in [r for r in retired if r not in scoped]:
-            self._drop_flows(retired.pop(rid), touch)
+            self._flows.drop(retired.pop(rid), touch)
         scoped = list(scoped.values())
         if not scoped:
             return
@@ -462,7 +291,8 @@ class BridgeCompiler:
 
         def order(item):
             s, prev = item
-            unchanged = prev is not None or self._hint_digest.get(s.id) == rule_digest(s)
+            hint = self._hint_digest.get(s.id)
+            unchanged = prev is not None or (hint is not None and hint == rule_digest(s))
             return (0 if unchanged else 1, s.id)
 
         scoped.sort(key=order)
@@ -494,7 +324,7 @@ class BridgeCompiler:
                 self._conj_used.add(conj[s.id])
         # Retired rules that come back differently lose their flows first (another rule may
         # take over their keys); the others are patched in place.
-        patch: dict[RuleId, _Placed] = {}
+        patch: dict[RuleId, Placed] = {}
         for s, _ in scoped:
             old = retired.get(s.id)
             if old is None:
@@ -504,16 +334,16 @@ class BridgeCompiler:
                     and not s.matches_nothing and not old.rule.matches_nothing):
                 patch[s.id] = old
             else:
-                self._drop_flows(old, touch)
+                self._flows.drop(old, touch)
         for s, _ in sorted(scoped, key=lambda x: x[0].id):
-            placed = _Placed(s, conj[s.id], prios[s.id])
+            placed = self._placed[s.id] = Placed(s, conj[s.id], prios[s.id])
             old = patch.get(s.id)
             if old is None:
-                self._emit(placed, dims[s.id], kinds[s.id], touch)
+                self._flows.emit(placed, dims[s.id], kinds[s.id], touch)
             else:
-                self._patch(old, placed, dims[s.id], kinds[s.id], touch)
+                self._flows.patch(old, placed, dims[s.id], kinds[s.id], touch)
 
-    def _retire(self, rid: RuleId) -> _Placed | None:
+    def _retire(self, rid: RuleId) -> Placed | None:
         """Take a rule out of its level and conj id; its flows stay (see _drop_flows)."""
         placed = self._placed.pop(rid, None)
         if placed is not None:
@@ -524,146 +354,7 @@ class BridgeCompiler:
     def _unplace(self, rid: RuleId, touch) -> None:
         placed = self._retire(rid)
         if placed is not None:
-            self._drop_flows(placed, touch)
-
-    def _drop_flows(self, placed: _Placed, touch) -> None:
-        for key in placed.hard:
-            touch(key)
-            del self._hard[key]
-        for key, c in placed.clauses:
-            touch(key)
-            self._built.pop(key, None)
-            conjs = self._clauses[key]
-            conjs.discard(c)
-            if not conjs:
-                del self._clauses[key]
-
-    def _patch(self, old: _Placed, placed: _Placed, dims: list[list[tuple[Match, ...]]], kind: str,
-               touch) -> None:
-        """Turn `old`'s flows into those `_emit(placed, ...)` would write, touching only the
-        flows that differ (same priority, conj id, encoding and number of dimensions)."""
-        rule, cid, prio = placed.rule, placed.conj_id, placed.priority
-        placed.kind, placed.n_dims = kind, len(dims)
-        self._placed[rule.id] = placed
-        table = P.INGRESS_RULE if rule.direction == INGRESS else P.EGRESS_RULE
-        if kind == "plain":
-            nxt = P.CONNTRACK_COMMIT if rule.direction == INGRESS else P.INGRESS_RULE
-            reg = P.REG_INGRESS_CONJ if rule.direction == INGRESS else P.REG_EGRESS_CONJ
-            allow = (Load(cid, FieldRef(reg)), GotoTable(nxt))
-            cookie = rule_cookie(rule.id)
-            want = {}
-            for m in (dims[0] if len(dims) == 1 else _combinations(dims)):
-                f = Flow(table, prio, m, allow, cookie)
-                want[f.key] = f
-            have = set(old.hard)
-            for key in have - want.keys():
-                touch(key)
-                del self._hard[key]
-            for key in want.keys() - have:
-                f = want[key]
-                P.check_flow(f)
-                if key in self._hard or self._clauses.get(key) or key in self._pipeline:
-                    raise CompileError(f"flow of {rule.id} collides with another flow: {f}")
-                touch(key)
-                self._hard[key] = f
-            placed.hard = list(want)
-            return
-        n = len(dims)
-        conjs = [Conjunction(cid, k, n) for k in range(1, n + 1)]
-        # dims are canonical (flows.matches), so (table, priority, match) is the flow's key
-        clauses = [((table, prio, m), conjs[k]) for k, dim in enumerate(dims) for m in dim]
-        want_c, have_c = set(clauses), set(old.clauses)
-        for key, c in have_c - want_c:
-            touch(key)
-            self._built.pop(key, None)
-            conjs = self._clauses[key]
-            conjs.discard(c)
-            if not conjs:
-                del self._clauses[key]
-        for key, c in want_c - have_c:
-            if key in self._hard:
-                raise CompileError(f"clause flow of {rule.id} collides with a rule flow: "
-                                   f"{Flow(table, prio, key[2])}")
-            touch(key)
-            self._built.pop(key, None)
-            self._clauses[key].add(c)
-        placed.clauses = clauses
-        placed.hard = old.hard  # the conj_id flow: same priority, conj id and cookie
-
-    def _emit(self, placed: _Placed, dims: list[list[tuple[Match, ...]]], kind: str, touch) -> None:
-        rule, cid, prio = placed.rule, placed.conj_id, placed.priority
-        placed.kind, placed.n_dims = kind, len(dims)
-        self._placed[rule.id] = placed
-        if rule.matches_nothing:
-            return
-        table = P.INGRESS_RULE if rule.direction == INGRESS else P.EGRESS_RULE
-        nxt = P.CONNTRACK_COMMIT if rule.direction == INGRESS else P.INGRESS_RULE
-        reg = P.REG_INGRESS_CONJ if rule.direction == INGRESS else P.REG_EGRESS_CONJ
-        cookie = rule_cookie(rule.id)
-        allow = (Load(cid, FieldRef(reg)), GotoTable(nxt))
-
-        def hard(f: Flow) -> None:
-            P.check_flow(f)
-            if f.key in self._hard or self._clauses.get(f.key) or f.key in self._pipeline:
-                raise CompileError(f"flow of {rule.id} collides with another flow: {f}")
-            touch(f.key)
-            self._hard[f.key] = f
-            placed.hard.append(f.key)
-
-        if kind == "plain":
-            # One dimension, or a product no bigger than the conjunction: plain flows.
-            for m in (dims[0] if len(dims) == 1 else _combinations(dims)):
-                hard(Flow(table, prio, m, allow, cookie))
-            return
-        n = len(dims)
-        hard_keys, clauses, built = self._hard, self._clauses, self._built
-        for k, dim in enumerate(dims, 1):
-            c = Conjunction(cid, k, n)
-            for m in dim:
-                key = (table, prio, m)  # dims are canonical (flows.matches): the flow's key
-                if key in hard_keys:
-                    raise CompileError(f"clause flow of {rule.id} collides with a rule flow: "
-                                       f"{Flow(table, prio, m)}")
-                touch(key)
-                built.pop(key, None)
-                clauses[key].add(c)
-                placed.clauses.append((key, c))
-        hard(Flow(table, prio, (Match("conj_id", cid),), allow, cookie))
-
-
-def _signature(rule: Rule) -> tuple:
-    """What a scoped rule matches, without its identity: rules with equal signatures are
-    interchangeable on the bridge."""
-    return (rule.direction, rule.targets, rule.peers, rule.ports)
-
-
-def _conj_order(c: Conjunction) -> tuple[int, int, int]:
-    """Conjunction's own order (its fields in turn), as a key: faster than its __lt__."""
-    return (c.id, c.clause, c.n_clauses)
-
-
-def _product(dims: list[list]) -> int:
-    n = 1
-    for d in dims:
-        n *= len(d)
-    return n
-
-
-def _combinations(dims: list[list[tuple[Match, ...]]]) -> list[tuple[Match, ...]]:
-    """Every combination of one match per dimension, merged; combinations that cannot match
-    (an IPv4 address with an IPv6 port match) are left out. The matches of one dimension are
-    disjoint, so the combined flows are too."""
-    out: list[dict[str, Match]] = [{}]
-    for dim in dims:
-        nxt = []
-        for partial in out:
-            for match in dim:
-                merged = dict(partial)
-                if all(merged.setdefault(m.field, m) == m for m in match):
-                    nxt.append(merged)
-        out = nxt
-    return [tuple(m.values()) for m in out]
-
+            self._flows.drop(placed, touch)
 
 def compile_bridge(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Isolation],
                    previous: Program | None = None) -> Program:

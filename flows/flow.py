@@ -6,59 +6,14 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Iterable, Union
 
 from flows.fields import (
     ETH_ARP, ETH_IP, ETH_IPV6, FIELDS, ORDER, PROTO_NAMES, PROTO_NUMBERS, FieldRef,
     canonical_name, format_mac, format_value, full_mask, parse_mac, parse_value,
 )
-
-
-def hash_once(cls):
-    """Decorate a frozen dataclass so its hash is computed once per object: flow keys
-    (table, priority, match), clause sets, selectors and peers are hashed over and over, each
-    time walking every nested value otherwise. The cached value is not pickled (string hashes
-    differ between processes)."""
-    fields_hash = cls.__hash__
-
-    def __hash__(self) -> int:
-        h = self.__dict__.get("_hash_")
-        if h is None:
-            h = fields_hash(self)
-            object.__setattr__(self, "_hash_", h)
-        return h
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_hash_", None)
-        return state
-
-    cls.__hash__ = __hash__
-    cls.__getstate__ = __getstate__
-    return cls
-
-
-@hash_once
-@functools.total_ordering
-@dataclass(frozen=True)
-class Match:
-    """One match field: value under mask (mask None = exact). Ordered by (field, value, mask),
-    an exact match before any masked one."""
-
-    field: str
-    value: int
-    mask: int | None = None
-
-    def _key(self) -> tuple[str, int, int]:
-        return (self.field, self.value, -1 if self.mask is None else self.mask)
-
-    def __lt__(self, other: "Match") -> bool:
-        return self._key() < other._key()
-
-    def hits(self, packet_value: int) -> bool:
-        if self.mask is None:
-            return packet_value == self.value
-        return packet_value & self.mask == self.value
+from flows.match import Match, canonical_match, hash_once, match_order  # noqa: F401 (re-exported)
 
 
 # ---- actions -------------------------------------------------------------------------------
@@ -85,16 +40,29 @@ class GotoTable:
         return f"goto_table:{self.table}"
 
 
-@hash_once
-@dataclass(frozen=True, order=True)
-class Conjunction:
-    id: int
-    clause: int  # 1-based, as ovs-ofctl writes it
-    n_clauses: int
+class Conjunction(tuple):
+    """conjunction(id, clause/n_clauses). A tuple underneath (see Match): a shared clause flow
+    carries one per rule, hundreds of thousands per table, hashed and sorted in C."""
+
+    __slots__ = ()
+
+    def __new__(cls, id: int, clause: int, n_clauses: int) -> "Conjunction":
+        return tuple.__new__(cls, (id, clause, n_clauses))
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)
+
+    __setattr__ = Match.__setattr__
+
+    id = property(itemgetter(0), doc="the conj id")
+    clause = property(itemgetter(1), doc="1-based, as ovs-ofctl writes it")
+    n_clauses = property(itemgetter(2), doc="how many clauses the conjunction has")
+
+    def __repr__(self) -> str:
+        return f"Conjunction(id={self[0]!r}, clause={self[1]!r}, n_clauses={self[2]!r})"
 
     def render(self) -> str:
-        return f"conjunction({self.id},{self.clause}/{self.n_clauses})"
-
+        return f"conjunction({self[0]},{self[1]}/{self[2]})"
 
 
 @dataclass(frozen=True, order=True)
@@ -163,16 +131,16 @@ class Flow:
     cookie: int = field(default=0, compare=True)
 
     def __post_init__(self):
-        ordered = tuple(sorted(self.match, key=lambda m: (ORDER[m.field], m._key())))
-        if ordered != self.match:
+        match = self.match
+        ordered = canonical_match(match) if type(match) is tuple else canonical_match(tuple(match))
+        if ordered is not match:
             object.__setattr__(self, "match", ordered)
 
     def sort_key(self) -> tuple:
         """(table, priority, match keys, actions text, cookie), computed once per flow."""
         key = self.__dict__.get("_sort_key")
         if key is None:
-            key = (self.table, self.priority, tuple(m._key() for m in self.match), self.actions_text,
-                   self.cookie)
+            key = (self.table, self.priority, match_order(self.match), self.actions_text, self.cookie)
             object.__setattr__(self, "_sort_key", key)
         return key
 
@@ -395,12 +363,22 @@ class FlowDiff:
         return len(self.add) + len(self.modify) + len(self.delete)
 
 
+def sorted_by_key(flows: Iterable[Flow]) -> tuple[Flow, ...]:
+    """Flows of distinct keys in Flow order: their keys decide it, so no actions are rendered
+    (a clause flow of a big table carries hundreds of conjunction actions)."""
+    return tuple(sorted(flows, key=_key_order))
+
+
+def _key_order(f: Flow) -> tuple:
+    return (f.table, f.priority, match_order(f.match))
+
+
 def diff(installed: Iterable[Flow], desired: Iterable[Flow]) -> FlowDiff:
     have = {f.key: f for f in installed}
     want = {f.key: f for f in desired}
-    add = tuple(sorted(f for k, f in want.items() if k not in have))
-    delete = tuple(sorted(f for k, f in have.items() if k not in want))
-    modify = tuple(sorted(f for k, f in want.items() if k in have and have[k] != f))
+    add = sorted_by_key(f for k, f in want.items() if k not in have)
+    delete = sorted_by_key(f for k, f in have.items() if k not in want)
+    modify = sorted_by_key(f for k, f in want.items() if k in have and have[k] != f)
     return FlowDiff(add, modify, delete)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
-from flows.addrset import AddressSet
+from flows.addrset import AddressSet, Intervals, merge_intervals
 
 INGRESS = "ingress"
 EGRESS = "egress"
@@ -50,10 +51,10 @@ class PortRange:
         return f"{self.start}-{self.end}/{self.protocol.upper()}"
 
 
-@dataclass(frozen=True, order=True)
-class RuleId:
+class RuleId(NamedTuple):
     """Which policy rule a compiled rule comes from. part > 0 when named ports resolving to
-    different numbers on different pods split one Kubernetes rule into several."""
+    different numbers on different pods split one Kubernetes rule into several. A named tuple:
+    rule ids key every index of the compiler and the rule set, hashed in C."""
 
     policy: str  # e.g. "x/allow-from-y" (see sdn.policy.model.Policy.key)
     direction: str  # ingress | egress
@@ -79,6 +80,25 @@ class Rule:
     peers: tuple[str, ...] | None = None
     ports: tuple[PortRange, ...] | None = None
 
+    @classmethod
+    def of_sets(cls, id: RuleId, targets: frozenset[str], peers: AddressSet | None,
+                ports: tuple[PortRange, ...] | None = None) -> "Rule":
+        """A rule with its peers given as an address set: `peers` holds the set's CIDRs, and
+        the set itself is kept as `peer_set` (the compiler's disjointness checks need its
+        intervals, which would otherwise be parsed back from the text)."""
+        rule = cls(id, targets, None if peers is None else peers.cidrs(), ports)
+        if peers is not None:
+            rule.__dict__["peer_set"] = peers
+        return rule
+
+    def narrowed(self, targets: frozenset[str], peers: tuple[str, ...] | None) -> "Rule":
+        """The same rule on `targets` and `peers` (a bridge's share of it): the peer set
+        already made is kept when the peers are the same."""
+        rule = Rule(self.id, targets, peers, self.ports)
+        if peers is self.peers and "peer_set" in self.__dict__:
+            rule.__dict__["peer_set"] = self.__dict__["peer_set"]
+        return rule
+
     @property
     def direction(self) -> str:
         return self.id.direction
@@ -87,14 +107,24 @@ class Rule:
     def peer_set(self) -> AddressSet | None:
         return None if self.peers is None else AddressSet.of(self.peers)
 
+    @cached_property
+    def port_set(self) -> Intervals | None:
+        """The ports as one set of intervals, each protocol in a 16-bit band of its own (for
+        disjointness checks); None for any protocol and port."""
+        if self.ports is None:
+            return None
+        return merge_intervals(((PROTOCOLS.index(p.protocol) << 16) + p.bounds[0],
+                                (PROTOCOLS.index(p.protocol) << 16) + p.bounds[1]) for p in self.ports)
+
     @property
     def matches_nothing(self) -> bool:
         return not self.targets or self.peers == () or self.ports == ()
 
 
-@dataclass(frozen=True, order=True)
-class Isolation:
-    """A pod address isolated in one direction, and the policies that isolate it."""
+class Isolation(NamedTuple):
+    """A pod address isolated in one direction, and the policies that isolate it (a named
+    tuple: a cluster has one per pod address and direction, S1 200k of them; addresses isolated
+    by the same policies share one `policies` tuple)."""
 
     direction: str
     address: str

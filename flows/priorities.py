@@ -12,7 +12,8 @@ import hashlib
 from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
-from flows.ir import PortRange, Rule, RuleId
+from flows.addrset import intervals_overlap
+from flows.ir import Rule, RuleId
 
 RULE_PRIORITY_TOP = 60000
 RULE_PRIORITY_FLOOR = 1000
@@ -29,26 +30,85 @@ def stable_hash(text: str, bits: int) -> int:
         (1 << bits) - 1)
 
 
-def _ports_disjoint(a: Sequence[PortRange], b: Sequence[PortRange]) -> bool:
-    for x in a:
-        for y in b:
-            if x.protocol == y.protocol:
-                (a0, a1), (b0, b1) = x.bounds, y.bounds
-                if a0 <= b1 and b0 <= a1:
-                    return False
-    return True
-
-
 def provably_disjoint(a: Rule, b: Rule) -> bool:
     """True if no packet can match both rules (so they may share a priority)."""
     if a.targets.isdisjoint(b.targets):
         return True
-    # ports before peers: a few ranges against a walk of two address sets
-    if a.ports is not None and b.ports is not None and _ports_disjoint(a.ports, b.ports):
+    # ports before peers: a few intervals against a walk of two address sets
+    if a.ports is not None and b.ports is not None and not intervals_overlap(a.port_set, b.port_set):
         return True
     if a.peers is not None and b.peers is not None and a.peer_set.isdisjoint(b.peer_set):
         return True
     return False
+
+
+class PeerIndex:
+    """The peer addresses of the rules at one level, bucketed by /28 (IPv6: /64), so the rules
+    whose peers may overlap a new rule's are found by looking up its own addresses instead of
+    walking every other rule's peer set (S5: 100 rules on the same pods, each with 50 peers).
+    Intervals spanning more than WIDE buckets are kept in a list checked one by one."""
+
+    SHIFT = {4: 4, 6: 64}
+    WIDE = 16
+
+    def __init__(self):
+        self.buckets: dict[tuple[int, int], list[tuple[int, int, Rule]]] = defaultdict(list)
+        self.wide: list[tuple[int, int, int, Rule]] = []  # (family, lo, hi, rule)
+        self.any: list[Rule] = []  # rules without peers: they overlap every rule
+
+    @classmethod
+    def _intervals(cls, rule: Rule):
+        ps = rule.peer_set
+        for fam, ivs in ((4, ps.v4), (6, ps.v6)):
+            shift = cls.SHIFT[fam]
+            for lo, hi in ivs:
+                yield fam, lo, hi, lo >> shift, hi >> shift
+
+    @classmethod
+    def narrow(cls, rule: Rule) -> bool:
+        """True if every peer interval of the rule falls into a few buckets (then `overlapping`
+        answers by lookups alone)."""
+        return rule.peers is not None and all(
+            b1 - b0 < cls.WIDE for _, _, _, b0, b1 in cls._intervals(rule))
+
+    def add(self, rule: Rule) -> None:
+        if rule.peers is None:
+            self.any.append(rule)
+            return
+        for fam, lo, hi, b0, b1 in self._intervals(rule):
+            if b1 - b0 < self.WIDE:
+                for b in range(b0, b1 + 1):
+                    self.buckets[(fam, b)].append((lo, hi, rule))
+            else:
+                self.wide.append((fam, lo, hi, rule))
+
+    def remove(self, rule: Rule) -> None:
+        if rule.peers is None:
+            self.any = [r for r in self.any if r is not rule]
+            return
+        for fam, lo, hi, b0, b1 in self._intervals(rule):
+            if b1 - b0 < self.WIDE:
+                for b in range(b0, b1 + 1):
+                    entries = self.buckets.get((fam, b))
+                    if entries is not None:
+                        entries[:] = [e for e in entries if e[2] is not rule]
+                        if not entries:
+                            del self.buckets[(fam, b)]
+        self.wide = [w for w in self.wide if w[3] is not rule]
+
+    def overlapping(self, rule: Rule):
+        """The rules whose peers may overlap `rule`'s (a narrow rule with peers), possibly
+        repeated: every rule without peers, and every rule sharing a peer address."""
+        yield from self.any
+        wide, buckets = self.wide, self.buckets
+        for fam, lo, hi, b0, b1 in self._intervals(rule):
+            for f, wlo, whi, other in wide:
+                if f == fam and wlo <= hi and lo <= whi:
+                    yield other
+            for b in range(b0, b1 + 1):
+                for elo, ehi, other in buckets.get((fam, b), ()):
+                    if elo <= hi and lo <= ehi:
+                        yield other
 
 
 class Levels:
@@ -60,24 +120,44 @@ class Levels:
     def __init__(self, n_levels: int = N_LEVELS):
         self.n_levels = n_levels
         self.at: dict[int, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
+        # Built for a level the first time many rules there share pods with a new rule, then
+        # kept up to date (most levels never need one: their rules share few pods).
+        self.peers: dict[int, PeerIndex] = {}
         self.high_water: dict[str, int] = {}
         self.by_targets: dict[frozenset[str], Counter] = defaultdict(Counter)
 
     def fits(self, level: int, rule: Rule) -> bool:
-        """Room for `rule` at `level`: disjoint from every rule there."""
+        """Room for `rule` at `level`: disjoint from every rule there. Few rules on its pods:
+        each is checked in turn; many: only those its peer index says may share a peer."""
         if not 0 <= level < self.n_levels:
             return False
         index = self.at.get(level)
         if not index:
             return True
+        lists = [index[t] for t in rule.targets if t in index]
+        if sum(len(x) for x in lists) > 4 and PeerIndex.narrow(rule):
+            candidates = self._peer_index(level).overlapping(rule)
+        else:
+            candidates = (other for lst in lists for other in lst)
         seen: set[int] = set()
-        for t in rule.targets:
-            for other in index.get(t, ()):
-                if id(other) not in seen:
-                    seen.add(id(other))
-                    if not provably_disjoint(rule, other):
-                        return False
+        for other in candidates:
+            if id(other) not in seen:
+                seen.add(id(other))
+                if not provably_disjoint(rule, other):
+                    return False
         return True
+
+    def _peer_index(self, level: int) -> PeerIndex:
+        idx = self.peers.get(level)
+        if idx is None:
+            idx = self.peers[level] = PeerIndex()
+            seen: set[int] = set()
+            for lst in self.at[level].values():
+                for other in lst:
+                    if id(other) not in seen:
+                        seen.add(id(other))
+                        idx.add(other)
+        return idx
 
     def place(self, level: int, rule: Rule) -> None:
         index = self.at[level]
@@ -85,6 +165,8 @@ class Levels:
             index[t].append(rule)
             if self.high_water.get(t, 0) <= level:
                 self.high_water[t] = level + 1
+        if level in self.peers:
+            self.peers[level].add(rule)
         self.by_targets[rule.targets][level] += 1
 
     def remove(self, level: int, rule: Rule) -> None:
@@ -97,6 +179,9 @@ class Levels:
                 del index[t]
         if not index:
             del self.at[level]
+            self.peers.pop(level, None)
+        elif level in self.peers:
+            self.peers[level].remove(rule)
         counts = self.by_targets[rule.targets]
         counts[level] -= 1
         if counts[level] <= 0:

@@ -23,7 +23,7 @@ from sdn.policy.model import (
     EGRESS, FORM_ALPHA, FORM_BETA, FORM_IMPLICIT, INGRESS, Cluster, LabelSelector, Namespace, Node,
     Pod, Policy,
 )
-from sdn.policy.rules import ClusterIndex, policy_rules
+from sdn.policy.rules import ClusterIndex, isolating_directions, policy_rules
 
 Obj = Namespace | Pod | Node | Policy
 
@@ -55,15 +55,24 @@ class RuleSet:
         self.cluster = cluster
         self.index = ClusterIndex(cluster)
         self.rules: dict[str, dict[RuleId, Rule]] = {}  # policy key -> its rules
-        self.isolating: dict[str, set[tuple[str, str]]] = {}  # policy key -> (direction, ip)
-        self.owners: dict[tuple[str, str], set[str]] = defaultdict(set)  # (direction, ip) -> policies
+        # Isolation by target group: a direction and the pods one selector picks in one
+        # namespace. Policies join the groups they isolate; an address is isolated by the
+        # members of the groups holding it (S2: 10k policies on the same pods are one group of
+        # 10k names and 10k addresses, not 100M (address, policy) pairs).
+        self.groups: dict[tuple, _Group] = {}  # (direction, namespace, selector) -> group
+        self.isolating: dict[str, tuple[tuple, ...]] = {}  # policy key -> its groups
+        self.owners: dict[tuple[str, str], set[tuple]] = defaultdict(set)  # (direction, ip) -> groups
         self.policies: dict[str, Policy] = {}  # effective policies by key
         self._iso_cache: dict[tuple[str, str], Isolation] = {}
+        self._names: dict[frozenset, tuple[str, ...]] = {}  # groups -> their policies, sorted
         self._by_ns: dict[str, set[str]] = defaultdict(set)
         self._ns_peers: dict[tuple[str, str] | None, set[str]] = defaultdict(set)
         self._named_egress: dict[str, set[str]] = defaultdict(set)  # port name -> policies
+        self._renamed_groups: set[tuple] = set()  # groups whose members changed (see _finish)
+        delta, touched = RuleDelta(), set()
         for pol in cluster.effective_policies():
-            self._recompute_policy(pol, RuleDelta(), set())
+            self._recompute_policy(pol, delta, touched)
+        self._flush_renamed(touched)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -76,7 +85,11 @@ class RuleSet:
     def _isolation(self, key: tuple[str, str]) -> Isolation:
         iso = self._iso_cache.get(key)
         if iso is None:
-            iso = self._iso_cache[key] = Isolation(key[0], key[1], tuple(sorted(self.owners[key])))
+            groups = frozenset(self.owners[key])
+            names = self._names.get(groups)
+            if names is None:
+                names = self._names[groups] = tuple(sorted({p for g in groups for p in self.groups[g].members}))
+            iso = self._iso_cache[key] = Isolation(key[0], key[1], names)
         return iso
 
     # ---- indexes -------------------------------------------------------------------------
@@ -228,7 +241,7 @@ class RuleSet:
             self._unindex(pol)
         for rid in self.rules.pop(key, {}):
             delta.delete.append(rid)
-        self._set_isolation(key, set(), touched)
+        self._set_isolation(key, None, touched)
         delta.policies.add(key)
 
     def _recompute_policy(self, pol: Policy, delta: RuleDelta, touched: set) -> None:
@@ -238,7 +251,7 @@ class RuleSet:
                 self._unindex(old_pol)
             self.policies[pol.key] = pol
             self._index(pol)
-        rules, isolated = policy_rules(self.index, pol)
+        rules, _ = policy_rules(self.index, pol, isolation=False)
         new = {r.id: r for r in rules}
         old = self.rules.get(pol.key, {})
         for rid, r in new.items():
@@ -248,33 +261,94 @@ class RuleSet:
             if rid not in new:
                 delta.delete.append(rid)
         self.rules[pol.key] = new
-        self._set_isolation(pol.key, isolated, touched)
+        self._set_isolation(pol.key, pol, touched)
         delta.policies.add(pol.key)
 
-    def _set_isolation(self, key: str, isolated: set[tuple[str, str]], touched: set) -> None:
-        old = self.isolating.get(key, set())
-        if old == isolated:
+    def _set_isolation(self, key: str, pol: Policy | None, touched: set) -> None:
+        """Put policy `key` into the target groups `pol` isolates (none: out of every group),
+        and bring each group's addresses up to date with its selector's pods now."""
+        old = self.isolating.get(key, ())
+        new: tuple[tuple, ...] = ()
+        if pol is not None:
+            ips = self.index.selected_ips(pol)
+            new = tuple((d, pol.namespace, pol.pod_selector) for d in isolating_directions(pol))
+            for gk in new:
+                self._group_addresses(gk, ips, touched)
+        if old == new:
             return
-        self.isolating[key] = isolated
-        for k in old ^ isolated:
-            self._iso_cache.pop(k, None)
-        for k in old - isolated:
-            self.owners[k].discard(key)
+        self.isolating[key] = new
+        if not new:
+            del self.isolating[key]
+        for gk in set(old) - set(new):
+            group = self.groups[gk]
+            group.members.discard(key)
+            if not group.members:
+                self._group_addresses(gk, frozenset(), touched)
+                del self.groups[gk]
+            else:
+                self._renamed(gk, touched)
+        for gk in set(new) - set(old):
+            self.groups[gk].members.add(key)
+            self._renamed(gk, touched)
+
+    def _group_addresses(self, gk: tuple, ips: frozenset[str], touched: set) -> None:
+        """The addresses of group `gk` are now `ips` (the group is made if new)."""
+        group = self.groups.get(gk)
+        if group is None:
+            group = self.groups[gk] = _Group(set(), frozenset())
+        if group.ips is ips or group.ips == ips:
+            group.ips = ips
+            return
+        direction = gk[0]
+        for ip in group.ips - ips:
+            k = (direction, ip)
+            self.owners[k].discard(gk)
             if not self.owners[k]:
                 del self.owners[k]
+            self._iso_cache.pop(k, None)
             touched.add(k)
-        for k in isolated - old:
-            self.owners[k].add(key)
+        for ip in ips - group.ips:
+            k = (direction, ip)
+            self.owners[k].add(gk)
+            self._iso_cache.pop(k, None)
             touched.add(k)
+        group.ips = ips
+
+    def _renamed(self, gk: tuple, touched: set) -> None:
+        """The members of group `gk` changed: its addresses' isolations name other policies
+        (marked once per batch, see `_flush_renamed`: 10k policies joining one group are not
+        10k walks over its addresses)."""
+        self._renamed_groups.add(gk)
+
+    def _flush_renamed(self, touched: set) -> None:
+        if not self._renamed_groups:
+            return
+        self._names.clear()
+        for gk in self._renamed_groups:
+            group = self.groups.get(gk)
+            for ip in group.ips if group is not None else ():
+                k = (gk[0], ip)
+                self._iso_cache.pop(k, None)
+                touched.add(k)
+        self._renamed_groups.clear()
 
     def _finish(self, delta: RuleDelta, touched: set) -> RuleDelta:
         """Isolation changes as final states (several policies may touch one pod in a batch)."""
+        self._flush_renamed(touched)
         for k in sorted(touched):
             if k in self.owners:
                 delta.isolate.append(self._isolation(k))
             else:
                 delta.unisolate.append(k)
         return delta
+
+
+@dataclass
+class _Group:
+    """A target group: the policies isolating these addresses in one direction."""
+
+    members: set[str]
+    ips: frozenset[str]
 
 
 __all__ = ["RuleSet", "RuleDelta", "FORM_ALPHA", "FORM_BETA"]

@@ -25,12 +25,13 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import netaddr
 import yaml
 
-from sdn.policy.strict_yaml import DuplicateKey, load_json, load_yaml
+from flows.bulk import gc_paused
+from sdn.policy.strict_yaml import DuplicateKey, iter_yaml, load_json
 
 from sdn.policy.model import (
     ALPHA_ISOLATION_ANNOTATION,
@@ -913,28 +914,57 @@ def _expand(doc: Any, where: str, out: list[tuple[Any, str]]) -> None:
     out.append((doc, where))
 
 
-def _prepare(docs: Iterable[Any], origin: str) -> list[tuple[Any, list[str]]]:
-    flat: list[tuple[Any, str]] = []
-    for n, doc in enumerate(docs):
-        where = f"document {n + 1}"
+def _prepare(docs: Iterable[Any], origin: str,
+             progress: Callable[[str, int], None] | None = None) -> list[tuple[Any, list[str]]]:
+    """Documents -> (model object or None, warnings) each, one document at a time (a 50 MB
+    file is never held as parsed YAML all at once). Errors are reported as if every document
+    were expanded before any is parsed: the first expansion error, else the first parse
+    error (a YAML syntax error stops the stream where it is found, as before)."""
+    parsed = []
+    expand_error: ManifestError | None = None
+    parse_error: ManifestError | None = None
+    n = 0
+    for n, doc in enumerate(docs, 1):
+        if progress is not None and n % 1000 == 0:
+            progress(origin, n)
+        if expand_error is not None:
+            continue
+        where = f"document {n}"
+        flat: list[tuple[Any, str]] = []
         try:
             _expand(doc, where, flat)
         except _FieldError as e:
-            raise ManifestError(origin, where, e.field, e.message) from None
-    parsed = []
-    for doc, where in flat:
-        obj, warnings = _parse(doc, origin, where)
-        if obj is None:
-            kind = doc.get("kind")
-            meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-            label = _object_label(kind, bool(meta.get("namespace")), doc)
-            api = doc.get("apiVersion")
-            warnings = [
-                f"{origin}: skipped {label or kind} ({api or 'no apiVersion'}, {where}): "
-                f"kind {kind} is not used by network policy"
-            ]
-        parsed.append((obj, warnings))
+            expand_error = ManifestError(origin, where, e.field, e.message)
+            continue
+        if parse_error is not None:
+            continue
+        for item, item_where in flat:
+            try:
+                parsed.append(_parse_one(item, origin, item_where))
+            except ManifestError as e:
+                parse_error = e
+                break
+    if progress is not None:
+        progress(origin, n)
+    if expand_error is not None:
+        raise expand_error
+    if parse_error is not None:
+        raise parse_error
     return parsed
+
+
+def _parse_one(doc: Any, origin: str, where: str) -> tuple[Any, list[str]]:
+    obj, warnings = _parse(doc, origin, where)
+    if obj is None:
+        kind = doc.get("kind")
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        label = _object_label(kind, bool(meta.get("namespace")), doc)
+        api = doc.get("apiVersion")
+        warnings = [
+            f"{origin}: skipped {label or kind} ({api or 'no apiVersion'}, {where}): "
+            f"kind {kind} is not used by network policy"
+        ]
+    return obj, warnings
 
 
 def _commit(
@@ -980,8 +1010,14 @@ def _parse_text(text: str, origin: str, json_only: bool = False) -> list[Any]:
             raise ManifestError(origin, "", "", str(e)) from None
         except ValueError as e:
             raise ManifestError(origin, "", "", f"invalid JSON: {e}") from None
+    return _yaml_documents(text, origin)
+
+
+def _yaml_documents(text, origin: str) -> Iterator[Any]:
+    """The documents of a YAML stream (text or a file) as the C parser (libyaml) yields them,
+    one at a time; a key given twice in a mapping is refused (kubectl refuses it too)."""
     try:
-        return load_yaml(text)
+        yield from iter_yaml(text)
     except DuplicateKey as e:
         raise ManifestError(origin, "", "", str(e)) from None
     except yaml.YAMLError as e:
@@ -1019,24 +1055,42 @@ def _read(path: str) -> tuple[str, list[Any]]:
             raise ManifestError(_STDIN_ORIGIN, "", "", str(e)) from None
         except ValueError:
             return _STDIN_ORIGIN, _parse_text(text, _STDIN_ORIGIN)
+    if path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ManifestError(path, "", "", f"cannot read: {e}") from None
+        return path, _parse_text(text, path, json_only=True)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
         raise ManifestError(path, "", "", f"cannot read: {e}") from None
-    return path, _parse_text(text, path, json_only=path.endswith(".json"))
+    return path, _yaml_file_documents(f, path)
 
 
+def _yaml_file_documents(f, path: str) -> Iterator[Any]:
+    """The documents of a YAML file, parsed as the file is read (never held whole as text)."""
+    with f:
+        try:
+            yield from _yaml_documents(f, path)
+        except UnicodeDecodeError as e:
+            raise ManifestError(path, "", "", f"cannot read: {e}") from None
+
+
+@gc_paused()
 def load_paths(
-    paths: list[str], cluster: Cluster | None = None
+    paths: list[str], cluster: Cluster | None = None,
+    progress: Callable[[str, int], None] | None = None,
 ) -> tuple[Cluster, list[str]]:
     """Files and directories (recursively: *.yaml, *.yml, *.json, sorted; "-" = stdin) ->
-    (cluster, warnings). Everything is read and validated before anything is added."""
+    (cluster, warnings). Everything is read and validated before anything is added.
+    `progress(origin, documents)` is called every thousand documents of a file and at its end."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     batches = []
     for path in paths:
         for file in _manifest_files(os.fspath(path)):
             origin, docs = _read(file)
-            batches.append((origin, _prepare(docs, origin)))
+            batches.append((origin, _prepare(docs, origin, progress)))
     return _commit(batches, cluster)

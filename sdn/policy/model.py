@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from flows.flow import hash_once
+from flows.match import hash_once
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 INGRESS = "Ingress"

@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Iterable
 
 from flows.addrset import AddressSet
+from flows.bulk import gc_paused
 from flows.ir import EGRESS as IR_EGRESS, INGRESS as IR_INGRESS, Isolation, PortRange, Rule, RuleId
 from sdn.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, PolicyRule
 
@@ -144,6 +145,12 @@ class ClusterIndex:
             return [p for p in self.pods_in(ns) if sel.matches(p.label_map)]
         return self.memo(("sel", ns, sel), compute)
 
+    def selected_ips(self, policy: Policy) -> frozenset[str]:
+        """The addresses of the pods a policy selects: one frozenset shared by every policy
+        with the same selector (S2: 10k policies on the same 10k pods hold one set, not 10k)."""
+        return self.memo(("ips", policy.namespace, policy.pod_selector),
+                         lambda: frozenset(_addresses(self.selected(policy))))
+
     def peer_pods(self, policy: Policy, peer: Peer) -> list[Pod]:
         if peer.ip_block is not None:
             return []
@@ -170,10 +177,6 @@ def ipblock_set(peer: Peer) -> AddressSet:
 
 def _addresses(pods: Iterable[Pod]) -> set[str]:
     return {ip for p in pods for ip in p.ips}
-
-
-def _cidrs(addresses: AddressSet) -> tuple[str, ...]:
-    return addresses.cidrs()
 
 
 def _port_range(protocol: str, port: int | None, end: int | None) -> PortRange:
@@ -204,20 +207,19 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
                    rule: PolicyRule, targets: list[Pod]) -> list[Rule]:
     """The IR rules (parts) for one Kubernetes rule."""
     ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
-    target_ips = frozenset(_addresses(targets))
+    target_ips = index.selected_ips(policy)
     peers = _peer_set(index, policy, rule)
-    peer_cidrs = None if peers is None else _cidrs(peers)
 
     def rid(part: int) -> RuleId:
         return RuleId(policy.key, ir_dir, number, part)
 
     if rule.ports is None:
-        return [Rule(rid(0), target_ips, peer_cidrs, None)]
+        return [Rule.of_sets(rid(0), target_ips, peers, None)]
     numeric = tuple(sorted({_port_range(p.protocol, p.port, p.end_port)
                             for p in rule.ports if not isinstance(p.port, str)}))
     named = [(p.port, p.protocol) for p in rule.ports if isinstance(p.port, str)]
     # Part 0 carries the numeric ports; with only named ports it would match nothing.
-    out = [Rule(rid(0), target_ips, peer_cidrs, numeric)] if numeric or not named else []
+    out = [Rule.of_sets(rid(0), target_ips, peers, numeric)] if numeric or not named else []
     if not named:
         return out
 
@@ -233,7 +235,7 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
             if r:
                 groups[r] |= set(pod.ips)
         for part, (ports, ips) in enumerate(sorted(groups.items()), 1):
-            out.append(Rule(rid(part), frozenset(ips), peer_cidrs, ports))
+            out.append(Rule.of_sets(rid(part), frozenset(ips), peers, ports))
     else:
         for pod in index.all_pods:
             ips = [ip for ip in pod.ips if peers is None or ip in peers]
@@ -241,12 +243,19 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
             if r:
                 groups[r] |= set(ips)
         for part, (ports, ips) in enumerate(sorted(groups.items()), 1):
-            out.append(Rule(rid(part), target_ips, _cidrs(AddressSet.of(ips)), ports))
+            out.append(Rule.of_sets(rid(part), target_ips, AddressSet.of(ips), ports))
     return out
 
 
-def policy_rules(index: ClusterIndex, policy: Policy) -> tuple[list[Rule], set[tuple[str, str]]]:
-    """The IR rules of one policy in force, and the (direction, address) pairs it isolates."""
+def isolating_directions(policy: Policy) -> list[str]:
+    """The IR directions a policy isolates its pods in."""
+    return [IR_INGRESS if d == INGRESS else IR_EGRESS for d in (INGRESS, EGRESS) if d in policy.policy_types]
+
+
+def policy_rules(index: ClusterIndex, policy: Policy, isolation: bool = True
+                 ) -> tuple[list[Rule], set[tuple[str, str]]]:
+    """The IR rules of one policy in force, and the (direction, address) pairs it isolates
+    (isolation=False: not computed, an empty set)."""
     targets = index.selected(policy)
     rules: list[Rule] = []
     isolated: set[tuple[str, str]] = set()
@@ -254,7 +263,8 @@ def policy_rules(index: ClusterIndex, policy: Policy) -> tuple[list[Rule], set[t
         if direction not in policy.policy_types:
             continue
         ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
-        isolated |= {(ir_dir, ip) for ip in _addresses(targets)}
+        if isolation:
+            isolated |= {(ir_dir, ip) for ip in index.selected_ips(policy)}
         if not targets:
             continue
         for number, rule in enumerate(policy.rules(direction)):
@@ -262,15 +272,37 @@ def policy_rules(index: ClusterIndex, policy: Policy) -> tuple[list[Rule], set[t
     return rules, isolated
 
 
+@gc_paused()
 def cluster_rules(cluster: Cluster) -> tuple[list[Rule], list[Isolation]]:
-    """Every rule of every policy in force, and every isolated pod address, for the cluster."""
+    """Every rule of every policy in force, and every isolated pod address, for the cluster.
+
+    Isolation is gathered per target group (a direction and the pods one selector picks, the
+    same list object for every policy using that selector), not per address and policy: S2's
+    10k policies selecting the same 10k pods are one group of 10k names, not 100M entries.
+    Addresses isolated by the same groups share one tuple of policy names."""
     index = ClusterIndex(cluster, track=False)
     rules: list[Rule] = []
-    isolating: dict[tuple[str, str], list[str]] = defaultdict(list)
+    groups: dict[tuple[str, int], tuple[str, list[Pod], list[str]]] = {}
     for policy in cluster.effective_policies():
-        prules, isolated = policy_rules(index, policy)
+        prules, _ = policy_rules(index, policy, isolation=False)
         rules.extend(prules)
-        for key in isolated:
-            isolating[key].append(policy.key)
-    isolation = [Isolation(d, ip, tuple(sorted(set(pols)))) for (d, ip), pols in sorted(isolating.items())]
+        targets = index.selected(policy)  # remembered: the list policy_rules used
+        for ir_dir in isolating_directions(policy):
+            group = groups.get((ir_dir, id(targets)))
+            if group is None:
+                group = groups[(ir_dir, id(targets))] = (ir_dir, targets, [])
+            group[2].append(policy.key)
+    member_of: dict[tuple[str, str], list[int]] = defaultdict(list)
+    glist = list(groups.values())
+    for n, (ir_dir, targets, _) in enumerate(glist):
+        for ip in {ip for p in targets for ip in p.ips}:
+            member_of[(ir_dir, ip)].append(n)
+    owners: dict[tuple[int, ...], tuple[str, ...]] = {}
+    isolation = []
+    for key in sorted(member_of):
+        combo = tuple(member_of[key])
+        pols = owners.get(combo)
+        if pols is None:
+            pols = owners[combo] = tuple(sorted({p for n in combo for p in glist[n][2]}))
+        isolation.append(Isolation(key[0], key[1], pols))
     return rules, isolation

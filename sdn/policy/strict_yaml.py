@@ -8,7 +8,7 @@ line of both occurrences."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -46,7 +46,13 @@ class _StrictLoader(_BASE):  # type: ignore[misc, valid-type]
 
 def load_yaml(text: str) -> list[Any]:
     """Every document of a YAML stream; DuplicateKey on a repeated key, yaml.YAMLError otherwise."""
-    return list(yaml.load_all(text, Loader=_StrictLoader))
+    return list(iter_yaml(text))
+
+
+def iter_yaml(stream) -> Iterator[Any]:
+    """The documents of a YAML stream (text or an open file), one at a time, as the C parser
+    (libyaml, where PyYAML has it) yields them; DuplicateKey on a repeated key."""
+    yield from yaml.load_all(stream, Loader=_StrictLoader)
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict:
