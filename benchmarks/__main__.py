@@ -17,11 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-<<<<<<< HEAD
-from benchmarks import cli_startup, report
-=======
-from benchmarks import manifest, report
->>>>>>> issue14
+from benchmarks import cli_startup, manifest, report
 from benchmarks.scenarios import BUILDERS, DEFAULT_SEED, FULL_SCALES, QUICK_SCALES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -218,15 +214,11 @@ def rerender(args) -> int:
         meta["loadavg_end"] = [m.get("loadavg_end") for m in metas]
         meta["quick"] = all(m.get("quick") for m in metas)
         meta["controller_install"] = next((m["controller_install"] for m in reversed(metas)
-<<<<<<< HEAD
-                                           if m.get("controller_install")), None)
-        meta["cli_startup"] = next((m["cli_startup"] for m in reversed(metas) if m.get("cli_startup")), None)
-=======
                                            if m.get("controller_install")
                                            and not m["controller_install"].get("skipped")), None)
+        meta["cli_startup"] = next((m["cli_startup"] for m in reversed(metas) if m.get("cli_startup")), None)
         meta["manifest"] = next((m["manifest"] for m in reversed(metas) if (m.get("manifest") or {}).get("bytes")),
                                 meta.get("manifest"))
->>>>>>> issue14
     write_report(results, meta, Path(args.out), not args.no_plots)
     if not args.quiet:
         print(f"wrote {Path(args.out) / 'results.md'} from {len(metas)} run(s)")
@@ -259,15 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet and not args.no_switch and cfg["install_flows"]:
         print(f"== controller cold install of {cfg['install_flows']:,} flows vs ovs-ofctl", flush=True)
     install = run_install(args, cfg, out)
-<<<<<<< HEAD
     if not args.quiet:
         print("== CLI start-up: sdnctl --help, sdnctl compile of the example", flush=True)
     startup = cli_startup.measure(5 if args.quick else 9)
-=======
     if not args.quiet and cfg["manifest_policies"]:
         print(f"== sdnctl compile on a manifest of {cfg['manifest_policies']:,} policies", flush=True)
     big = manifest.run_in_process(cfg["manifest_policies"], out, REPO, cfg["timeout"])
->>>>>>> issue14
     meta = {"quick": args.quick, "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
             "cpus": os.cpu_count(), "python": platform.python_version(), "seed": args.seed,
             "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -275,11 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             "total_seconds": round(time.perf_counter() - t_start, 1),
             "loadavg_start": [round(x, 2) for x in load_start],
             "loadavg_end": [round(x, 2) for x in os.getloadavg()], "controller_install": install,
-<<<<<<< HEAD
-            "cli_startup": startup}
-=======
-            "manifest": big}
->>>>>>> issue14
+            "cli_startup": startup, "manifest": big}
     write_report(results, meta, out, not args.no_plots)
     if not args.quiet:
         print(f"wrote {out / 'results.md'} ({meta['total_seconds']} s)")

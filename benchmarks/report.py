@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-<<<<<<< HEAD
-from benchmarks import cli_startup, ovn_report
-=======
-from benchmarks import ovn_report, targets14
->>>>>>> issue14
+from benchmarks import cli_startup, ovn_report, targets14
 
 # ---- targets (issue 7) and published reference points -------------------------------------
 
@@ -149,11 +145,8 @@ def evaluate_targets(results: dict[str, dict], meta: dict | None = None) -> list
     rows.append(row)
     rows += switch_target_rows(results, meta)
     rows += ovn_report.targets(results)
-<<<<<<< HEAD
     rows += cli_startup.target_rows(meta)
-=======
     rows += targets14.targets(results, meta)
->>>>>>> issue14
     return rows
 
 

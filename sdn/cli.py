@@ -29,18 +29,16 @@ def _fail(message: str) -> None:
     raise UsageProblem(message)
 
 
-def load(files: Sequence[str], say=None) -> Cluster:
-    """Load manifests; warnings to stderr; a ManifestError becomes exit 2 with its message.
-    `say(text)` (a `progress` line) hears how many documents of which file are read; without
-    one, loading shows its own progress line on a terminal."""
+def load(files: Sequence[str]) -> Cluster:
+    """Load manifests; warnings to stderr; a ManifestError becomes exit 2 with its message. On a
+    terminal a progress line says how many documents of which file are read."""
     from sdn.policy.manifests import ManifestError, load_paths
     if not files:
         _fail("no input: give manifests with -f FILE|DIR (repeatable, '-' for stdin)")
     try:
         with progress(f"loading {', '.join(files)}") as line:
-            tell = say or line
             cluster, warnings = load_paths(list(files),
-                                           progress=lambda origin, n: tell(f"reading {origin}: {n:,} documents"))
+                                           progress=lambda origin, n: line(f"loading {origin}: {n:,} documents"))
     except ManifestError as e:
         _fail(str(e))
     except OSError as e:
@@ -220,10 +218,7 @@ enforce_option = click.option("--enforce", type=click.Choice(["host", "fabric"])
 @click.option("--port-map", metavar="FILE", help='JSON {"ns/pod": ofport} from OVSDB (with --node).')
 def compile_cmd(files, node, enforce, output, port_map):
     """Print the OpenFlow tables (loadable with `ovs-ofctl -O OpenFlow13 add-flows`)."""
-    with progress("reading manifests") as say:
-        cluster = load(files, say)
-        say(f"compiling {len(cluster.policies):,} policies over {len(cluster.pods):,} pods")
-        compiled = _compile(cluster, node, port_map, enforce)
+    compiled = _compile(load(files), node, port_map, enforce)  # each shows its own progress line
     if output in ("json", "yaml"):
         nodes = [node] if node else sorted(compiled.programs)
         emit({"nodes": [program_json(compiled, n, compiled.programs[n]) for n in nodes]}, output)
