@@ -186,13 +186,24 @@ class ObjectsMixin:
         of every object and realized it on its bridge."""
         deadline = time.monotonic() + timeout
 
+        waiting: list[str] = []
+
         def pods_settled() -> bool:
             items = self.api(lambda r: r.list(PODS))["items"]
-            return all(p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
-                       for p in items if p.get("spec", {}).get("nodeName") in self.lab.record["nodes"]) and \
-                all(p.get("spec", {}).get("nodeName") for p in items)
+            waiting[:] = [f"{p['metadata']['namespace']}/{p['metadata']['name']} "
+                          f"({p.get('spec', {}).get('nodeName') or 'unscheduled'}, "
+                          f"{'deleting' if p['metadata'].get('deletionTimestamp') else p.get('status', {}).get('phase')})"
+                          for p in items
+                          if not p.get("spec", {}).get("nodeName") or p["metadata"].get("deletionTimestamp")
+                          or (p["spec"]["nodeName"] in self.lab.record["nodes"] and not p.get("status", {}).get("podIP"))]
+            return not waiting
+
+        def why() -> str:
+            logs = self.lab.state.logs
+            tails = "".join(f"\n--- last lines of {f}:\n{proc.tail(f, 8)}" for f in sorted(logs.glob("kubelet-*.log")))
+            return f"waiting for {', '.join(waiting[:8])}{tails}"
         self._wait(pods_settled, max(1.0, deadline - time.monotonic()),
-                   "every pod to be Running with an address (or gone), as its kubelet reports")
+                   "every pod to be Running with an address (or gone), as its kubelet reports", why)
         want: dict[str, int] = {}
         for res in WATCHED:
             for item in self.api(lambda r, res=res: r.list(res))["items"]:

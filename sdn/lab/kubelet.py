@@ -44,6 +44,7 @@ log = logging.getLogger("sdn.lab.kubelet")
 LEASE_SECONDS = 40
 RENEW_EVERY = 10.0
 STATUS_EVERY = 60.0
+RETRY_SECONDS = 2.0  # after a pod failed to start (or stop): its next attempt
 VERSION = "v1.36.3-sdnlab"
 # A pod may ask for its address (the lab keeps a manifest's status.podIP so ipBlock rules
 # written for it hold): passed to the CNI plugin as CNI_ARGS IP=..., as host-local takes it.
@@ -176,7 +177,7 @@ class Kubelet:
     def _watch(self, rv: str) -> None:
         resp = self.core.list_pod_for_all_namespaces(
             field_selector=f"spec.nodeName={self.node}", watch=True, resource_version=rv,
-            allow_watch_bookmarks=True, timeout_seconds=120, _preload_content=False, _request_timeout=150)
+            allow_watch_bookmarks=True, timeout_seconds=60, _preload_content=False, _request_timeout=90)
         try:
             for line in resp:
                 ev = json.loads(line)
@@ -216,7 +217,17 @@ class Kubelet:
                 elif (pod.get("status") or {}).get("podIP") != have["ip"]:
                     self._post_pod_status(pod, have["ip"])
             except Exception as e:  # noqa: BLE001 - one pod's failure must not stop the others
-                log.error("pod %s: %s", key, e)
+                # As a kubelet's sync loop: undo what was half made, try again a little later.
+                log.error("pod %s: %s; trying again in %.0fs", key, e, RETRY_SECONDS)
+                if key in self.pods:
+                    try:
+                        self._teardown(key)
+                    except Exception as e2:  # noqa: BLE001
+                        log.error("pod %s: cleaning up: %s", key, e2)
+                if not self._stop.is_set():
+                    timer = threading.Timer(RETRY_SECONDS, lambda: self._pool.submit(self._sync, key, lock))
+                    timer.daemon = True
+                    timer.start()
 
     def _start(self, key: str, pod: dict) -> None:
         netns = P.pod_netns(self.prefix, key)
