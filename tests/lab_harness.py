@@ -260,14 +260,23 @@ def check_new_pods(replayer: Replayer) -> None:
     replayer.goto(base)
 
 
-def _connect(netns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
-    """A TCP connect from inside a network namespace: True when it is accepted."""
+def _probe(netns: str, ip: str, port: int, udp: bool = False, timeout: float = 1.0) -> bool:
+    """From inside a network namespace: a TCP connect accepted, or a UDP echo returned."""
     import subprocess
     import sys
-    code = ("import socket,sys\ns=socket.socket();s.settimeout(%r)\n"
-            "try:\n s.connect((%r,%d))\nexcept OSError:\n sys.exit(1)\n") % (timeout, ip, port)
+    kind, act = ("SOCK_DGRAM", "s.sendto(b'ping',(%r,%d))\n s.recvfrom(100)") if udp else ("SOCK_STREAM", "s.connect((%r,%d))")
+    code = (f"import socket,sys\ns=socket.socket(socket.AF_INET,socket.{kind});s.settimeout({timeout!r})\n"
+            f"try:\n {act % (ip, port)}\nexcept OSError:\n sys.exit(1)\n")
     return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code],
                           timeout=timeout + 10).returncode == 0
+
+
+def _connect(netns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
+    return _probe(netns, ip, port, False, timeout)
+
+
+def _udp(netns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
+    return _probe(netns, ip, port, True, timeout)
 
 
 def check_node_traffic(replayer: Replayer) -> None:
@@ -312,15 +321,6 @@ def check_node_traffic(replayer: Replayer) -> None:
         srv.wait()
     replayer.goto(base)
 
-
-def _udp(netns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
-    """A UDP round trip from inside a network namespace: True when the echo comes back."""
-    import subprocess
-    import sys
-    code = ("import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(%r)\n"
-            "s.sendto(b'ping',(%r,%d))\ntry:\n s.recvfrom(100)\nexcept OSError:\n sys.exit(1)\n") % (timeout, ip, port)
-    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code],
-                          timeout=timeout + 10).returncode == 0
 
 
 def check_external(replayer: Replayer) -> None:

@@ -241,3 +241,40 @@ def test_a_service_is_reached_through_kube_proxy_and_judged_after_translation(la
 
 def test_the_external_host_in_and_out(lab):
     check_external(lab)
+
+
+def test_a_nodeport_from_the_external_host_is_judged_on_its_address(lab, tmp_path):
+    """A NodePort Service with externalTrafficPolicy Local (the client's address kept): the
+    external host reaches the backend through its node's port, and the backend's ingress
+    ipBlock rules judge the external host's real address."""
+    from tests.e2e_model import from_, ip_block, match, netpol
+    from tests.lab_harness import _connect
+    base = base_cluster()
+    lab.goto(base)
+    svc = tmp_path / "np.json"
+    svc.write_text(json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np", "namespace": "z"},
+                               "spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
+                                        "selector": {"pod": "a"},
+                                        "ports": [{"port": 8080, "targetPort": 80, "protocol": "TCP"}]}}))
+    assert sdnctl(lab, "kubectl", "apply", "-f", str(svc)).returncode == 0
+    try:
+        node_port = int(sdnctl(lab, "kubectl", "get", "svc", "-n", "z", "np", "-o",
+                               "jsonpath={.spec.ports[0].nodePort}").stdout)
+        ext = lab.lab.status()["external"]
+        pods = {f"{p['namespace']}/{p['name']}": p for p in lab.lab.pods()}
+        node = lab.lab.state.load()["nodes"][pods["z/a"]["node"]]["address"]
+
+        def reach() -> bool:
+            return _connect(ext["netns"], node, node_port)
+        deadline = time.monotonic() + 60  # the EndpointSlice, then kube-proxy's rules
+        while not reach():
+            assert time.monotonic() < deadline, f"NodePort {node}:{node_port} never answered"
+        admit = netpol("z", "ext", match(pod="a"), ingress=[from_(ip_block(f"{ext['address']}/32"))])
+        lab.goto(base + [netpol("z", "deny", match()), admit])
+        assert reach()
+        other = netpol("z", "ext", match(pod="a"), ingress=[from_(ip_block("203.0.113.0/24"))])
+        lab.goto(base + [netpol("z", "deny", match()), other])
+        assert not reach()
+    finally:
+        sdnctl(lab, "kubectl", "delete", "-f", str(svc))
+        lab.goto(base)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sdn.lab import nodes as N
 from sdn.lab import pods as P
-from sdn.ovs.instance import add_netns, netns_exists, run_cmd
+from sdn.ovs.instance import run_cmd
 
 TCP_PORT = 80
 UDP_PORT = 81
@@ -34,14 +34,7 @@ def pick_address(network: ipaddress.IPv4Network, taken: set[str]) -> str:
 def start(prefix: str, underlay: dict, address: str, routes: dict[str, str], logs: Path) -> dict:
     """Make the external host and start its server; returns its record (lab.json "external")."""
     ns = ext_netns(prefix)
-    if not netns_exists(ns):
-        add_netns(ns)
-    run_cmd(["ip", "-n", ns, "link", "add", "ext0", "type", "veth", "peer", "name", "next", "netns", underlay["netns"]])
-    run_cmd(["ip", "-n", underlay["netns"], "link", "set", "next", "master", N.UNDERLAY_BRIDGE, "up"])
-    run_cmd(["ip", "-n", ns, "addr", "add", f"{address}/{underlay['prefixlen']}", "dev", "ext0"])
-    run_cmd(["ip", "-n", ns, "link", "set", "ext0", "up"])
-    # the nodes' underlay ends in an OVS userspace datapath: checksums computed here
-    run_cmd(["ip", "netns", "exec", ns, "ethtool", "-K", "ext0", "tx", "off"])
+    N.host_on_underlay(underlay, ns, "ext0", "next", address)
     for cidr, via in sorted(routes.items()):
         route(ns, cidr, via)
     pid = P.start_server(ns, NAME, [TCP_PORT], [UDP_PORT], logs / "external.log")

@@ -33,7 +33,6 @@ from sdn.lab import topology as T
 from sdn.lab.controlplane import ControlPlane, ControlPlaneError
 from sdn.lab.kube_objects import ObjectsMixin, exists, lab_error
 from sdn.lab.netns_thread import NetnsThread
-from sdn.ovs.instance import add_netns, run_cmd
 
 if TYPE_CHECKING:
     from sdn.lab.lab import Lab
@@ -105,14 +104,7 @@ class KubeMode(ObjectsMixin):
         self.info.update({"netns": ns, "address": address, "dir": str(self.dir), "cluster_cidr": str(cluster),
                           "kubelets": {}, "proxies": {}})
         self.lab._save()
-        add_netns(ns)
-        run_cmd(["ip", "-n", ns, "link", "add", "cp0", "type", "veth", "peer", "name", "ncp", "netns", ul["netns"]])
-        run_cmd(["ip", "-n", ul["netns"], "link", "set", "ncp", "master", N.UNDERLAY_BRIDGE, "up"])
-        run_cmd(["ip", "-n", ns, "addr", "add", f"{address}/{ul['prefixlen']}", "dev", "cp0"])
-        run_cmd(["ip", "-n", ns, "link", "set", "cp0", "up"])
-        # The nodes' underlay ends in an OVS userspace datapath, which forwards what a veth sends
-        # with its checksum left to the NIC: computed here, or every reply is dropped.
-        run_cmd(["ip", "netns", "exec", ns, "ethtool", "-K", "cp0", "tx", "off"])
+        N.host_on_underlay(ul, ns, "cp0", "ncp", address)
         self.lab.log(f"control plane {ns}: {address} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)")
         self._cp = ControlPlane(self.dir, address=address, netns=ns, cluster_cidr=str(cluster))
         try:

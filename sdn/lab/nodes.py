@@ -70,6 +70,20 @@ def create_underlay(prefix: str) -> str:
     return ns
 
 
+def host_on_underlay(underlay: dict, netns: str, ifname: str, peer: str, address: str) -> None:
+    """A plain host (the control plane, the external host) in its own namespace on the
+    underlay: a veth into the underlay bridge, its address, TX checksums computed in the kernel
+    (the nodes' underlay ends in an OVS userspace datapath, which forwards what a veth sends
+    with its checksum left to the NIC: every reply would be dropped)."""
+    if not netns_exists(netns):
+        add_netns(netns)
+    run_cmd(["ip", "-n", netns, "link", "add", ifname, "type", "veth", "peer", "name", peer, "netns", underlay["netns"]])
+    run_cmd(["ip", "-n", underlay["netns"], "link", "set", peer, "master", UNDERLAY_BRIDGE, "up"])
+    run_cmd(["ip", "-n", netns, "addr", "add", f"{address}/{underlay['prefixlen']}", "dev", ifname])
+    run_cmd(["ip", "-n", netns, "link", "set", ifname, "up"])
+    run_cmd(["ip", "netns", "exec", netns, "ethtool", "-K", ifname, "tx", "off"])
+
+
 def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: str,
                underlay_prefixlen: int, controller: str | list[str] | None,
                tunnel: str = "vxlan", gateway: tuple[str, str, str] | None = None) -> None:
