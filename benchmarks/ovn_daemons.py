@@ -23,8 +23,13 @@ import socket
 import time
 from pathlib import Path
 
-from sdn.ovs.instance import (OvsError, OvsInstance, _alive, _comm, _read_pidfile, _socket_ready,
-                              _tail, _terminate, run_cmd)
+from sdn.ovs.instance import OvsError, OvsInstance, run_cmd
+from sdn.proc import alive as _alive
+from sdn.proc import comm as _comm
+from sdn.proc import read_pidfile as _read_pidfile
+from sdn.proc import socket_ready as _socket_ready
+from sdn.proc import tail as _tail
+from sdn.proc import terminate as _terminate
 
 NB_SCHEMA = Path("/usr/share/ovn/ovn-nb.ovsschema")
 SB_SCHEMA = Path("/usr/share/ovn/ovn-sb.ovsschema")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +84,19 @@ def tail(path: Path | str, lines: int = 25) -> str:
     except OSError:
         return f"({path}: no log)"
     return "\n".join(content[-lines:]) or f"({path}: empty)"
+
+
+def socket_ready(path: Path | str) -> bool:
+    """Whether a unix socket at `path` accepts a connection (its daemon is serving)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 _SPAWN = """

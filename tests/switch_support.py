@@ -16,7 +16,9 @@ from pathlib import Path
 import yaml
 
 from sdn.layout import pod_mac
-from sdn.ovs.instance import OvsInstance, _alive, _read_pidfile
+from sdn.ovs.instance import OvsInstance
+from sdn.proc import alive as _alive
+from sdn.proc import read_pidfile as _read_pidfile
 from sdn.switch.control import ControlError, request
 
 REPO = Path(__file__).resolve().parent.parent

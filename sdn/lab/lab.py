@@ -33,7 +33,7 @@ from sdn import proc
 from sdn.lab import topology as T
 from sdn.lab.controlplane import SERVICE_CIDR
 from sdn.lab.state import State
-from sdn.ovs.instance import (OvsInstance, _alive, _terminate, add_netns, del_netns,
+from sdn.ovs.instance import (OvsInstance, add_netns, del_netns,
                               netns_exists, netns_list, run_cmd)
 from sdn.policy.manifests import ManifestError, load_documents
 
@@ -184,7 +184,7 @@ class Lab:
             for arg in cmd.split(b"\0"):
                 if arg == needle or arg.startswith(needle + b"/") or (b"=" + needle + b"/") in arg \
                         or (b":" + needle + b"/") in arg:
-                    if _alive(int(d.name)):
+                    if proc.alive(int(d.name)):
                         found.append(int(d.name))
                     break
         return found
@@ -498,8 +498,8 @@ class Lab:
 
     def _stop_server(self, key: str) -> None:
         pid = self.record["pods"][key].get("server_pid")
-        if pid and _alive(pid) and self._pid_in_netns(pid, self.record["pods"][key]["netns"]):
-            _terminate([pid], timeout=2.0)
+        if pid and proc.alive(pid) and self._pid_in_netns(pid, self.record["pods"][key]["netns"]):
+            proc.terminate([pid], timeout=2.0)
 
     @staticmethod
     def _pid_in_netns(pid: int, netns: str) -> bool:
@@ -583,7 +583,7 @@ class Lab:
                 if left <= 0:
                     raise LabError(f"agent {name} did not realize the change within {timeout:.0f}s: {last}"
                                    f"{self._log_tail(ctl['log'])}")
-                if not _alive(ctl["pid"]):
+                if not proc.alive(ctl["pid"]):
                     raise LabError(f"agent {name} (pid {ctl['pid']}) is not running{self._log_tail(ctl['log'])}")
                 try:
                     if not reloaded:  # once: later port changes recompile by themselves
@@ -838,13 +838,13 @@ class Lab:
 
     def _kill_controller(self, ctl: dict) -> None:
         pid = ctl.get("pid")
-        if pid and _alive(pid):
+        if pid and proc.alive(pid):
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 cmd = b""
             if str(self.state.dir).encode() in cmd:
-                _terminate([pid], timeout=5.0)
+                proc.terminate([pid], timeout=5.0)
 
     # ------------------------------------------------------------------ questions
     def documents(self) -> list[dict]:
@@ -970,7 +970,7 @@ class Lab:
         ext = record.get("external")
         if ext:
             out["external"] = {k: ext.get(k) for k in ("netns", "address", "tcp_port", "udp_port")}
-            if not (ext.get("server_pid") and _alive(ext["server_pid"])):
+            if not (ext.get("server_pid") and proc.alive(ext["server_pid"])):
                 out["problems"].append("the external host's server is not running")
         bridges = []
         for name, info in sorted(record.get("nodes", {}).items()):
@@ -983,7 +983,7 @@ class Lab:
                                      "address": info.get("address"), "pod_cidr": info.get("cidr"),
                                      "ovs": ovs.running, "netns_exists": netns_exists(info["netns"])}
             ctl = record.get("controllers", {}).get(name)
-            entry["agent"] = {"pid": ctl["pid"] if ctl else None, "running": bool(ctl and _alive(ctl["pid"]))}
+            entry["agent"] = {"pid": ctl["pid"] if ctl else None, "running": bool(ctl and proc.alive(ctl["pid"]))}
             if ctl and entry["agent"]["running"]:
                 try:
                     st = request(ctl["control"], "status", timeout=5)
@@ -1020,7 +1020,7 @@ class Lab:
                                     for what, d in parts.items() if not d["running"]]
         for key in sorted(record.get("pods", {}), key=lambda k: tuple(k.split("/", 1))):
             rec = record["pods"][key]
-            alive = bool(rec.get("server_pid") and _alive(rec["server_pid"]))
+            alive = bool(rec.get("server_pid") and proc.alive(rec["server_pid"]))
             out["pods"].append({"pod": key, "node": rec["node"], "ip": rec.get("ip"), "netns": rec["netns"],
                                 "server": alive})
             if not alive:
@@ -1059,7 +1059,7 @@ class Lab:
         # 1. agents first: they would otherwise reconnect and log errors while we tear down
         for name, ctl in (record.get("controllers") or {}).items():
             try:
-                if ctl.get("pid") and _alive(ctl["pid"]):
+                if ctl.get("pid") and proc.alive(ctl["pid"]):
                     self._kill_controller(ctl)
                     removed["processes"].append(ctl["pid"])
             except Exception as e:  # noqa: BLE001
@@ -1080,8 +1080,8 @@ class Lab:
         # 2. pods: their namespaces (servers die with them; the veths go with the node's)
         for key, rec in (record.get("pods") or {}).items():
             try:
-                if rec.get("server_pid") and _alive(rec["server_pid"]) and self._pid_in_netns(rec["server_pid"], rec["netns"]):
-                    _terminate([rec["server_pid"]], timeout=2.0)
+                if rec.get("server_pid") and proc.alive(rec["server_pid"]) and self._pid_in_netns(rec["server_pid"], rec["netns"]):
+                    proc.terminate([rec["server_pid"]], timeout=2.0)
                 if netns_exists(rec["netns"]):
                     del_netns(rec["netns"], timeout=2.0)
                     removed["netns"].append(rec["netns"])
@@ -1111,7 +1111,7 @@ class Lab:
         procs = self._our_processes()
         if procs:
             try:
-                _terminate(procs, timeout=3.0)
+                proc.terminate(procs, timeout=3.0)
                 removed["processes"].extend(procs)
             except Exception as e:  # noqa: BLE001
                 errors.append(f"processes {procs}: {e}")

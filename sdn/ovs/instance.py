@@ -34,15 +34,13 @@ import itertools
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdn.proc import (ProcessError, alive, comm, proc_state, read_pidfile, tail, terminate,
+from sdn.proc import (ProcessError, alive, comm, proc_state, read_pidfile, socket_ready, tail, terminate,
                       wait_gone)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -200,16 +198,7 @@ def _terminate(pids: Iterable[int], timeout: float = 5.0) -> None:
         raise OvsError(str(e)) from None
 
 
-def _socket_ready(path: Path) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(1.0)
-    try:
-        s.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+_socket_ready = socket_ready
 
 
 def _check_ifname(name: str) -> None:
