@@ -125,7 +125,11 @@ demo: demo-root demo-deps venv
 	@run() { echo; echo "\$$ sdnctl $$*"; $(SDNCTL) "$$@"; }; \
 	run lab up -f $(EXAMPLES) || exit 1; \
 	status=0; \
-	run lab matrix --check --port 80 --protocol TCP || status=1; \
+	$(DEMO_SHOW)
+
+# What both demos show once their lab is up: the matrices measured vs predicted, a node's flows
+# with the probes' counters; then the lab goes (KEEP=1 leaves it up).
+DEMO_SHOW = run lab matrix --check --port 80 --protocol TCP || status=1; \
 	run lab matrix --check --port 81 --protocol UDP || status=1; \
 	run flows show --node $(NODE) || status=1; \
 	echo; echo "$$SPOOFGUARD_NOTE"; \
@@ -145,15 +149,7 @@ demo-k8s: demo-root k8s-deps venv k8s
 	run lab kubectl get nodes -o wide || status=1; \
 	run lab kubectl get pods -A -o wide || status=1; \
 	run lab kubectl get networkpolicies -A || status=1; \
-	run lab matrix --check --port 80 --protocol TCP || status=1; \
-	run lab matrix --check --port 81 --protocol UDP || status=1; \
-	run flows show --node $(NODE) || status=1; \
-	echo; echo "$$SPOOFGUARD_NOTE"; \
-	case "$(KEEP)" in \
-	  ""|0|no|false) run lab down || status=1 ;; \
-	  *) $(MAKE) -s --no-print-directory lab-hint ;; \
-	esac; \
-	exit $$status
+	$(DEMO_SHOW)
 
 # What the counters of `flows show` after the probes hold, and what the spoof guard dropped
 # before any probe (tests/lab_live.py captures it in a pod and counts it on the bridge).

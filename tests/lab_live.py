@@ -34,6 +34,17 @@ def with_example_policies(replayer) -> None:
     replayer.goto(base_cluster() + EXAMPLE_POLICIES)
 
 
+def check_live_commands_and_trace(replayer, monkeypatch) -> None:
+    """With the example policies: the live commands find the lab, and the live trace of every
+    pod pair agrees with the evaluator; the lab back to the base cluster afterwards."""
+    with_example_policies(replayer)
+    try:
+        check_live_commands_find_the_lab(replayer)
+        check_live_trace_of_every_pair(replayer, monkeypatch)
+    finally:
+        replayer.goto(base_cluster())
+
+
 def check_live_trace_of_every_pair(replayer, monkeypatch) -> None:
     state_dir = str(replayer.lab.state.dir)
     monkeypatch.setenv("SDN_LAB_DIR", state_dir)

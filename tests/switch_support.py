@@ -37,6 +37,17 @@ def plug_internal(ovs: OvsInstance, bridge: str, port: str, key: str, ip: str, m
                                  external_ids=pod_external_ids(key, ip, mac))
 
 
+def node_bridge(factory, bridge: str, dpid: int, pods: dict[str, str]) -> OvsInstance:
+    """A private OVS with one node's bridge: its tunnel on ofport 1 and an internal port per
+    pod ("ns/name" -> address), as the CNI plugin would have plugged them."""
+    ovs = factory()
+    ovs.add_bridge(bridge, dpid=dpid)
+    add_tunnel(ovs, bridge, "tun0", 1)
+    for key, ip in pods.items():
+        plug_internal(ovs, bridge, "p" + key.replace("/", ""), key, ip)
+    return ovs
+
+
 def add_tunnel(ovs: OvsInstance, bridge: str, name: str, ofport: int = 1, dst_port: int = 4789) -> None:
     """A flow-based VXLAN port. Two bridges of one ovs-vswitchd need different `dst_port`s
     (OVS refuses a second tunnel port with the same configuration)."""

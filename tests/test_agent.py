@@ -36,7 +36,7 @@ from tests.conftest import OvsFactory
 from tests.e2e_model import base_cluster, node_of, pod_ip, pod_keys
 from tests.k8s_support import ANNOTATIONS, POLICY_SPECS, reference_cluster, wait_until
 from tests.kube_support import Kube, apply_deploy, control_plane, load
-from tests.switch_support import add_tunnel, plug_internal
+from tests.switch_support import node_bridge
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("agent")]  # one agent, one worker
 
@@ -122,11 +122,7 @@ def setup(tmp_path_factory):
     with control_plane(tmp_path_factory.mktemp("cp")) as server:
         try:
             apply_deploy(server)
-            ovs = factory()
-            ovs.add_bridge(BRIDGE, dpid=0x5D0101)
-            add_tunnel(ovs, BRIDGE, "tun0", 1)
-            for key in LOCAL:
-                plug_internal(ovs, BRIDGE, port_name(key), key, pod_ip(key))
+            ovs = node_bridge(factory, BRIDGE, 0x5D0101, {k: pod_ip(k) for k in LOCAL})
             load(server, base_cluster() + [policy("x", "deny", {"podSelector": {}})])
             run = AgentRun(ovs, server, tmp_path_factory.mktemp("agent"))
             assert wait_until(lambda: run.get("/readyz")[0] == 200, 90, 0.2), run.log.read_text()[-3000:]

@@ -21,7 +21,7 @@ from tests.conftest import OvsFactory
 from tests.e2e_model import base_cluster, node_of, pod_ip, pod_keys
 from tests.k8s_support import wait_until
 from tests.kube_support import apply_deploy, control_plane, load
-from tests.switch_support import add_tunnel, plug_internal
+from tests.switch_support import node_bridge
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("agent-metrics")]
 
@@ -60,11 +60,7 @@ def agent(tmp_path_factory):
     with control_plane(tmp_path_factory.mktemp("cp")) as server:
         try:
             apply_deploy(server)
-            ovs = factory()
-            ovs.add_bridge(BRIDGE, dpid=0x5D0102)
-            add_tunnel(ovs, BRIDGE, "tun0", 1)
-            for key in [k for k in pod_keys() if node_of(k) == NODE]:
-                plug_internal(ovs, BRIDGE, "p" + key.replace("/", ""), key, pod_ip(key))
+            ovs = node_bridge(factory, BRIDGE, 0x5D0102, {k: pod_ip(k) for k in pod_keys() if node_of(k) == NODE})
             deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                     "metadata": {"name": "deny", "namespace": "x"}, "spec": {"podSelector": {}}}
             load(server, base_cluster() + [deny])

@@ -18,7 +18,7 @@ from sdn.ovs.instance import OvsInstance
 from tests.e2e_cases import ALL_CASES, base_cluster
 from tests.e2e_model import deny_ingress
 from tests.lab_harness import check_new_pods, make_lab, replay_case
-from tests.lab_live import check_live_commands_find_the_lab, check_live_trace_of_every_pair, with_example_policies
+from tests.lab_live import check_live_commands_and_trace
 
 pytestmark = [
     pytest.mark.ovs, pytest.mark.xdist_group("lab-fabric"),
@@ -65,9 +65,4 @@ def test_live_commands_find_the_lab_and_trace_every_pair(lab, monkeypatch):
     """After `make demo KEEP=1`: flows show/diff, status, policy status and trace --live find
     the lab's agents without --control; the live trace follows every pod pair across the
     fabric switch and agrees with the evaluator."""
-    with_example_policies(lab)
-    try:
-        check_live_commands_find_the_lab(lab)
-        check_live_trace_of_every_pair(lab, monkeypatch)
-    finally:
-        lab.goto(base_cluster())
+    check_live_commands_and_trace(lab, monkeypatch)

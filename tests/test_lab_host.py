@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e_cases import ALL_CASES, base_cluster
+from tests.e2e_cases import ALL_CASES
 from tests.lab_harness import check_external, check_new_pods, check_node_traffic, make_lab, replay_case
-from tests.lab_live import (check_live_commands_find_the_lab, check_live_trace_of_every_pair,
-                            check_spoofguard_drops_are_router_solicitations, with_example_policies)
+from tests.lab_live import check_live_commands_and_trace, check_spoofguard_drops_are_router_solicitations
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-host")]
 
@@ -33,12 +32,7 @@ def test_live_commands_find_the_lab_and_trace_every_pair(lab, monkeypatch):
     """After `make demo KEEP=1`: flows show/diff, status, policy status and trace --live find
     the lab's agents without --control; the live trace follows every pod pair across the
     tunnel and agrees with the evaluator."""
-    with_example_policies(lab)
-    try:
-        check_live_commands_find_the_lab(lab)
-        check_live_trace_of_every_pair(lab, monkeypatch)
-    finally:
-        lab.goto(base_cluster())
+    check_live_commands_and_trace(lab, monkeypatch)
 
 
 def test_what_the_spoof_guard_drops_before_any_probe(lab):
