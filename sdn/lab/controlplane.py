@@ -209,6 +209,11 @@ class ControlPlane:
         self.pids.pop(name, None)
         self._save()
 
+    def close(self) -> None:
+        """Let go of the thread that reaches into the control plane's namespace (the daemons
+        keep running)."""
+        self._thread.close()
+
     def stop(self) -> None:
         errors = []
         for name in [n for n in self.pids if n not in COMPONENTS] + list(reversed(COMPONENTS)):
@@ -216,7 +221,7 @@ class ControlPlane:
                 self.stop_component(name)
             except Exception as e:  # noqa: BLE001 - stop the others all the same
                 errors.append(f"{name}: {e}")
-        self._thread.close()
+        self.close()
         if errors:
             raise ControlPlaneError("; ".join(errors))
 

@@ -89,7 +89,7 @@ class KubeMode(ObjectsMixin):
         for t in self._threads.values():
             t.close()
         if self._cp is not None:
-            self._cp._thread.close()
+            self._cp.close()
 
     # ------------------------------------------------------------------ up
     def start_control_plane(self, plans: dict[str, T.NodePlan]) -> None:
