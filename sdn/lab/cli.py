@@ -52,7 +52,7 @@ def _lab(ctx: click.Context, verbose: bool = False, say=None):
 
 
 def _run(fn, *args, **kwargs):
-    from sdn.lab.lab import LabError
+    from sdn.lab.base import LabError
     try:
         return fn(*args, **kwargs)
     except LabError as e:

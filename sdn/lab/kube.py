@@ -103,7 +103,7 @@ class KubeMode(ObjectsMixin):
         cluster = self.lab.cluster_cidr()
         self.info.update({"netns": ns, "address": address, "dir": str(self.dir), "cluster_cidr": str(cluster),
                           "kubelets": {}, "proxies": {}})
-        self.lab._save()
+        self.lab.save()
         N.host_on_underlay(ul, ns, "cp0", "ncp", address)
         self.lab.log(f"control plane {ns}: {address} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)")
         self._cp = ControlPlane(self.dir, address=address, netns=ns, cluster_cidr=str(cluster))
@@ -156,7 +156,7 @@ class KubeMode(ObjectsMixin):
         logs = self.lab.state.logs
         logs.mkdir(parents=True, exist_ok=True)
         pid = proc.spawn_daemon(argv, logs / f"{name}.log", self.lab.state.dir / f"{name}.pid")
-        self.lab._save()
+        self.lab.save()
         self.lab.log(f"{name}: pid {pid}")
         return pid
 
@@ -209,7 +209,7 @@ class KubeMode(ObjectsMixin):
         self.lab.record["controllers"][node] = {"pid": pid, "control": str(Path(info["rundir"]) / "control.sock"),
                                                 "log": str(log), "netns": info["netns"], "nodes": [node],
                                                 "argv": argv, "metrics": f"http://127.0.0.1:{METRICS_PORT}"}
-        self.lab._save()
+        self.lab.save()
         self.lab.log(f"agent for {node}: pid {pid}")
 
     def wait_nodes_ready(self, timeout: float) -> None:

@@ -26,7 +26,7 @@ KINDS = {(r.api_version, r.kind): r for r in WATCHED}
 
 
 def lab_error(msg: str, code: int = 1):
-    from sdn.lab.lab import LabError
+    from sdn.lab.base import LabError
     return LabError(msg, code)
 
 
@@ -258,7 +258,7 @@ class ObjectsMixin:
             pods[key] = {"node": node, "netns": krec.get("netns"), "ip": p["status"]["podIP"],
                          "server_pid": krec.get("server_pid"), "container_id": krec.get("container_id")}
         self.lab.record["pods"] = pods
-        self.lab._save()
+        self.lab.save()
 
     def _wait(self, ok, timeout: float, what: str, why=None, ctl: dict | None = None) -> None:
         deadline = time.monotonic() + timeout

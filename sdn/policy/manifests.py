@@ -1094,3 +1094,24 @@ def load_paths(
             origin, docs = _read(file)
             batches.append((origin, _prepare(docs, origin, progress)))
     return _commit(batches, cluster)
+
+
+def read_objects(paths: list[str]) -> Iterator[dict]:
+    """The raw objects of files and directories (as load_paths finds them; "-" = stdin),
+    `kind: List` expanded, each validated as load_paths validates it (ManifestError at the
+    first invalid one). Kinds that network policy does not use pass through unparsed."""
+    for path in paths:
+        for file in _manifest_files(os.fspath(path)):
+            origin, raw = _read(file)
+            for n, doc in enumerate(raw):
+                flat: list[tuple[Any, str]] = []
+                where = f"document {n + 1}"
+                try:
+                    _expand(doc, where, flat)
+                except _FieldError as e:
+                    raise ManifestError(origin, where, e.field, e.message) from None
+                for item, item_where in flat:
+                    if not isinstance(item, dict):
+                        raise ManifestError(origin, item_where, "", "must be an object")
+                    _parse(item, origin, item_where)
+                    yield item
