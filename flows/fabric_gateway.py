@@ -48,6 +48,10 @@ def fabric_node_flows(bridge: Bridge, uplink: int) -> list[Flow]:
             [Load(parse_mac(P.MAC_FROM_GATEWAY), FieldRef("dl_dst")), Output(uplink)])
         add(P.OUTPUT, 250, [Match(P.REG_TO_GATEWAY, 1), Match("dl_type", dl)],
             [Load(gw, FieldRef("dl_src")), Load(parse_mac(gwp.mac), FieldRef("dl_dst")), Output(gwp.ofport)])
+    # the node's own addresses (in its pod CIDR, which the fabric routes here): the node
+    for addr in gwp.addresses:
+        add(P.OUTPUT, 240, list(address_match(addr, "dst")),
+            [Load(gw, FieldRef("dl_src")), Load(parse_mac(gwp.mac), FieldRef("dl_dst")), Output(gwp.ofport)])
     return out
 
 

@@ -68,9 +68,7 @@ TABLES: tuple[Table, ...] = (
           frozenset({SPOOFGUARD, ARP_RESPONDER, CONNTRACK, OUTPUT}), True,
           "Sorts packets by the port they came in on: local pods go to the spoof guard, "
           "tunnels, fabric links and the node's gateway port to connection tracking (the "
-          "node's own addresses marked as such; on the fabric, by the MAC a node bridge gives "
-          "its gateway's packets, and a node's traffic to its own pods as the node's); anything "
-          "else is dropped."),
+          "node's own addresses marked as such); anything else is dropped."),
     Table(SPOOFGUARD, "spoofguard",
           frozenset({"in_port", "dl_src", "nw_src", "ipv6_src", "arp_spa", "arp_sha"}),
           frozenset({ARP_RESPONDER, CONNTRACK, OUTPUT}), True,

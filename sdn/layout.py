@@ -24,6 +24,7 @@ FIRST_POD_OFPORT = 10
 GATEWAY_MAC = "0a:58:a9:fe:00:01"  # the bridge's own (proxy ARP answers, rewritten eth_src)
 GATEWAY_OFPORT = 2  # a host-mode node bridge's port into the node's stack (sdn-gw)
 GATEWAY_PORT_MAC = "0a:58:a9:fe:00:02"  # that port's, on the node's side
+FABRIC_GATEWAY_OFPORT = 3  # the gateway port of a fabric-node bridge (2 is its fabric uplink)
 DEFAULT_NODE = "node-1"
 BRIDGE_NAME = "br-sdn"
 FABRIC = "fabric"  # the name of the fabric switch in programs and layouts

@@ -91,6 +91,15 @@ def test_pods_reach_the_world_through_their_own_node_judged_on_the_fabric():
     assert isolated.send("node-1", out) is None
 
 
+def test_pods_reach_their_node_whose_address_is_in_their_pod_cidr():
+    c = Cluster()
+    assert c.send("node-1", tcp("10.244.1.2", "10.244.1.1", port=10250, in_port=A.ofport, mac=A.mac)) \
+        == ("node-1", GW_PORT)
+    assert c.send("node-1", tcp("10.244.1.1", "10.244.1.2", port=40000, sport=10250)) == ("node-1", A.ofport)
+    assert c.send("node-2", tcp("10.244.2.2", "10.244.1.1", port=10250, in_port=C.ofport, mac=C.mac)) \
+        == ("node-1", GW_PORT)  # another node's gateway address: that node
+
+
 def test_nothing_loops_back_into_the_stack_that_sent_it():
     assert Cluster().send("node-1", tcp("198.51.100.7", "10.244.1.77")) is None
 

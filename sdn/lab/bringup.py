@@ -14,6 +14,7 @@ from sdn.lab import nodes as N
 from sdn.lab import topology as T
 from sdn.lab.base import SYNC_TIMEOUT, LabError, PodSpec, now, parallel, read_docs
 from sdn.lab.controlplane import SERVICE_CIDR
+from sdn.layout import FABRIC_GATEWAY_OFPORT, GATEWAY_OFPORT
 from sdn.ovs.instance import run_cmd
 from sdn.policy.manifests import ManifestError, load_documents
 
@@ -132,8 +133,7 @@ class LabBringup:
         if enforce == "fabric":
             self._link_fabric_all()
         self.neighbours()
-        if enforce == "host":
-            self._start_external()
+        self._start_external()
         if kubernetes:
             self._up_kubernetes(docs, plans, timeout)
             return
@@ -207,8 +207,8 @@ class LabBringup:
         N.start_node(self.lab.ovs(name), prefix=self.lab.prefix, slot=info["slot"], dpid=info["dpid"],
                      address=info["address"], underlay_prefixlen=self.lab.record["underlay"]["prefixlen"],
                      controller=f"unix:{info['openflow']}", tunnel=self.lab.record.get("tunnel", "vxlan"),
-                     gateway=None if self.lab.record.get("enforce") == "fabric" else
-                     (info["cidr"], self.cluster_cidr(), SERVICE_CIDR if "kubernetes" in self.lab.record else ""))
+                     gateway=(info["cidr"], self.cluster_cidr(), SERVICE_CIDR if "kubernetes" in self.lab.record else ""),
+                     gateway_ofport=FABRIC_GATEWAY_OFPORT if self.lab.record.get("enforce") == "fabric" else GATEWAY_OFPORT)
 
     def cluster_cidr(self) -> str:
         """The pod network routed through each node's gateway port: recorded at `up` (a later

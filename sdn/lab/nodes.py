@@ -86,7 +86,8 @@ def host_on_underlay(underlay: dict, netns: str, ifname: str, peer: str, address
 
 def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: str,
                underlay_prefixlen: int, controller: str | list[str] | None,
-               tunnel: str = "vxlan", gateway: tuple[str, str, str] | None = None) -> None:
+               tunnel: str = "vxlan", gateway: tuple[str, str, str] | None = None,
+               gateway_ofport: int = GATEWAY_OFPORT) -> None:
     """Start the node's OVS and build br-phy (underlay) and br-sdn (pods, tunnel; with
     `gateway` = (pod CIDR, cluster CIDR, service CIDR or "") also the gateway port into the
     node's stack)."""
@@ -105,14 +106,16 @@ def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: 
               "--", "add-port", PHY_BRIDGE, "ul0")
     run_cmd(["ip", "-n", ns, "addr", "add", f"{address}/{underlay_prefixlen}", "dev", PHY_BRIDGE])
     run_cmd(["ip", "-n", ns, "link", "set", PHY_BRIDGE, "up"])
-    node_bridge(ovs, dpid=dpid, controller=controller, tunnel=tunnel, local_ip=address, gateway=gateway)
+    node_bridge(ovs, dpid=dpid, controller=controller, tunnel=tunnel, local_ip=address, gateway=gateway,
+                gateway_ofport=gateway_ofport)
     got = ovs.ofport(TUNNEL_PORT)
     if got != TUNNEL_OFPORT:
         raise RuntimeError(f"{ns}: tunnel port got ofport {got}, not {TUNNEL_OFPORT}")
 
 
 def node_bridge(ovs: OvsInstance, *, dpid: int, controller: str | list[str] | None, tunnel: str,
-                local_ip: str, gateway: tuple[str, str, str] | None = None) -> None:
+                local_ip: str, gateway: tuple[str, str, str] | None = None,
+                gateway_ofport: int = GATEWAY_OFPORT) -> None:
     """br-sdn and its tunnel port through the script the Vagrant lab runs on its VMs too
     (sdn/scripts/ovs-node-bridge.sh), against this node's private OVS (netdev datapath)."""
     if not 0 <= dpid < 2 ** 64:
@@ -127,7 +130,7 @@ def node_bridge(ovs: OvsInstance, *, dpid: int, controller: str | list[str] | No
         pod_cidr, cluster_cidr, service_cidr = gateway
         net = ipaddress.ip_network(pod_cidr)
         argv += ["--gateway-ip", f"{net[1]}/{net.prefixlen}", "--gateway-mac", GATEWAY_PORT_MAC,
-                 "--gateway-ofport", str(GATEWAY_OFPORT), "--cluster-cidr", cluster_cidr, "--netns", ovs.netns]
+                 "--gateway-ofport", str(gateway_ofport), "--cluster-cidr", cluster_cidr, "--netns", ovs.netns]
         if service_cidr:
             argv += ["--service-cidr", service_cidr]
     ovs.run(*argv, timeout=ovs.cmd_timeout + ovs.timeout)
@@ -156,12 +159,18 @@ def link_fabric(node: OvsInstance, fabric: OvsInstance, slot: int, fabric_ofport
     node.vsctl("add-port", BRIDGE, UPLINK_PORT, "--", "set", "interface", UPLINK_PORT,
                f"ofport_request={FABRIC_UPLINK_OFPORT}", "external_ids:sdn-role=fabric-uplink")
     fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
-                 f"ofport_request={fabric_ofport}", "external_ids:sdn-role=fabric-link",
-                 f"external_ids:sdn-node={node_name}")
+                 f"ofport_request={fabric_ofport}", *fabric_link_ids(node_name))
     for ovs, port, want in ((node, UPLINK_PORT, FABRIC_UPLINK_OFPORT), (fabric, peer, fabric_ofport)):
         got = ovs.ofport(port)
         if got != want:
             raise RuntimeError(f"{ovs.netns}: port {port} got ofport {got}, not {want}")
+
+
+def fabric_link_ids(node_name: str) -> list[str]:
+    """What the fabric switch's port towards a node says of it: the node, and that the node has
+    a gateway port (every lab node has one: the fabric sends it what is for the node's stack)."""
+    return ["external_ids:sdn-role=fabric-link", f"external_ids:sdn-node={node_name}",
+            "external_ids:sdn-node-gateway=true"]
 
 
 def renumber_fabric_ports(fabric: OvsInstance, moves: dict[str, tuple[int, int]]) -> None:
@@ -172,8 +181,7 @@ def renumber_fabric_ports(fabric: OvsInstance, moves: dict[str, tuple[int, int]]
     for node, (slot, ofport) in moves.items():
         peer = f"n{slot}"
         fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
-                     f"ofport_request={ofport}", "external_ids:sdn-role=fabric-link",
-                     f"external_ids:sdn-node={node}")
+                     f"ofport_request={ofport}", *fabric_link_ids(node))
     for node, (slot, ofport) in moves.items():
         got = fabric.ofport(f"n{slot}")
         if got != ofport:
