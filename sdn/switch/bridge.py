@@ -119,6 +119,10 @@ class BridgeAgent:
         # realized (the core purges the datapath flow cache there; see core.py).
         self.after_commit: Callable[[object], None] | None = None
         self.last_sync: dict | None = None
+        # Called with the flows read from the switch before the first plan against them; True
+        # when it gave this worker a new program meanwhile (the core compiles again with the
+        # hints they hold: sdn/switch/hints.py), which is then planned instead.
+        self.before_plan: Callable[[list], bool] | None = None
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name=f"bridge-{node}", daemon=True)
 
@@ -295,6 +299,9 @@ class BridgeAgent:
             installed = chan.read_flows(ch)
             self.counters.resyncs += 1
             log.info("%s: read %d installed flows in %.2fs", self.node, len(installed), time.monotonic() - started)
+            if self.before_plan is not None and self.before_plan(installed):
+                with self._cv:
+                    program, generation = self._program, self._generation
         read = time.monotonic()
         plan = reconcile.plan(installed if view is None else list(view.values()), program.flows)
         planned = time.monotonic()
