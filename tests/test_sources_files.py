@@ -29,6 +29,7 @@ def started(directory: Path, settle: float = 0.3) -> tuple[FileSource, Controlle
     core = ControllerCore([])
     source = FileSource([str(directory)], settle)
     core.attach(source)
+    core.start()  # no bridge: no thread; the source reads its first input
     return source, core
 
 

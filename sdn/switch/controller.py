@@ -203,17 +203,15 @@ def run(opts: Options) -> int:
     except (StartupError, OSError, ValueError) as e:
         log.error("cannot start: %s", e)
         return 1
-    # The source first: a `reload` through the control socket must find it (its first input
-    # is compiled now and reaches each bridge once the core starts).
+    # The source is attached before the control socket opens (a `reload` must find it) and
+    # started with the core, once os-ken listens.
     source = opts.source or (FileSource(opts.manifests, opts.settle) if opts.manifests else None)
+    if source is not None:
+        core.attach(source)
     try:
-        if source is not None:
-            core.attach(source)
         control = ControlServer(core, opts.control).start()
-    except Exception as e:  # noqa: BLE001 - a source that cannot start is fatal
+    except OSError as e:
         log.error("cannot start: %s", e)
-        if source is not None:
-            source.stop()
         return 1
 
     stop = threading.Event()
@@ -231,14 +229,21 @@ def run(opts: Options) -> int:
         _wait_listening(kind, where)
     except (StartupError, Exception) as e:  # noqa: BLE001 - any os-ken start failure is fatal
         log.error("cannot start os-ken: %s", e)
-        if source is not None:
-            source.stop()
         control.stop()
         logging.shutdown()
         os._exit(1)
     log.info("listening for switches on %s; control socket %s; nodes %s", opts.listen, opts.control,
              ", ".join(f"{n.node}={n.ovsdb}" for n in opts.nodes))
-    core.start()
+    try:
+        core.start()
+    except Exception as e:  # noqa: BLE001 - a source that cannot start is fatal
+        log.error("cannot start: %s", e)
+        if source is not None:
+            source.stop()
+        control.stop()
+        core.stop()
+        logging.shutdown()
+        os._exit(1)
     while not stop.is_set():
         try:
             core.poll()

@@ -60,6 +60,7 @@ class ControllerCore:
         self.nodes = {n.node: n for n in nodes}
         self.targets = dict(targets or {})
         self.sources: list[Source] = []
+        self._started = threading.Event()
         self.lock = threading.RLock()
         self._compile_lock = threading.Lock()
         self.changed = threading.Event()  # wakes the main loop
@@ -89,10 +90,17 @@ class ControllerCore:
 
     # -- lifecycle
     def start(self) -> None:
+        """Start the bridge workers, the OVSDB monitors, then the sources (a source's first
+        input meets the bridges OVSDB shows as soon as it can)."""
         for a in self.agents.values():
             a.start()
         for m in self.monitors.values():
             m.start()
+        try:
+            for source in self.sources:
+                source.start(self)
+        finally:
+            self._started.set()
 
     def stop(self) -> None:
         for m in self.monitors.values():
@@ -101,9 +109,8 @@ class ControllerCore:
             a.stop(10.0)
 
     def attach(self, source: Source) -> None:
-        """An input of this core: started here, polled by `poll`, asked by `reload`."""
+        """An input of this core: started by `start`, polled by `poll`, asked by `reload`."""
         self.sources.append(source)
-        source.start(self)
 
     # -- os-ken side
     def datapath_up(self, dpid: int, channel: chan.Channel) -> None:
@@ -144,6 +151,7 @@ class ControllerCore:
         source, compile the cluster again."""
         if not self.sources:
             return self.recompile()
+        self._started.wait(60.0)  # a request may come before the sources started
         result: dict = {}
         for source in self.sources:
             result = source.reload()
