@@ -90,7 +90,11 @@ def _ask(control: str | None, cmd: str, **args) -> dict:
               help="A fabric switch (an OVS bridge standing in for a ToR or hypervisor switch) that "
                    "judges every rule of the cluster, matching addresses only: the same as "
                    "--bridge fabric[/BRIDGE]=OVSDB --enforce fabric.")
-def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce, fabric):
+@click.option("--settle", type=float, default=0.5, show_default=True, metavar="SECONDS",
+              help="How long a manifest modified in place must stay unchanged before it is read (a file "
+                   "renamed into place is read at once).")
+def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce, fabric,
+                   settle):
     """Program real Open vSwitch bridges from the manifests, through os-ken (OpenFlow 1.3).
 
     Each change goes to each bridge as one atomic bundle of only the difference; a restart
@@ -111,7 +115,7 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
     if not nodes:
         raise click.UsageError("no bridge to control: give --bridge NODE=OVSDB (repeatable) or --fabric OVSDB")
     sys.exit(run(Options(list(files), nodes, listen, control, poll, not no_configure, log_level, log_file,
-                         enforce)))
+                         enforce, settle=settle)))
 
 
 # ---- status --------------------------------------------------------------------------------

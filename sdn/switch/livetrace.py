@@ -25,6 +25,8 @@ from sdn.ovs.trace import TraceResult, split_actions
 from sdn.ovs.trace import trace as ofproto_trace
 from sdn.policy.evaluate import evaluate
 from sdn.policy.model import Cluster, Pod
+from sdn.switch.desired import Desired
+from sdn.switch.ovsdb import BridgeView
 
 MAX_HOPS = 4
 
@@ -209,3 +211,22 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
         "ingress": {"isolated": verdict.ingress.isolated, "allowed_by": fmt(verdict.ingress.allowed_by)},
         "hops": hops,
     }
+
+
+def node_place(desired: Desired | None, node: str, view: BridgeView | None,
+               ovs_rundir: str | None) -> NodePlace | None:
+    """What a live trace needs of a node's bridge, or None while it has no program, no OVS
+    run directory or no OVSDB view."""
+    if desired is None or node not in desired.bridges or view is None or ovs_rundir is None:
+        return None
+    bridge = desired.bridges[node]
+    return NodePlace(node, bridge.name, desired.programs[node], ovs_rundir, desired.addresses.get(node, ""),
+                     {p.pod: (p.ofport, p.mac) for p in bridge.pods}, view.tunnel_ofport)
+
+
+def trace_compiled(desired: Desired | None, places: dict[str, NodePlace], src: str, dst: str, port: str) -> dict:
+    """A new connection src -> dst:port through the live bridges of a compile."""
+    if desired is None or desired.cluster is None:
+        raise KeyError("nothing compiled yet")
+    names = {ip: p.key for p in desired.cluster.pods.values() for ip in p.ips}
+    return trace_connection(desired.cluster, places, names, src, dst, port)
