@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,6 +20,7 @@ from sdn.lab import probe as PR
 from sdn.lab import supervise
 from sdn.lab.lab import Lab
 from sdn.lab.state import State
+from tests.e2e_model import node_doc
 from tests.lab_harness import lab_state_dir
 from tests.test_lab_lifecycle import clean, leftovers, small_cluster
 
@@ -88,6 +90,14 @@ def test_a_killed_agent_is_restarted_and_enforces_isolation_again(lab):
     assert st["supervisor"]["running"]
     table = sdnctl_lab(lab, "status")
     assert table.returncode == 0 and "restarts 1" in table.stdout, table.stdout
+    # the supervisor is detached from whoever ran `lab up` (it outlives the CLI) ...
+    spid = supervise.supervisor_pid(lab.state)
+    assert spid and os.getsid(spid) == spid
+    # ... and an agent the lab stops on purpose (its node deleted) stays stopped
+    lab.delete_docs([node_doc("node-2")])
+    time.sleep(2 * supervise.BACKOFF_FIRST + 1)
+    assert not [p for p in leftovers(lab)["processes"] if b"node-2/br-sdn" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert "node-2" not in (supervise.view(lab.state).get("agents") or {})
 
 
 def test_apply_that_a_node_cannot_realize_says_what_was_saved_and_where(lab):
