@@ -148,6 +148,24 @@ def test_sdnctl_compile_on_fuzzed_files_exits_cleanly(tmp_path):
             assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, (path.name, out.stderr)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(docs=st.one_of(mutated(), st.lists(documents, max_size=3)), as_json=st.booleans())
+def test_sdnctl_compile_on_generated_files_never_shows_a_traceback(tmp_path, docs, as_json):
+    from click.testing import CliRunner
+
+    from sdn.cli import main
+    path = tmp_path / ("fuzz.json" if as_json else "fuzz.yaml")
+    if as_json:
+        path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, default=str))
+    else:
+        path.write_text(yaml.safe_dump_all(docs))
+    result = CliRunner().invoke(main, ["-q", "compile", "-f", str(path)])
+    assert result.exit_code in (0, 2), (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+
+
 BIG = "a" * 400_000
 
 
