@@ -290,10 +290,11 @@ def test_a_policy_in_a_missing_namespace_is_refused_and_changes_nothing(lab, tmp
          "metadata": {"name": "deny", "namespace": "nowhere"}, "spec": {"podSelector": {}}}]))
     out = sdnctl(lab, "apply", "-f", str(f))
     assert out.returncode == 2, out.stdout + out.stderr
+    # nothing else changed: the policy before it in the file was not written either
+    assert "NotFound" in sdnctl(lab, "kubectl", "get", "networkpolicy", "-n", "x", "first").stderr
     err = " ".join(out.stderr.split())
     assert "NetworkPolicy nowhere/deny" in err and "namespace nowhere does not exist" in err, err
     assert "nothing was changed" in err and "created" not in out.stdout and "Traceback" not in out.stderr
-    assert "NotFound" in sdnctl(lab, "kubectl", "get", "networkpolicy", "-n", "x", "first").stderr
 
 
 def test_a_killed_agent_is_restarted_and_counted(lab, tmp_path):
