@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from sdn import proc
 from sdn.lab import nodes as N
 from sdn.lab import topology as T
-from sdn.lab.base import SYNC_TIMEOUT, LabError, parallel, spawn_daemon
+from sdn.lab import supervise
+from sdn.lab.base import SYNC_TIMEOUT, LabError, NotRealized, settle, spawn_daemon
 
 if TYPE_CHECKING:
     from sdn.lab.lab import Lab
@@ -79,13 +80,21 @@ class LabAgents:
         def one(name: str, ctl: dict) -> None:
             last = ""
             reloaded = False
+            pid = None
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise LabError(f"agent {name} did not realize the change within {timeout:.0f}s: {last}"
                                    f"{self._log_tail(ctl['log'])}")
-                if not proc.alive(ctl["pid"]):
-                    raise LabError(f"agent {name} (pid {ctl['pid']}) is not running{self._log_tail(ctl['log'])}")
+                now = supervise.current_pid(self.lab.state, name, ctl)
+                if now != pid:  # a restarted agent reads the manifests afresh; ask it anyway
+                    pid, reloaded = now, False
+                if not (pid and proc.alive(pid)):
+                    if self.lab.record.get("phase") != "ready" or supervise.supervisor_pid(self.lab.state) is None:
+                        raise LabError(f"agent {name} (pid {pid}) is not running{self._log_tail(ctl['log'])}")
+                    last = f"agent {name} (pid {pid}) is not running; waiting for the supervisor to restart it"
+                    time.sleep(0.1)
+                    continue
                 try:
                     if not reloaded:  # once: later port changes recompile by themselves
                         rel = request(ctl["control"], "reload", timeout=min(left, 30))
@@ -114,7 +123,11 @@ class LabAgents:
                     last = str(e)
                     time.sleep(0.1)
 
-        parallel([partial(one, n, c) for n, c in self.lab.record["controllers"].items()])
+        jobs = sorted(self.lab.record["controllers"].items())
+        results = settle([partial(one, n, c) for n, c in jobs])
+        failed = {n: str(e) for (n, _), e in zip(jobs, results) if e is not None}
+        if failed:
+            raise NotRealized(sorted(n for (n, _), e in zip(jobs, results) if e is None), failed)
 
     @staticmethod
     def _log_tail(path: str, lines: int = 12) -> str:
@@ -124,8 +137,9 @@ class LabAgents:
             return ""
         return f"\n--- last lines of {path}:\n" + "\n".join(text) if text else ""
 
-    def kill_controller(self, ctl: dict) -> None:
-        pid = ctl.get("pid")
+    def kill_controller(self, name: str, ctl: dict) -> None:
+        """Stop an agent on purpose (its live pid: the supervisor may have restarted it)."""
+        pid = supervise.current_pid(self.lab.state, name, ctl)
         if pid and proc.alive(pid):
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()

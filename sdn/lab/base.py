@@ -26,6 +26,25 @@ class LabError(RuntimeError):
         self.exit_code = exit_code
 
 
+class NotRealized(LabError):
+    """Agents that did not realize a change: `realized` lists the agents (node names) that
+    did, `failed` says why each other one did not."""
+
+    def __init__(self, realized: list[str], failed: dict[str, str]):
+        self.realized, self.failed = realized, failed
+        super().__init__("; ".join(failed[n] for n in sorted(failed)))
+
+
+def partly_realized(e: NotRealized, report: list[str], saved: str) -> LabError:
+    """A change that some agents did not realize: what was saved, which nodes have it, which
+    do not and why (exit 1)."""
+    done = ", ".join(e.realized) or "no node"
+    why = "\n  ".join(f"{n}: {e.failed[n]}" for n in sorted(e.failed))
+    return LabError(f"the change was {saved} ({'; '.join(report) or 'no object changed'}) and realized on "
+                    f"{done}, but NOT on {', '.join(sorted(e.failed))}; an agent applies it once it runs and "
+                    f"reaches its switch again (`sdnctl lab status`):\n  {why}")
+
+
 class NoLab(LabError):
     """No lab in the state directory: exit 3, like a controller that cannot be reached."""
 
@@ -63,6 +82,15 @@ def spawn_daemon(argv: list[str], log: Path, pidfile: Path, timeout: float = 10.
         return proc.spawn_daemon(argv, log, pidfile, timeout)
     except proc.ProcessError as e:
         raise LabError(str(e)) from None
+
+
+def settle(jobs: Sequence[Callable[[], Any]], workers: int = 8) -> list[BaseException | None]:
+    """Run jobs in threads; each one's exception (None: it succeeded), in order."""
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
+        futures = [pool.submit(j) for j in jobs]
+        return [f.exception() for f in futures]
 
 
 def parallel(jobs: Sequence[Callable[[], Any]], workers: int = 8, collect: bool = False) -> list:

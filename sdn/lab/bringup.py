@@ -150,9 +150,18 @@ class LabBringup:
         self.lab.agents.write_manifests()
         self.lab.agents.start_controllers()
         self.lab.agents.sync(timeout)
+        self._ready()
+
+    def _ready(self) -> None:
+        """The lab is up: recorded as ready, and its supervisor restarts dead agents from now
+        on (sdn/lab/supervise.py)."""
+        from sdn.lab import supervise
         self.lab.record["phase"] = "ready"
         self.lab.record["ready"] = now()
+        self.lab.record["supervisor"] = {"pidfile": str(self.lab.state.dir / supervise.PIDFILE),
+                                         "log": str(self.lab.state.logs / "supervisor.log")}
         self.lab.save()
+        supervise.start(self.lab.state)
 
     def _up_kubernetes(self, docs: list[dict], plans: dict[str, T.NodePlan], timeout: float) -> None:
         """The control plane, then per node its Node object, kubelet stand-in, kube-proxy and
@@ -169,9 +178,7 @@ class LabBringup:
             kube.settle(timeout)
         finally:
             kube.close()
-        self.lab.record["phase"] = "ready"
-        self.lab.record["ready"] = now()
-        self.lab.save()
+        self._ready()
 
     def _start_external(self) -> None:
         """The external host on the underlay, its route to the pods through the first node,
@@ -287,10 +294,13 @@ class LabBringup:
         self.lab.agents.start_controllers(only=names)
 
     def remove_nodes(self, names: list[str]) -> None:
+        from sdn.lab import supervise
         for name in names:
-            ctl = self.lab.record["controllers"].pop(name, None)
-            if ctl:
-                self.lab.agents.kill_controller(ctl)
+            with supervise.holding(self.lab.state):  # gone from the record before it stops
+                ctl = self.lab.record["controllers"].pop(name, None)
+                self.lab.save()
+                if ctl:
+                    self.lab.agents.kill_controller(name, ctl)
             for key, rec in self.lab.record["pods"].items():
                 if rec["node"] == name:
                     rec["ip"] = None  # its switch goes away with it: no port to wait for

@@ -7,7 +7,7 @@ import copy
 from typing import TYPE_CHECKING, Sequence
 
 from sdn.lab import topology as T
-from sdn.lab.base import SYNC_TIMEOUT, LabError, PodSpec, read_docs
+from sdn.lab.base import SYNC_TIMEOUT, LabError, NotRealized, PodSpec, partly_realized, read_docs
 
 if TYPE_CHECKING:
     from sdn.lab.lab import Lab
@@ -47,7 +47,7 @@ class LabChange:
             if "kubernetes" in record:
                 return self._change_kubernetes(apply, delete, timeout, ignore_not_found)
             self.lab.plugging.finish_deletes()
-            self.lab.docs = self.lab.state.read_manifests()
+            self.lab.docs = self.lab.questions.read_manifests()
             current = {T.doc_key(d): d for d in self.lab.docs}
             report: list[str] = []
             # -- deletions
@@ -154,7 +154,10 @@ class LabChange:
                 self.lab.plugging.add_pods(specs)
             self.lab.agents.write_manifests()
             # flows first (nothing forwards to a deleted pod's address any more), then it goes
-            self.lab.agents.sync(timeout)
+            try:
+                self.lab.agents.sync(timeout)
+            except NotRealized as e:
+                raise partly_realized(e, report, f"saved in {self.lab.state.manifests_path}") from None
             self.lab.plugging.finish_deletes()
             if missing and not ignore_not_found:
                 raise LabError("not found: " + ", ".join(missing) + (
@@ -169,7 +172,10 @@ class LabChange:
         kube = KubeMode(self.lab)
         try:
             report, missing = kube.write(list(apply), list(delete))
-            kube.settle(timeout)
+            try:
+                kube.settle(timeout)
+            except NotRealized as e:
+                raise partly_realized(e, report, "written to the API server") from None
         finally:
             kube.close()
         if missing and not ignore_not_found:

@@ -226,6 +226,10 @@ def status_cmd(ctx, output):
     c = _console()
     c.print(f"[bold]lab[/bold] {st['state_dir']} (prefix {st['prefix']}): {st['phase']}, enforce {st['enforce']}, "
             f"tunnel {st['tunnel']}, since {st['created']}")
+    sup = st.get("supervisor")
+    if sup:
+        c.print(f"  [bold]supervisor[/bold] " + (f"pid {sup['pid']}: restarts a dead agent (back-off 0.5s doubling, "
+                                                  f"at most 10s)" if sup["running"] else "[red]DOWN[/red]"))
     k8s = st.get("kubernetes")
     if k8s:
         cp = k8s["control_plane"]
@@ -246,6 +250,10 @@ def status_cmd(ctx, output):
                      f"{a.get('desired_generation')} realized/desired, {a.get('desired_flows')} flows")
         where = f"{n['address']}, pods {n['pod_cidr']}" if n.get("address") else "fabric switch"
         node_k8s = (k8s or {}).get("nodes", {}).get(n["name"])
+        if n.get("restarts"):
+            agent += f", [yellow]restarts {n['restarts']}[/yellow]"
+        elif "restarts" in n:
+            agent += ", restarts 0"
         if node_k8s:
             agent += "".join(f", {what.replace('_', '-')} {'running' if d['running'] else '[red]DOWN[/red]'}"
                              for what, d in node_k8s.items())

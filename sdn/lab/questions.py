@@ -13,7 +13,7 @@ from sdn.lab import probe as PR
 from sdn.lab import topology as T
 from sdn.lab.base import PROBE_TIMEOUT, LabError
 from sdn.ovs.instance import OvsInstance, netns_exists
-from sdn.policy.manifests import load_documents
+from sdn.policy.manifests import ManifestError, load_documents
 
 if TYPE_CHECKING:
     from sdn.lab.lab import Lab
@@ -41,7 +41,21 @@ class LabQuestions:
                 return kube.objects()
             finally:
                 kube.close()
-        return self.lab.state.read_manifests()
+        return self.read_manifests()
+
+    def read_manifests(self) -> list[dict]:
+        """cluster.yaml's documents; LabError if someone left it unreadable."""
+        import yaml
+        try:
+            docs = self.lab.state.read_manifests()
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise LabError(f"the lab's objects ({self.lab.state.manifests_path}) are not valid YAML: "
+                           f"{' '.join(str(e).split())[:300]}; `sdnctl lab down` removes the lab") from None
+        bad = [n + 1 for n, d in enumerate(docs) if not isinstance(d, dict)]
+        if bad:
+            raise LabError(f"the lab's objects ({self.lab.state.manifests_path}): document {bad[0]} is not an "
+                           f"object; `sdnctl lab down` removes the lab")
+        return docs
 
     def ipam_dirs(self) -> list[Path]:
         """Where the CNI plugin keeps the lab's address reservations."""
@@ -63,9 +77,19 @@ class LabQuestions:
         return out
 
     def cluster(self):
-        origin = "the lab's API server" if "kubernetes" in (self.lab.record or self.lab.load()) \
-            else str(self.lab.state.manifests_path)
-        cluster, _ = load_documents(self.documents(), origin)
+        """The lab's objects as a cluster; LabError (exit 1) if they are invalid, or lack a
+        pod the lab runs (a cluster file edited by hand or cut short)."""
+        record = self.lab.record or self.lab.load()
+        origin = "the lab's API server" if "kubernetes" in record else str(self.lab.state.manifests_path)
+        try:
+            cluster, _ = load_documents(self.documents(), origin)
+        except ManifestError as e:
+            raise LabError(f"the lab's objects are invalid: {e}; nothing was probed") from None
+        lost = sorted(k for k, rec in record.get("pods", {}).items()
+                      if rec.get("ip") and not rec.get("deleting") and k not in cluster.pods)
+        if lost:
+            raise LabError(f"the lab's objects ({origin}) are incomplete: no Pod {', '.join(lost[:5])}"
+                           f"{' ...' if len(lost) > 5 else ''}, which the lab runs; nothing was probed")
         return cluster
 
     def matrix(self, probes: list[tuple[int, str]], timeout: float = PROBE_TIMEOUT,
@@ -165,13 +189,23 @@ class LabQuestions:
             bridges.append((name, info, N.BRIDGE))
         if record.get("fabric"):
             bridges.append((N.FABRIC_BRIDGE, record["fabric"], N.FABRIC_BRIDGE))
+        from sdn.lab import supervise
+        seen = supervise.view(self.lab.state)
+        if record.get("phase") == "ready" and record.get("controllers"):
+            spid = supervise.supervisor_pid(self.lab.state)
+            out["supervisor"] = {"pid": spid, "running": spid is not None}
+            if spid is None:
+                out["problems"].append("the lab's supervisor is not running: a dead agent is not restarted")
         for name, info, bridge in bridges:
             ovs = OvsInstance(Path(info["rundir"]), netns=info["netns"], create_netns=True)
             entry: dict[str, Any] = {"name": name, "netns": info["netns"], "bridge": bridge,
                                      "address": info.get("address"), "pod_cidr": info.get("cidr"),
                                      "ovs": ovs.running, "netns_exists": netns_exists(info["netns"])}
             ctl = record.get("controllers", {}).get(name)
-            entry["agent"] = {"pid": ctl["pid"] if ctl else None, "running": bool(ctl and proc.alive(ctl["pid"]))}
+            live = supervise.current(self.lab.state, name, ctl, seen) if ctl else {"pid": None, "restarts": 0}
+            entry["restarts"] = live["restarts"]
+            entry["agent"] = {"pid": live["pid"], "running": bool(live["pid"] and proc.alive(live["pid"])),
+                              "restarts": live["restarts"]}
             if ctl and entry["agent"]["running"]:
                 try:
                     st = request(ctl["control"], "status", timeout=5)

@@ -90,12 +90,21 @@ class LabTeardown:
             record = {}
         removed: dict[str, list] = {"processes": [], "netns": [], "files": []}
         errors: list[str] = []
+        # 0. the supervisor: nothing may restart an agent from here on
+        from sdn.lab import supervise
+        try:
+            pid = supervise.stop(self.lab.state)
+            if pid:
+                removed["processes"].append(pid)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"supervisor: {e}")
         # 1. agents first: they would otherwise reconnect and log errors while we tear down
         for name, ctl in (record.get("controllers") or {}).items():
             try:
-                if ctl.get("pid") and proc.alive(ctl["pid"]):
-                    self.lab.agents.kill_controller(ctl)
-                    removed["processes"].append(ctl["pid"])
+                pid = supervise.current_pid(self.lab.state, name, ctl)
+                if pid and proc.alive(pid):
+                    self.lab.agents.kill_controller(name, ctl)
+                    removed["processes"].append(pid)
             except Exception as e:  # noqa: BLE001
                 errors.append(f"agent {name}: {e}")
         # 1b. kubernetes mode: kubelet stand-ins (they would recreate pods), kube-proxies, the
