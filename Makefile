@@ -3,7 +3,7 @@
 #   make test    system packages for every test (root), venv, k8s, pytest -n auto
 #   make demo    the example cluster as a live lab: measured vs predicted matrix, flows (KEEP=1)
 #   make demo-k8s  the same through a real Kubernetes control plane (lab up --kubernetes)
-#   make k8s     build kube-apiserver & co. and etcd from the Go module proxy into a cache
+#   make k8s     build kube-apiserver & co., etcd and CoreDNS from the Go module proxy into a cache
 #                outside the repository (tools/build.sh; minutes when cold, then reused)
 #   make bench   run the benchmarks (QUICK=1: < 2 min; as root also OVN side by side, OVN=0: not)
 #   make vagrant-up / vagrant-down   the multi-node lab on VMs (vagrant/README.md; SDN_WORKERS=N)
@@ -57,8 +57,8 @@ help:
 test: system-deps venv k8s
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
-# The Kubernetes control plane the tests and `lab up --kubernetes` run: built once per release
-# (tools/k8s/go.mod, tools/etcd/go.mod) into $${XDG_CACHE_HOME:-~/.cache}/sdn-netpol/.
+# The Kubernetes control plane and the cluster DNS (CoreDNS) the tests and `lab up --kubernetes`
+# run: built once per release (tools/k8s/go.mod, tools/etcd/go.mod, tools/coredns/go.mod) into $${XDG_CACHE_HOME:-~/.cache}/sdn-netpol/.
 k8s:
 	@command -v go >/dev/null || { echo "make k8s needs Go >= 1.26 (it builds Kubernetes from the Go module proxy)" >&2; exit 1; }
 	@bash tools/build.sh >/dev/null
