@@ -30,7 +30,8 @@ from sdn.k8s.resources import ALPHA_NETWORK_POLICIES, NODES
 from sdn.k8s.rest import Rest
 from sdn.lab import nodes as N
 from sdn.lab import topology as T
-from sdn.lab.controlplane import ControlPlane, ControlPlaneError
+from sdn.lab import dns
+from sdn.lab.controlplane import CLUSTER_DOMAIN, ControlPlane, ControlPlaneError
 from sdn.lab.kube_objects import ObjectsMixin, exists, lab_error
 from sdn.lab.netns_thread import NetnsThread
 
@@ -140,7 +141,9 @@ class KubeMode(ObjectsMixin):
                              str(kubelet_cfg), "--address", info["address"], "--dir", str(ndir), "--prefix",
                              self.lab.prefix, "--cni-conf-dir", str(ndir / "etc/cni/net.d"),
                              "--cni-bin-dir", str(ndir / "opt/cni/bin"), "--pod-cidr", info["cidr"],
-                             "--node-labels", ",".join(f"{k}={v}" for k, v in sorted(labels.items()))]
+                             "--node-labels", ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                             "--cluster-dns", dns.cluster_dns_ip(self.cp.service_cidr),
+                             "--cluster-domain", CLUSTER_DOMAIN]
         self.info["kubelets"][node] = self._spawn(f"kubelet-{node}", kubelet)
         self._wait(lambda: self.api(lambda r: exists(r, NODES, node)), 30, f"node {node} to register")
         self._install_cni(node, ndir)
@@ -151,6 +154,14 @@ class KubeMode(ObjectsMixin):
                  "--healthz-bind-address=127.0.0.1:10256", "--oom-score-adj=0", "--v=1"]
         self.info["proxies"][node] = self._spawn(f"kube-proxy-{node}", proxy)
         self.start_agent(node)
+
+    def start_dns(self) -> None:
+        """The cluster DNS add-on (sdn/lab/dns.py): CoreDNS pods behind the kube-dns Service."""
+        for doc in dns.objects(self.cp.service_cidr, CLUSTER_DOMAIN):
+            self.api(lambda r, d=doc: r.apply_manifest(d))
+        self.info["dns"] = {"address": dns.cluster_dns_ip(self.cp.service_cidr), "domain": CLUSTER_DOMAIN}
+        self.lab._save()
+        self.lab.log(f"cluster DNS: CoreDNS behind kube-system/kube-dns {self.info['dns']['address']}")
 
     def _spawn(self, name: str, argv: list[str]) -> int:
         logs = self.lab.state.logs

@@ -32,6 +32,7 @@ from sdn.lab import probe as PR
 from sdn import proc
 from sdn.lab import topology as T
 from sdn.lab.controlplane import SERVICE_CIDR
+from sdn.lab.dns import remove_resolv_conf
 from sdn.lab.state import State
 from sdn.ovs.instance import (OvsInstance, add_netns, del_netns,
                               netns_exists, netns_list, run_cmd)
@@ -335,6 +336,7 @@ class Lab:
                 kube.start_node(name, node_docs.get(name))
             kube.wait_nodes_ready(timeout)
             kube.write([d for d in docs if d.get("kind") != "Node"], [])
+            kube.start_dns()  # after FILE's pods: the addresses they ask for are theirs
             kube.settle(timeout)
         finally:
             kube.close()
@@ -1085,6 +1087,8 @@ class Lab:
                 if netns_exists(rec["netns"]):
                     del_netns(rec["netns"], timeout=2.0)
                     removed["netns"].append(rec["netns"])
+                if remove_resolv_conf(rec["netns"]):
+                    removed["files"].append(f"/etc/netns/{rec['netns']}")
             except Exception as e:  # noqa: BLE001
                 errors.append(f"pod {key}: {e}")
         # 3. switches: daemons by their pid files, then their namespaces

@@ -1,0 +1,134 @@
+"""Cluster DNS in the kubernetes lab: CoreDNS (built from the Go module proxy) behind the kube-dns
+Service answers Service names; pods resolve them with their own resolv.conf (the one
+`ip netns exec` mounts); DNS traffic is judged like any other (after kube-proxy's translation,
+against the DNS pods), so a pod allowed only DNS and one Service reaches that Service by name
+and nothing else. Real DNS queries, real TCP through kube-proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sdn.lab import dns
+from tests.e2e_cases import base_cluster
+from tests.e2e_model import match, namespaces, netpol, pods_in, port, to
+from tests.lab_harness import make_lab
+
+pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-dns")]
+
+CONNECT = ("import socket, sys\n"
+           "try:\n"
+           "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5).close()\n"
+           "except OSError as e:\n"
+           "    print(e); sys.exit(1)\n")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    yield from make_lab("d", "host", kubernetes=True)
+
+
+def sdnctl(lab, *args: str) -> subprocess.CompletedProcess:
+    # a query the policy drops: one try of one second (glibc's RES_OPTIONS), not 5 s x 2 per name
+    env = dict(os.environ, RES_OPTIONS="timeout:1 attempts:1")
+    return subprocess.run([sys.executable, "-m", "sdn.cli", "lab", "--state-dir", str(lab.lab.state.dir), *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def resolve(lab, pod: str, name: str) -> str | None:
+    """The address `getent hosts NAME` gives inside the pod (its resolv.conf), or None."""
+    out = sdnctl(lab, "exec", pod, "--", "getent", "hosts", name)
+    return out.stdout.split()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def connect(lab, pod: str, host: str, port_: int) -> bool:
+    """A TCP connection from inside the pod to HOST (a name resolved there, or an address)."""
+    return sdnctl(lab, "exec", pod, "--", sys.executable, "-c", CONNECT, host, str(port_)).returncode == 0
+
+
+def service(tmp_path: Path, lab, ns: str, name: str, selector: dict) -> Path:
+    f = tmp_path / f"{ns}-{name}.json"
+    f.write_text(json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+                             "spec": {"selector": selector,
+                                      "ports": [{"port": 8080, "targetPort": 80, "protocol": "TCP"}]}}))
+    assert sdnctl(lab, "kubectl", "apply", "-f", str(f)).returncode == 0
+    return f
+
+
+def test_the_cluster_dns_service_and_a_pods_resolv_conf(lab):
+    cip = sdnctl(lab, "kubectl", "get", "svc", "-n", "kube-system", "kube-dns", "-o",
+                 "jsonpath={.spec.clusterIP}").stdout.strip()
+    assert cip == dns.cluster_dns_ip("10.96.0.0/16") == "10.96.0.10"
+    conf = sdnctl(lab, "exec", "x/a", "--", "cat", "/etc/resolv.conf")
+    assert conf.stdout.splitlines() == ["search x.svc.cluster.local svc.cluster.local cluster.local",
+                                        "nameserver 10.96.0.10", "options ndots:5"], conf.stdout + conf.stderr
+    # the DNS pods are the cluster's: real pods, but no row of the lab's matrix
+    assert not [p for p in lab.lab.pods() if p["namespace"] == "kube-system"]
+    # a pod that goes takes its resolv.conf along
+    base = base_cluster()
+    netns = next(p["netns"] for p in lab.lab.pods() if p["namespace"] == "z" and p["name"] == "c")
+    assert (dns.NETNS_ETC / netns / "resolv.conf").exists()
+    lab.goto([d for d in base if not (d["kind"] == "Pod" and d["metadata"] == {**d["metadata"], "namespace": "z",
+                                                                                   "name": "c"})])
+    try:
+        assert not (dns.NETNS_ETC / netns).exists()
+    finally:
+        lab.goto(base)
+
+
+def test_a_service_name_resolves_from_a_pod(lab, tmp_path):
+    lab.goto(base_cluster())
+    f = service(tmp_path, lab, "z", "web", {"pod": "a"})
+    try:
+        cip = sdnctl(lab, "kubectl", "get", "svc", "-n", "z", "web", "-o", "jsonpath={.spec.clusterIP}").stdout.strip()
+        deadline = time.monotonic() + 30  # CoreDNS learns the Service by watching
+        while resolve(lab, "x/b", "web.z.svc.cluster.local") != cip:
+            assert time.monotonic() < deadline, "web.z.svc.cluster.local never resolved"
+            time.sleep(0.5)
+        assert resolve(lab, "x/b", "web.z") == cip  # through the search list
+        assert resolve(lab, "z/b", "web") == cip  # a pod of the Service's own namespace
+        assert resolve(lab, "x/b", "nope.z.svc.cluster.local") is None
+    finally:
+        sdnctl(lab, "kubectl", "delete", "-f", str(f))
+
+
+def test_dns_only_egress_plus_one_service_reaches_that_service_by_name_and_nothing_else(lab, tmp_path):
+    base = base_cluster()
+    lab.goto(base)
+    web = service(tmp_path, lab, "z", "web", {"pod": "a"})
+    other = service(tmp_path, lab, "y", "other", {"pod": "a"})
+    try:
+        deadline = time.monotonic() + 60  # names in CoreDNS, endpoints in every kube-proxy
+        while not (connect(lab, "x/b", "web.z", 8080) and connect(lab, "x/b", "other.y", 8080)):
+            assert time.monotonic() < deadline, "the Services never answered by name"
+            time.sleep(0.5)
+        dns_pods = pods_in(match(**{"kubernetes.io/metadata.name": "kube-system"}), match(**dns.APP_LABEL))
+        only_dns = to(dns_pods, ports=[port(53, "UDP"), port(53, "TCP")])
+        web_only = to(pods_in(match(ns="z"), match(pod="a")), ports=[port(80)])
+        lab.goto(base + [netpol("x", "dns-and-web", match(pod="b"), egress=[only_dns, web_only], types=["Egress"])])
+        assert connect(lab, "x/b", "web.z", 8080)  # by name: DNS allowed, the Service's backend allowed
+        assert resolve(lab, "x/b", "other.y") is not None  # the other name resolves ...
+        assert not connect(lab, "x/b", "other.y", 8080)  # ... but its backend y/a is not allowed
+        y_a = next(p["ip"] for p in lab.lab.pods() if p["namespace"] == "y" and p["name"] == "a")
+        assert not connect(lab, "x/b", y_a, 80)
+        ext = lab.lab.status()["external"]
+        assert not connect(lab, "x/b", ext["address"], ext["tcp_port"])
+        assert connect(lab, "x/a", "other.y", 8080)  # the policy selects x/b only
+        # without the DNS rule the name no longer resolves: DNS is judged like any traffic
+        lab.goto(base + [netpol("x", "dns-and-web", match(pod="b"), egress=[web_only], types=["Egress"])])
+        assert resolve(lab, "x/b", "web.z") is None
+        assert not connect(lab, "x/b", "web.z", 8080)
+        # and DNS allowed to other pods than the DNS pods does not help either
+        elsewhere = to(namespaces(match(ns="y")), ports=[port(53, "UDP"), port(53, "TCP")])
+        lab.goto(base + [netpol("x", "dns-and-web", match(pod="b"), egress=[elsewhere, web_only],
+                                types=["Egress"])])
+        assert resolve(lab, "x/b", "web.z") is None
+    finally:
+        sdnctl(lab, "kubectl", "delete", "-f", str(web), "-f", str(other))
+        lab.goto(base)
