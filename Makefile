@@ -158,7 +158,7 @@ demo-k8s: demo-root k8s-deps venv k8s
 DEMO_SERVICES = ext=$$($(SDNCTL) lab status -o json | $(VPY) -c 'import json,sys; print(json.load(sys.stdin)["external"]["address"])'); \
 	reach() { run lab exec x/a -- curl -sS -m 2 "$$@"; }; \
 	run lab kubectl apply -f examples-k8s/service.yaml || status=1; \
-	run lab kubectl get service -n z web || status=1; \
+	run lab kubectl get svc -n z web || status=1; \
 	for i in 1 2 3 4 5 6 7 8 9 10; do $(SDNCTL) lab exec x/a -- curl -s -m 1 -o /dev/null http://web.z:8080/ && break; sleep 1; done; \
 	for url in http://10.96.0.80:8080/ http://web.z:8080/ http://$$ext/; do reach $$url || status=1; done; \
 	run lab apply -f examples-k8s/dns-only-egress.yaml || status=1; \
