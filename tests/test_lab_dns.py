@@ -132,3 +132,42 @@ def test_dns_only_egress_plus_one_service_reaches_that_service_by_name_and_nothi
     finally:
         sdnctl(lab, "kubectl", "delete", "-f", str(web), "-f", str(other))
         lab.goto(base)
+
+
+def test_the_matrix_probes_a_service_and_the_external_host(lab, tmp_path):
+    """`lab matrix --to-service NS/NAME --external`: every pod to the Service's ClusterIP and to
+    the external host, measured with real packets and compared with the prediction (the
+    translated connection for the Service, the egress rules on the real address outside)."""
+    base = base_cluster()
+    lab.goto(base)
+    web = service(tmp_path, lab, "z", "web", {"pod": "a"})
+    try:
+        deadline = time.monotonic() + 60
+        while not connect(lab, "x/a", "web.z", 8080):
+            assert time.monotonic() < deadline, "the Service never answered"
+            time.sleep(0.5)
+        ext = lab.lab.status()["external"]
+        lab.goto(base + [netpol("x", "dns-only", match(pod="a"), types=["Egress"], egress=[
+            to(pods_in(match(**{"kubernetes.io/metadata.name": "kube-system"}), match(**dns.APP_LABEL)),
+               ports=[port(53, "UDP"), port(53, "TCP")])])])
+        out = sdnctl(lab, "matrix", "--check", "--to-service", "z/web", "--external", "--port", "80",
+                     "--port", str(ext["udp_port"]), "--protocol", "TCP", "--protocol", "UDP", "-o", "json")
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+        doc = json.loads(out.stdout)
+        assert [c["name"] for c in doc["columns"]] == ["svc:z/web", "external"]
+        assert doc["columns"][1]["address"] == ext["address"]
+        tcp80 = next(m for m in doc["matrices"] if (m["port"], m["protocol"]) == (80, "TCP"))
+        cols = tcp80["columns"]
+        assert cols["ports"] == {"svc:z/web": 8080, "external": ext["tcp_port"]}
+        assert cols["measured"]["x/a"] == {"svc:z/web": "denied", "external": "denied"}
+        assert cols["measured"]["x/b"] == {"svc:z/web": "allowed", "external": "allowed"}
+        assert cols["predicted"]["x/a"] == {"svc:z/web": False, "external": False} and not cols["differences"]
+        udp = next(m for m in doc["matrices"] if (m["port"], m["protocol"]) == (ext["udp_port"], "UDP"))
+        assert udp["columns"]["measured"]["x/b"] == {"svc:z/web": "-", "external": "allowed"}
+        text = sdnctl(lab, "matrix", "--check", "--to-service", "z/web", "--external")
+        assert text.returncode == 0 and "to other destinations (svc:z/web port 8080, external port 80)" in text.stdout
+        missing = sdnctl(lab, "matrix", "--to-service", "z/nope")
+        assert missing.returncode == 2 and "no Service nope in namespace z" in missing.stderr
+    finally:
+        sdnctl(lab, "kubectl", "delete", "-f", str(web))
+        lab.goto(base)
