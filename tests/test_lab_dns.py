@@ -171,3 +171,12 @@ def test_the_matrix_probes_a_service_and_the_external_host(lab, tmp_path):
     finally:
         sdnctl(lab, "kubectl", "delete", "-f", str(web))
         lab.goto(base)
+
+
+def test_the_agents_set_up_their_nodes_and_find_nothing_to_change(lab):
+    """The agents run deploy/'s settings (setupNode: true): at start each set up its node
+    (sdn/node_setup.py) and found the bridge, tunnel and gateway port the lab made with the
+    same code already right: no change, no controller reconnection."""
+    for node, ctl in lab.lab.state.load()["controllers"].items():
+        text = Path(ctl["log"]).read_text()
+        assert f"node {node} set up: nothing to change" in text, text[-2000:]

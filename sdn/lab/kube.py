@@ -173,13 +173,17 @@ class KubeMode(ObjectsMixin):
 
     def _node_settings(self, info: dict) -> dict:
         """deploy/configmap.yaml's sdn.yaml, with what differs on a lab node (its own OVS
-        run directory and IPAM store, the lab's tunnel, metrics on the node's loopback)."""
+        run directory and IPAM store, the lab's tunnel, metrics on the node's loopback, the
+        userspace datapath, the lab's pod and Service ranges: the agent's node set-up at start
+        finds the node the lab made and changes nothing)."""
         cm = yaml.safe_load((DEPLOY / "configmap.yaml").read_text())
         settings = yaml.safe_load(cm["data"]["sdn.yaml"]) or {}
         settings.update({"ovsdb": f"unix:{info['rundir']}/db.sock", "openflow": f"unix:{info['openflow']}",
                          "tunnel": self.lab.record.get("tunnel", "vxlan"), "metricsAddress": "127.0.0.1",
                          "metricsPort": METRICS_PORT,
-                         "ipamDataDir": str(Path(info["rundir"]) / "var/lib/cni/networks")})
+                         "ipamDataDir": str(Path(info["rundir"]) / "var/lib/cni/networks"),
+                         "datapathType": "netdev", "clusterCIDR": self.info["cluster_cidr"],
+                         "serviceCIDR": self.cp.service_cidr})
         return settings
 
     def _install_cni(self, node: str, ndir: Path) -> None:
