@@ -180,3 +180,38 @@ def test_the_agents_set_up_their_nodes_and_find_nothing_to_change(lab):
     for node, ctl in lab.lab.state.load()["controllers"].items():
         text = Path(ctl["log"]).read_text()
         assert f"node {node} set up: nothing to change" in text, text[-2000:]
+
+
+def test_live_trace_takes_node_and_outside_addresses(lab):
+    """`sdnctl trace --live` on the real bridges with a node's or an outside host's address:
+    the pod's own node enters by the gateway port and is always allowed, another node's address
+    by the tunnel and is judged; a pod's connection outside leaves by the gateway; each flow hit
+    on the way named by its role."""
+    lab.goto(base_cluster())
+    record = lab.lab.state.load()
+    env = dict(os.environ, SDN_LAB_DIR=str(lab.lab.state.dir))
+    pods = {f"{p['namespace']}/{p['name']}": p for p in lab.lab.pods()}
+    node = record["nodes"][pods["x/a"]["node"]]["address"]
+    other = next(i["address"] for n, i in record["nodes"].items() if n != pods["x/a"]["node"])
+    ext = record["external"]["address"]
+
+    def trace(src: str, dst: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "sdn.cli", "trace", "--live", "--from", src, "--to", dst,
+                              "--port", "80", "-o", "json"], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return json.loads(out.stdout)
+
+    def roles(doc: dict) -> list[str]:
+        return [s["role"] for h in doc["hops"] for s in h["steps"] if s.get("role")]
+    lab.goto(base_cluster() + [netpol("x", "deny", match())])
+    try:
+        own = trace(node, "x/a")
+        assert (own["verdict"], own["agree"]) == ("allowed", True)
+        assert "gateway: from the node itself (always allowed)" in roles(own)
+        judged = trace(other, "x/a")
+        assert (judged["verdict"], judged["agree"]) == ("denied", True)
+        out = trace("x/a", ext)
+        assert (out["verdict"], out["agree"]) == ("allowed", True)
+        assert roles(out)[-1] == "to the gateway: the node, or outside the cluster (masqueraded by the node)"
+    finally:
+        lab.goto(base_cluster())
