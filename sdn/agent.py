@@ -353,6 +353,15 @@ def agent_command():
         except Exception as e:  # noqa: BLE001 - kubeconfig problems of every kind
             click.echo(f"error: cannot configure the Kubernetes client: {e}", err=True)
             sys.exit(2)
+        if settings.setup_node:
+            from sdn.agent_setup import setup_node
+            from sdn.node_setup import SetupError
+            try:
+                changes = setup_node(settings, client, node, listen or settings.openflow)
+            except SetupError as e:
+                click.echo(f"error: setting up node {node}: {e}", err=True)
+                sys.exit(e.code)
+            click.echo(f"node {node} set up: {'; '.join(changes) if changes else 'nothing to change'}", err=True)
         port = settings.metrics_port if metrics_port is None else metrics_port
         os.makedirs(os.path.dirname(control) or ".", exist_ok=True)
         opts = Options([], [NodeSpec(node, settings.ovsdb, settings.bridge)],

@@ -243,11 +243,20 @@ def flows_diff_cmd(node, bridge, control, output):
 
 # ---- trace --live --------------------------------------------------------------------------
 
+def _is_address(ref: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(ref)
+        return True
+    except ValueError:
+        return False
+
+
 def trace_live(src, dst, port, namespace, control, output) -> None:
     from sdn.cli_locate import Lab, lab_trace
     from sdn.switch.control import ControlError
     from sdn.switch.livetrace import LiveTraceError
-    key = lambda ref: ref if "/" in ref else f"{namespace}/{ref}"  # noqa: E731
+    key = lambda ref: ref if "/" in ref or _is_address(ref) else f"{namespace}/{ref}"  # noqa: E731
     target = _where(control)
     if isinstance(target, Lab):
         try:
@@ -269,6 +278,8 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
             c.print(f"  {line}")
         agree = "agrees" if doc["agree"] else "[red]DISAGREES[/red]"
         c.print(f"  semantic evaluator: {doc['evaluator']} ({agree})")
+        for line in doc.get("notes", []):
+            c.print(f"  [yellow]note:[/yellow] {escape(line)}")
         for hop in doc["hops"]:
             c.print(f"[bold]{hop['node']}[/bold] bridge {hop['bridge']} -> outputs {hop['outputs'] or 'none (dropped)'}")
             current = hop["bridge"]
@@ -281,6 +292,8 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
                     note = f"  [cyan]{escape(s['rule'])}[/cyan]"
                 elif "default_deny" in s:
                     note = f"  [red]default deny of {escape(s['default_deny']['pod'])}[/red]"
+                elif "role" in s:
+                    note = f"  [magenta]{escape(s['role'])}[/magenta]"
                 if s["miss"]:
                     c.print(f"  {s['table']:>3} {s['name']:<16} no match: drop")
                     continue

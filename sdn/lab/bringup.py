@@ -175,6 +175,7 @@ class LabBringup:
                 kube.start_node(name, node_docs.get(name))
             kube.wait_nodes_ready(timeout)
             kube.write([d for d in docs if d.get("kind") != "Node"], [])
+            kube.start_dns()  # after FILE's pods: the addresses they ask for are theirs
             kube.settle(timeout)
         finally:
             kube.close()

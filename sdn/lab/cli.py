@@ -201,15 +201,28 @@ def render_matrix(doc: dict, console: Console, check: bool) -> None:
 @click.option("--check", is_flag=True, help="Compare with the semantic evaluator; exit 1 on any difference.")
 @click.option("--timeout", default=0.5, show_default=True, type=click.FloatRange(0.05, 30),
               help="Seconds a probe waits before it counts as denied.")
+@click.option("--to-service", "services", multiple=True, metavar="NS/NAME",
+              help="Also probe this Service's ClusterIP from every pod (kubernetes mode). Repeatable.")
+@click.option("--external", is_flag=True, help="Also probe the external host from every pod.")
 @click.pass_context
-def matrix_cmd(ctx, ports, protocols, output, check, timeout):
-    """Probe every ordered pod pair in parallel: real TCP connects and UDP round trips."""
+def matrix_cmd(ctx, ports, protocols, output, check, timeout, services, external):
+    """Probe every ordered pod pair in parallel: real TCP connects and UDP round trips;
+    with --to-service / --external, also every pod to those destinations."""
+    from sdn.lab import matrix_targets as MT
     probes = [(p, proto.upper()) for proto in (protocols or ("TCP",)) for p in (ports or (80,))]
-    doc = _run(_lab(ctx).matrix, probes, timeout)
+    lab = _lab(ctx)
+    columns = [_run(MT.service_column, lab, s) for s in services]
+    if external:
+        columns.append(_run(MT.external_column, lab.state.load() or {}))
+    doc = _run(lab.matrix, probes, timeout)
+    if columns:
+        doc = _run(MT.add_columns, lab, doc, columns, timeout)
     if output == "json":
         click.echo(json.dumps(doc, indent=2))
     else:
         render_matrix(doc, _console(), check)
+        for m in doc["matrices"] if columns else ():
+            MT.render_columns(m, _console(), check, SYMBOL)
     if check and not all(m["agree"] for m in doc["matrices"]):
         sys.exit(1)
 

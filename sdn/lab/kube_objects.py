@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from sdn import proc
 from sdn.k8s.resources import ALPHA_NETWORK_POLICIES, BETA_NETWORK_POLICIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, Resource
 from sdn.k8s.rest import ApiError, Rest
+from sdn.lab import dns
 from sdn.lab import topology as T
 
 if TYPE_CHECKING:
@@ -273,12 +274,13 @@ class ObjectsMixin:
         return self.node_thread(node).run(get)
 
     def refresh_pods(self) -> None:
-        """lab.record["pods"] from the API and the kubelets: node, address, namespace."""
+        """lab.record["pods"] from the API and the kubelets: node, address, namespace (the
+        cluster DNS pods aside: the cluster's, not the lab's)."""
         items = self.api(lambda r: r.list(PODS))["items"]
         pods = {}
         for p in items:
             node = p.get("spec", {}).get("nodeName")
-            if node not in self.lab.record["nodes"] or not p.get("status", {}).get("podIP"):
+            if node not in self.lab.record["nodes"] or not p.get("status", {}).get("podIP") or dns.is_addon(p):
                 continue
             key = f"{p['metadata']['namespace']}/{p['metadata']['name']}"
             krec = kubelet_record(Path(self.lab.record["nodes"][node]["rundir"])).get(key, {})

@@ -10,7 +10,7 @@
         br-sdn           the pod bridge (fail_mode secure, programmed by the node's agent):
                          tunnel port `tun0` (VXLAN or Geneve, remote_ip=flow: the flows set
                          tun_dst) at ofport 1; pods' veths from 10 on (the CNI plugin).
-                         Made by sdn/scripts/ovs-node-bridge.sh, as on the Vagrant VMs
+                         Made by sdn/node_setup.py, as by the agent and on the Vagrant VMs
                          enforce fabric: `fab0` at ofport 2, a veth to the fabric switch
     PREFIX_fabric        enforce fabric: the fabric switch `fabric`, port 100+i towards the
                          i-th node in name order (sdn/layout.py)
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sdn.layout import (FABRIC, FABRIC_UPLINK_OFPORT, FIRST_FABRIC_OFPORT, GATEWAY_OFPORT, GATEWAY_PORT_MAC,
                         TUNNEL_OFPORT)
+from sdn.node_setup import NodeBridge, SetupError, setup
 from sdn.ovs.instance import OvsInstance, add_netns, del_netns, netns_exists, run_cmd
 
 BRIDGE = "br-sdn"  # sdn.layout.BRIDGE_NAME
@@ -37,7 +38,6 @@ FABRIC_BRIDGE = FABRIC  # the program of the fabric switch is named "fabric": so
 FABRIC_DPID = 0xFAB
 TUNNEL_TYPES = ("vxlan", "geneve")
 # Shared with the Vagrant lab (vagrant/provision/bridge.sh): br-sdn and its tunnel port.
-NODE_BRIDGE_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ovs-node-bridge.sh"
 
 
 def node_netns(prefix: str, node: str) -> str:
@@ -116,24 +116,25 @@ def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: 
 def node_bridge(ovs: OvsInstance, *, dpid: int, controller: str | list[str] | None, tunnel: str,
                 local_ip: str, gateway: tuple[str, str, str] | None = None,
                 gateway_ofport: int = GATEWAY_OFPORT) -> None:
-    """br-sdn and its tunnel port through the script the Vagrant lab runs on its VMs too
-    (sdn/scripts/ovs-node-bridge.sh), against this node's private OVS (netdev datapath)."""
+    """br-sdn, its tunnel port and its gateway port, made by the code the agent
+    runs at start and the Vagrant VMs' provisioning too (sdn/node_setup.py), against this
+    node's private OVS (netdev datapath)."""
     if not 0 <= dpid < 2 ** 64:
         raise ValueError(f"dpid {dpid} out of range")
-    argv = ["bash", str(NODE_BRIDGE_SCRIPT), "--db", ovs.db_remote, "--bridge", BRIDGE,
-            "--datapath-type", "netdev", "--dpid", f"{dpid:016x}", "--tunnel", tunnel,
-            "--local-ip", local_ip, "--tunnel-port", TUNNEL_PORT,
-            "--tunnel-ofport", str(TUNNEL_OFPORT), "--timeout", str(int(ovs.cmd_timeout))]
-    for target in [controller] if isinstance(controller, str) else controller or []:
-        argv += ["--controller", target]
+    gw: dict = {}
     if gateway is not None:
         pod_cidr, cluster_cidr, service_cidr = gateway
         net = ipaddress.ip_network(pod_cidr)
-        argv += ["--gateway-ip", f"{net[1]}/{net.prefixlen}", "--gateway-mac", GATEWAY_PORT_MAC,
-                 "--gateway-ofport", str(gateway_ofport), "--cluster-cidr", cluster_cidr, "--netns", ovs.netns]
-        if service_cidr:
-            argv += ["--service-cidr", service_cidr]
-    ovs.run(*argv, timeout=ovs.cmd_timeout + ovs.timeout)
+        gw = {"gateway_ip": f"{net[1]}/{net.prefixlen}", "gateway_mac": GATEWAY_PORT_MAC,
+              "gateway_ofport": gateway_ofport, "cluster_cidr": cluster_cidr, "service_cidr": service_cidr or "",
+              "netns": ovs.netns}
+    controllers = tuple([controller] if isinstance(controller, str) else controller or [])
+    try:
+        setup(NodeBridge(dpid=f"{dpid:016x}", db=ovs.db_remote, bridge=BRIDGE, datapath_type="netdev",
+                         controllers=controllers, tunnel=tunnel, local_ip=local_ip, tunnel_port=TUNNEL_PORT,
+                         tunnel_ofport=TUNNEL_OFPORT, timeout=int(ovs.cmd_timeout), env=ovs.env, **gw))
+    except SetupError as e:
+        raise RuntimeError(f"{ovs.netns}: {e}") from None
 
 
 def set_neighbours(ovs: OvsInstance, others: dict[str, str]) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from sdn import proc
 from sdn.lab import nodes as N
 from sdn.lab.base import LabError
+from sdn.lab.dns import remove_resolv_conf
 from sdn.ovs.instance import OvsInstance, del_netns, netns_exists, netns_list
 
 if TYPE_CHECKING:
@@ -128,6 +129,8 @@ class LabTeardown:
                 if netns_exists(rec["netns"]):
                     del_netns(rec["netns"], timeout=2.0)
                     removed["netns"].append(rec["netns"])
+                if remove_resolv_conf(rec["netns"]):
+                    removed["files"].append(f"/etc/netns/{rec['netns']}")
             except Exception as e:  # noqa: BLE001
                 errors.append(f"pod {key}: {e}")
         # 3. switches: daemons by their pid files, then their namespaces
