@@ -7,7 +7,7 @@
 #                outside the repository (tools/build.sh; minutes when cold, then reused)
 #   make bench   run the benchmarks (QUICK=1: < 2 min; as root also OVN side by side, OVN=0: not)
 #   make vagrant-up / vagrant-down   the multi-node lab on VMs (vagrant/README.md; SDN_WORKERS=N)
-#   make lint    ruff if installed in the venv, else a byte-compile check
+#   make lint    ruff and mypy (pyproject.toml says which rules and why); make test runs it first
 #   make clean   remove the venv and caches
 #
 # The demo and the tests run their own private Open vSwitch daemons, each in a network namespace
@@ -112,7 +112,7 @@ $(STAMP): pyproject.toml
 	      $(PYTHON) -m venv $(VENV); \
 	    else exit 1; fi; }; \
 	fi
-	$(VPY) -m pip install $(PIP_FLAGS) -e '.[test]'
+	$(VPY) -m pip install $(PIP_FLAGS) -e '.[test,lint]'
 	@touch $@
 
 # ---------------------------------------------------------------- demo / bench / lint
@@ -192,13 +192,10 @@ bench: venv
 	  $$(if [ "$$(id -u)" = 0 ] && [ "$(OVN)" != 0 ] && command -v ovn-northd >/dev/null; then \
 	       echo --hook benchmarks.ovn:ovn_hook; fi) $(BENCH_ARGS)
 
+# ruff and mypy (the `lint` extra; their settings and the chosen rules are in pyproject.toml).
 lint: venv
-	@if $(VPY) -m ruff --version >/dev/null 2>&1; then \
-	  $(VPY) -m ruff check sdn flows tests; \
-	else \
-	  echo "ruff not installed in $(VENV): byte-compiling only"; \
-	  $(VPY) -m compileall -q sdn flows tests; \
-	fi
+	$(VPY) -m ruff check sdn flows tests benchmarks
+	$(VPY) -m mypy
 
 # ---------------------------------------------------------------- the lab on VMs (vagrant/)
 # One k3s control plane and SDN_WORKERS workers (default 2) with the provider Vagrant picks
