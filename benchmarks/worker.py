@@ -30,10 +30,10 @@ timeout still gets every finished stage.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import cProfile
 import dataclasses
 import gc
+import ipaddress
 import json
 import os
 import pstats

@@ -10,11 +10,22 @@ from operator import itemgetter
 from typing import Iterable, Union
 
 from flows.fields import (
-    ETH_ARP, ETH_IP, ETH_IPV6, FIELDS, ORDER, PROTO_NAMES, PROTO_NUMBERS, FieldRef,
-    canonical_name, format_mac, format_value, full_mask, parse_mac, parse_value,
+    ETH_ARP,
+    ETH_IP,
+    ETH_IPV6,
+    FIELDS,
+    ORDER,
+    PROTO_NAMES,
+    PROTO_NUMBERS,
+    FieldRef,
+    canonical_name,
+    format_mac,
+    format_value,
+    full_mask,
+    parse_mac,
+    parse_value,
 )
 from flows.match import Match, canonical_match, hash_once, match_order  # noqa: F401 (re-exported)
-
 
 # ---- actions -------------------------------------------------------------------------------
 

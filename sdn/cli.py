@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
-from sdn.cli_output import (EXIT_USAGE, QUIET, console_out, err, escape, progress,
-                            show_error)
+from sdn.cli_output import EXIT_USAGE, QUIET, console_out, err, escape, progress, show_error
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `sdnctl --help` stays fast
     from flows.compiler import Program
@@ -286,9 +285,9 @@ def flows_show(files, node, enforce, policy, pod, namespace, table, output):
     show.render(grouped, console, wide=output == "wide")
 
 
-from sdn.cli_trace import trace_cmd as _trace  # noqa: E402 - before cli_live extends it with --live
 from sdn.cli_live import register as _register_live  # noqa: E402 - live options of flows show / trace
 from sdn.cli_policy import policy_group  # noqa: E402
+from sdn.cli_trace import trace_cmd as _trace  # noqa: E402 - before cli_live extends it with --live
 
 main.add_command(_trace)
 main.add_command(policy_group)

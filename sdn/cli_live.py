@@ -18,7 +18,8 @@ import sys
 
 import click
 
-from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, console_out as _console, escape
+from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, escape
+from sdn.cli_output import console_out as _console
 
 CONTROL_HELP = ("The running controller's control socket (default: /run/sdn/controller.sock if it exists, "
                 "else the agents of the lab that is up, $SDN_LAB_DIR).")

@@ -62,6 +62,7 @@ def policy_status(agent_url, namespace, output):
     """For each NetworkPolicy: has this node (in a lab: each node) realized its current generation?"""
     import urllib.error
     import urllib.request
+
     from sdn.cli import emit
     from sdn.cli_locate import lab_policy_status, running_lab
     lab = running_lab() if agent_url is None else None

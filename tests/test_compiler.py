@@ -26,13 +26,22 @@ from pathlib import Path
 import netaddr
 import pytest
 
-from flows import pipeline as P
 from flows import compiler as C
+from flows import pipeline as P
 from flows import priorities as PR
 from flows.compiler import (
     BridgeCompiler,
-    CompileError, Program, address_match, assign_conj_ids, assign_priorities, compile_bridge,
-    cross_product_count, port_matches, provably_disjoint, scope_rules, sorted_flows,
+    CompileError,
+    Program,
+    address_match,
+    assign_conj_ids,
+    assign_priorities,
+    compile_bridge,
+    cross_product_count,
+    port_matches,
+    provably_disjoint,
+    scope_rules,
+    sorted_flows,
 )
 from flows.fields import CT_BITS, FieldRef, parse_value
 from flows.flow import CT, Conjunction, Flow, GotoTable, InPort, Load, Match, Move, Output

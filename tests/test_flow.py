@@ -18,8 +18,22 @@ import pytest
 
 from flows.fields import FIELDS, FieldRef, parse_value
 from flows.flow import (
-    CT, Conjunction, Flow, FlowDiff, GotoTable, InPort, Load, Match, Move, Output, diff,
-    parse_actions, parse_flow, parse_flows, parse_match, render_match,
+    CT,
+    Conjunction,
+    Flow,
+    FlowDiff,
+    GotoTable,
+    InPort,
+    Load,
+    Match,
+    Move,
+    Output,
+    diff,
+    parse_actions,
+    parse_flow,
+    parse_flows,
+    parse_match,
+    render_match,
 )
 
 IP, IP6, ARP = 0x0800, 0x86DD, 0x0806

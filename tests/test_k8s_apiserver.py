@@ -16,9 +16,9 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.standin.apiserver import ApiServer
 from sdn.k8s.connect import api_client
 from tests.k8s_support import alpha_policy, namespace, pod, policy
+from tests.standin.apiserver import ApiServer
 
 ALPHA = ("net.alpha.kubernetes.io", "v1alpha1")
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from sdn.engine import Engine
-from tests.standin.apiserver import ApiServer
-from tests.standin.apistore import ApiError
 from sdn.k8s.cluster_state import ClusterState, Delta
 from sdn.k8s.connect import api_client
 from sdn.k8s.informer import SYNCED, Backoff, Event, Informers
@@ -34,6 +32,8 @@ from tests.k8s_support import (
     reference_cluster,
     wait_until,
 )
+from tests.standin.apiserver import ApiServer
+from tests.standin.apistore import ApiError
 
 FAST = dict(watch_timeout=1, relist_period=None, backoff_base=0.02, backoff_cap=0.2,
             page_size=3, read_timeout=5)

@@ -18,7 +18,13 @@ import pytest
 import yaml
 
 from tests.e2e_cases import ALL_CASES, base_cluster, replay
-from tests.lab_harness import check_external, check_new_pods, check_node_traffic, make_lab, replay_case
+from tests.lab_harness import (
+    check_external,
+    check_new_pods,
+    check_node_traffic,
+    make_lab,
+    replay_case,
+)
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-k8s")]
 

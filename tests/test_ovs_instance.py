@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sdn.ovs.instance import OvsCommandError, OvsInstance, netns_exists, netns_list
-from sdn.proc import alive as _alive
 from sdn.ovs.trace import TraceError, normalize_ct_state, parse_trace
+from sdn.proc import alive as _alive
 
 from .conftest import require_ovs, unique_name
 

@@ -14,8 +14,14 @@ from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
-from sdn.cni.spec import (ERR_DECODE, ERR_INCOMPATIBLE_VERSION, ERR_INVALID_CONFIG, IFNAMSIZ,
-                          SUPPORTED_VERSIONS, CniError)
+from sdn.cni.spec import (
+    ERR_DECODE,
+    ERR_INCOMPATIBLE_VERSION,
+    ERR_INVALID_CONFIG,
+    IFNAMSIZ,
+    SUPPORTED_VERSIONS,
+    CniError,
+)
 
 DEFAULT_BRIDGE = "br-sdn"  # sdn.layout.BRIDGE_NAME (not imported: keeps the plugin's start fast)
 GATEWAY_MAC = "0a:58:a9:fe:00:01"  # sdn.layout.GATEWAY_MAC: the pods' next hop (IPv6 neighbor)

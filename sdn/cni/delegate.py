@@ -15,8 +15,14 @@ from ipaddress import IPv4Interface, ip_address, ip_interface, ip_network
 from pathlib import Path
 
 from sdn.cni.config import NetConfig, Route
-from sdn.cni.spec import (ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_IPAM_EXHAUSTED, SUPPORTED_VERSIONS, CniError,
-                          Request)
+from sdn.cni.spec import (
+    ERR_INTERNAL,
+    ERR_INVALID_CONFIG,
+    ERR_IPAM_EXHAUSTED,
+    SUPPORTED_VERSIONS,
+    CniError,
+    Request,
+)
 
 TIMEOUT = 30.0
 

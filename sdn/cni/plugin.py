@@ -29,9 +29,19 @@ from sdn.cni import delegate, ovs, veth
 from sdn.cni.config import GATEWAY_MAC, NetConfig, parse_config, peek_version
 from sdn.cni.ipam import Store
 from sdn.cni.lifecycle import cmd_gc, cmd_status
-from sdn.cni.spec import (ERR_CHECK, ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_INVALID_ENV,
-                          LATEST_VERSION, CniError, Interface, Request, add_result, parse_env,
-                          version_result)
+from sdn.cni.spec import (
+    ERR_CHECK,
+    ERR_INTERNAL,
+    ERR_INVALID_CONFIG,
+    ERR_INVALID_ENV,
+    LATEST_VERSION,
+    CniError,
+    Interface,
+    Request,
+    add_result,
+    parse_env,
+    version_result,
+)
 
 
 def _require_namespaces(req: Request, conf: NetConfig) -> None:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from sdn import proc
-from sdn.k8s.resources import ALPHA_NETWORK_POLICIES, BETA_NETWORK_POLICIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, Resource
+from sdn.k8s.resources import (
+    ALPHA_NETWORK_POLICIES,
+    BETA_NETWORK_POLICIES,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    NODES,
+    PODS,
+    Resource,
+)
 from sdn.k8s.rest import ApiError, Rest
 from sdn.lab import topology as T
 

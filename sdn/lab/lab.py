@@ -26,15 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from sdn import proc
 from sdn.lab import nodes as N
 from sdn.lab import pods as P
 from sdn.lab import probe as PR
-from sdn import proc
 from sdn.lab import topology as T
 from sdn.lab.controlplane import SERVICE_CIDR
 from sdn.lab.state import State
-from sdn.ovs.instance import (OvsInstance, add_netns, del_netns,
-                              netns_exists, netns_list, run_cmd)
+from sdn.ovs.instance import OvsInstance, add_netns, del_netns, netns_exists, netns_list, run_cmd
 from sdn.policy.manifests import ManifestError, load_documents
 
 SYNC_TIMEOUT = 90.0
@@ -214,8 +213,8 @@ class Lab:
             raise LabError("no objects in the given manifests", 2)
         self._validate(docs)
         if kubernetes:
-            from sdn.lab.kube_objects import check_docs
             from sdn.k8s.binaries import BinariesMissing, binary
+            from sdn.lab.kube_objects import check_docs
             check_docs(docs)
             try:
                 binary("kube-apiserver")

@@ -24,8 +24,14 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from sdn.layout import (FABRIC, FABRIC_UPLINK_OFPORT, FIRST_FABRIC_OFPORT, GATEWAY_OFPORT, GATEWAY_PORT_MAC,
-                        TUNNEL_OFPORT)
+from sdn.layout import (
+    FABRIC,
+    FABRIC_UPLINK_OFPORT,
+    FIRST_FABRIC_OFPORT,
+    GATEWAY_OFPORT,
+    GATEWAY_PORT_MAC,
+    TUNNEL_OFPORT,
+)
 from sdn.ovs.instance import OvsInstance, add_netns, del_netns, netns_exists, run_cmd
 
 BRIDGE = "br-sdn"  # sdn.layout.BRIDGE_NAME

@@ -40,8 +40,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdn.proc import (ProcessError, alive, comm, proc_state, read_pidfile, socket_ready, tail, terminate,
-                      wait_gone)
+from sdn.proc import (
+    ProcessError,
+    alive,
+    comm,
+    proc_state,
+    read_pidfile,
+    socket_ready,
+    tail,
+    terminate,
+    wait_gone,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdn.ovs.trace import TraceResult

@@ -20,8 +20,17 @@ from typing import Iterable
 
 from flows.ir import Isolation, Rule, RuleId
 from sdn.policy.model import (
-    EGRESS, FORM_ALPHA, FORM_BETA, FORM_IMPLICIT, INGRESS, Cluster, LabelSelector, Namespace, Node,
-    Pod, Policy,
+    EGRESS,
+    FORM_ALPHA,
+    FORM_BETA,
+    FORM_IMPLICIT,
+    INGRESS,
+    Cluster,
+    LabelSelector,
+    Namespace,
+    Node,
+    Pod,
+    Policy,
 )
 from sdn.policy.rules import ClusterIndex, isolating_directions, policy_rules
 

@@ -31,8 +31,6 @@ import netaddr
 import yaml
 
 from flows.bulk import gc_paused
-from sdn.policy.strict_yaml import DuplicateKey, iter_yaml, load_json
-
 from sdn.policy.model import (
     ALPHA_ISOLATION_ANNOTATION,
     BETA_POLICY_ANNOTATION,
@@ -56,6 +54,7 @@ from sdn.policy.model import (
     Requirement,
     freeze_labels,
 )
+from sdn.policy.strict_yaml import DuplicateKey, iter_yaml, load_json
 
 __all__ = [
     "ManifestError",

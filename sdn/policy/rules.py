@@ -15,9 +15,10 @@ from typing import Iterable
 
 from flows.addrset import AddressSet
 from flows.bulk import gc_paused
-from flows.ir import EGRESS as IR_EGRESS, INGRESS as IR_INGRESS, Isolation, PortRange, Rule, RuleId
+from flows.ir import EGRESS as IR_EGRESS
+from flows.ir import INGRESS as IR_INGRESS
+from flows.ir import Isolation, PortRange, Rule, RuleId
 from sdn.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, PolicyRule
-
 
 _MISSING = object()
 

@@ -25,8 +25,7 @@ from typing import Callable
 
 from flows import wire
 from flows.flow import Flow
-from sdn.switch.reconcile import (ADD, DELETE, DELETE_COOKIE, DELETE_RAW, MODIFY, REPLACE, Op,
-                                  Plan)
+from sdn.switch.reconcile import ADD, DELETE, DELETE_COOKIE, DELETE_RAW, MODIFY, REPLACE, Op, Plan
 
 CHUNK_BYTES = 1 << 20  # bytes handed to the transport at once
 

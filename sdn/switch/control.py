@@ -27,8 +27,8 @@ from typing import Any
 
 from flows.compiler import Program, RuleInfo
 from flows.flow import Flow, parse_actions, parse_flow, parse_match, render_match
-from flows.wire import InstalledFlow, RawActions
 from flows.ir import Isolation, RuleId
+from flows.wire import InstalledFlow, RawActions
 from sdn.ovs.trace import TraceError
 from sdn.switch import reconcile
 from sdn.switch.channel import ChannelClosed, SwitchTimeout
