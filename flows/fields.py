@@ -205,7 +205,7 @@ class FieldRef:
         return f"{d.nxm}[{self.start}..{self.stop}]"
 
     @classmethod
-    def parse(cls, text: str) -> "FieldRef":
+    def parse(cls, text: str) -> FieldRef:
         name, _, rng = text.partition("[")
         rng = rng.rstrip("]")
         d = BY_NXM.get(name) or FIELDS.get(canonical_name(name.lower()))

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Iterable, Union
+from typing import Union
 
 from flows.fields import (
     ETH_ARP,
@@ -57,7 +58,7 @@ class Conjunction(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, id: int, clause: int, n_clauses: int) -> "Conjunction":
+    def __new__(cls, id: int, clause: int, n_clauses: int) -> Conjunction:
         return tuple.__new__(cls, (id, clause, n_clauses))
 
     def __getnewargs__(self) -> tuple:
@@ -155,7 +156,7 @@ class Flow:
             object.__setattr__(self, "_sort_key", key)
         return key
 
-    def __lt__(self, other: "Flow") -> bool:
+    def __lt__(self, other: Flow) -> bool:
         return self.sort_key() < other.sort_key()
 
     @property

@@ -39,7 +39,7 @@ class PortRange:
     def bounds(self) -> tuple[int, int]:
         return (0, 65535) if self.start is None else (self.start, self.end)
 
-    def __lt__(self, other: "PortRange") -> bool:
+    def __lt__(self, other: PortRange) -> bool:
         return (self.protocol, self.bounds, self.start is not None) < (
             other.protocol, other.bounds, other.start is not None)
 
@@ -82,7 +82,7 @@ class Rule:
 
     @classmethod
     def of_sets(cls, id: RuleId, targets: frozenset[str], peers: AddressSet | None,
-                ports: tuple[PortRange, ...] | None = None) -> "Rule":
+                ports: tuple[PortRange, ...] | None = None) -> Rule:
         """A rule with its peers given as an address set: `peers` holds the set's CIDRs, and
         the set itself is kept as `peer_set` (the compiler's disjointness checks need its
         intervals, which would otherwise be parsed back from the text)."""
@@ -91,7 +91,7 @@ class Rule:
             rule.__dict__["peer_set"] = peers
         return rule
 
-    def narrowed(self, targets: frozenset[str], peers: tuple[str, ...] | None) -> "Rule":
+    def narrowed(self, targets: frozenset[str], peers: tuple[str, ...] | None) -> Rule:
         """The same rule on `targets` and `peers` (a bridge's share of it): the peer set
         already made is kept when the peers are the same."""
         rule = Rule(self.id, targets, peers, self.ports)

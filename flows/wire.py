@@ -16,8 +16,8 @@ section 7, and OVS's include/openflow/nicira-ext.h, lib/ofp-actions.c, lib/ofp-e
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from flows.fields import FIELDS, FieldRef
 from flows.flow import CT, Conjunction, Flow, GotoTable, InPort, Load, Match, Move, Output

@@ -19,10 +19,11 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -47,7 +48,7 @@ class _Pending:
 class _Collector:
     """Metrics read at scrape time from the controller core and the informers."""
 
-    def __init__(self, agent: "Agent"):
+    def __init__(self, agent: Agent):
         self.agent = agent
 
     def collect(self):
@@ -140,7 +141,7 @@ class Agent:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> "Agent":
+    def start(self) -> Agent:
         self._realizer.start()
         self.informers.start()
         return self
@@ -286,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         a = self.agent
         path, _, query = self.path.partition("?")
         if path == "/metrics":

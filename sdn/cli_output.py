@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def err():
     """The stderr console: errors, warnings, progress."""
     from rich.console import Console

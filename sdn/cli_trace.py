@@ -24,7 +24,7 @@ ICMP_NOTE = ("ICMP is not judged by NetworkPolicy (its rules name TCP, UDP and S
              "rule without ports allows it, an isolated pod drops it otherwise.")
 
 
-def parse_port(text: str, dst: "Pod | None") -> tuple[int, str]:
+def parse_port(text: str, dst: Pod | None) -> tuple[int, str]:
     """'8080/TCP', '8080' (TCP), a named port of the destination pod ('http', 'http/UDP'), or
     'icmp' (no port: (0, 'ICMP'))."""
     from sdn.cli import _fail
@@ -47,7 +47,7 @@ def parse_port(text: str, dst: "Pod | None") -> tuple[int, str]:
     return resolved, proto
 
 
-def endpoint(cluster: "Cluster", ref: str, namespace: str) -> tuple["Pod | None", str, str]:
+def endpoint(cluster: Cluster, ref: str, namespace: str) -> tuple[Pod | None, str, str]:
     """(pod, address, description) for --from/--to: a pod by name or by one of its addresses;
     else an address that is no pod's (a node's, or outside the cluster's pods)."""
     from sdn.cli import _fail, _pod
@@ -67,7 +67,7 @@ def endpoint(cluster: "Cluster", ref: str, namespace: str) -> tuple["Pod | None"
     return None, str(addr), f"{addr} (no pod's address)"
 
 
-def _annotate(compiled: "Compiled", path_hops) -> tuple[list[dict], list[str]]:
+def _annotate(compiled: Compiled, path_hops) -> tuple[list[dict], list[str]]:
     """The hops of a simulated path as documents, each flow hit named by the rule or default
     deny it belongs to; and the lines that say what decided."""
     from flows import pipeline as P
@@ -114,7 +114,7 @@ def _sides(verdict) -> dict:
             for side, v in (("egress", verdict.egress), ("ingress", verdict.ingress))}
 
 
-def trace_doc(compiled: "Compiled", src: "Pod | None", src_addr: str, dst: "Pod | None", dst_addr: str,
+def trace_doc(compiled: Compiled, src: Pod | None, src_addr: str, dst: Pod | None, dst_addr: str,
               port: int, proto: str, described: tuple[str, str]) -> dict:
     """Simulate, annotate and judge one new connection; either end may be an address."""
     from sdn.policy.evaluate import evaluate, evaluate_address

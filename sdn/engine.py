@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from flows.compiler import BridgeCompiler, Program
 from flows.flow import FlowDiff

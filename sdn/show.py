@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from rich.console import Console
 from rich.table import Table as RichTable
@@ -16,7 +16,7 @@ from flows import pipeline as P
 from flows.compiler import Program, RuleInfo, sorted_flows
 from flows.fields import parse_mac
 from flows.flow import Flow, Output
-from flows.ir import EGRESS, INGRESS
+from flows.ir import EGRESS
 
 Stats = dict[tuple, tuple[int, int]]  # flow key -> (packets, bytes)
 _KIND_ORDER = {"rule": 0, "default": 1, "pipeline": 2, "unknown": 3}

@@ -109,7 +109,7 @@ class Controller:
         self.log = self.dir / "controller.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Controller":
+    def start(self) -> Controller:
         args = [sys.executable, "-m", "sdn.cli", "controller", "-f", str(self.manifests),
                 "--listen", self.listen, "--control", self.control, "--poll", "0.2", *self.extra]
         for node, remote in self.nodes.items():

@@ -26,7 +26,6 @@ from pathlib import Path
 import netaddr
 import pytest
 
-from flows import compiler as C
 from flows import pipeline as P
 from flows import priorities as PR
 from flows.compiler import (

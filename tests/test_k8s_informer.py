@@ -321,18 +321,17 @@ def test_invalid_objects_are_logged_by_name_and_count_as_absent(server, caplog):
     bad = alpha_policy("x", "db", {"podSelector": {"role": "db"}, "allowIncomng": {}})
     recorder = Recorder()
     key = (FORM_ALPHA, "x", "db")
-    with caplog.at_level(logging.WARNING, logger="sdn.k8s.informer"):
-        with start(server, recorder):
-            server.create(bad)
-            assert wait_until(lambda: recorder.state.invalid())
-            assert "NetworkPolicy x/db" in caplog.text and "allowIncomng" in caplog.text
-            assert key not in recorder.state.snapshot().policies
-            server.update(good)
-            assert wait_until(lambda: key in recorder.state.snapshot().policies)
-            assert recorder.state.invalid() == {}
-            server.update(bad)  # valid, then invalid again: absent, as after a restart
-            assert wait_until(lambda: key not in recorder.state.snapshot().policies)
-            assert converged(server, recorder)
+    with caplog.at_level(logging.WARNING, logger="sdn.k8s.informer"), start(server, recorder):
+        server.create(bad)
+        assert wait_until(lambda: recorder.state.invalid())
+        assert "NetworkPolicy x/db" in caplog.text and "allowIncomng" in caplog.text
+        assert key not in recorder.state.snapshot().policies
+        server.update(good)
+        assert wait_until(lambda: key in recorder.state.snapshot().policies)
+        assert recorder.state.invalid() == {}
+        server.update(bad)  # valid, then invalid again: absent, as after a restart
+        assert wait_until(lambda: key not in recorder.state.snapshot().policies)
+        assert converged(server, recorder)
 
 
 def test_policy_status_follows_generations(server):

@@ -85,7 +85,7 @@ def compile_ok(cluster: Cluster, **kwargs) -> Compiled:
     """compile_cluster, with a crash on a valid cluster reported as a failed assertion."""
     try:
         return compile_cluster(cluster, **kwargs)
-    except Exception as e:  # noqa: BLE001 - any exception here is the finding
+    except Exception as e:
         raise AssertionError(
             f"compile_cluster raised {type(e).__name__} on a valid cluster: {e}") from e
 

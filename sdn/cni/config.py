@@ -56,7 +56,7 @@ class IpamConfig:
     # its store has the same format and place, so CHECK, GC and STATUS read it directly.
     delegate: str | None = None
     index: int = 0  # the range set: host-local's last_reserved_ip.<index>
-    ipv6: "IpamConfig | None" = None  # an IPv6 range besides (the node has an IPv6 pod CIDR)
+    ipv6: IpamConfig | None = None  # an IPv6 range besides (the node has an IPv6 pod CIDR)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _get(obj: Mapping, key: str, kind: type | tuple[type, ...], where: str, defa
     value = obj.get(key, default)
     if value is default:
         return value
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise _bad(f"{where}{key}: expected {names}, got {json.dumps(value)}")
     return value

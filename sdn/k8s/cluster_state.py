@@ -15,8 +15,9 @@ the generation this node has realized, which advances when the agent reports, th
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any
 
 from sdn.k8s.informer import DELETED, SYNCED, Event, Model, ObjectRef
 from sdn.k8s.resources import WATCHED, Resource

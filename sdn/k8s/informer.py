@@ -37,8 +37,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Union
 
 from sdn.k8s.resources import NAMESPACES, NETWORK_POLICIES, NODES, PODS, WATCHED, Resource
 from sdn.policy.manifests import ManifestError, parse_object

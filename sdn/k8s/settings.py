@@ -77,7 +77,7 @@ def parse_settings(doc: object, origin: str = "<settings>") -> Settings:
         if f is None:
             raise SettingsError(f"{origin}: {key}: unknown setting (known: {', '.join(_KEYS)})")
         want = {"str": str, "int": int, "float": (int, float), "bool": bool}[f.type]
-        if isinstance(value, bool) and f.type != "bool" or not isinstance(value, want):
+        if (isinstance(value, bool) and f.type != "bool") or not isinstance(value, want):
             raise SettingsError(f"{origin}: {key}: must be {f.type}, not {value!r}")
         values[f.name] = value
     s = Settings(**values)

@@ -38,7 +38,7 @@ class LabFailure(click.ClickException):
         super().__init__(message)
         self.exit_code = exit_code
 
-    def show(self, file=None) -> None:  # noqa: A003 - click's name
+    def show(self, file=None) -> None:
         err.print(f"[red]error:[/red] {escape(self.message)}")
 
 
@@ -153,7 +153,7 @@ def render_matrix(doc: dict, console: Console, check: bool) -> None:
         head = " " * width + " " + " ".join(k.center(cell) for k in keys)
         if check:
             gap = "   "
-            console.print(f"{title}".ljust(0) + f"  |  [bold]predicted[/bold] by the semantic evaluator")
+            console.print(f"{title}".ljust(0) + "  |  [bold]predicted[/bold] by the semantic evaluator")
             console.print(escape(head) + gap + escape(" ".join(k.center(cell) for k in keys)))
         else:
             console.print(title)

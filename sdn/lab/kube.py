@@ -51,7 +51,7 @@ def cp_netns(prefix: str) -> str:
 class KubeMode(ObjectsMixin):
     """The kubernetes-mode parts of one lab (its record: lab.record["kubernetes"])."""
 
-    def __init__(self, lab: "Lab"):
+    def __init__(self, lab: Lab):
         self.lab = lab
         self.info: dict = lab.record.setdefault("kubernetes", {})
         self._rest: Rest | None = None

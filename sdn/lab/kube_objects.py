@@ -9,8 +9,9 @@ import copy
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from sdn import proc
 from sdn.k8s.resources import (
@@ -97,9 +98,9 @@ class ObjectsMixin:
     """Needs, from KubeMode: the lab, `api(fn, ...)` (a call inside the control plane's
     namespace) and `node_thread(node)` (calls inside a node's namespace)."""
 
-    lab: "Lab"
+    lab: Lab
     api: Callable[..., Any]
-    node_thread: Callable[[str], "NetnsThread"]
+    node_thread: Callable[[str], NetnsThread]
 
     # ------------------------------------------------------------------ objects
     def write(self, apply: list[dict], delete: list[dict]) -> tuple[list[str], list[str]]:

@@ -54,7 +54,7 @@ class Target:
 
 
 class _Probe:
-    __slots__ = ("target", "state", "socks", "sent", "detail")
+    __slots__ = ("detail", "sent", "socks", "state", "target")
 
     def __init__(self, target: Target):
         self.target = target

@@ -15,8 +15,8 @@ turns into a flow difference per bridge.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from flows.ir import Isolation, Rule, RuleId
 from sdn.policy.model import (
@@ -360,4 +360,4 @@ class _Group:
     ips: frozenset[str]
 
 
-__all__ = ["RuleSet", "RuleDelta", "FORM_ALPHA", "FORM_BETA"]
+__all__ = ["FORM_ALPHA", "FORM_BETA", "RuleDelta", "RuleSet"]

@@ -24,8 +24,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import netaddr
 import yaml
@@ -57,18 +58,18 @@ from sdn.policy.model import (
 from sdn.policy.strict_yaml import DuplicateKey, iter_yaml, load_json
 
 __all__ = [
-    "ManifestError",
-    "API_V1",
-    "API_BETA",
     "API_ALPHA",
+    "API_BETA",
+    "API_V1",
     "MANIFEST_SUFFIXES",
+    "ManifestError",
+    "add_object",
+    "describe",
+    "load_documents",
     "load_paths",
     "load_text",
-    "load_documents",
-    "parse_object",
     "object_key",
-    "describe",
-    "add_object",
+    "parse_object",
     "remove_object",
 ]
 

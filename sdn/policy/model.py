@@ -13,8 +13,8 @@ Conventions, after ../shared/notes/networkpolicy.md:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from flows.match import hash_once
 
@@ -71,9 +71,7 @@ class LabelSelector:
 
     def matches(self, labels: Mapping[str, str] | Labels) -> bool:
         t = type(labels)
-        if t is tuple:  # frozen labels; checked first: Mapping checks are slow
-            labels = dict(labels)
-        elif t is not dict and not isinstance(labels, Mapping):
+        if t is tuple or (t is not dict and not isinstance(labels, Mapping)):  # frozen labels; checked first: Mapping checks are slow
             labels = dict(labels)
         # plain loops: this runs for every (selector, pod) pair, generators cost twice as much
         get = labels.get

@@ -11,7 +11,7 @@ the compiler gives overlapping parts different priorities.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from flows.addrset import AddressSet
 from flows.bulk import gc_paused

@@ -150,7 +150,7 @@ def datapath_connection_factory(sock, address) -> None:
         wrapped.datapath = datapath
         try:
             datapath.serve()
-        except Exception:  # noqa: BLE001 - as os-ken does: log, and let the connection end
+        except Exception:
             log.exception("error on the connection of datapath %s from %r",
                           f"{datapath.id:016x}" if datapath.id else "?", address)
 
@@ -180,7 +180,7 @@ def guarded(handler):
     def wrapper(self, ev):
         try:
             return handler(self, ev)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.exception("handler %s failed on %s", handler.__name__, type(ev).__name__)
             if _core is not None:
                 try:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from flows import pipeline as P
 from flows.compiler import Program
@@ -122,7 +122,7 @@ class BridgeAgent:
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name=f"bridge-{node}", daemon=True)
 
-    def start(self) -> "BridgeAgent":
+    def start(self) -> BridgeAgent:
         self._thread.start()
         return self
 
@@ -281,7 +281,7 @@ class BridgeAgent:
                     self._sync(ch, program, generation, view)
             except (chan.ChannelClosed, chan.SwitchTimeout) as e:
                 self._failed(ch, f"{e}", discarded=False)
-            except Exception as e:  # noqa: BLE001 - a bug must not end the bridge's worker
+            except Exception as e:
                 log.exception("%s: reconcile failed", self.node)
                 self._failed(ch, f"internal error: {e!r}", discarded=False)
             finally:
@@ -320,7 +320,7 @@ class BridgeAgent:
             if self.after_commit is not None:
                 try:
                     self.after_commit(plan)
-                except Exception:  # noqa: BLE001 - a hook must not undo a committed bundle
+                except Exception:
                     log.exception("%s: after-commit hook failed", self.node)
             self._succeeded(ch, program, generation, summary)
             return
@@ -368,7 +368,7 @@ class BridgeAgent:
             if self.after_commit is not None:
                 try:
                     self.after_commit(plan)
-                except Exception:  # noqa: BLE001 - a hook must not undo a committed bundle
+                except Exception:
                     log.exception("%s: after-commit hook failed", self.node)
             self._succeeded(ch, program, generation, summary, diff)
             return

@@ -20,8 +20,8 @@ import itertools
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from flows import wire
 from flows.flow import Flow

@@ -22,8 +22,8 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sdn.switch.control import DEFAULT_SOCKET, ControlServer
 from sdn.switch.core import ControllerCore, NodeSpec
@@ -237,7 +237,7 @@ def run(opts: Options) -> int:
     while not stop.is_set():
         try:
             core.poll()
-        except Exception:  # noqa: BLE001 - the loop must go on
+        except Exception:
             log.exception("input loop")
         core.changed.wait(opts.poll)
         core.changed.clear()

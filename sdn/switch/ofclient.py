@@ -55,7 +55,7 @@ class DirectChannel(Channel):
             self.close()
             raise ChannelClosed(f"{target} does not speak OpenFlow 1.3 (enable it in the bridge's protocols)")
 
-    def __enter__(self) -> "DirectChannel":
+    def __enter__(self) -> DirectChannel:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -28,8 +28,8 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 with warnings.catch_warnings():  # ovs.poller imports eventlet when installed (os-ken brings it)
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
@@ -195,7 +195,7 @@ class OvsdbMonitor:
         self._thread = threading.Thread(target=self._run, name=f"ovsdb-{self.name}", daemon=True)
         self._warned_choice = False
 
-    def start(self) -> "OvsdbMonitor":
+    def start(self) -> OvsdbMonitor:
         self._thread.start()
         return self
 
@@ -269,7 +269,7 @@ class OvsdbMonitor:
     def _deliver(self, view: BridgeView | None) -> None:
         try:
             self.on_change(view)
-        except Exception:  # noqa: BLE001 - a consumer's bug must not stop the monitor
+        except Exception:
             log.exception("%s: change handler failed", self.name)
 
     def _pick(self, idl) -> object | None:

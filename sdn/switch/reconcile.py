@@ -14,8 +14,9 @@ flows this controller cannot decode.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Union
+from typing import Union
 
 from flows.flow import Flow, FlowDiff
 from flows.pipeline import cookie_kind
