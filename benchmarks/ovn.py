@@ -193,8 +193,6 @@ def _ours_cold(ours, ch, bridge, rules, isolation, rounds: int):
     base_keys = {f.key: f for f in base.flows}
     total, comp, bundle = [], [], []
     for k in range(rounds):
-        if k:
-            send(reconcile.plan_diff(diff(prog.flows, base.flows), {f.key: f for f in prog.flows}), "removal")
         t0 = time.perf_counter()
         compiler = BridgeCompiler(bridge)
         compiler.update(upsert=rules, isolate=isolation, diff=False)
@@ -205,6 +203,8 @@ def _ours_cold(ours, ch, bridge, rules, isolation, rounds: int):
         total.append(time.perf_counter() - t0)
         comp.append(t1 - t0)
         bundle.append(total[-1] - comp[-1])
+        if k < rounds - 1:
+            send(reconcile.plan_diff(diff(prog.flows, base.flows), {f.key: f for f in prog.flows}), "removal")
     return prog, {"seconds": round(_median(total), 4), "rounds": [round(x, 4) for x in total],
                   "compile_seconds": round(_median(comp), 4), "bundle_seconds": round(_median(bundle), 4),
                   "bundle_messages": plan.messages, "flows": len(ours.flow_lines(OUR_BRIDGE)),

@@ -91,7 +91,7 @@ class Scenario:
 
 
 def scaled(n: int, scale: float, minimum: int = 1) -> int:
-    return max(minimum, int(round(n * scale)))
+    return max(minimum, round(n * scale))
 
 
 # ---- placement -----------------------------------------------------------------------------

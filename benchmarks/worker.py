@@ -439,7 +439,7 @@ class Worker:
     def stage_growth(self) -> None:
         """OpenShift's check: adding pods with policies no slower than without. One pod added
         at 500 and at 2,000 pods, with and without policies, through both paths."""
-        sizes = [max(20, int(round(n * self.args.growth_scale))) for n in (500, 2000)]
+        sizes = [max(20, round(n * self.args.growth_scale)) for n in (500, 2000)]
         with self.stage("growth") as rec:
             rows = []
             for pods in sizes:
@@ -599,9 +599,9 @@ def top_entries(prof: cProfile.Profile, key: str, n: int, total: float, repo_onl
     st = pstats.Stats(prof)
     total = max(total, 1e-9)
     rows = []
-    for func, (cc, nc, tt, ct, _callers) in st.stats.items():
+    for func, (_cc, nc, tt, ct, _callers) in st.stats.items():
         loc = _loc(func)
-        if repo_only and not (loc.startswith("sdn/") or loc.startswith("flows/")):
+        if repo_only and not (loc.startswith(("sdn/", "flows/"))):
             continue
         rows.append({"where": loc, "ncalls": nc, "tottime": round(tt, 4), "cumtime": round(ct, 4),
                      "share": round((tt if key == "tottime" else ct) / total, 4)})

@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Union
 
 from flows.fields import (
     ETH_ARP,
@@ -124,7 +123,7 @@ class CT:
         return "ct(" + ",".join(parts) + ")"
 
 
-Action = Union[Output, InPort, GotoTable, Conjunction, Load, Move, CT]
+Action = Output | InPort | GotoTable | Conjunction | Load | Move | CT
 _SET_FIELD_NAME = {"dl_src": "eth_src", "dl_dst": "eth_dst"}
 
 
@@ -288,7 +287,7 @@ def _parse_action(tok: str):
         if mask is not None:
             raise ValueError(f"masked set_field not supported: {tok}")
         return Load(v, FieldRef(name))
-    if tok.startswith("mod_dl_src:") or tok.startswith("mod_dl_dst:"):
+    if tok.startswith(("mod_dl_src:", "mod_dl_dst:")):
         name = "dl_src" if tok.startswith("mod_dl_src") else "dl_dst"
         return Load(parse_mac(tok[11:]), FieldRef(name))
     if tok.startswith("move:"):
@@ -352,7 +351,7 @@ def parse_flows(text: str) -> list[Flow]:
     out = []
     for line in text.splitlines():
         s = line.strip()
-        if not s or s.startswith("#") or s.startswith("OFPST_FLOW") or s.startswith("NXST_FLOW"):
+        if not s or s.startswith(("#", "OFPST_FLOW", "NXST_FLOW")):
             continue
         out.append(parse_flow(s))
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 from flows.addrset import intervals_overlap
 from flows.ir import Rule, RuleId
@@ -37,9 +38,7 @@ def provably_disjoint(a: Rule, b: Rule) -> bool:
     # ports before peers: a few intervals against a walk of two address sets
     if a.ports is not None and b.ports is not None and not intervals_overlap(a.port_set, b.port_set):
         return True
-    if a.peers is not None and b.peers is not None and a.peer_set.isdisjoint(b.peer_set):
-        return True
-    return False
+    return bool(a.peers is not None and b.peers is not None and a.peer_set.isdisjoint(b.peer_set))
 
 
 class PeerIndex:
@@ -48,7 +47,7 @@ class PeerIndex:
     walking every other rule's peer set (S5: 100 rules on the same pods, each with 50 peers).
     Intervals spanning more than WIDE buckets are kept in a list checked one by one."""
 
-    SHIFT = {4: 4, 6: 64}
+    SHIFT: ClassVar[dict[int, int]] = {4: 4, 6: 64}
     WIDE = 16
 
     def __init__(self):
@@ -86,7 +85,7 @@ class PeerIndex:
         if rule.peers is None:
             self.any = [r for r in self.any if r is not rule]
             return
-        for fam, lo, hi, b0, b1 in self._intervals(rule):
+        for fam, _lo, _hi, b0, b1 in self._intervals(rule):
             if b1 - b0 < self.WIDE:
                 for b in range(b0, b1 + 1):
                     entries = self.buckets.get((fam, b))

@@ -82,7 +82,7 @@ class Packet:
                      ("dl_src", "dl_dst")):
             if a in f:
                 f[a], f[b] = f[b], f[a]
-        for k in [k for k in f if k.startswith("reg") or k.startswith("ct_") or k == "conj_id"]:
+        for k in [k for k in f if k.startswith(("reg", "ct_")) or k == "conj_id"]:
             del f[k]
         return Packet(f)
 

@@ -121,8 +121,8 @@ class Agent:
                  informer_options: dict | None = None):
         self.settings, self.node, self.api, self.core = settings, node, api_client, core
         self.state = ClusterState(settings.resources())
-        opts = dict(watch_timeout=settings.watch_timeout_seconds, relist_period=settings.resync_seconds,
-                    backoff_base=min(0.25, settings.api_retry_max_seconds), backoff_cap=settings.api_retry_max_seconds)
+        opts = {"watch_timeout": settings.watch_timeout_seconds, "relist_period": settings.resync_seconds,
+                    "backoff_base": min(0.25, settings.api_retry_max_seconds), "backoff_cap": settings.api_retry_max_seconds}
         opts.update(informer_options or {})
         self.informers = Informers(api_client, self._on_events, settings.resources(), **opts)
         self.registry = CollectorRegistry()

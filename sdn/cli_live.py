@@ -104,7 +104,7 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
     try:
         nodes = [NodeSpec.parse(b) for b in bridges]
         if fabric:
-            bridge, sep, remote = fabric.rpartition("=") if "=" in fabric else ("", "", fabric)
+            bridge, _sep, remote = fabric.rpartition("=") if "=" in fabric else ("", "", fabric)
             nodes.append(NodeSpec.parse(f"{FABRIC}{'/' + bridge if bridge else ''}={remote}"))
             enforce = "fabric"
     except ValueError as e:

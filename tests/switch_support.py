@@ -123,7 +123,7 @@ class Controller:
                 return self
             except ControlError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"controller did not start:\n{self.log_text()}")
+                    raise RuntimeError(f"controller did not start:\n{self.log_text()}") from None
                 time.sleep(0.05)
 
     def ask(self, cmd: str, **args) -> dict:

@@ -35,8 +35,8 @@ from tests.k8s_support import (
 from tests.standin.apiserver import ApiServer
 from tests.standin.apistore import ApiError
 
-FAST = dict(watch_timeout=1, relist_period=None, backoff_base=0.02, backoff_cap=0.2,
-            page_size=3, read_timeout=5)
+FAST = {"watch_timeout": 1, "relist_period": None, "backoff_base": 0.02, "backoff_cap": 0.2,
+            "page_size": 3, "read_timeout": 5}
 
 
 @dataclass
@@ -214,7 +214,7 @@ def test_random_stream_with_disconnects_and_410s_converges(server, seed):
     recorder = Recorder()
     world = RandomCluster(server, rng)
     with start(server, recorder) as informers:
-        for round_ in range(4):
+        for _round in range(4):
             for _ in range(40):
                 world.step()
                 if rng.random() < 0.08:

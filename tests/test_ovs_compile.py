@@ -50,7 +50,7 @@ def _plug(ovs, compiled):
     """Internal ports at the ofports the offline layout assigned."""
     for node in NODES:
         have = set(ovs.vsctl("list-ports", node).split())
-        for key, ofport in compiled.layout.ofports[node].items():
+        for _key, ofport in compiled.layout.ofports[node].items():
             name = f"p{NODES[node]}x{ofport}"
             if name not in have:
                 ovs.add_internal_port(node, name, ofport_request=ofport)

@@ -60,11 +60,11 @@ def examples(n: int) -> int:
     return n * SCALE
 
 
-COMMON = dict(
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
-)
+COMMON = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+    "print_blob": True,
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from sdn.k8s.resources import NAMESPACES, NETWORK_POLICIES, NODES, PODS, WATCHED, Resource
 from sdn.policy.manifests import ManifestError, parse_object
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 ADDED, MODIFIED, DELETED, BOOKMARK, ERROR = "ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"
 SYNCED = "SYNCED"  # not an API event: a list of this resource was fully delivered
 
-Model = Union[Namespace, Pod, Node, Policy]
+Model = Namespace | Pod | Node | Policy
 Key = tuple[str, str]  # (namespace or "", name)
 
 

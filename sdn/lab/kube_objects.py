@@ -112,8 +112,9 @@ class ObjectsMixin:
             meta = doc.get("metadata") or {}
             ns = meta.get("namespace") or "default"
             what = T.describe_key(T.doc_key(doc))
+            name = meta.get("name")
             try:
-                self.api(lambda r, res=res, ns=ns, n=meta.get("name"): r.delete(res, ns, n))
+                self.api(lambda r, res=res, ns=ns, n=name: r.delete(res, ns, n))
                 report.append(f"{what} deleted")
             except ApiError as e:
                 if e.status != 404:

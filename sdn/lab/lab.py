@@ -156,7 +156,7 @@ class Lab:
             names = netns_list()
         except Exception:
             return []
-        return [n for n in names if n.startswith(self.prefix + "-") or n.startswith(self.prefix + "_")]
+        return [n for n in names if n.startswith((self.prefix + "-", self.prefix + "_"))]
 
     def _our_processes(self) -> list[int]:
         """Live processes whose command line names the state directory (daemons, agents),
@@ -424,7 +424,7 @@ class Lab:
 
     def _neighbours(self) -> None:
         nodes = self.record["nodes"]
-        for name, info in nodes.items():
+        for name, _info in nodes.items():
             others = {o["address"]: o["mac"] for n, o in nodes.items() if n != name}
             if others:
                 N.set_neighbours(self._ovs(name), others)
@@ -437,7 +437,7 @@ class Lab:
                                           "ip": None, "server_pid": None}
         self._save()
         results = _parallel([lambda s=s: self._plug(s) for s in specs], workers=6, collect=True)
-        docs = dict((T.doc_key(d), d) for d in getattr(self, "_docs", []))
+        docs = {T.doc_key(d): d for d in getattr(self, "_docs", [])}
         for s, ip in zip(specs, results):
             docs[T.doc_key(s.doc)] = T.pod_manifest(s.doc, s.node, ip)
         self._docs = list(docs.values())
@@ -823,7 +823,7 @@ class Lab:
             ctl = self.record["controllers"].pop(name, None)
             if ctl:
                 self._kill_controller(ctl)
-            for key, rec in self.record["pods"].items():
+            for _key, rec in self.record["pods"].items():
                 if rec["node"] == name:
                     rec["ip"] = None  # its switch goes away with it: no port to wait for
             info = self.record["nodes"][name]

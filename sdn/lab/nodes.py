@@ -173,14 +173,14 @@ def link_fabric(node: OvsInstance, fabric: OvsInstance, slot: int, fabric_ofport
 def renumber_fabric_ports(fabric: OvsInstance, moves: dict[str, tuple[int, int]]) -> None:
     """Move nodes' fabric-side ports to other ofports (the node order changed): node ->
     (slot, new ofport). All are taken off the bridge first, so no move collides with another."""
-    for node, (slot, _) in moves.items():
+    for slot, _ in moves.values():
         fabric.vsctl("--if-exists", "del-port", FABRIC_BRIDGE, f"n{slot}")
     for node, (slot, ofport) in moves.items():
         peer = f"n{slot}"
         fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
                      f"ofport_request={ofport}", "external_ids:sdn-role=fabric-link",
                      f"external_ids:sdn-node={node}")
-    for node, (slot, ofport) in moves.items():
+    for slot, ofport in moves.values():
         got = fabric.ofport(f"n{slot}")
         if got != ofport:
             raise RuntimeError(f"{fabric.netns}: port n{slot} got ofport {got}, not {ofport}")

@@ -183,7 +183,7 @@ def _sweep(targets: list[Target], base: int, timeout: float, result: dict) -> No
                     fdmap[s.fileno()] = (p, s)
                     ep.register(s.fileno(), select.EPOLLOUT)
             wait = min(deadline, next_udp, second_at if not second_done else deadline) - time.monotonic()
-            for fd, ev in ep.poll(max(wait, 0.001)):
+            for fd, _ev in ep.poll(max(wait, 0.001)):
                 if fd in udp_fds:
                     u = udp_fds[fd]
                     ns = udp_ns[id(u)]

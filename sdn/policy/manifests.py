@@ -234,11 +234,8 @@ def _check_dns_subdomain(value: str, path: str) -> None:
 
 def _check_label_key(key: str, path: str) -> None:
     prefix, slash, name = key.rpartition("/")
-    if slash:
-        if not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix):
-            raise _FieldError(
-                path, f"invalid label key {key!r}: the prefix must be a DNS subdomain"
-            )
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        raise _FieldError(path, f"invalid label key {key!r}: the prefix must be a DNS subdomain")
     if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise _FieldError(
             path,
@@ -1063,7 +1060,7 @@ def _read(path: str) -> tuple[str, list[Any]]:
             raise ManifestError(path, "", "", f"cannot read: {e}") from None
         return path, _parse_text(text, path, json_only=True)
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - _yaml_file_documents closes it
     except OSError as e:
         raise ManifestError(path, "", "", f"cannot read: {e}") from None
     return path, _yaml_file_documents(f, path)

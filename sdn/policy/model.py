@@ -78,10 +78,7 @@ class LabelSelector:
         for k, v in self.match_labels:
             if get(k) != v:
                 return False
-        for r in self.match_expressions:
-            if not r.matches(labels):
-                return False
-        return True
+        return all(r.matches(labels) for r in self.match_expressions)
 
     @property
     def empty(self) -> bool:

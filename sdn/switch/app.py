@@ -25,7 +25,7 @@ import functools
 import logging
 import socket
 import threading
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import os_ken.base.app_manager  # noqa: F401 - must come first (os-ken's circular imports)
 from os_ken.base import app_manager
@@ -195,7 +195,7 @@ def guarded(handler):
 class SwitchApp(app_manager.OSKenApp):
     """Bridges connect here; the core learns which datapath is up and gets its channel."""
 
-    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     @guarded

@@ -17,7 +17,7 @@ def parse_target(target: str) -> tuple[int, object]:
     """'unix:/path', '/path' (a unix socket), 'tcp:host:port' -> (family, address)."""
     if target.startswith("unix:"):
         return socket.AF_UNIX, target[5:]
-    if target.startswith("/") or target.startswith("."):
+    if target.startswith(("/", ".")):
         return socket.AF_UNIX, target
     if target.startswith("tcp:"):
         host, _, port = target[4:].rpartition(":")
@@ -92,7 +92,7 @@ class DirectChannel(Channel):
         self.fail_pending(reason)
 
     def _handle(self, msg: bytes) -> None:
-        version, mtype, _, xid = wire.header(msg)
+        _version, mtype, _, xid = wire.header(msg)
         if mtype == wire.OFPT_HELLO:
             self._version = _negotiate(msg)
             self._hello.set()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Union
 
 from flows.flow import Flow, FlowDiff
 from flows.pipeline import cookie_kind
@@ -102,7 +101,7 @@ class Plan:
         return len(self.add) + self.modified + self.deleted
 
 
-Installed = Union[Flow, InstalledFlow]
+Installed = Flow | InstalledFlow
 
 
 def plan(installed: Iterable[Installed], desired: Iterable[Flow]) -> Plan:
