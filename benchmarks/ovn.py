@@ -323,7 +323,7 @@ def compare(cluster, rules, isolation, layout, focus: str, *, events: int = 10, 
         for stop in (ovn.stop, ours.stop):
             try:
                 stop()
-            except Exception as e:  # keep stopping the other
+            except Exception as e:  # noqa: BLE001 - keep stopping the other
                 errors.append(e)
         if keep:
             print(f"kept {work} (daemon logs, databases)", file=sys.stderr)

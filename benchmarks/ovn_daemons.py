@@ -203,7 +203,7 @@ class OvnStack:
         except BaseException:
             try:
                 self.stop()
-            except Exception:  # keep the original error
+            except Exception:  # noqa: BLE001 - keep the original error
                 pass
             raise
         return self

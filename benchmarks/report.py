@@ -386,7 +386,7 @@ def markdown(results: dict[str, dict], meta: dict) -> str:
                              "flows on the pod's node (with)", "flow diff (with)"], body))
             first, last = g["rows"][0], g["rows"][-1]
 
-            def growth(key: str, side: str) -> str:
+            def growth(key: str, side: str, first: dict = first, last: dict = last) -> str:
                 a_, b_ = first[side], last[side]
                 k = f"{key}_cpu_ms" if f"{key}_cpu_ms" in b_ else f"{key}_ms"
                 return _ratio(b_.get(k), a_.get(k)) if a_.get(k) and b_.get(k) else "-"

@@ -137,7 +137,7 @@ class Worker:
         t0 = time.perf_counter()
         try:
             yield rec
-        except Exception as e:  # recorded, later stages decide whether they can run
+        except Exception as e:  # noqa: BLE001 - recorded, later stages decide whether they can run
             self.failed.add(name)
             self.res["errors"][name] = {"error": f"{type(e).__name__}: {e}"[:500], "where": where(e)}
             print(f"[{self.args.scenario}] {name} failed: {type(e).__name__}: {e} at {where(e)}",
@@ -400,7 +400,7 @@ class Worker:
             return None, {}
         try:
             from sdn.engine import Engine
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the benchmark records what failed and goes on
             return None, {"engine_error": f"{type(e).__name__}: {e}"}
         if rules is None:
             rules, iso = self.rules, self.iso
@@ -416,7 +416,7 @@ class Worker:
             return engine, {"engine_init_s": round(wall, 4), "engine_init_cpu_s": round(cpu, 4),
                             "engine_bridges": len(nodes),
                             "engine_rss_mb": rss_mb()}
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the benchmark records what failed and goes on
             return None, {"engine_error": f"{type(e).__name__}: {e} at {where(e)}"}
 
     def _engine_event(self, engine, new_pod, home: str, full_prog) -> dict:
@@ -433,7 +433,7 @@ class Worker:
             else:
                 out["engine_vs_full"] = "not compared (pod's node not affected)"
             return out
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the benchmark records what failed and goes on
             return {"engine_error": f"{type(e).__name__}: {e} at {where(e)}"}
 
     def stage_growth(self) -> None:
@@ -470,7 +470,7 @@ class Worker:
                             row[key]["engine_ms"] = wall * 1e3
                             row[key]["engine_cpu_ms"] = cpu * 1e3
                             row[key]["engine_diff"] = len(diffs.get(new.node, ())) if diffs else 0
-                        except Exception as e:
+                        except Exception as e:  # noqa: BLE001 - the benchmark records what failed and goes on
                             row[key]["engine_error"] = f"{type(e).__name__}: {e} at {where(e)}"
                     elif info.get("engine_error"):
                         row[key]["engine_error"] = info["engine_error"]
@@ -526,7 +526,7 @@ class Worker:
     def stage_hook(self, spec: str) -> None:
         try:
             name, fn = H.resolve(spec)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a hook that cannot load is recorded, the others run
             self.res["errors"][f"hook:{spec}"] = {"error": f"{type(e).__name__}: {e}", "where": where(e)}
             return
         with self.stage(f"hook:{name}") as rec:

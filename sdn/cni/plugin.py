@@ -115,7 +115,7 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
         for step in reversed(undo):
             try:
                 step()
-            except Exception:  # keep undoing; the original error is what the runtime sees
+            except Exception:  # noqa: BLE001 - keep undoing; the original error is what the runtime sees
                 pass
         raise
     interfaces = [Interface(host, host_mac), Interface(req.ifname, mac, req.netns)]
@@ -265,7 +265,7 @@ def run(environ: dict[str, str], stdin: bytes) -> tuple[dict | None, int]:
         return COMMANDS[req.command](req, conf), 0
     except CniError as e:
         return e.to_json(version or LATEST_VERSION), 1
-    except Exception as e:  # a bug: still answer in the spec's shape
+    except Exception as e:  # noqa: BLE001 - a bug: still answer in the spec's shape
         err = CniError(ERR_INTERNAL, f"internal error: {e!r}", traceback.format_exc())
         return err.to_json(version or LATEST_VERSION), 1
 

@@ -241,7 +241,7 @@ class Informer:
         if resp is not None:
             try:
                 resp.shutdown()  # urllib3 >= 2.3: unblocks a read in another thread
-            except Exception:
+            except Exception:  # noqa: BLE001 - already closed: nothing left to unblock
                 pass
         if self._thread is not None:
             self._thread.join(timeout)
@@ -281,7 +281,7 @@ class Informer:
                 self.resource_version, reason = None, "expired"
                 if listing:  # the list itself expired: do not hammer the server
                     self._stopping.wait(self._backoff.next())
-            except Exception as e:  # refused, cut, timed out, 5xx, garbage: retry later
+            except Exception as e:  # noqa: BLE001 - refused, cut, timed out, 5xx, garbage: retry later
                 if self._stopping.is_set():
                     break
                 self.stats.errors += 1

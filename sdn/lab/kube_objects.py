@@ -127,7 +127,7 @@ class ObjectsMixin:
             ns = (doc.get("metadata") or {}).get("namespace") or "default"
             if res is PODS and ns not in ready:  # the API refuses pods before the account exists
                 try:
-                    self.api(lambda r: r.wait_default_service_account(ns))
+                    self.api(lambda r, ns=ns: r.wait_default_service_account(ns))
                 except ApiError:
                     pass  # the pod's own write says why (a missing namespace: NotFound)
                 ready.add(ns)
@@ -138,13 +138,13 @@ class ObjectsMixin:
             try:
                 before = self._get(res, body)
                 try:
-                    after = self.api(lambda r: r.apply(body))
+                    after = self.api(lambda r, body=body: r.apply(body))
                 except ApiError as e:
                     if not (res is PODS and e.status == 422 and "pod updates may not change" in e.message):
                         raise
                     # A pod's spec is immutable: replaced, as `kubectl replace --force` does
                     self._replace_pod(body)
-                    after, before = self.api(lambda r: r.apply(body)), None
+                    after, before = self.api(lambda r, body=body: r.apply(body)), None
                     report.append(f"{what} replaced (its spec changed)")
                     continue
             except ApiError as e:

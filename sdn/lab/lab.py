@@ -154,7 +154,7 @@ class Lab:
     def _our_netns(self) -> list[str]:
         try:
             names = netns_list()
-        except Exception:
+        except Exception:  # noqa: BLE001 - no namespaces to list: none of ours either
             return []
         return [n for n in names if n.startswith((self.prefix + "-", self.prefix + "_"))]
 

@@ -94,7 +94,7 @@ def probe(targets: list[Target], base_port: int, timeout: float = 0.5) -> dict[T
 def _run(targets: list[Target], base: int, timeout: float, result: dict, failure: list) -> None:
     try:
         _sweep(targets, base, timeout, result)
-    except BaseException as e:  # reported to the caller's thread
+    except BaseException as e:  # noqa: BLE001 - reported to the caller's thread
         failure.append(e)
 
 

@@ -392,7 +392,7 @@ class OvsInstance:
         except BaseException:
             try:
                 self.stop()
-            except Exception:  # pragma: no cover - keep the original error
+            except Exception:  # noqa: BLE001 - keep the original error
                 pass
             raise
         self._started = True

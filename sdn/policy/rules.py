@@ -196,11 +196,11 @@ def _compute_peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> 
     parts = []
     for peer in rule.peers:
         if peer.ip_block is not None:
-            parts.append(index.memo(("block", peer.ip_block), lambda: ipblock_set(peer)))
+            parts.append(index.memo(("block", peer.ip_block), lambda peer=peer: ipblock_set(peer)))
         else:
             ns = policy.namespace if peer.namespace_selector is None else None
             parts.append(index.memo(("addr", ns, peer),
-                                    lambda: AddressSet.of(_addresses(index.peer_pods(policy, peer)))))
+                                    lambda peer=peer: AddressSet.of(_addresses(index.peer_pods(policy, peer)))))
     return AddressSet.union(parts)
 
 
