@@ -125,12 +125,13 @@ class AddressSet:
 
     def __init__(self, v4: Intervals = (), v6: Intervals = ()):
         self.v4, self.v6 = v4, v6
-        self._hash = None
-        self._cidrs = None
+        self._hash: int | None = None
+        self._cidrs: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, cidrs: Iterable[str]) -> AddressSet:
-        v4, v6 = [], []
+        v4: list[tuple[int, int]] = []
+        v6: list[tuple[int, int]] = []
         for c in cidrs:
             fam, lo, hi = parse_cidr(c)
             (v4 if fam == 4 else v6).append((lo, hi))

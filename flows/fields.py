@@ -209,6 +209,8 @@ class FieldRef:
         name, _, rng = text.partition("[")
         rng = rng.rstrip("]")
         d = BY_NXM.get(name) or FIELDS.get(canonical_name(name.lower()))
+        if d is None:
+            raise ValueError(f"unknown field {name!r} in {text!r}")
         if rng == "":
             return cls(d.name)
         if ".." in rng:

@@ -243,7 +243,9 @@ def parse_match(text: str) -> tuple[Match, ...]:
 
 def _split_top(text: str, sep: str = ",") -> list[str]:
     """Split on sep outside parentheses and brackets."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    depth = 0
+    cur: list[str] = []
     for ch in text:
         if ch in "([":
             depth += 1

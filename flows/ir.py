@@ -37,7 +37,7 @@ class PortRange:
 
     @property
     def bounds(self) -> tuple[int, int]:
-        return (0, 65535) if self.start is None else (self.start, self.end)
+        return (0, 65535) if self.start is None else (self.start, self.start if self.end is None else self.end)
 
     def __lt__(self, other: PortRange) -> bool:
         return (self.protocol, self.bounds, self.start is not None) < (
@@ -58,7 +58,7 @@ class RuleId(NamedTuple):
 
     policy: str  # e.g. "x/allow-from-y" (see sdn.policy.model.Policy.key)
     direction: str  # ingress | egress
-    index: int  # position in the policy's ingress or egress list
+    index: int  # type: ignore[assignment]  # shadows tuple.index; position in the policy's ingress or egress list
     part: int = 0
 
     def __str__(self) -> str:

@@ -252,7 +252,7 @@ class Simulator:
                 elif isinstance(act, Output):
                     outputs.append(act.port)
                 elif isinstance(act, InPort):
-                    outputs.append(pkt.get("in_port"))
+                    outputs.append(pkt.fields["in_port"])  # every Packet has one (l4, arp_request)
                 elif isinstance(act, Load):
                     _set_bits(pkt, act.dst, act.value)
                 elif isinstance(act, Move):
