@@ -252,6 +252,8 @@ class BridgeAgent:
                 if self._stopping:
                     return
                 ch, program, generation, view = self._channel, self._program, self._generation, self._view
+                if ch is None or program is None:  # not so: _due() said both are there
+                    continue
                 diff = None
                 if view is not None and self._dirty is not None:
                     # incremental: only the keys changed since the switch was last in sync
@@ -275,7 +277,7 @@ class BridgeAgent:
                     self._want, self._dirty = None, set()
                 self._busy = True
             try:
-                if diff is not None:
+                if diff is not None and view is not None:  # (a diff is made only against a view)
                     self._sync_diff(ch, program, generation, view, diff)
                 else:
                     self._sync(ch, program, generation, view)
@@ -289,7 +291,8 @@ class BridgeAgent:
                     self._busy = False
                     self._cv.notify_all()
 
-    def _sync(self, ch: chan.Channel, program: Program, generation: int, view: tuple | None) -> None:
+    def _sync(self, ch: chan.Channel, program: Program, generation: int, view: dict | None) -> None:
+        """One bundle taking the switch from `view` (None: read it first) to the whole program."""
         started = time.monotonic()
         if view is None:
             installed = chan.read_flows(ch)
@@ -302,36 +305,9 @@ class BridgeAgent:
                           "flows_read": len(installed) if view is None else None,
                           "read_seconds": round(read - started, 4), "plan_seconds": round(planned - read, 4),
                           "changes": plan.summary()}
-        if plan.empty:
-            self._succeeded(ch, program, generation, None)
-            return
-        result = chan.apply_plan(ch, plan)
-        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4),
-                       read_seconds=round(read - started, 4) if view is None else None,
-                       plan_seconds=round(planned - read, 4))
-        self.counters.flow_mods += result.messages
-        if result.committed:
-            self.counters.bundles += 1
-            s = plan.summary()
-            log.info("%s: bundle committed (generation %d): %d added, %d modified, %d deleted in %d messages, %.3fs%s",
-                     self.node, generation, s["add"], s["modify"], s["delete"], s["messages"], result.seconds,
-                     f"; removed flows of unknown cookies {', '.join(f'{c:#x}' for c in plan.delete_cookies)}"
-                     if plan.delete_cookies else "")
-            if self.after_commit is not None:
-                try:
-                    self.after_commit(plan)
-                except Exception:
-                    log.exception("%s: after-commit hook failed", self.node)
-            self._succeeded(ch, program, generation, summary)
-            return
-        self.counters.failed_bundles += 1
-        for r in result.rejections[:10]:
-            flow = r.op.flow if r.op is not None else None
-            log.error("%s: switch rejected %s -- %s: %s", self.node,
-                      r.op.describe() if r.op else f"the bundle ({r.stage})",
-                      flow_origin(program, flow), r.error.name)
-        reason = f"bundle {'discarded' if result.discarded else 'not committed'}: {result.describe_failure()}"
-        self._failed(ch, reason, summary, discarded=True)
+        self._send(ch, program, generation, plan, started, {
+            "read_seconds": round(read - started, 4) if view is None else None,
+            "plan_seconds": round(planned - read, 4)})
 
     def _sync_diff(self, ch: chan.Channel, program: Program, generation: int, view: dict,
                    diff: dict) -> None:
@@ -352,19 +328,27 @@ class BridgeAgent:
         self.last_sync = {"generation": generation, "read": False, "flows_read": None, "read_seconds": 0.0,
                           "plan_seconds": round(planned - started, 4), "changes": plan.summary(),
                           "incremental": True}
+        self._send(ch, program, generation, plan, started, {
+            "read_seconds": None, "plan_seconds": round(planned - started, 4), "incremental": True}, diff)
+
+    def _send(self, ch: chan.Channel, program: Program, generation: int, plan: reconcile.Plan,
+              started: float, timings: dict, diff: dict | None = None) -> None:
+        """The tail of both syncs: the plan as one bundle, then on commit the after-commit hook
+        and the new view (`diff` None: the whole program), else the rejections logged."""
         if plan.empty:
             self._succeeded(ch, program, generation, None, diff)
             return
         result = chan.apply_plan(ch, plan)
-        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4), read_seconds=None,
-                       plan_seconds=round(planned - started, 4), incremental=True)
+        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4), **timings)
         self.counters.flow_mods += result.messages
         if result.committed:
             self.counters.bundles += 1
             s = plan.summary()
-            log.info("%s: bundle committed (generation %d, incremental): %d added, %d modified, %d deleted in "
-                     "%d messages, %.3fs", self.node, generation, s["add"], s["modify"], s["delete"],
-                     s["messages"], result.seconds)
+            log.info("%s: bundle committed (generation %d%s): %d added, %d modified, %d deleted in %d messages, %.3fs%s",
+                     self.node, generation, "" if diff is None else ", incremental", s["add"], s["modify"],
+                     s["delete"], s["messages"], result.seconds,
+                     f"; removed flows of unknown cookies {', '.join(f'{c:#x}' for c in plan.delete_cookies)}"
+                     if plan.delete_cookies else "")
             if self.after_commit is not None:
                 try:
                     self.after_commit(plan)
