@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -25,7 +25,7 @@ class UsageProblem(click.ClickException):
     exit_code = EXIT_USAGE
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise UsageProblem(message)
 
 

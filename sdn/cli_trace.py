@@ -25,26 +25,13 @@ ICMP_NOTE = ("ICMP is not judged by NetworkPolicy (its rules name TCP, UDP and S
 
 
 def parse_port(text: str, dst: Pod | None) -> tuple[int, str]:
-    """'8080/TCP', '8080' (TCP), a named port of the destination pod ('http', 'http/UDP'), or
-    'icmp' (no port: (0, 'ICMP'))."""
+    """--port: see sdn.policy.model.parse_port (here 'icmp' too)."""
     from sdn.cli import _fail
-    if text.strip().lower() in ("icmp", "0/icmp"):
-        return 0, "ICMP"
-    number, _, proto = text.partition("/")
-    proto = (proto or "TCP").upper()
-    if proto not in ("TCP", "UDP", "SCTP"):
-        _fail(f"--port: unknown protocol {proto!r} (TCP, UDP, SCTP, or 'icmp' alone)")
-    if number.isdigit():
-        port = int(number)
-        if not 1 <= port <= 65535:
-            _fail("--port: must be 1-65535")
-        return port, proto
-    if dst is None:
-        _fail(f"--port: {number!r} is a named port, and the destination is an address, not a pod: give a number")
-    resolved = dst.resolve_port(number, proto)
-    if resolved is None:
-        _fail(f"--port: {dst.key} has no {proto} container port named {number!r}")
-    return resolved, proto
+    from sdn.policy.model import parse_port as parse
+    try:
+        return parse(text, dst, icmp=True)
+    except ValueError as e:
+        _fail(f"--port: {e}")
 
 
 def endpoint(cluster: Cluster, ref: str, namespace: str) -> tuple[Pod | None, str, str]:

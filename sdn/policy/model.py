@@ -152,6 +152,31 @@ class Pod:
         return None
 
 
+def parse_port(text: str, dst: Pod | None, icmp: bool = False) -> tuple[int, str]:
+    """(port, protocol) for '8080/TCP', '8080' (TCP) or a named container port of the
+    destination pod ('http', 'http/UDP'); with `icmp`, also 'icmp' (no port: (0, 'ICMP')).
+    A ValueError says what is wrong (`sdnctl trace --port`, the controller's live trace)."""
+    if icmp and str(text).strip().lower() in ("icmp", "0/icmp"):
+        return 0, "ICMP"
+    number, _, proto = str(text).partition("/")
+    proto = (proto or "TCP").upper()
+    if proto not in ("TCP", "UDP", "SCTP"):
+        raise ValueError(f"unknown protocol {proto!r} "
+                         + ("(TCP, UDP, SCTP, or 'icmp' alone)" if icmp else "(TCP, UDP or SCTP)"))
+    if number.isdigit():
+        port = int(number)
+        if not 1 <= port <= 65535:
+            raise ValueError("must be 1-65535")
+        return port, proto
+    if dst is None:
+        raise ValueError(f"{number!r} is a named port, and the destination is an address, not a pod: "
+                         "give a number")
+    resolved = dst.resolve_port(number, proto)
+    if resolved is None:
+        raise ValueError(f"{dst.key} has no {proto} container port named {number!r}")
+    return resolved, proto
+
+
 @dataclass(frozen=True)
 class Node:
     name: str

@@ -24,7 +24,7 @@ from sdn.ovs.instance import OvsInstance
 from sdn.ovs.trace import TraceResult, split_actions
 from sdn.ovs.trace import trace as ofproto_trace
 from sdn.policy.evaluate import evaluate
-from sdn.policy.model import Cluster, Pod
+from sdn.policy.model import Cluster, parse_port
 
 MAX_HOPS = 4
 
@@ -44,23 +44,6 @@ class NodePlace:
 
 class LiveTraceError(RuntimeError):
     pass
-
-
-def resolve_port(text: str, dst: Pod) -> tuple[int, str]:
-    """'8080/TCP', '8080' (TCP) or a named container port of the destination."""
-    number, _, proto = str(text).partition("/")
-    proto = (proto or "TCP").upper()
-    if proto not in ("TCP", "UDP", "SCTP"):
-        raise LiveTraceError(f"unknown protocol {proto!r} (TCP, UDP or SCTP)")
-    if number.isdigit():
-        port = int(number)
-        if not 1 <= port <= 65535:
-            raise LiveTraceError("port must be 1-65535")
-        return port, proto
-    resolved = dst.resolve_port(number, proto)
-    if resolved is None:
-        raise LiveTraceError(f"{dst.key} has no {proto} container port named {number!r}")
-    return resolved, proto
 
 
 def _packet(proto: str, in_port: int, mac: str, src_ip: str, dst_ip: str, port: int) -> str:
@@ -142,7 +125,10 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
             raise LiveTraceError(f"pod {key} is not in the controller's manifests")
         if not pod.ips:
             raise LiveTraceError(f"pod {key} has no IP")
-    port, proto = resolve_port(port_text, dst)
+    try:
+        port, proto = parse_port(port_text, dst)
+    except ValueError as e:
+        raise LiveTraceError(f"port {port_text}: {e}") from None
     src_node = next((n for n, p in places.items() if src.key in p.ports), None)
     if src_node is None:
         raise LiveTraceError(f"pod {src.key} is not plugged into any controlled bridge")
