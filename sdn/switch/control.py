@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import socket
-import stat
 import threading
 from typing import Any
 
@@ -30,6 +29,7 @@ from flows.flow import Flow, parse_actions, parse_flow, parse_match, render_matc
 from flows.ir import Isolation, RuleId
 from flows.wire import InstalledFlow, RawActions
 from sdn.ovs.trace import TraceError
+from sdn.proc import remove_stale_socket
 from sdn.switch import reconcile
 from sdn.switch.channel import ChannelClosed, SwitchTimeout
 from sdn.switch.livetrace import LiveTraceError
@@ -92,7 +92,7 @@ class ControlServer:
 
     def start(self) -> ControlServer:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        _remove_stale(self.path)
+        remove_stale_socket(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(self.path)
         os.chmod(self.path, 0o660)
@@ -203,25 +203,6 @@ class ControlServer:
         if cluster is None:
             return {}
         return {ip: p.key for p in cluster.pods.values() for ip in p.ips}
-
-
-def _remove_stale(path: str) -> None:
-    """Remove a socket file left by a killed controller; refuse if one still answers."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody listens: left by a killed process
-        return
-    finally:
-        probe.close()
-    raise OSError(f"{path}: another controller is running (it answers on this socket)")
 
 
 class ControlError(RuntimeError):

@@ -19,12 +19,12 @@ import logging
 import os
 import signal
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sdn.proc import remove_stale_socket
 from sdn.switch.control import DEFAULT_SOCKET, ControlServer
 from sdn.switch.core import ControllerCore, NodeSpec
 
@@ -72,20 +72,9 @@ def parse_listen(target: str) -> tuple[str, object]:
 def _prepare_unix(path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise StartupError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # left by a controller that was killed
-        return
-    finally:
-        probe.close()
-    raise StartupError(f"{path}: another controller is listening there")
+        remove_stale_socket(path)
+    except OSError as e:
+        raise StartupError(str(e)) from None
 
 
 LINK_NAME = "sdn-openflow.sock"
