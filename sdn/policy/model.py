@@ -17,6 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from flows.match import hash_once
+from sdn.policy.annotations import (
+    ALPHA_ISOLATION_ANNOTATION,
+    BETA_POLICY_ANNOTATION,
+    alpha_isolation,
+    beta_default_deny,
+)
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 INGRESS = "Ingress"
@@ -28,8 +34,6 @@ FORM_ALPHA = "v1alpha1"  # net.alpha.kubernetes.io/v1alpha1 (the seed's ThirdPar
 FORM_BETA = "v1beta1"  # extensions/v1beta1 NetworkPolicy
 FORM_IMPLICIT = "isolation"  # synthesised from a namespace isolation annotation
 
-ALPHA_ISOLATION_ANNOTATION = "net.alpha.kubernetes.io/network-isolation"
-BETA_POLICY_ANNOTATION = "net.beta.kubernetes.io/network-policy"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
@@ -273,8 +277,6 @@ class Cluster:
         network-isolation on; beta policies only while it has the DefaultDeny annotation. An
         isolating annotation adds an implicit `podSelector: {}` Ingress policy with no rules.
         """
-        from sdn.policy.annotations import alpha_isolation, beta_default_deny
-
         out = []
         for (form, ns, _), pol in sorted(self.policies.items()):
             nsobj = self.namespace(ns)

@@ -22,7 +22,6 @@ from flows.compiler import Program
 from sdn.layout import FABRIC, FABRIC_UPLINK_OFPORT, GATEWAY_MAC
 from sdn.ovs.instance import OvsInstance
 from sdn.ovs.trace import TraceResult, split_actions
-from sdn.ovs.trace import trace as ofproto_trace
 from sdn.policy.evaluate import evaluate
 from sdn.policy.model import Cluster, parse_port
 
@@ -147,7 +146,7 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
     delivered = False
     for _ in range(MAX_HOPS + 2):
         ovs = OvsInstance(Path(place.ovs_rundir), netns=None, create_netns=False)
-        result = ofproto_trace(ovs, place.bridge, _packet(proto, in_port, mac, src.ips[0], dst_ip, port))
+        result = ovs.trace(place.bridge, _packet(proto, in_port, mac, src.ips[0], dst_ip, port))
         steps = []
         for s in result.steps:
             owner = by_bridge.get((place.ovs_rundir, s.bridge), place)  # a patch port continues into another bridge
