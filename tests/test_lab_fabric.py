@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from sdn.lab import nodes as N
-from sdn.lab.lab import controller_supports_fabric
 from sdn.layout import FABRIC_UPLINK_OFPORT
 from sdn.ovs.instance import OvsInstance
 from tests.e2e_cases import ALL_CASES, base_cluster
@@ -20,12 +19,7 @@ from tests.e2e_model import deny_ingress
 from tests.lab_harness import check_new_pods, make_lab, replay_case
 from tests.lab_live import check_live_commands_and_trace
 
-pytestmark = [
-    pytest.mark.ovs, pytest.mark.xdist_group("lab-fabric"),
-    pytest.mark.skipif(not controller_supports_fabric(),
-                       reason="`sdnctl controller` has no --enforce fabric yet (sdn/switch): the lab's "
-                              "fabric switch needs an agent that compiles the fabric program"),
-]
+pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-fabric")]
 
 
 @pytest.fixture(scope="module")

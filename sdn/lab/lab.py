@@ -57,16 +57,6 @@ class NoLab(LabError):
         super().__init__(message, 3)
 
 
-def controller_supports_fabric() -> bool:
-    """Whether `sdnctl controller` can compile for fabric enforcement (`--enforce fabric`:
-    node bridges as fabric-node programs, the bridge of node "fabric" as the fabric switch)."""
-    try:
-        from sdn.cli_live import controller_cmd
-    except ImportError:
-        return False
-    return any(p.name == "enforce" for p in controller_cmd.params)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -200,10 +190,6 @@ class Lab:
             raise LabError(f"--enforce must be host or fabric, not {enforce!r}", 2)
         if tunnel not in N.TUNNEL_TYPES:
             raise LabError(f"--tunnel must be one of {', '.join(N.TUNNEL_TYPES)}", 2)
-        if enforce == "fabric" and not controller_supports_fabric():
-            raise LabError("--enforce fabric needs an agent that compiles for a fabric switch "
-                           "(`sdnctl controller --enforce fabric`), and this `sdnctl controller` has no "
-                           "--enforce option yet; nothing was made")
         if kubernetes and enforce != "host":
             raise LabError("--kubernetes runs with --enforce host (each node's agent judges its pods); "
                            "nothing was made", 2)
