@@ -708,28 +708,27 @@ def _beta_policy(doc: dict, meta: _Meta, origin: str) -> Policy:
     for i, rule in enumerate(_list(spec.get("ingress"), path) or ()):
         rpath = _at(path, i)
         rule = _mapping(rule, rpath, ("from", "ports"))
-        ppath = _at(rpath, "from")
-        peers = _list(rule.get("from"), ppath)
-        rules.append(
-            PolicyRule(
-                # Beta era: absent = all peers, an explicit [] = no peer at all.
-                peers=None
-                if peers is None
-                else tuple(_beta_peer(p, _at(ppath, j)) for j, p in enumerate(peers)),
-                ports=_ports(
-                    rule.get("ports"), _at(rpath, "ports"), end_port=False, empty_is_all=False
-                ),
-            )
-        )
-    return Policy(
-        meta.namespace,
-        meta.name,
-        pod_selector=selector,
-        ingress=tuple(rules),
-        policy_types=frozenset({INGRESS}),
-        form=FORM_BETA,
-        origin=origin,
+        rules.append(_legacy_rule(rule, rpath, "from", "ports", _beta_peer))
+    return _ingress_policy(meta, selector, tuple(rules), FORM_BETA, origin)
+
+
+def _legacy_rule(doc: dict, path: str, from_key: str, ports_key: str,
+                 peer: Callable[[Any, str], Peer]) -> PolicyRule:
+    """A rule of the beta or the alpha form: there `from` absent = all peers, an explicit [] =
+    no peer at all."""
+    fpath = _at(path, from_key)
+    peers = _list(doc.get(from_key), fpath)
+    return PolicyRule(
+        peers=None if peers is None else tuple(peer(p, _at(fpath, j)) for j, p in enumerate(peers)),
+        ports=_ports(doc.get(ports_key), _at(path, ports_key), end_port=False, empty_is_all=False),
     )
+
+
+def _ingress_policy(meta: _Meta, selector: LabelSelector, rules: tuple[PolicyRule, ...], form: str,
+                    origin: str) -> Policy:
+    """A beta or alpha policy: ingress only."""
+    return Policy(meta.namespace, meta.name, pod_selector=selector, ingress=rules,
+                  policy_types=frozenset({INGRESS}), form=form, origin=origin)
 
 
 def _alpha_policy(doc: dict, meta: _Meta, origin: str) -> Policy:
@@ -740,28 +739,8 @@ def _alpha_policy(doc: dict, meta: _Meta, origin: str) -> Policy:
     if spec.get("allowIncoming") is not None:
         path = "spec.allowIncoming"
         allow = _mapping(spec["allowIncoming"], path, ("from", "toPorts"))
-        fpath = _at(path, "from")
-        peers = _list(allow.get("from"), fpath)
-        rules = (
-            PolicyRule(
-                # As in the beta: absent = all, an explicit [] = nothing.
-                peers=None
-                if peers is None
-                else tuple(_alpha_peer(p, _at(fpath, j)) for j, p in enumerate(peers)),
-                ports=_ports(
-                    allow.get("toPorts"), _at(path, "toPorts"), end_port=False, empty_is_all=False
-                ),
-            ),
-        )
-    return Policy(
-        meta.namespace,
-        meta.name,
-        pod_selector=selector,
-        ingress=rules,
-        policy_types=frozenset({INGRESS}),
-        form=FORM_ALPHA,
-        origin=origin,
-    )
+        rules = (_legacy_rule(allow, path, "from", "toPorts", _alpha_peer),)
+    return _ingress_policy(meta, selector, rules, FORM_ALPHA, origin)
 
 
 def _object_label(kind: str, namespaced: bool, doc: dict) -> str | None:
