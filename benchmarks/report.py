@@ -622,6 +622,14 @@ def switch_section(results: dict[str, dict], meta: dict) -> str:
 
 # ---- plots ---------------------------------------------------------------------------------
 
+def _save(plt, fig, path: Path) -> str:
+    """Lay out, write and close a figure; its file name."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
+
+
 def plots(results: dict[str, dict], out: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -651,10 +659,7 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
         ax.set_title("Conjunctive flows vs naive cross product")
         ax.set_ylim(top=max(max(v for _, vals, _ in series for v in vals), 10) * 30)
         ax.legend(fontsize=8, loc="upper left")
-        fig.tight_layout()
-        fig.savefig(out / "flows.png", dpi=90)
-        plt.close(fig)
-        written.append("flows.png")
+        written.append(_save(plt, fig, out / "flows.png"))
 
     # Compile time per scenario.
     rows = [n for n in names if _ok(results[n], "rules")]
@@ -681,10 +686,7 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
         ax.legend(fontsize=8, loc="upper left")
         top = max([v for n in rows for _, get, _ in series for v in [get(results[n])] if v] + [1])
         ax.set_ylim(top=top * 30)
-        fig.tight_layout()
-        fig.savefig(out / "compile_time.png", dpi=90)
-        plt.close(fig)
-        written.append("compile_time.png")
+        written.append(_save(plt, fig, out / "compile_time.png"))
 
     # Incremental latency: both paths.
     rows = [n for n in names if _ok(results[n], "events")]
@@ -707,10 +709,7 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
         ax.set_ylabel("CPU ms per event (log)")
         ax.set_title("One pod label event to flow diff (bundle not sent)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "incremental.png", dpi=90)
-        plt.close(fig)
-        written.append("incremental.png")
+        written.append(_save(plt, fig, out / "incremental.png"))
     written += switch_plot(results, out, plt)
     return written
 
@@ -739,10 +738,7 @@ def switch_plot(results: dict[str, dict], out: Path, plt) -> list[str]:
     ax.set_title("One pod label event on a real switch (private ovs-vswitchd)")
     ax.set_ylim(top=max(ev[n][key]["p99"] for n in rows for _, key, _ in series) * 30)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out / "switch.png", dpi=90)
-    plt.close(fig)
-    return ["switch.png"]
+    return [_save(plt, fig, out / "switch.png")]
 
 
 def _short(v: float) -> str:
