@@ -18,7 +18,6 @@ newly denied one pass as established. All sockets of a source pod share its sour
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import select
@@ -27,19 +26,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-CLONE_NEWNET = 0x40000000
+from sdn.lab.netns_thread import join_netns, setns
+
 ALLOWED, DENIED, REFUSED, ERROR = "allowed", "denied", "refused", "error"
 TCP_PORTS_PER_SWEEP = 2  # first attempt, second attempt
 PORTS_PER_SWEEP = 3  # + UDP
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"setns: {os.strerror(e)}")
-
 
 @dataclass(frozen=True)
 class Target:
@@ -111,11 +102,7 @@ def _sweep(targets: list[Target], base: int, timeout: float, result: dict) -> No
     tcp_second: list[tuple[_Probe, str]] = []
     try:
         for ns, group in by_ns.items():
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-            try:
-                setns(fd)
-            finally:
-                os.close(fd)
+            join_netns(ns)
             try:
                 for p in group:
                     t = p.target
@@ -142,7 +129,7 @@ def _sweep(targets: list[Target], base: int, timeout: float, result: dict) -> No
                     else:
                         p.state, p.detail = ERROR, f"cannot probe {t.protocol}"
             finally:
-                setns(own)
+                setns(own, "of this thread")
         start = time.monotonic()
         deadline = start + timeout
         second_at = start + timeout / 3
@@ -168,17 +155,13 @@ def _sweep(targets: list[Target], base: int, timeout: float, result: dict) -> No
                 for p, ns in tcp_second:
                     if p.state is not None:
                         continue
-                    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-                    try:
-                        setns(fd)
-                    finally:
-                        os.close(fd)
+                    join_netns(ns)
                     try:
                         s = _tcp_socket(base + 1, p.target.ip, p.target.port)
                     except OSError:
                         continue
                     finally:
-                        setns(own)
+                        setns(own, "of this thread")
                     p.socks.append(s)
                     fdmap[s.fileno()] = (p, s)
                     ep.register(s.fileno(), select.EPOLLOUT)
