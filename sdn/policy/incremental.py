@@ -15,7 +15,7 @@ turns into a flow difference per bridge.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from flows.ir import Isolation, Rule, RuleId
@@ -103,32 +103,29 @@ class RuleSet:
 
     # ---- indexes -------------------------------------------------------------------------
 
-    def _index(self, pol: Policy) -> None:
-        self._by_ns[pol.namespace].add(pol.key)
+    def _buckets(self, pol: Policy) -> Iterator[set]:
+        """The index entries that hold the policy's key: its namespace, the buckets of its
+        namespace selectors, its named egress ports."""
+        yield self._by_ns[pol.namespace]
         for direction in (INGRESS, EGRESS):
             for rule in pol.rules(direction):
                 for peer in rule.peers or ():
                     if peer.namespace_selector is not None:
                         for b in _selector_buckets(peer.namespace_selector):
-                            self._ns_peers[b].add(pol.key)
+                            yield self._ns_peers[b]
                 if direction == EGRESS:
                     for port in rule.ports or ():
                         if isinstance(port.port, str):
-                            self._named_egress[port.port].add(pol.key)
+                            yield self._named_egress[port.port]
+
+    def _index(self, pol: Policy) -> None:
+        for bucket in self._buckets(pol):
+            bucket.add(pol.key)
 
     def _unindex(self, pol: Policy) -> None:
         """Undo `_index(pol)`: the same buckets, found from the policy again."""
-        self._by_ns[pol.namespace].discard(pol.key)
-        for direction in (INGRESS, EGRESS):
-            for rule in pol.rules(direction):
-                for peer in rule.peers or ():
-                    if peer.namespace_selector is not None:
-                        for b in _selector_buckets(peer.namespace_selector):
-                            self._ns_peers[b].discard(pol.key)
-                if direction == EGRESS:
-                    for port in rule.ports or ():
-                        if isinstance(port.port, str):
-                            self._named_egress[port.port].discard(pol.key)
+        for bucket in self._buckets(pol):
+            bucket.discard(pol.key)
 
     def _ns_selector_policies(self, labels: dict[str, str]) -> set[str]:
         """Policies with a namespaceSelector peer that may match a namespace with `labels`."""
