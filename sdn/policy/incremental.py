@@ -78,7 +78,7 @@ class RuleSet:
         self._ns_peers: dict[tuple[str, str] | None, set[str]] = defaultdict(set)
         self._named_egress: dict[str, set[str]] = defaultdict(set)  # port name -> policies
         self._renamed_groups: set[tuple] = set()  # groups whose members changed (see _finish)
-        delta, touched = RuleDelta(), set()
+        delta, touched = RuleDelta(), set[tuple]()
         for pol in cluster.effective_policies():
             self._recompute_policy(pol, delta, touched)
         self._flush_renamed(touched)
@@ -199,11 +199,11 @@ class RuleSet:
                 affected |= self._ns_selector_policies(self.cluster.namespace(obj.name).label_map)
                 namespaces.add(obj.name)
             elif isinstance(obj, Policy):
-                key = (obj.form, obj.namespace, obj.name)
+                cluster_key = (obj.form, obj.namespace, obj.name)
                 if present:
-                    self.cluster.policies[key] = obj
+                    self.cluster.policies[cluster_key] = obj
                 else:
-                    self.cluster.policies.pop(key, None)
+                    self.cluster.policies.pop(cluster_key, None)
                 namespaces.add(obj.namespace)
                 affected.add(obj.key)
             elif isinstance(obj, Node):

@@ -26,7 +26,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import netaddr
 import yaml
@@ -185,6 +185,10 @@ def _list(value: Any, path: str) -> list | None:
     return value
 
 
+@overload
+def _string(value: Any, path: str, *, required: Literal[True]) -> str: ...
+@overload
+def _string(value: Any, path: str, *, required: bool = False) -> str | None: ...
 def _string(value: Any, path: str, *, required: bool = False) -> str | None:
     if value is None:
         if required:
@@ -260,7 +264,7 @@ def _label_map(value: Any, path: str) -> dict[str, str]:
         _check_label_key(key, _at(path, key))
         if val is None:
             raise _FieldError(_at(path, key), "must be a string, not null")
-        out[key] = _string(val, _at(path, key))
+        out[key] = _string(val, _at(path, key)) or ""  # (val is not None: a string)
         _check_label_value(out[key], _at(path, key))
     return out
 
@@ -270,7 +274,7 @@ def _annotation_map(value: Any, path: str) -> dict[str, str]:
     for key, val in _mapping(value, path).items():
         if val is None:
             raise _FieldError(_at(path, key), "must be a string, not null")
-        out[key] = _string(val, _at(path, key))
+        out[key] = _string(val, _at(path, key)) or ""  # (val is not None: a string)
     return out
 
 
@@ -769,6 +773,7 @@ def _parse(doc: Any, origin: str, where: str = "") -> tuple[Any, list[str]]:
     namespaced = kind != "Namespace" and kind != "Node"
     obj = _object_label(kind, namespaced, doc) or f"{kind} <unnamed{', ' + where if where else ''}>"
     warnings: list[str] = []
+    result: Namespace | Pod | Node | Policy
     try:
         if kind in _CORE_KINDS:
             if api not in (None, "v1"):
@@ -783,11 +788,11 @@ def _parse(doc: Any, origin: str, where: str = "") -> tuple[Any, list[str]]:
             else:
                 result = _node(doc, meta)
         elif kind == "NetworkPolicy":
-            form = _POLICY_FORMS.get(api)
             if api is None:
                 raise _FieldError(
                     "apiVersion", "is required for NetworkPolicy: one of " + ", ".join(_POLICY_FORMS)
                 )
+            form = _POLICY_FORMS.get(api)
             if form is None:
                 raise _FieldError(
                     "apiVersion",
@@ -967,7 +972,7 @@ def _commit(
 
 
 def load_documents(
-    docs: list[dict], origin: str = "<input>", cluster: Cluster | None = None
+    docs: Iterable[Any], origin: str = "<input>", cluster: Cluster | None = None
 ) -> tuple[Cluster, list[str]]:
     """Already-parsed manifests -> (cluster, warnings).
 
@@ -978,7 +983,7 @@ def load_documents(
     return _commit([(origin, _prepare(docs, origin))], cluster)
 
 
-def _parse_text(text: str, origin: str, json_only: bool = False) -> list[Any]:
+def _parse_text(text: str, origin: str, json_only: bool = False) -> Iterable[Any]:
     if json_only:
         try:
             return [load_json(text)] if text.strip() else []
@@ -1022,7 +1027,7 @@ def _manifest_files(path: str) -> list[str]:
     raise ManifestError(path, "", "", "no such file or directory")
 
 
-def _read(path: str) -> tuple[str, list[Any]]:
+def _read(path: str) -> tuple[str, Iterable[Any]]:
     if path == STDIN:
         text = sys.stdin.read()
         try:
@@ -1063,7 +1068,7 @@ def load_paths(
     (cluster, warnings). Everything is read and validated before anything is added.
     `progress(origin, documents)` is called every thousand documents of a file and at its end."""
     if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+        paths = [os.fspath(paths)]
     batches = []
     for path in paths:
         for file in _manifest_files(os.fspath(path)):

@@ -78,11 +78,11 @@ class LabelSelector:
         if t is tuple or (t is not dict and not isinstance(labels, Mapping)):  # frozen labels; checked first: Mapping checks are slow
             labels = dict(labels)
         # plain loops: this runs for every (selector, pod) pair, generators cost twice as much
-        get = labels.get
+        get = labels.get  # type: ignore[union-attr]  # a tuple became a dict above
         for k, v in self.match_labels:
             if get(k) != v:
                 return False
-        return all(r.matches(labels) for r in self.match_expressions)
+        return all(r.matches(labels) for r in self.match_expressions)  # type: ignore[arg-type]  # as above
 
     @property
     def empty(self) -> bool:
