@@ -165,7 +165,8 @@ def list_function(api_client: Any, resource: Resource) -> Callable[..., Any]:
 
 
 def object_ref(resource: Resource, raw: dict) -> ObjectRef:
-    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    found = raw.get("metadata")
+    meta: dict = found if isinstance(found, dict) else {}
     generation = meta.get("generation")
     return ObjectRef(resource, (meta.get("namespace") or "") if resource.namespaced else "",
                      str(meta.get("name") or ""), str(meta.get("uid") or ""),
@@ -368,7 +369,7 @@ class Informer:
         self.synced.set()
         self._backoff.reset()
 
-    def _watch(self, rv: str, timeout: int) -> int:
+    def _watch(self, rv: str | None, timeout: int) -> int:
         """One watch request, until the stream ends; every line advances resource_version.
         Returns how many lines (events and bookmarks) it read."""
         resp = self._call(watch=True, resource_version=rv, allow_watch_bookmarks=True,
