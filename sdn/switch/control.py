@@ -69,7 +69,7 @@ def installed_to_json(i: InstalledFlow) -> dict:
     decoded = i.flow is not None and not any(isinstance(a, RawActions) for a in i.flow.actions)
     return {"table": i.table, "priority": i.priority, "cookie": i.cookie,
             "match": render_match(i.flow.match) if i.flow is not None else None,
-            "actions": i.flow.actions_text if decoded else None, "decoded": decoded, "error": i.error,
+            "actions": i.flow.actions_text if decoded and i.flow is not None else None, "decoded": decoded, "error": i.error,
             "packets": i.packets, "bytes": i.bytes, "duration": round(i.duration, 3)}
 
 
@@ -115,9 +115,12 @@ class ControlServer:
             pass
 
     def _serve(self) -> None:
+        sock = self._sock
+        if sock is None:  # (start() sets it before the thread runs)
+            return
         while not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except TimeoutError:
                 continue
             except OSError:

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sdn.proc import remove_stale_socket
 from sdn.switch.control import DEFAULT_SOCKET, ControlServer
@@ -53,7 +54,7 @@ class StartupError(RuntimeError):
     pass
 
 
-def parse_listen(target: str) -> tuple[str, object]:
+def parse_listen(target: str) -> tuple[str, Any]:  # ("unix", path) or ("tcp", (host, port))
     """'unix:/path' -> ("unix", path); 'tcp:HOST:PORT' / 'tcp:PORT' -> ("tcp", (host, port))."""
     if target.startswith("unix:"):
         path = target[5:]
@@ -161,7 +162,7 @@ def start_osken(kind: str, where, core) -> None:
 
 
 def setup_logging(level: str, log_file: str | None) -> None:
-    handlers = [logging.StreamHandler()]
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=handlers,
@@ -183,7 +184,7 @@ def run(opts: Options) -> int:
             _prepare_unix(where)
         else:
             _check_tcp_free(*where)
-        targets = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
+        targets: dict[str, tuple[str | None, Callable[[], None] | None]] = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
                    for n in opts.nodes}
         core = ControllerCore(opts.manifests, opts.nodes, targets, opts.enforce)
         control = ControlServer(core, opts.control).start()

@@ -16,6 +16,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flows import pipeline as P
 from flows.compiler import Program
@@ -23,7 +24,7 @@ from sdn.layout import FABRIC, FABRIC_UPLINK_OFPORT, GATEWAY_MAC
 from sdn.ovs.instance import OvsInstance
 from sdn.ovs.trace import TraceResult, split_actions
 from sdn.policy.evaluate import evaluate
-from sdn.policy.model import Cluster, parse_port
+from sdn.policy.model import Cluster, Pod, parse_port
 
 MAX_HOPS = 4
 
@@ -43,6 +44,15 @@ class NodePlace:
 
 class LiveTraceError(RuntimeError):
     pass
+
+
+def _traced_pod(cluster: Cluster, key: str) -> Pod:
+    pod = cluster.pods.get(key)
+    if pod is None:
+        raise LiveTraceError(f"pod {key} is not in the controller's manifests")
+    if not pod.ips:
+        raise LiveTraceError(f"pod {key} has no IP")
+    return pod
 
 
 def _packet(proto: str, in_port: int, mac: str, src_ip: str, dst_ip: str, port: int) -> str:
@@ -118,12 +128,7 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
     switch, as the offline trace does."""
     from sdn.layout import build_layout
     fabric_ports = build_layout(cluster).fabric_ports() if FABRIC in places else {}
-    src, dst = cluster.pods.get(src_key), cluster.pods.get(dst_key)
-    for key, pod in ((src_key, src), (dst_key, dst)):
-        if pod is None:
-            raise LiveTraceError(f"pod {key} is not in the controller's manifests")
-        if not pod.ips:
-            raise LiveTraceError(f"pod {key} has no IP")
+    src, dst = _traced_pod(cluster, src_key), _traced_pod(cluster, dst_key)
     try:
         port, proto = parse_port(port_text, dst)
     except ValueError as e:
@@ -147,10 +152,10 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
     for _ in range(MAX_HOPS + 2):
         ovs = OvsInstance(Path(place.ovs_rundir), netns=None, create_netns=False)
         result = ovs.trace(place.bridge, _packet(proto, in_port, mac, src.ips[0], dst_ip, port))
-        steps = []
+        steps: list[dict[str, Any]] = []
         for s in result.steps:
             owner = by_bridge.get((place.ovs_rundir, s.bridge), place)  # a patch port continues into another bridge
-            entry = {"table": s.table, "name": P.BY_ID[s.table].name if s.table in P.BY_ID else "",
+            entry: dict[str, Any] = {"table": s.table, "name": P.BY_ID[s.table].name if s.table in P.BY_ID else "",
                      "bridge": s.bridge or place.bridge, "node": owner.node,
                      "priority": s.priority, "cookie": f"{s.cookie:#x}", "match": s.match, "actions": s.actions,
                      "miss": s.miss}
@@ -178,10 +183,10 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
         if place.tunnel_ofport is None or here != [place.tunnel_ofport]:
             break
         nxt = by_address.get(_tun_dst(result) or "")
-        if nxt is None or places[nxt].tunnel_ofport is None:
+        tunnel = None if nxt is None else places[nxt].tunnel_ofport
+        if nxt is None or tunnel is None:
             break
-        place = places[nxt]
-        in_port = place.tunnel_ofport
+        place, in_port = places[nxt], tunnel
     verdict = evaluate(cluster, src, dst, port, proto)
     fmt = lambda refs: [f"{r.policy} {r.direction.lower()}[{r.index}]" for r in refs]  # noqa: E731
     return {

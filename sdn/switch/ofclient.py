@@ -13,7 +13,7 @@ from flows import wire
 from sdn.switch.channel import Channel, ChannelClosed, SwitchTimeout
 
 
-def parse_target(target: str) -> tuple[int, object]:
+def parse_target(target: str) -> tuple[int, str | tuple[str, int]]:
     """'unix:/path', '/path' (a unix socket), 'tcp:host:port' -> (family, address)."""
     if target.startswith("unix:"):
         return socket.AF_UNIX, target[5:]

@@ -30,6 +30,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 with warnings.catch_warnings():  # ovs.poller imports eventlet when installed (os-ken brings it)
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
@@ -272,7 +273,7 @@ class OvsdbMonitor:
         except Exception:
             log.exception("%s: change handler failed", self.name)
 
-    def _pick(self, idl) -> object | None:
+    def _pick(self, idl) -> Any | None:  # an ovs.db.idl.Row of table Bridge
         rows = list(idl.tables["Bridge"].rows.values())
         if self.bridge is not None:
             return next((r for r in rows if r.name == self.bridge), None)
@@ -307,6 +308,8 @@ class OvsdbMonitor:
 
     def _ensure_config(self, idl, view: BridgeView) -> None:
         br = self._pick(idl)
+        if br is None:  # gone since it was read: the next change reads again
+            return
         other = dict(br.other_config)
         protocols = list(br.protocols)
         needs = []
