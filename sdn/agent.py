@@ -121,7 +121,7 @@ class Agent:
                  informer_options: dict | None = None):
         self.settings, self.node, self.api, self.core = settings, node, api_client, core
         self.state = ClusterState(settings.resources())
-        opts = {"watch_timeout": settings.watch_timeout_seconds, "relist_period": settings.resync_seconds,
+        opts: dict[str, Any] = {"watch_timeout": settings.watch_timeout_seconds, "relist_period": settings.resync_seconds,
                     "backoff_base": min(0.25, settings.api_retry_max_seconds), "backoff_cap": settings.api_retry_max_seconds}
         opts.update(informer_options or {})
         self.informers = Informers(api_client, self._on_events, settings.resources(), **opts)
@@ -208,7 +208,8 @@ class Agent:
         }
         try:
             from kubernetes import client
-            client.CoreV1Api(self.api).create_namespaced_event(ref.namespace, body, _preload_content=False)
+            client.CoreV1Api(self.api).create_namespaced_event(
+                ref.namespace, body, _preload_content=False)  # type: ignore[arg-type]  # a dict body is sent as is
         except Exception as e:  # noqa: BLE001 - status reporting must never stop the agent
             self.last_error = f"cannot report {reason} for {ref.namespace}/{ref.name}: {e}"
             log.warning("%s", self.last_error)

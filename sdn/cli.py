@@ -15,6 +15,7 @@ from sdn.cli_output import EXIT_USAGE, QUIET, console_out, err, escape, progress
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `sdnctl --help` stays fast
     from flows.compiler import Program
+    from flows.flow import Flow
     from sdn.compile import Compiled
     from sdn.policy.model import Cluster, Pod
 
@@ -184,7 +185,7 @@ class LazyGroup(click.Group):
                 if not cmd.hidden:
                     rows.append((name, cmd.get_short_help_str(limit)))
             else:
-                rows.append((name, click.utils.make_default_short_help(self.lazy[name][1], limit)))
+                rows.append((name, click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -261,7 +262,7 @@ def flows_show(files, node, enforce, policy, pod, namespace, table, output):
     compiled = _compile(cluster, node, None, enforce)
     node = _single_node(compiled, node)
     program = compiled.programs[node]
-    flows = program.flows
+    flows: Sequence[Flow] = program.flows
     if the_pod is not None:
         flows = show.pod_flows(flows, the_pod.ips, compiled.layout.ofports.get(node, {}).get(the_pod.key),
                                pod_mac(the_pod))

@@ -9,6 +9,16 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 
+import click
+
+
+class CommandProblem(click.ClickException):
+    """An error a command reports, with the exit code it documents for it."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class: this one is per error
+
 
 @functools.cache
 def err():

@@ -80,10 +80,10 @@ def _annotate(compiled: Compiled, path_hops) -> tuple[list[dict], list[str]]:
                 entry["clauses"] = [c.render() for c in s.clauses]
                 decided_by.append(f"allowed by {info.id} on {hop.node}")
             elif kind == P.KIND_RULE:
-                info = program.by_cookie().get(s.flow.cookie)
-                if info:
-                    entry["rule"] = str(info.id)
-                    decided_by.append(f"allowed by {info.id} on {hop.node}")
+                by_cookie = program.by_cookie().get(s.flow.cookie)
+                if by_cookie:
+                    entry["rule"] = str(by_cookie.id)
+                    decided_by.append(f"allowed by {by_cookie.id} on {hop.node}")
             elif kind == P.KIND_DEFAULT and s.flow.cookie in defaults:
                 iso = defaults[s.flow.cookie]
                 who = names.get(iso.address, iso.address)
@@ -122,11 +122,13 @@ def trace_doc(compiled: Compiled, src: Pod | None, src_addr: str, dst: Pod | Non
         if path.delivered and not path.hops[-1].result.outputs:
             notes.append(f"after the rule tables, {path.hops[-1].node} has no route for {dst_addr}: these bridges "
                          f"forward between pods only (no gateway into the node's network)")
-    else:
+    elif dst is not None:
         path = sim.from_address(src_addr, dst, port, proto.lower())
         verdict = evaluate_address(compiled.cluster, dst, src_addr, INGRESS, port, proto)
         notes.append(f"{src_addr} is no pod's address: only the ingress of {dst.key} is judged; the connection "
                      f"enters the tables the way traffic from outside the node does")
+    else:
+        raise ValueError("a trace needs a pod at one end at least")
     hops, decided_by = _annotate(compiled, path.hops)
     return {"from": described[0], "to": described[1], "port": port, "protocol": proto,
             "verdict": "allowed" if path.delivered else "denied",

@@ -47,7 +47,7 @@ class Group:
     rows: list[Row] = field(default_factory=list)
 
 
-def _networks(flow: Flow) -> list[ipaddress._BaseNetwork]:
+def _networks(flow: Flow) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     out = []
     for m in flow.match:
         if m.field in ("nw_src", "nw_dst", "arp_spa", "ipv6_src", "ipv6_dst"):

@@ -24,6 +24,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from sdn.cli_output import CommandProblem
 from sdn.lab.state import DEFAULT_STATE_DIR, ENV_STATE_DIR, State
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -33,11 +34,7 @@ def _console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
-class LabFailure(click.ClickException):
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
+class LabFailure(CommandProblem):
     def show(self, file=None) -> None:
         err.print(f"[red]error:[/red] {escape(self.message)}")
 
