@@ -122,7 +122,7 @@ class ObjectsMixin:
                 missing.append(what)
         order = {"Namespace": 0, "Node": 1, "Pod": 2}
         ready: set[str] = set()
-        for doc in sorted(apply, key=lambda d: order.get(d.get("kind"), 3)):
+        for doc in sorted(apply, key=lambda d: order.get(d.get("kind") or "", 3)):
             res = self._resource(doc)
             ns = (doc.get("metadata") or {}).get("namespace") or "default"
             if res is PODS and ns not in ready:  # the API refuses pods before the account exists

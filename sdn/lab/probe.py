@@ -177,9 +177,9 @@ def _sweep(targets: list[Target], base: int, timeout: float, result: dict) -> No
                             break
                         except OSError:
                             break  # ICMP errors surface here; the probe just waits
-                        p = udp_by_reply.get((ns, ip, port))
-                        if p is not None and p.state is None:
-                            p.state = ALLOWED
+                        replied = udp_by_reply.get((ns, ip, port))
+                        if replied is not None and replied.state is None:
+                            replied.state = ALLOWED
                             pending -= 1
                     continue
                 entry = fdmap.pop(fd, None)

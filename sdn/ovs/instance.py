@@ -336,8 +336,8 @@ class OvsInstance:
             elif self.netns and not netns_exists(self.netns):
                 raise OvsError(f"network namespace {self.netns!r} does not exist "
                                f"(create_netns=False)")
-            self.run("ovsdb-tool", "create", self.db_path, SCHEMA)
-            self.run("ovsdb-server", self.db_path,
+            self.run("ovsdb-tool", "create", str(self.db_path), str(SCHEMA))
+            self.run("ovsdb-server", str(self.db_path),
                      f"--remote=punix:{self.db_sock}",
                      f"--pidfile={self.ovsdb_pidfile}",
                      f"--unixctl={self.ovsdb_ctl}",

@@ -403,7 +403,9 @@ def parse_trace(text: str, port_map: dict[int, tuple[str, int]] | None = None, *
 
 def split_actions(text: str) -> list[str]:
     """Split a comma-separated action list at top level (not inside parentheses)."""
-    out, depth, cur = [], 0, []
+    out: list[str] = []
+    depth = 0
+    cur: list[str] = []
     for ch in text:
         if ch == "(":
             depth += 1
