@@ -218,7 +218,8 @@ def _incremental(ovn: OvnStack, ids: NB.Uuids, state: NB.NbState, ch, engine, fo
 
     installed = {f.key: f for f in engine.program(focus).flows}
     cur = state
-    samples, tried = [], 0
+    samples: list[dict] = []
+    tried = 0
 
     def event(pod) -> dict | None:
         nonlocal cur
@@ -239,11 +240,11 @@ def _incremental(ovn: OvnStack, ids: NB.Uuids, state: NB.NbState, ch, engine, fo
                            engine.ruleset.all_isolation())
         ops, recs = NB.diff_ops(cur, new, ids)
         t3 = time.perf_counter()
-        res = ovn.nb.transact(ops)
+        replies = ovn.nb.transact(ops)
         t4 = time.perf_counter()
         sync = ovn.wait_hv(timeout=600)
         t5 = time.perf_counter()
-        NB.record(ids, recs, res)
+        NB.record(ids, recs, replies)
         cur = new
         return {"pod": pod.key, "ours_s": t2 - t0, "engine_s": t1 - t0, "flow_diff": len(d),
                 "ovn_s": t5 - t3, "nb_transaction_s": t4 - t3, "wait_hv_s": sync, "nb_operations": len(ops)}

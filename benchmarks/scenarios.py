@@ -310,7 +310,8 @@ def s4_growth(pods: int, with_policies: bool, seed: int = DEFAULT_SEED, nodes: i
     # The new pod: namespace 0, on the least loaded node, next free address there.
     per_node: dict[str, int] = dict.fromkeys(c.nodes, 0)
     for p in c.pods.values():
-        per_node[p.node] += 1
+        if p.node is not None:
+            per_node[p.node] += 1
     node = min(sorted(per_node), key=lambda n: per_node[n])
     idx = int(node.split("-")[1])
     ip = str(ipaddress.IPv4Address(POD_NET + (idx << 8) + 2 + per_node[node]))

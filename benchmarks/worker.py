@@ -44,6 +44,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from benchmarks import hooks as H
 from benchmarks import scenarios as S
@@ -179,7 +180,7 @@ class Worker:
             return self.res
         with self.stage("layout") as rec:
             self.layout = build_layout(self.sc.cluster)
-            self.bridges = {}
+            self.bridges: dict = {}
         self.programs: dict = {}
         self.stage_node()
         if not a.skip_all_nodes:
@@ -284,7 +285,7 @@ class Worker:
                 against the full compile.
         """
         cl = self.sc.cluster
-        addr_node = {ip: p.node for p in cl.pods.values() for ip in p.ips}
+        addr_node = {ip: p.node for p in cl.pods.values() for ip in p.ips if p.node is not None}  # (all placed)
         max_nodes = self.args.max_affected
         with self.stage("events") as rec:
             focus = self.sc.focus_node
@@ -446,16 +447,19 @@ class Worker:
                 row = {"pods": pods}
                 for with_pol in (False, True):
                     c, new = S.s4_growth(pods, with_pol, self.args.seed)
+                    node = new.node
+                    if node is None:
+                        raise RuntimeError(f"S4 growth: the new pod {new.key} has no node")
                     lay = build_layout(c)
                     rules0, iso0 = cluster_rules(c)
-                    prev = compile_bridge(lay.bridge(new.node), rules0, iso0)
-                    engine, info = self._make_engine(c, [new.node], rules0, iso0, lay)
+                    prev = compile_bridge(lay.bridge(node), rules0, iso0)
+                    engine, info = self._make_engine(c, [node], rules0, iso0, lay)
                     stop = clock()
                     c.pods[new.key] = new
                     rules1, iso1 = cluster_rules(c)
                     t_rules, _ = stop()
                     lay = build_layout(c)  # the new pod gets its ofport
-                    prog = compile_bridge(lay.bridge(new.node), rules1, iso1, previous=prev)
+                    prog = compile_bridge(lay.bridge(node), rules1, iso1, previous=prev)
                     d = diff(prev.flows, prog.flows)
                     wall, cpu = stop()
                     key = "with" if with_pol else "without"
@@ -469,7 +473,7 @@ class Worker:
                             wall, cpu = stop()
                             row[key]["engine_ms"] = wall * 1e3
                             row[key]["engine_cpu_ms"] = cpu * 1e3
-                            row[key]["engine_diff"] = len(diffs.get(new.node, ())) if diffs else 0
+                            row[key]["engine_diff"] = len(diffs.get(node, ())) if diffs else 0
                         except Exception as e:  # noqa: BLE001 - the benchmark records what failed and goes on
                             row[key]["engine_error"] = f"{type(e).__name__}: {e} at {where(e)}"
                     elif info.get("engine_error"):
@@ -596,7 +600,7 @@ def _loc(func: tuple) -> str:
 
 def top_entries(prof: cProfile.Profile, key: str, n: int, total: float, repo_only: bool = False) -> list[dict]:
     """The n costliest functions; share = their time / the profiled block's wall time."""
-    st = pstats.Stats(prof)
+    st: Any = pstats.Stats(prof)  # Any: its `stats` table is not in the stubs
     total = max(total, 1e-9)
     rows = []
     for func, (_cc, nc, tt, ct, _callers) in st.stats.items():
