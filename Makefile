@@ -1,6 +1,6 @@
 # sdn-netpol: Kubernetes NetworkPolicy -> Open vSwitch flows.
 #
-#   make test    system packages for every test (root), venv, k8s, pytest -n auto
+#   make test    system packages for every test (root), venv, k8s, make lint, pytest -n auto
 #   make demo    the example cluster as a live lab: measured vs predicted matrix, flows (KEEP=1)
 #   make demo-k8s  the same through a real Kubernetes control plane (lab up --kubernetes)
 #   make k8s     build kube-apiserver & co. and etcd from the Go module proxy into a cache
@@ -54,7 +54,7 @@ all: test
 help:
 	@sed -n '3,10p' Makefile
 
-test: system-deps venv k8s
+test: system-deps venv k8s lint
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 # The Kubernetes control plane the tests and `lab up --kubernetes` run: built once per release
