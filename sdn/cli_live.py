@@ -85,7 +85,11 @@ def _ask(control: str | None, cmd: str, **args) -> dict:
               help="A fabric switch (an OVS bridge standing in for a ToR or hypervisor switch) that "
                    "judges every rule of the cluster, matching addresses only: the same as "
                    "--bridge fabric[/BRIDGE]=OVSDB --enforce fabric.")
-def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce, fabric):
+@click.option("--settle", type=float, default=0.5, show_default=True, metavar="SECONDS",
+              help="How long a manifest modified in place must stay unchanged before it is read (a file "
+                   "renamed into place is read at once).")
+def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce, fabric,
+                   settle):
     """Program real Open vSwitch bridges from the manifests, through os-ken (OpenFlow 1.3).
 
     Each change goes to each bridge as one atomic bundle of only the difference; a restart
@@ -106,7 +110,7 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
     if not nodes:
         raise click.UsageError("no bridge to control: give --bridge NODE=OVSDB (repeatable) or --fabric OVSDB")
     sys.exit(run(Options(list(files), nodes, listen, control, poll, not no_configure, log_level, log_file,
-                         enforce)))
+                         enforce, settle=settle)))
 
 
 # ---- status --------------------------------------------------------------------------------
@@ -232,11 +236,20 @@ def flows_diff_cmd(node, bridge, control, output):
 
 # ---- trace --live --------------------------------------------------------------------------
 
+def _is_address(ref: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(ref)
+        return True
+    except ValueError:
+        return False
+
+
 def trace_live(src, dst, port, namespace, control, output) -> None:
     from sdn.cli_locate import Lab, lab_trace
     from sdn.switch.control import ControlError
     from sdn.switch.livetrace import LiveTraceError
-    key = lambda ref: ref if "/" in ref else f"{namespace}/{ref}"  # noqa: E731
+    key = lambda ref: ref if "/" in ref or _is_address(ref) else f"{namespace}/{ref}"  # noqa: E731
     target = _where(control)
     if isinstance(target, Lab):
         try:
@@ -258,6 +271,8 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
             c.print(f"  {line}")
         agree = "agrees" if doc["agree"] else "[red]DISAGREES[/red]"
         c.print(f"  semantic evaluator: {doc['evaluator']} ({agree})")
+        for line in doc.get("notes", []):
+            c.print(f"  [yellow]note:[/yellow] {escape(line)}")
         for hop in doc["hops"]:
             c.print(f"[bold]{hop['node']}[/bold] bridge {hop['bridge']} -> outputs {hop['outputs'] or 'none (dropped)'}")
             current = hop["bridge"]
@@ -270,6 +285,8 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
                     note = f"  [cyan]{escape(s['rule'])}[/cyan]"
                 elif "default_deny" in s:
                     note = f"  [red]default deny of {escape(s['default_deny']['pod'])}[/red]"
+                elif "role" in s:
+                    note = f"  [magenta]{escape(s['role'])}[/magenta]"
                 if s["miss"]:
                     c.print(f"  {s['table']:>3} {s['name']:<16} no match: drop")
                     continue

@@ -19,12 +19,13 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "output": ("sdn.cli_output",),
     "policy": ("sdn.policy",),
     "ovs": ("sdn.ovs",),
+    "node": ("sdn.node_setup",),
     "cni": ("sdn.cni",),
     "compile": ("sdn.layout", "sdn.engine", "sdn.compile", "sdn.verify", "sdn.show"),
     "k8s": ("sdn.k8s",),
     "sources": ("sdn.sources",),
     "switch": ("sdn.switch",),
-    "agent": ("sdn.agent",),
+    "agent": ("sdn.agent", "sdn.agent_setup", "sdn.sources.kubernetes"),
     "lab": ("sdn.lab",),
     "cli": ("sdn.cli", "sdn.cli_live", "sdn.cli_locate", "sdn.cli_matrix", "sdn.cli_policy",
             "sdn.cli_trace", "sdn"),
@@ -39,27 +40,29 @@ MAY_IMPORT: dict[str, set[str]] = {
     "output": set(),
     "policy": {"flows"},
     "ovs": {"proc"},
+    "node": {"proc"},
     "cni": {"proc"},
     "compile": {"flows", "policy"},
     "k8s": {"flows", "policy"},
     "sources": {"flows", "proc", "policy", "compile", "k8s"},
     "switch": {"flows", "proc", "policy", "ovs", "compile", "sources"},
-    "agent": {"flows", "proc", "policy", "compile", "k8s", "sources", "switch"},
-    "lab": {"flows", "proc", "output", "policy", "ovs", "cni", "compile", "k8s", "sources", "switch",
-            "agent"},
-    "cli": {"flows", "proc", "output", "policy", "ovs", "cni", "compile", "k8s", "sources", "switch",
-            "agent", "lab"},
-    "benchmarks": {"flows", "proc", "output", "policy", "ovs", "cni", "compile", "k8s", "sources",
-                   "switch", "agent", "lab", "cli"},
+    "agent": {"flows", "proc", "policy", "node", "compile", "k8s", "sources", "switch"},
+    "lab": {"flows", "proc", "output", "policy", "ovs", "node", "cni", "compile", "k8s", "sources",
+            "switch", "agent"},
+    "cli": {"flows", "proc", "output", "policy", "ovs", "node", "cni", "compile", "k8s", "sources",
+            "switch", "agent", "lab"},
+    "benchmarks": {"flows", "proc", "output", "policy", "ovs", "node", "cni", "compile", "k8s",
+                   "sources", "switch", "agent", "lab", "cli"},
 }
 
 
 def room_of(module: str) -> str | None:
-    """The room of a module of this project (the longest matching entry), None for others."""
+    """The room of a module of this project (the longest matching entry; "sdn" itself only
+    exactly), None for others."""
     best, best_len = None, -1
     for room, prefixes in ROOMS.items():
         for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and len(p) > best_len:
+            if (module == p or (p != "sdn" and module.startswith(p + "."))) and len(p) > best_len:
                 best, best_len = room, len(p)
     return best
 
