@@ -1,13 +1,13 @@
 # sdn-netpol: Kubernetes NetworkPolicy -> Open vSwitch flows.
 #
-#   make test    system packages for every test (root), venv, k8s, pytest -n auto
+#   make test    system packages for every test (root), venv, k8s, make lint, pytest -n auto
 #   make demo    the example cluster as a live lab: measured vs predicted matrix, flows (KEEP=1)
 #   make demo-k8s  the same through a real Kubernetes control plane (lab up --kubernetes)
 #   make k8s     build kube-apiserver & co., etcd and CoreDNS from the Go module proxy into a cache
 #                outside the repository (tools/build.sh; minutes when cold, then reused)
 #   make bench   run the benchmarks (QUICK=1: < 2 min; as root also OVN side by side, OVN=0: not)
 #   make vagrant-up / vagrant-down   the multi-node lab on VMs (vagrant/README.md; SDN_WORKERS=N)
-#   make lint    ruff if installed in the venv, else a byte-compile check
+#   make lint    ruff and mypy (pyproject.toml says which rules and why); make test runs it first
 #   make clean   remove the venv and caches
 #
 # The demo and the tests run their own private Open vSwitch daemons, each in a network namespace
@@ -54,7 +54,7 @@ all: test
 help:
 	@sed -n '3,10p' Makefile
 
-test: system-deps venv k8s
+test: system-deps venv k8s lint
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 # The Kubernetes control plane and the cluster DNS (CoreDNS) the tests and `lab up --kubernetes`
@@ -112,7 +112,7 @@ $(STAMP): pyproject.toml
 	      $(PYTHON) -m venv $(VENV); \
 	    else exit 1; fi; }; \
 	fi
-	$(VPY) -m pip install $(PIP_FLAGS) -e '.[test]'
+	$(VPY) -m pip install $(PIP_FLAGS) -e '.[test,lint]'
 	@touch $@
 
 # ---------------------------------------------------------------- demo / bench / lint
@@ -209,13 +209,10 @@ bench: venv
 	  $$(if [ "$$(id -u)" = 0 ] && [ "$(OVN)" != 0 ] && command -v ovn-northd >/dev/null; then \
 	       echo --hook benchmarks.ovn:ovn_hook; fi) $(BENCH_ARGS)
 
+# ruff and mypy (the `lint` extra; their settings and the chosen rules are in pyproject.toml).
 lint: venv
-	@if $(VPY) -m ruff --version >/dev/null 2>&1; then \
-	  $(VPY) -m ruff check sdn flows tests; \
-	else \
-	  echo "ruff not installed in $(VENV): byte-compiling only"; \
-	  $(VPY) -m compileall -q sdn flows tests; \
-	fi
+	$(VPY) -m ruff check sdn flows tests benchmarks
+	$(VPY) -m mypy
 
 # ---------------------------------------------------------------- the lab on VMs (vagrant/)
 # One k3s control plane and SDN_WORKERS workers (default 2) with the provider Vagrant picks

@@ -6,11 +6,11 @@ from __future__ import annotations
 import ipaddress
 
 from flows import pipeline as P
+from flows.addrset import parse_cidr
+from flows.fabric_gateway import fabric_flows, fabric_node_flows
 from flows.fields import ETH_ARP, ETH_IP, ETH_IPV6, FieldRef, parse_mac, parse_value
 from flows.flow import CT, Flow, GotoTable, InPort, Load, Match, Move, Output
 from flows.ir import Bridge
-from flows.addrset import parse_cidr
-from flows.fabric_gateway import fabric_flows, fabric_node_flows
 from flows.matches import address_match
 
 

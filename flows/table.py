@@ -9,8 +9,8 @@ beyond the action itself: S3 puts ~320k conjunction actions on ~24k clause flows
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from flows import pipeline as P
 from flows.encoding import combinations
@@ -216,4 +216,4 @@ class RuleFlows:
         placed.hard = old.hard  # the conj_id flow: same priority, conj id and cookie
 
 
-__all__ = ["Placed", "RuleFlows", "Key"]
+__all__ = ["Key", "Placed", "RuleFlows"]

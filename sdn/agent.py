@@ -47,7 +47,7 @@ class _Pending:
 class _Collector:
     """Metrics read at scrape time from the controller core and the informers."""
 
-    def __init__(self, agent: "Agent"):
+    def __init__(self, agent: Agent):
         self.agent = agent
 
     def collect(self):
@@ -120,8 +120,8 @@ class Agent:
                  informer_options: dict | None = None):
         self.settings, self.node, self.api, self.core = settings, node, api_client, core
         self.state = ClusterState(settings.resources())
-        opts = dict(watch_timeout=settings.watch_timeout_seconds, relist_period=settings.resync_seconds,
-                    backoff_base=min(0.25, settings.api_retry_max_seconds), backoff_cap=settings.api_retry_max_seconds)
+        opts: dict[str, Any] = {"watch_timeout": settings.watch_timeout_seconds, "relist_period": settings.resync_seconds,
+                    "backoff_base": min(0.25, settings.api_retry_max_seconds), "backoff_cap": settings.api_retry_max_seconds}
         opts.update(informer_options or {})
         self.informers = Informers(api_client, self._on_events, settings.resources(), **opts)
         self.registry = CollectorRegistry()
@@ -140,7 +140,7 @@ class Agent:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> "Agent":
+    def start(self) -> Agent:
         self._realizer.start()
         self.informers.start()
         return self
@@ -207,7 +207,8 @@ class Agent:
         }
         try:
             from kubernetes import client
-            client.CoreV1Api(self.api).create_namespaced_event(ref.namespace, body, _preload_content=False)
+            client.CoreV1Api(self.api).create_namespaced_event(
+                ref.namespace, body, _preload_content=False)  # type: ignore[arg-type]  # a dict body is sent as is
         except Exception as e:  # noqa: BLE001 - status reporting must never stop the agent
             self.last_error = f"cannot report {reason} for {ref.namespace}/{ref.name}: {e}"
             log.warning("%s", self.last_error)
@@ -286,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         a = self.agent
         path, _, query = self.path.partition("?")
         if path == "/metrics":

@@ -18,17 +18,12 @@ import sys
 
 import click
 
-from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, console_out as _console, escape
+from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, CommandProblem, escape
+from sdn.cli_output import console_out as _console
 
 CONTROL_HELP = ("The running controller's control socket (default: /run/sdn/controller.sock if it exists, "
                 "else the agents of the lab that is up, $SDN_LAB_DIR).")
 control_option = click.option("--control", metavar="SOCKET", envvar="SDN_CONTROL", help=CONTROL_HELP)
-
-
-def _problem(message: str, code: int) -> click.ClickException:
-    problem = click.ClickException(message)
-    problem.exit_code = code
-    return problem
 
 
 def _where(control: str | None):
@@ -37,7 +32,7 @@ def _where(control: str | None):
     try:
         return where(control)
     except NotFound as e:
-        raise _problem(str(e), EXIT_UNREACHABLE) from None
+        raise CommandProblem(str(e), EXIT_UNREACHABLE) from None
 
 
 def _ask(control: str | None, cmd: str, **args) -> dict:
@@ -61,9 +56,9 @@ def _ask(control: str | None, cmd: str, **args) -> dict:
                 last = e
         raise last or ControlError("the lab has no agent", reached=False)
     except UnknownNode as e:
-        raise _problem(str(e), EXIT_USAGE) from None
+        raise CommandProblem(str(e), EXIT_USAGE) from None
     except ControlError as e:
-        raise _problem(str(e), EXIT_USAGE if e.bad_request else EXIT_UNREACHABLE) from None
+        raise CommandProblem(str(e), EXIT_USAGE if e.bad_request else EXIT_UNREACHABLE) from None
 
 
 # ---- controller ----------------------------------------------------------------------------
@@ -107,7 +102,7 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
     try:
         nodes = [NodeSpec.parse(b) for b in bridges]
         if fabric:
-            bridge, sep, remote = fabric.rpartition("=") if "=" in fabric else ("", "", fabric)
+            bridge, _sep, remote = fabric.rpartition("=") if "=" in fabric else ("", "", fabric)
             nodes.append(NodeSpec.parse(f"{FABRIC}{'/' + bridge if bridge else ''}={remote}"))
             enforce = "fabric"
     except ValueError as e:
@@ -185,9 +180,7 @@ def flows_show_live(node, bridge, control, policy, table, output, pod=None) -> N
     from sdn.switch.control import installed_from_json, program_from_json
     doc = _ask(control, "flows", **_target(node, bridge))
     if doc["program"] is None:
-        problem = click.ClickException(f"the controller has no program for {doc['node']} yet")
-        problem.exit_code = EXIT_UNREACHABLE
-        raise problem
+        raise CommandProblem(f"the controller has no program for {doc['node']} yet", EXIT_UNREACHABLE)
     program = program_from_json(doc["program"])
     flows, stats = [], {}
     for d in doc["flows"]:
@@ -262,9 +255,9 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
         try:
             doc = lab_trace(target, key(src), key(dst), port)
         except LiveTraceError as e:
-            raise _problem(str(e), EXIT_USAGE) from None
+            raise CommandProblem(str(e), EXIT_USAGE) from None
         except ControlError as e:
-            raise _problem(str(e), EXIT_UNREACHABLE) from None
+            raise CommandProblem(str(e), EXIT_UNREACHABLE) from None
     else:
         doc = _ask(target, "trace", **{"from": key(src), "to": key(dst), "port": port})
     if output == "json":
@@ -314,6 +307,8 @@ def _qualified(ref: str | None, kw: dict) -> str | None:
 def _extend(command: click.Command, options: list[click.Option], live, is_live) -> None:
     """Add options to an existing command; when `is_live(kwargs)`, run `live(**mine, **shared)`."""
     original = command.callback
+    if original is None:
+        raise TypeError(f"{command.name}: a command without a callback cannot be extended")
     names = [o.name for o in options]
     command.params.extend(options)
 

@@ -25,30 +25,17 @@ ICMP_NOTE = ("ICMP is not judged by NetworkPolicy (its rules name TCP, UDP and S
              "rule without ports allows it, an isolated pod drops it otherwise.")
 
 
-def parse_port(text: str, dst: "Pod | None") -> tuple[int, str]:
-    """'8080/TCP', '8080' (TCP), a named port of the destination pod ('http', 'http/UDP'), or
-    'icmp' (no port: (0, 'ICMP'))."""
+def parse_port(text: str, dst: Pod | None) -> tuple[int, str]:
+    """--port: see sdn.policy.model.parse_port (here 'icmp' too)."""
     from sdn.cli import _fail
-    if text.strip().lower() in ("icmp", "0/icmp"):
-        return 0, "ICMP"
-    number, _, proto = text.partition("/")
-    proto = (proto or "TCP").upper()
-    if proto not in ("TCP", "UDP", "SCTP"):
-        _fail(f"--port: unknown protocol {proto!r} (TCP, UDP, SCTP, or 'icmp' alone)")
-    if number.isdigit():
-        port = int(number)
-        if not 1 <= port <= 65535:
-            _fail("--port: must be 1-65535")
-        return port, proto
-    if dst is None:
-        _fail(f"--port: {number!r} is a named port, and the destination is an address, not a pod: give a number")
-    resolved = dst.resolve_port(number, proto)
-    if resolved is None:
-        _fail(f"--port: {dst.key} has no {proto} container port named {number!r}")
-    return resolved, proto
+    from sdn.policy.model import parse_port as parse
+    try:
+        return parse(text, dst, icmp=True)
+    except ValueError as e:
+        _fail(f"--port: {e}")
 
 
-def endpoint(cluster: "Cluster", ref: str, namespace: str) -> tuple["Pod | None", str, str]:
+def endpoint(cluster: Cluster, ref: str, namespace: str) -> tuple[Pod | None, str, str]:
     """(pod, address, description) for --from/--to: a pod by name or by one of its addresses;
     else an address that is no pod's (a node's, or outside the cluster's pods)."""
     from sdn.cli import _fail, _pod
@@ -68,7 +55,7 @@ def endpoint(cluster: "Cluster", ref: str, namespace: str) -> tuple["Pod | None"
     return None, str(addr), f"{addr} (no pod's address)"
 
 
-def _annotate(compiled: "Compiled", path_hops) -> tuple[list[dict], list[str]]:
+def _annotate(compiled: Compiled, path_hops) -> tuple[list[dict], list[str]]:
     """The hops of a simulated path as documents, each flow hit named by the rule or default
     deny it belongs to; and the lines that say what decided."""
     from flows import pipeline as P
@@ -101,10 +88,10 @@ def _annotate(compiled: "Compiled", path_hops) -> tuple[list[dict], list[str]]:
                 entry["clauses"] = [c.render() for c in s.clauses]
                 decided_by.append(f"allowed by {info.id} on {hop.node}")
             elif kind == P.KIND_RULE:
-                info = program.by_cookie().get(s.flow.cookie)
-                if info:
-                    entry["rule"] = str(info.id)
-                    decided_by.append(f"allowed by {info.id} on {hop.node}")
+                by_cookie = program.by_cookie().get(s.flow.cookie)
+                if by_cookie:
+                    entry["rule"] = str(by_cookie.id)
+                    decided_by.append(f"allowed by {by_cookie.id} on {hop.node}")
             elif kind == P.KIND_DEFAULT and s.flow.cookie in defaults:
                 iso = defaults[s.flow.cookie]
                 who = names.get(iso.address, iso.address)
@@ -122,7 +109,7 @@ def _sides(verdict) -> dict:
             for side, v in (("egress", verdict.egress), ("ingress", verdict.ingress))}
 
 
-def trace_doc(compiled: "Compiled", src: "Pod | None", src_addr: str, dst: "Pod | None", dst_addr: str,
+def trace_doc(compiled: Compiled, src: Pod | None, src_addr: str, dst: Pod | None, dst_addr: str,
               port: int, proto: str, described: tuple[str, str]) -> dict:
     """Simulate, annotate and judge one new connection; either end may be an address."""
     from sdn.policy.evaluate import evaluate, evaluate_address
@@ -154,7 +141,7 @@ def trace_doc(compiled: "Compiled", src: "Pod | None", src_addr: str, dst: "Pod 
         if path.delivered and not path.hops[-1].result.outputs:
             notes.append(f"after the rule tables, {path.hops[-1].node} has no route for {dst_addr}: these bridges "
                          f"forward between pods only (no gateway into the node's network)")
-    else:
+    elif dst is not None:
         path = sim.from_address(src_addr, dst, port, proto.lower())
         verdict = evaluate_address(compiled.cluster, dst, src_addr, INGRESS, port, proto)
         own = compiled.gateways.get(compiled.layout.node_of(dst))
@@ -165,6 +152,8 @@ def trace_doc(compiled: "Compiled", src: "Pod | None", src_addr: str, dst: "Pod 
             notes.append(f"{src_addr} is no pod's address: only the ingress of {dst.key} is judged; the connection "
                          f"enters the tables the way traffic from outside the node does"
                          + (" (through its node's gateway port)" if own is not None else ""))
+    else:
+        raise ValueError("a trace needs a pod at one end at least")
     hops, decided_by = _annotate(compiled, path.hops)
     return {"from": described[0], "to": described[1], "port": port, "protocol": proto,
             "verdict": "allowed" if path.delivered else "denied",
@@ -212,7 +201,7 @@ def trace_cmd(files, src, dst, port, namespace, enforce, output, gateway, servic
         sys.exit(EXIT_DIFFERS)
 
 
-def _compile_with_gateways(cluster: "Cluster", enforce: str, service_cidrs: tuple[str, ...]) -> "Compiled":
+def _compile_with_gateways(cluster: Cluster, enforce: str, service_cidrs: tuple[str, ...]) -> Compiled:
     """Every node bridge with its gateway port (host mode only)."""
     from flows.compiler import CompileError
     from sdn.cli import _fail

@@ -71,7 +71,7 @@ class ClusterSimulator:
                 return False, hops
             bridge, in_port = nxt
             f = {k: v for k, v in result.packet.fields.items()
-                 if not (k.startswith("reg") or k.startswith("ct_") or k in ("conj_id", "tun_dst"))}
+                 if not (k.startswith(("reg", "ct_")) or k in ("conj_id", "tun_dst"))}
             f["in_port"] = in_port
             packet = Packet(f)
         return False, hops
@@ -107,7 +107,7 @@ class ClusterSimulator:
                 return hops
             bridge, in_port = nxt
             f = {k: v for k, v in result.packet.fields.items()
-                 if not (k.startswith("reg") or k.startswith("ct_") or k in ("conj_id", "tun_dst"))}
+                 if not (k.startswith(("reg", "ct_")) or k in ("conj_id", "tun_dst"))}
             f["in_port"] = in_port
             packet = Packet(f)
         return hops

@@ -111,7 +111,7 @@ class Controller:
         self.log = self.dir / "controller.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Controller":
+    def start(self) -> Controller:
         args = [sys.executable, "-m", "sdn.cli", "controller", "-f", str(self.manifests),
                 "--listen", self.listen, "--control", self.control, "--poll", "0.2", *self.extra]
         for node, remote in self.nodes.items():
@@ -125,7 +125,7 @@ class Controller:
                 return self
             except ControlError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"controller did not start:\n{self.log_text()}")
+                    raise RuntimeError(f"controller did not start:\n{self.log_text()}") from None
                 time.sleep(0.05)
 
     def ask(self, cmd: str, **args) -> dict:

@@ -14,7 +14,6 @@ from sdn.compile import Compiled
 from sdn.engine import Engine
 from sdn.policy.evaluate import evaluate
 from sdn.policy.manifests import load_documents, object_key, parse_object
-from sdn.policy.model import Cluster
 from sdn.policy.rules import cluster_rules
 from sdn.verify import ClusterSimulator
 from tests.e2e_cases import ALL_CASES, base_cluster, replay

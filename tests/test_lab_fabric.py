@@ -16,7 +16,13 @@ from sdn.layout import FABRIC_UPLINK_OFPORT
 from sdn.ovs.instance import OvsInstance
 from tests.e2e_cases import ALL_CASES, base_cluster
 from tests.e2e_model import deny_ingress
-from tests.lab_harness import check_external, check_new_pods, check_node_traffic, make_lab, replay_case
+from tests.lab_harness import (
+    check_external,
+    check_new_pods,
+    check_node_traffic,
+    make_lab,
+    replay_case,
+)
 from tests.lab_live import check_live_commands_and_trace
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-fabric")]

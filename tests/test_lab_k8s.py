@@ -18,7 +18,13 @@ import pytest
 import yaml
 
 from tests.e2e_cases import ALL_CASES, base_cluster, replay
-from tests.lab_harness import check_external, check_new_pods, check_node_traffic, make_lab, replay_case
+from tests.lab_harness import (
+    check_external,
+    check_new_pods,
+    check_node_traffic,
+    make_lab,
+    replay_case,
+)
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-k8s")]
 
@@ -109,7 +115,7 @@ def test_changes_made_with_kubectl_are_realized(lab, tmp_path):
         m = doc["matrices"][0]
         assert m["agree"], m["differences"]
         assert not any(v == "allowed" for s, row in m["measured"].items() for d, v in row.items()
-                       if d.startswith("y/") and not s == d)
+                       if d.startswith("y/") and s != d)
         assert sdnctl(lab, "kubectl", "label", "pod", "-n", "x", "a", "extra=yes").returncode == 0
         kube.settle(60)
         assert lab.lab.matrix([(80, "TCP")])["matrices"][0]["agree"]

@@ -84,7 +84,7 @@ def test_a_killed_agent_is_restarted_and_enforces_isolation_again(lab):
     nodes = {n["name"]: n for n in st["nodes"]}
     assert nodes["node-1"]["restarts"] == 1 and nodes["node-2"]["restarts"] == 0
     for n in nodes.values():
-        assert NODE_FIELDS <= set(n), set(n)
+        assert set(n) >= NODE_FIELDS, set(n)
     assert nodes["node-1"]["agent"]["running"] and nodes["node-1"]["agent"]["pid"] != ctl["pid"]
     assert nodes["node-1"]["agent"]["in_sync"]
     assert st["supervisor"]["running"]

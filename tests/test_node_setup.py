@@ -68,7 +68,7 @@ def test_an_existing_bridge_keeps_its_datapath_id_and_what_differs_is_repaired(o
                      tunnel="vxlan", local_ip="192.168.56.17", env=ovs.env, timeout=30))
     changes = setup(agent_bridge(ovs))
     assert ovs.vsctl("get", "bridge", "br-sdn", "other-config:datapath-id").strip().strip('"') == "00000000000000a1"
-    assert not any(c.startswith("bridge ") or c.startswith("tunnel port") for c in changes), changes
+    assert not any(c.startswith(("bridge ", "tunnel port")) for c in changes), changes
     assert any(c.startswith("gateway port sdn-gw added") for c in changes), changes
     ovs.vsctl("del-controller", "br-sdn")
     assert setup(agent_bridge(ovs)) == [f"bridge br-sdn: controller {CONTROLLER}"]

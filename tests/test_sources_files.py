@@ -83,7 +83,7 @@ def test_a_file_modified_in_place_waits_for_the_settle_interval_a_renamed_one_do
 
 def test_an_emptied_file_is_refused_and_the_last_good_input_stays(tmp_path):
     write_manifests(tmp_path, base_cluster() + [POLICY])
-    source, core = started(tmp_path)
+    _source, core = started(tmp_path)
     good = core.cluster
     (tmp_path / ".tmp").write_text("")
     os.replace(tmp_path / ".tmp", tmp_path / "cluster.yaml")
@@ -100,7 +100,7 @@ def test_an_emptied_file_is_refused_and_the_last_good_input_stays(tmp_path):
 
 def test_an_input_that_drops_every_policy_is_refused_unless_an_empty_list_says_so(tmp_path):
     write_manifests(tmp_path, base_cluster() + [POLICY])
-    source, core = started(tmp_path)
+    _source, core = started(tmp_path)
     write_manifests(tmp_path, base_cluster())  # e.g. cut short between the pods and the policies
     result = core.reload()
     assert "no NetworkPolicy (the installed input has 1)" in result["error"]
@@ -114,7 +114,7 @@ def test_an_input_that_drops_every_policy_is_refused_unless_an_empty_list_says_s
 
 def test_a_file_cut_mid_document_is_refused(tmp_path):
     write_manifests(tmp_path, base_cluster() + [POLICY])
-    source, core = started(tmp_path)
+    _source, core = started(tmp_path)
     text = yaml.safe_dump_all(base_cluster() + [POLICY])
     (tmp_path / ".tmp").write_text(text[: text.rindex("podSelector") + 5])
     os.replace(tmp_path / ".tmp", tmp_path / "cluster.yaml")

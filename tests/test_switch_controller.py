@@ -20,13 +20,30 @@ import yaml
 
 from flows.flow import diff, parse_flow, parse_flows
 from sdn.compile import compile_cluster
-from sdn.switch.control import program_from_json
 from sdn.policy.manifests import load_documents
+from sdn.switch.control import program_from_json
 from tests.conftest import OvsFactory
-from tests.e2e_model import (base_cluster, deny_ingress, from_, match, namespaces, netpol, node_of, pod_ip,
-                             pod_keys, pods, port)
-from tests.switch_support import (Controller, add_tunnel, kill_vswitchd, plug_internal, start_vswitchd,
-                                  write_manifests)
+from tests.e2e_model import (
+    base_cluster,
+    deny_ingress,
+    from_,
+    match,
+    namespaces,
+    netpol,
+    node_of,
+    pod_ip,
+    pod_keys,
+    pods,
+    port,
+)
+from tests.switch_support import (
+    Controller,
+    add_tunnel,
+    kill_vswitchd,
+    plug_internal,
+    start_vswitchd,
+    write_manifests,
+)
 
 pytestmark = pytest.mark.ovs
 

@@ -26,11 +26,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -479,7 +477,7 @@ def test_the_unit_runs_the_daemonsets_commands():
     instead of the in-cluster service account."""
     ds = yaml.safe_load((REPO / "deploy" / "daemonset.yaml").read_text())
     pod = ds["spec"]["template"]["spec"]
-    agent = [c for c in pod["containers"] if c["name"] == "agent"][0]["command"]
+    agent = next(c for c in pod["containers"] if c["name"] == "agent")["command"]
     unit = (VAGRANT / "units" / "sdn-agent.service").read_text()
     exec_start = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")]
     assert len(exec_start) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, fields
+from typing import Any
 
 import yaml
 
@@ -68,6 +69,8 @@ def _camel(name: str) -> str:
 
 
 _KEYS = {_camel(f.name): f for f in fields(Settings)}
+# the annotation of a setting (a string: postponed annotations) -> what a value must be
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
 
 def parse_settings(doc: object, origin: str = "<settings>") -> Settings:
@@ -76,13 +79,13 @@ def parse_settings(doc: object, origin: str = "<settings>") -> Settings:
         return Settings()
     if not isinstance(doc, dict):
         raise SettingsError(f"{origin}: must be a mapping of settings")
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in doc.items():
         f = _KEYS.get(key)
         if f is None:
             raise SettingsError(f"{origin}: {key}: unknown setting (known: {', '.join(_KEYS)})")
-        want = {"str": str, "int": int, "float": (int, float), "bool": bool}[f.type]
-        if isinstance(value, bool) and f.type != "bool" or not isinstance(value, want):
+        want = _PYTHON_TYPES[str(f.type)]
+        if (isinstance(value, bool) and f.type != "bool") or not isinstance(value, want):
             raise SettingsError(f"{origin}: {key}: must be {f.type}, not {value!r}")
         values[f.name] = value
     s = Settings(**values)

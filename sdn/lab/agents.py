@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from sdn import proc
 from sdn.lab import nodes as N
-from sdn.lab import topology as T
 from sdn.lab import supervise
+from sdn.lab import topology as T
 from sdn.lab.base import SYNC_TIMEOUT, LabError, NotRealized, settle, spawn_daemon
 
 if TYPE_CHECKING:

@@ -4,11 +4,12 @@ plug, and running jobs in threads and daemons."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from sdn import proc
 from sdn.policy.manifests import ManifestError, read_objects

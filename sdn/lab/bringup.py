@@ -6,9 +6,10 @@ import copy
 import os
 import shutil
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from sdn.lab import nodes as N
 from sdn.lab import topology as T
@@ -254,7 +255,7 @@ class LabBringup:
 
     def neighbours(self) -> None:
         nodes = self.lab.record["nodes"]
-        for name, info in nodes.items():
+        for name, _info in nodes.items():
             others = {o["address"]: o["mac"] for n, o in nodes.items() if n != name}
             if others:
                 N.set_neighbours(self.lab.ovs(name), others)
@@ -302,7 +303,7 @@ class LabBringup:
                 self.lab.save()
                 if ctl:
                     self.lab.agents.kill_controller(name, ctl)
-            for key, rec in self.lab.record["pods"].items():
+            for _key, rec in self.lab.record["pods"].items():
                 if rec["node"] == name:
                     rec["ip"] = None  # its switch goes away with it: no port to wait for
             info = self.lab.record["nodes"][name]

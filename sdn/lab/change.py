@@ -4,7 +4,8 @@ mode) or through the API server (kubernetes mode)."""
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sdn.lab import topology as T
 from sdn.lab.base import SYNC_TIMEOUT, LabError, NotRealized, PodSpec, partly_realized, read_docs

@@ -24,6 +24,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from sdn.cli_output import CommandProblem
 from sdn.lab.state import DEFAULT_STATE_DIR, ENV_STATE_DIR, State
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -33,12 +34,8 @@ def _console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
-class LabFailure(click.ClickException):
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file=None) -> None:  # noqa: A003 - click's name
+class LabFailure(CommandProblem):
+    def show(self, file=None) -> None:
         err.print(f"[red]error:[/red] {escape(self.message)}")
 
 
@@ -153,7 +150,7 @@ def render_matrix(doc: dict, console: Console, check: bool) -> None:
         head = " " * width + " " + " ".join(k.center(cell) for k in keys)
         if check:
             gap = "   "
-            console.print(f"{title}".ljust(0) + f"  |  [bold]predicted[/bold] by the semantic evaluator")
+            console.print(f"{title}".ljust(0) + "  |  [bold]predicted[/bold] by the semantic evaluator")
             console.print(escape(head) + gap + escape(" ".join(k.center(cell) for k in keys)))
         else:
             console.print(title)
@@ -241,7 +238,7 @@ def status_cmd(ctx, output):
             f"tunnel {st['tunnel']}, since {st['created']}")
     sup = st.get("supervisor")
     if sup:
-        c.print(f"  [bold]supervisor[/bold] " + (f"pid {sup['pid']}: restarts a dead agent (back-off 0.5s doubling, "
+        c.print("  [bold]supervisor[/bold] " + (f"pid {sup['pid']}: restarts a dead agent (back-off 0.5s doubling, "
                                                   f"at most 10s)" if sup["running"] else "[red]DOWN[/red]"))
     k8s = st.get("kubernetes")
     if k8s:

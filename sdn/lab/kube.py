@@ -28,9 +28,9 @@ from sdn import proc
 from sdn.k8s.binaries import binary
 from sdn.k8s.resources import ALPHA_NETWORK_POLICIES, NODES
 from sdn.k8s.rest import Rest
+from sdn.lab import dns
 from sdn.lab import nodes as N
 from sdn.lab import topology as T
-from sdn.lab import dns
 from sdn.lab.controlplane import CLUSTER_DOMAIN, ControlPlane, ControlPlaneError
 from sdn.lab.kube_objects import ObjectsMixin, exists, lab_error
 from sdn.lab.netns_thread import NetnsThread
@@ -52,7 +52,7 @@ def cp_netns(prefix: str) -> str:
 class KubeMode(ObjectsMixin):
     """The kubernetes-mode parts of one lab (its record: lab.record["kubernetes"])."""
 
-    def __init__(self, lab: "Lab"):
+    def __init__(self, lab: Lab):
         self.lab = lab
         self.info: dict = lab.record.setdefault("kubernetes", {})
         self._rest: Rest | None = None

@@ -9,11 +9,20 @@ import copy
 import json
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from sdn import proc
-from sdn.k8s.resources import ALPHA_NETWORK_POLICIES, BETA_NETWORK_POLICIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, Resource
+from sdn.k8s.resources import (
+    ALPHA_NETWORK_POLICIES,
+    BETA_NETWORK_POLICIES,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    NODES,
+    PODS,
+    Resource,
+)
 from sdn.k8s.rest import ApiError, Rest
 from sdn.lab import dns
 from sdn.lab import topology as T
@@ -90,9 +99,9 @@ class ObjectsMixin:
     """Needs, from KubeMode: the lab, `api(fn, ...)` (a call inside the control plane's
     namespace) and `node_thread(node)` (calls inside a node's namespace)."""
 
-    lab: "Lab"
+    lab: Lab
     api: Callable[..., Any]
-    node_thread: Callable[[str], "NetnsThread"]
+    node_thread: Callable[[str], NetnsThread]
 
     # ------------------------------------------------------------------ objects
     def write(self, apply: list[dict], delete: list[dict]) -> tuple[list[str], list[str]]:
@@ -105,8 +114,9 @@ class ObjectsMixin:
             meta = doc.get("metadata") or {}
             ns = meta.get("namespace") or "default"
             what = T.describe_key(T.doc_key(doc))
+            name = meta.get("name")
             try:
-                self.api(lambda r, res=res, ns=ns, n=meta.get("name"): r.delete(res, ns, n))
+                self.api(lambda r, res=res, ns=ns, n=name: r.delete(res, ns, n))
                 report.append(f"{what} deleted")
             except ApiError as e:
                 if e.status != 404:
@@ -114,12 +124,12 @@ class ObjectsMixin:
                 missing.append(what)
         order = {"Namespace": 0, "Node": 1, "Pod": 2}
         ready: set[str] = set()
-        for doc in sorted(apply, key=lambda d: order.get(d.get("kind"), 3)):
+        for doc in sorted(apply, key=lambda d: order.get(d.get("kind") or "", 3)):
             res = self._resource(doc)
             ns = (doc.get("metadata") or {}).get("namespace") or "default"
             if res is PODS and ns not in ready:  # the API refuses pods before the account exists
                 try:
-                    self.api(lambda r: r.wait_default_service_account(ns))
+                    self.api(lambda r, ns=ns: r.wait_default_service_account(ns))
                 except ApiError:
                     pass  # the pod's own write says why (a missing namespace: NotFound)
                 ready.add(ns)
@@ -130,13 +140,13 @@ class ObjectsMixin:
             try:
                 before = self._get(res, body)
                 try:
-                    after = self.api(lambda r: r.apply(body))
+                    after = self.api(lambda r, body=body: r.apply(body))
                 except ApiError as e:
                     if not (res is PODS and e.status == 422 and "pod updates may not change" in e.message):
                         raise
                     # A pod's spec is immutable: replaced, as `kubectl replace --force` does
                     self._replace_pod(body)
-                    after, before = self.api(lambda r: r.apply(body)), None
+                    after, before = self.api(lambda r, body=body: r.apply(body)), None
                     report.append(f"{what} replaced (its spec changed)")
                     continue
             except ApiError as e:
@@ -148,7 +158,7 @@ class ObjectsMixin:
             report.append(f"{what} {verb}")
         return report, missing
 
-    def check_namespaces(self, apply: list[dict], delete: list[dict] = ()) -> None:
+    def check_namespaces(self, apply: list[dict], delete: Sequence[dict] = ()) -> None:
         """Every namespaced object to apply lives in a namespace that exists (and is not deleted
         in the same change) or that the change creates; refused before anything is written
         (the API server would answer NotFound half-way)."""

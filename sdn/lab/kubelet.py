@@ -70,8 +70,10 @@ class Kubelet:
         self.cni_conf_dir, self.cni_bin_dir = cni_conf_dir, cni_bin_dir
         self.pod_cidr, self.labels = pod_cidr, labels or {}
         self.kubeconfig, self.cluster_dns, self.cluster_domain = kubeconfig, cluster_dns, cluster_domain
-        self.core = client.CoreV1Api(api)
-        self.coord = client.CoordinationV1Api(api)
+        # Any: called with plain dict bodies and _preload_content=False (raw responses), which
+        # the client's annotations do not describe
+        self.core: Any = client.CoreV1Api(api)
+        self.coord: Any = client.CoordinationV1Api(api)
         self.record_path = dir / "kubelet.json"
         self.pods: dict[str, dict] = self._load()
         self.desired: dict[str, dict | None] = {}

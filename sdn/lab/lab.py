@@ -19,8 +19,9 @@ and probe matrices (questions.py) and tearing down (teardown.py).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sdn.lab.agents import LabAgents
 from sdn.lab.base import PROBE_TIMEOUT, SYNC_TIMEOUT, LabError, NoLab

@@ -16,11 +16,11 @@ A (port, protocol) a column has no answer for is not probed ("-").
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from sdn.cli_output import escape
-
 from sdn.lab import probe as PR
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def external_column(record: dict) -> Column:
                   predict)
 
 
-def service_column(lab: "Lab", ref: str) -> Column:
+def service_column(lab: Lab, ref: str) -> Column:
     """Service NS/NAME as the API holds it: its ClusterIP, its ports and its EndpointSlices'
     backend pods."""
     from sdn.k8s.rest import ApiError
@@ -103,11 +103,13 @@ def service_column(lab: "Lab", ref: str) -> Column:
     return Column(f"svc:{ns}/{name}", ip, ports, predict)
 
 
-def add_columns(lab: "Lab", doc: dict, columns: list[Column], timeout: float) -> dict:
+def add_columns(lab: Lab, doc: dict, columns: list[Column], timeout: float) -> dict:
     """Probe every column from every pod of `doc` (lab.matrix's result) on its (port, protocol)
     pairs; each matrix gets "columns": {"names", "measured", "predicted", "differences"} and
     its "agree" covers them."""
     record = lab.state.load()
+    if record is None:
+        raise RuntimeError("no lab is up")
     pods = record["pods"]
     cluster = lab.cluster()
     targets = [PR.Target(s, pods[s]["netns"], c.name, c.ip, c.ports[(m["port"], m["protocol"])], m["protocol"])
@@ -140,7 +142,7 @@ def add_columns(lab: "Lab", doc: dict, columns: list[Column], timeout: float) ->
     return doc
 
 
-def render_columns(m: dict, console: "Console", check: bool, symbols: dict[str, tuple[str, str]]) -> None:
+def render_columns(m: dict, console: Console, check: bool, symbols: dict[str, tuple[str, str]]) -> None:
     """The extra columns of one matrix: rows the source pods, then (with --check) the prediction."""
     cols = m.get("columns")
     if not cols or not cols["names"]:

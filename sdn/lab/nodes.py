@@ -24,8 +24,14 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from sdn.layout import (FABRIC, FABRIC_UPLINK_OFPORT, FIRST_FABRIC_OFPORT, GATEWAY_OFPORT, GATEWAY_PORT_MAC,
-                        TUNNEL_OFPORT)
+from sdn.layout import (
+    FABRIC,
+    FABRIC_UPLINK_OFPORT,
+    FIRST_FABRIC_OFPORT,
+    GATEWAY_OFPORT,
+    GATEWAY_PORT_MAC,
+    TUNNEL_OFPORT,
+)
 from sdn.node_setup import NodeBridge, SetupError, setup
 from sdn.ovs.instance import OvsInstance, add_netns, del_netns, netns_exists, run_cmd
 
@@ -61,6 +67,13 @@ def node_ovs(rundir: Path, netns: str) -> OvsInstance:
     return OvsInstance(rundir, netns=netns, create_netns=True)
 
 
+def _netns(ovs: OvsInstance) -> str:
+    """The network namespace of a lab switch (every one runs in its own)."""
+    if ovs.netns is None:
+        raise ValueError(f"{ovs.rundir}: a lab switch runs in a network namespace")
+    return ovs.netns
+
+
 def create_underlay(prefix: str) -> str:
     ns = underlay_netns(prefix)
     if not netns_exists(ns):
@@ -94,7 +107,7 @@ def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: 
     if tunnel not in TUNNEL_TYPES:
         raise ValueError(f"tunnel must be one of {TUNNEL_TYPES}, not {tunnel!r}")
     ovs.start()
-    ns = ovs.netns
+    ns = _netns(ovs)
     ul = underlay_netns(prefix)
     peer = f"n{slot}"
     run_cmd(["ip", "-n", ns, "link", "add", "ul0", "type", "veth", "peer", "name", peer, "netns", ul])
@@ -153,10 +166,10 @@ def link_fabric(node: OvsInstance, fabric: OvsInstance, slot: int, fabric_ofport
     """A veth between the node's br-sdn (ofport 2) and the fabric switch (`fabric_ofport`).
     Both ends say what they are in external_ids (sdn-role, and sdn-node on the fabric side)."""
     peer = f"n{slot}"
-    run_cmd(["ip", "-n", node.netns, "link", "add", UPLINK_PORT, "type", "veth", "peer", "name",
-             peer, "netns", fabric.netns])
-    run_cmd(["ip", "-n", fabric.netns, "link", "set", peer, "up"])
-    run_cmd(["ip", "-n", node.netns, "link", "set", UPLINK_PORT, "up"])
+    run_cmd(["ip", "-n", _netns(node), "link", "add", UPLINK_PORT, "type", "veth", "peer", "name",
+             peer, "netns", _netns(fabric)])
+    run_cmd(["ip", "-n", _netns(fabric), "link", "set", peer, "up"])
+    run_cmd(["ip", "-n", _netns(node), "link", "set", UPLINK_PORT, "up"])
     node.vsctl("add-port", BRIDGE, UPLINK_PORT, "--", "set", "interface", UPLINK_PORT,
                f"ofport_request={FABRIC_UPLINK_OFPORT}", "external_ids:sdn-role=fabric-uplink")
     fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
@@ -177,13 +190,13 @@ def fabric_link_ids(node_name: str) -> list[str]:
 def renumber_fabric_ports(fabric: OvsInstance, moves: dict[str, tuple[int, int]]) -> None:
     """Move nodes' fabric-side ports to other ofports (the node order changed): node ->
     (slot, new ofport). All are taken off the bridge first, so no move collides with another."""
-    for node, (slot, _) in moves.items():
+    for slot, _ in moves.values():
         fabric.vsctl("--if-exists", "del-port", FABRIC_BRIDGE, f"n{slot}")
     for node, (slot, ofport) in moves.items():
         peer = f"n{slot}"
         fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
                      f"ofport_request={ofport}", *fabric_link_ids(node))
-    for node, (slot, ofport) in moves.items():
+    for slot, ofport in moves.values():
         got = fabric.ofport(f"n{slot}")
         if got != ofport:
             raise RuntimeError(f"{fabric.netns}: port n{slot} got ofport {got}, not {ofport}")
@@ -192,7 +205,7 @@ def renumber_fabric_ports(fabric: OvsInstance, moves: dict[str, tuple[int, int]]
 def unlink_fabric(fabric: OvsInstance, slot: int) -> None:
     peer = f"n{slot}"
     fabric.vsctl("--if-exists", "del-port", FABRIC_BRIDGE, peer)
-    run_cmd(["ip", "-n", fabric.netns, "link", "del", peer], check=False)
+    run_cmd(["ip", "-n", _netns(fabric), "link", "del", peer], check=False)
 
 
 def fabric_ofports(nodes: list[str]) -> dict[str, int]:

@@ -27,9 +27,9 @@ class LabTeardown:
     def our_netns(self) -> list[str]:
         try:
             names = netns_list()
-        except Exception:
+        except Exception:  # noqa: BLE001 - no namespaces to list: none of ours either
             return []
-        return [n for n in names if n.startswith(self.lab.prefix + "-") or n.startswith(self.lab.prefix + "_")]
+        return [n for n in names if n.startswith((self.lab.prefix + "-", self.lab.prefix + "_"))]
 
     def our_processes(self) -> list[int]:
         """Live processes whose command line names the state directory (daemons, agents),

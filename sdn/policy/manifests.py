@@ -24,15 +24,14 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Literal, overload
 
 import netaddr
 import yaml
 
 from flows.bulk import gc_paused
-from sdn.policy.strict_yaml import DuplicateKey, iter_yaml, load_json
-
 from sdn.policy.model import (
     ALPHA_ISOLATION_ANNOTATION,
     BETA_POLICY_ANNOTATION,
@@ -56,20 +55,21 @@ from sdn.policy.model import (
     Requirement,
     freeze_labels,
 )
+from sdn.policy.strict_yaml import DuplicateKey, iter_yaml, load_json
 
 __all__ = [
-    "ManifestError",
-    "API_V1",
-    "API_BETA",
     "API_ALPHA",
+    "API_BETA",
+    "API_V1",
     "MANIFEST_SUFFIXES",
+    "ManifestError",
+    "add_object",
+    "describe",
+    "load_documents",
     "load_paths",
     "load_text",
-    "load_documents",
-    "parse_object",
     "object_key",
-    "describe",
-    "add_object",
+    "parse_object",
     "remove_object",
 ]
 
@@ -206,6 +206,10 @@ def _list(value: Any, path: str) -> list | None:
     return value
 
 
+@overload
+def _string(value: Any, path: str, *, required: Literal[True]) -> str: ...
+@overload
+def _string(value: Any, path: str, *, required: bool = False) -> str | None: ...
 def _string(value: Any, path: str, *, required: bool = False) -> str | None:
     if value is None:
         if required:
@@ -255,11 +259,8 @@ def _check_dns_subdomain(value: str, path: str) -> None:
 
 def _check_label_key(key: str, path: str) -> None:
     prefix, slash, name = key.rpartition("/")
-    if slash:
-        if not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix):
-            raise _FieldError(
-                path, f"invalid label key {_show(key)}: the prefix must be a DNS subdomain"
-            )
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        raise _FieldError(path, f"invalid label key {_show(key)}: the prefix must be a DNS subdomain")
     if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise _FieldError(
             path,
@@ -284,7 +285,7 @@ def _label_map(value: Any, path: str) -> dict[str, str]:
         _check_label_key(key, _at(path, key))
         if val is None:
             raise _FieldError(_at(path, key), "must be a string, not null")
-        out[key] = _string(val, _at(path, key))
+        out[key] = _string(val, _at(path, key)) or ""  # (val is not None: a string)
         _check_label_value(out[key], _at(path, key))
     return out
 
@@ -294,7 +295,7 @@ def _annotation_map(value: Any, path: str) -> dict[str, str]:
     for key, val in _mapping(value, path).items():
         if val is None:
             raise _FieldError(_at(path, key), "must be a string, not null")
-        out[key] = _string(val, _at(path, key))
+        out[key] = _string(val, _at(path, key)) or ""  # (val is not None: a string)
     return out
 
 
@@ -732,28 +733,27 @@ def _beta_policy(doc: dict, meta: _Meta, origin: str) -> Policy:
     for i, rule in enumerate(_list(spec.get("ingress"), path) or ()):
         rpath = _at(path, i)
         rule = _mapping(rule, rpath, ("from", "ports"))
-        ppath = _at(rpath, "from")
-        peers = _list(rule.get("from"), ppath)
-        rules.append(
-            PolicyRule(
-                # Beta era: absent = all peers, an explicit [] = no peer at all.
-                peers=None
-                if peers is None
-                else tuple(_beta_peer(p, _at(ppath, j)) for j, p in enumerate(peers)),
-                ports=_ports(
-                    rule.get("ports"), _at(rpath, "ports"), end_port=False, empty_is_all=False
-                ),
-            )
-        )
-    return Policy(
-        meta.namespace,
-        meta.name,
-        pod_selector=selector,
-        ingress=tuple(rules),
-        policy_types=frozenset({INGRESS}),
-        form=FORM_BETA,
-        origin=origin,
+        rules.append(_legacy_rule(rule, rpath, "from", "ports", _beta_peer))
+    return _ingress_policy(meta, selector, tuple(rules), FORM_BETA, origin)
+
+
+def _legacy_rule(doc: dict, path: str, from_key: str, ports_key: str,
+                 peer: Callable[[Any, str], Peer]) -> PolicyRule:
+    """A rule of the beta or the alpha form: there `from` absent = all peers, an explicit [] =
+    no peer at all."""
+    fpath = _at(path, from_key)
+    peers = _list(doc.get(from_key), fpath)
+    return PolicyRule(
+        peers=None if peers is None else tuple(peer(p, _at(fpath, j)) for j, p in enumerate(peers)),
+        ports=_ports(doc.get(ports_key), _at(path, ports_key), end_port=False, empty_is_all=False),
     )
+
+
+def _ingress_policy(meta: _Meta, selector: LabelSelector, rules: tuple[PolicyRule, ...], form: str,
+                    origin: str) -> Policy:
+    """A beta or alpha policy: ingress only."""
+    return Policy(meta.namespace, meta.name, pod_selector=selector, ingress=rules,
+                  policy_types=frozenset({INGRESS}), form=form, origin=origin)
 
 
 def _alpha_policy(doc: dict, meta: _Meta, origin: str) -> Policy:
@@ -764,28 +764,8 @@ def _alpha_policy(doc: dict, meta: _Meta, origin: str) -> Policy:
     if spec.get("allowIncoming") is not None:
         path = "spec.allowIncoming"
         allow = _mapping(spec["allowIncoming"], path, ("from", "toPorts"))
-        fpath = _at(path, "from")
-        peers = _list(allow.get("from"), fpath)
-        rules = (
-            PolicyRule(
-                # As in the beta: absent = all, an explicit [] = nothing.
-                peers=None
-                if peers is None
-                else tuple(_alpha_peer(p, _at(fpath, j)) for j, p in enumerate(peers)),
-                ports=_ports(
-                    allow.get("toPorts"), _at(path, "toPorts"), end_port=False, empty_is_all=False
-                ),
-            ),
-        )
-    return Policy(
-        meta.namespace,
-        meta.name,
-        pod_selector=selector,
-        ingress=rules,
-        policy_types=frozenset({INGRESS}),
-        form=FORM_ALPHA,
-        origin=origin,
-    )
+        rules = (_legacy_rule(allow, path, "from", "toPorts", _alpha_peer),)
+    return _ingress_policy(meta, selector, rules, FORM_ALPHA, origin)
 
 
 def _object_label(kind: str, namespaced: bool, doc: dict) -> str | None:
@@ -814,6 +794,7 @@ def _parse(doc: Any, origin: str, where: str = "") -> tuple[Any, list[str]]:
     namespaced = kind != "Namespace" and kind != "Node"
     obj = _object_label(kind, namespaced, doc) or f"{kind} <unnamed{', ' + where if where else ''}>"
     warnings: list[str] = []
+    result: Namespace | Pod | Node | Policy
     try:
         if kind in _CORE_KINDS:
             if api not in (None, "v1"):
@@ -828,11 +809,11 @@ def _parse(doc: Any, origin: str, where: str = "") -> tuple[Any, list[str]]:
             else:
                 result = _node(doc, meta)
         elif kind == "NetworkPolicy":
-            form = _POLICY_FORMS.get(api)
             if api is None:
                 raise _FieldError(
                     "apiVersion", "is required for NetworkPolicy: one of " + ", ".join(_POLICY_FORMS)
                 )
+            form = _POLICY_FORMS.get(api)
             if form is None:
                 raise _FieldError(
                     "apiVersion",
@@ -1012,7 +993,7 @@ def _commit(
 
 
 def load_documents(
-    docs: list[dict], origin: str = "<input>", cluster: Cluster | None = None
+    docs: Iterable[Any], origin: str = "<input>", cluster: Cluster | None = None
 ) -> tuple[Cluster, list[str]]:
     """Already-parsed manifests -> (cluster, warnings).
 
@@ -1023,7 +1004,7 @@ def load_documents(
     return _commit([(origin, _prepare(docs, origin))], cluster)
 
 
-def _parse_text(text: str, origin: str, json_only: bool = False) -> list[Any]:
+def _parse_text(text: str, origin: str, json_only: bool = False) -> Iterable[Any]:
     if json_only:
         try:
             return [load_json(text)] if text.strip() else []
@@ -1067,7 +1048,7 @@ def _manifest_files(path: str) -> list[str]:
     raise ManifestError(path, "", "", "no such file or directory")
 
 
-def _read(path: str) -> tuple[str, list[Any]]:
+def _read(path: str) -> tuple[str, Iterable[Any]]:
     if path == STDIN:
         text = sys.stdin.read()
         try:
@@ -1084,7 +1065,7 @@ def _read(path: str) -> tuple[str, list[Any]]:
             raise ManifestError(path, "", "", f"cannot read: {e}") from None
         return path, _parse_text(text, path, json_only=True)
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - _yaml_file_documents closes it
     except OSError as e:
         raise ManifestError(path, "", "", f"cannot read: {e}") from None
     return path, _yaml_file_documents(f, path)
@@ -1108,7 +1089,7 @@ def load_paths(
     (cluster, warnings). Everything is read and validated before anything is added.
     `progress(origin, documents)` is called every thousand documents of a file and at its end."""
     if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+        paths = [os.fspath(paths)]
     batches = []
     for path in paths:
         for file in _manifest_files(os.fspath(path)):

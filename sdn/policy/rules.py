@@ -11,13 +11,14 @@ the compiler gives overlapping parts different priorities.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Hashable, Iterable
 
 from flows.addrset import AddressSet
 from flows.bulk import gc_paused
-from flows.ir import EGRESS as IR_EGRESS, INGRESS as IR_INGRESS, Isolation, PortRange, Rule, RuleId
+from flows.ir import EGRESS as IR_EGRESS
+from flows.ir import INGRESS as IR_INGRESS
+from flows.ir import Isolation, PortRange, Rule, RuleId
 from sdn.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, PolicyRule
-
 
 _MISSING = object()
 
@@ -43,7 +44,7 @@ class ClusterIndex:
         # that read its namespace with a selector matching the pod's old or new labels; a
         # namespace change (or a new namespace) drops everything.
         self._ids: dict[tuple, int] = {}  # memo key -> a small number (keys are big to hash)
-        self._memo: dict[int, object] = {}
+        self._memo: dict[Hashable, object] = {}  # by key; by the key's id while tracking
         self._reads: dict[int, frozenset] = {}  # memo key id -> its (namespace, selector) pairs
         self._readers: dict[str, set[tuple]] = defaultdict(set)  # namespace -> {(key id, selector)}
         self._frames: list[set] = []  # what the results being computed have read so far
@@ -172,6 +173,8 @@ class ClusterIndex:
 
 def ipblock_set(peer: Peer) -> AddressSet:
     block = peer.ip_block
+    if block is None:
+        raise ValueError(f"{peer}: not an ipBlock peer")
     return AddressSet.of([block.cidr]) - AddressSet.of(block.excepts)
 
 
@@ -184,22 +187,23 @@ def _port_range(protocol: str, port: int | None, end: int | None) -> PortRange:
 
 
 def _peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet | None:
-    if rule.peers is None:
+    peers = rule.peers
+    if peers is None:
         return None
-    local = any(p.namespace_selector is None and p.ip_block is None for p in rule.peers)
-    key = ("peers", policy.namespace if local else None, rule.peers)
-    return index.memo(key, lambda: _compute_peer_set(index, policy, rule))
+    local = any(p.namespace_selector is None and p.ip_block is None for p in peers)
+    key = ("peers", policy.namespace if local else None, peers)
+    return index.memo(key, lambda: _compute_peer_set(index, policy, peers))
 
 
-def _compute_peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet:
+def _compute_peer_set(index: ClusterIndex, policy: Policy, peers: tuple[Peer, ...]) -> AddressSet:
     parts = []
-    for peer in rule.peers:
+    for peer in peers:
         if peer.ip_block is not None:
-            parts.append(index.memo(("block", peer.ip_block), lambda: ipblock_set(peer)))
+            parts.append(index.memo(("block", peer.ip_block), lambda peer=peer: ipblock_set(peer)))
         else:
             ns = policy.namespace if peer.namespace_selector is None else None
             parts.append(index.memo(("addr", ns, peer),
-                                    lambda: AddressSet.of(_addresses(index.peer_pods(policy, peer)))))
+                                    lambda peer=peer: AddressSet.of(_addresses(index.peer_pods(policy, peer)))))
     return AddressSet.union(parts)
 
 
@@ -238,10 +242,10 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
             out.append(Rule.of_sets(rid(part), frozenset(ips), peers, ports))
     else:
         for pod in index.all_pods:
-            ips = [ip for ip in pod.ips if peers is None or ip in peers]
-            r = resolved(pod) if ips else ()
+            own = [ip for ip in pod.ips if peers is None or ip in peers]
+            r = resolved(pod) if own else ()
             if r:
-                groups[r] |= set(ips)
+                groups[r] |= set(own)
         for part, (ports, ips) in enumerate(sorted(groups.items()), 1):
             out.append(Rule.of_sets(rid(part), target_ips, AddressSet.of(ips), ports))
     return out

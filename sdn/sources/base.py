@@ -9,7 +9,8 @@ sink keeps what it has installed (never fail open).
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from sdn.policy.model import Cluster
 

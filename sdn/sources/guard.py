@@ -9,7 +9,7 @@ which means "nothing at all, on purpose" (docs/controller.md, "Complete inputs o
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import yaml
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from flows import pipeline as P
 from flows.compiler import Program
@@ -126,7 +126,7 @@ class BridgeAgent:
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name=f"bridge-{node}", daemon=True)
 
-    def start(self) -> "BridgeAgent":
+    def start(self) -> BridgeAgent:
         self._thread.start()
         return self
 
@@ -256,6 +256,8 @@ class BridgeAgent:
                 if self._stopping:
                     return
                 ch, program, generation, view = self._channel, self._program, self._generation, self._view
+                if ch is None or program is None:  # not so: _due() said both are there
+                    continue
                 diff = None
                 if view is not None and self._dirty is not None:
                     # incremental: only the keys changed since the switch was last in sync
@@ -279,13 +281,13 @@ class BridgeAgent:
                     self._want, self._dirty = None, set()
                 self._busy = True
             try:
-                if diff is not None:
+                if diff is not None and view is not None:  # (a diff is made only against a view)
                     self._sync_diff(ch, program, generation, view, diff)
                 else:
                     self._sync(ch, program, generation, view)
             except (chan.ChannelClosed, chan.SwitchTimeout) as e:
                 self._failed(ch, f"{e}", discarded=False)
-            except Exception as e:  # noqa: BLE001 - a bug must not end the bridge's worker
+            except Exception as e:
                 log.exception("%s: reconcile failed", self.node)
                 self._failed(ch, f"internal error: {e!r}", discarded=False)
             finally:
@@ -293,7 +295,8 @@ class BridgeAgent:
                     self._busy = False
                     self._cv.notify_all()
 
-    def _sync(self, ch: chan.Channel, program: Program, generation: int, view: tuple | None) -> None:
+    def _sync(self, ch: chan.Channel, program: Program, generation: int, view: dict | None) -> None:
+        """One bundle taking the switch from `view` (None: read it first) to the whole program."""
         started = time.monotonic()
         if view is None:
             installed = chan.read_flows(ch)
@@ -301,7 +304,7 @@ class BridgeAgent:
             log.info("%s: read %d installed flows in %.2fs", self.node, len(installed), time.monotonic() - started)
             if self.before_plan is not None and self.before_plan(installed):
                 with self._cv:
-                    program, generation = self._program, self._generation
+                    program, generation = self._program or program, self._generation
         read = time.monotonic()
         plan = reconcile.plan(installed if view is None else list(view.values()), program.flows)
         planned = time.monotonic()
@@ -356,7 +359,7 @@ class BridgeAgent:
             if self.after_commit is not None:
                 try:
                     self.after_commit(plan)
-                except Exception:  # noqa: BLE001 - a hook must not undo a committed bundle
+                except Exception:
                     log.exception("%s: after-commit hook failed", self.node)
             self._succeeded(ch, program, generation, summary, diff)
             return

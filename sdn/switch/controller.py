@@ -20,12 +20,13 @@ import logging
 import os
 import signal
 import socket
-import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
+from sdn.proc import remove_stale_socket
 from sdn.sources.base import Source
 from sdn.sources.files import SETTLE, FileSource
 from sdn.switch.control import DEFAULT_SOCKET, ControlServer
@@ -56,7 +57,7 @@ class StartupError(RuntimeError):
     pass
 
 
-def parse_listen(target: str) -> tuple[str, object]:
+def parse_listen(target: str) -> tuple[str, Any]:  # ("unix", path) or ("tcp", (host, port))
     """'unix:/path' -> ("unix", path); 'tcp:HOST:PORT' / 'tcp:PORT' -> ("tcp", (host, port))."""
     if target.startswith("unix:"):
         path = target[5:]
@@ -75,20 +76,9 @@ def parse_listen(target: str) -> tuple[str, object]:
 def _prepare_unix(path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise StartupError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # left by a controller that was killed
-        return
-    finally:
-        probe.close()
-    raise StartupError(f"{path}: another controller is listening there")
+        remove_stale_socket(path)
+    except OSError as e:
+        raise StartupError(str(e)) from None
 
 
 LINK_NAME = "sdn-openflow.sock"
@@ -175,7 +165,7 @@ def start_osken(kind: str, where, core) -> None:
 
 
 def setup_logging(level: str, log_file: str | None) -> None:
-    handlers = [logging.StreamHandler()]
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=handlers,
@@ -197,7 +187,7 @@ def run(opts: Options) -> int:
             _prepare_unix(where)
         else:
             _check_tcp_free(*where)
-        targets = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
+        targets: dict[str, tuple[str | None, Callable[[], None] | None]] = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
                    for n in opts.nodes}
         core = ControllerCore(opts.nodes, targets, opts.enforce)
     except (StartupError, OSError, ValueError) as e:
@@ -247,7 +237,7 @@ def run(opts: Options) -> int:
     while not stop.is_set():
         try:
             core.poll()
-        except Exception:  # noqa: BLE001 - the loop must go on
+        except Exception:
             log.exception("input loop")
         core.changed.wait(opts.poll)
         core.changed.clear()

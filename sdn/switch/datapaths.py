@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from sdn.switch.channel import Channel
 from sdn.switch.ovsdb import BridgeView
@@ -26,7 +26,7 @@ class Datapaths:
 
     def __init__(self, nodes: Iterable[str]):
         self._lock = threading.Lock()
-        self.views: dict[str, BridgeView | None] = {n: None for n in nodes}
+        self.views: dict[str, BridgeView | None] = dict.fromkeys(nodes)
         self.pending: dict[int, Channel] = {}  # dpid -> channel, not yet mapped to a node
         self._dirty = False  # a view changed in a way that needs a recompile
         self._absent_since: dict[str, float] = {}  # node -> when its switch was last seen missing

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flows.compiler import Program
 from flows.flow import FlowDiff
@@ -26,6 +27,9 @@ from flows.ir import Bridge, Gateway, NodeGateway, PodPort, Route
 from sdn.layout import FABRIC, GATEWAY_MAC, Layout, pod_mac
 from sdn.policy.model import Cluster, Pod
 from sdn.switch.ovsdb import BridgeView
+
+if TYPE_CHECKING:
+    from sdn.engine import Engine
 
 
 @dataclass
@@ -157,9 +161,9 @@ class LiveCompiler:
         if enforce not in ("host", "fabric"):
             raise ValueError(f"enforce must be host or fabric, not {enforce!r}")
         self.enforce = enforce
-        self.engine = None
+        self.engine: Engine | None = None
         self._views: dict[str, BridgeView | None] = {}
-        self._views_key = None
+        self._views_key: tuple | None = None
         self._cluster: Cluster | None = None
         self._problems: list[str] = []
 
@@ -177,13 +181,13 @@ class LiveCompiler:
         return placement
 
     def _bridge(self, layout: Layout, name: str, mode: str) -> Bridge | None:
-        view = self._views.get(name)
-        if view is None:
+        view, cluster = self._views.get(name), self._cluster
+        if view is None or cluster is None:  # (the engine asks only after compile set both)
             return None
         placement = self._placement(layout)
         if self.enforce == "fabric" and name == FABRIC:
-            return fabric_bridge(self._cluster, layout, view, placement, self._problems)
-        return live_bridge(self._cluster, layout, name, view, placement, self._problems, self.enforce)
+            return fabric_bridge(cluster, layout, view, placement, self._problems)
+        return live_bridge(cluster, layout, name, view, placement, self._problems, self.enforce)
 
     def _with_address(self, obj):
         """A pod without an IP in the API gets the one OVSDB recorded (as with_ovsdb_addresses)."""
@@ -200,20 +204,20 @@ class LiveCompiler:
 
         key = self._key(views)
         changes = None
-        if self.engine is None or upserts is None or key != self._views_key:
+        engine = self.engine
+        if engine is None or upserts is None or key != self._views_key:
             self._views, self._views_key, self._problems = dict(views), key, []
             self._cluster = with_ovsdb_addresses(cluster, views)
             nodes = [n for n, v in sorted(views.items()) if v is not None]
             self.engine = None
-            self.engine = Engine(self._cluster, nodes=nodes, enforce=self.enforce, previous=previous,
-                                 bridge_factory=self._bridge)
+            self.engine = engine = Engine(self._cluster, nodes=nodes, enforce=self.enforce,
+                                          previous=previous, bridge_factory=self._bridge)
         else:
             try:
-                changes = self.engine.apply([self._with_address(o) for o in upserts], list(deletes))
+                changes = engine.apply([self._with_address(o) for o in upserts], list(deletes))
             except Exception:
                 self.engine = None  # rebuilt from the whole cluster next time
                 raise
-        engine = self.engine
         programs = engine.programs()
         bridges = {n: c.bridge for n, c in engine.compilers.items()}
         port_maps = {n: {p.pod: p.ofport for p in b.pods} for n, b in bridges.items()}

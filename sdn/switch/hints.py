@@ -12,7 +12,7 @@ and its conj id loaded into the conj register (flows/table.py). A program made o
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 from flows import pipeline as P
 from flows.flow import Load

@@ -16,6 +16,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from flows import pipeline as P
 from flows.compiler import Program
@@ -25,9 +26,8 @@ from flows.roles import role
 from sdn.layout import FABRIC, FABRIC_UPLINK_OFPORT, GATEWAY_MAC, GATEWAY_PORT_MAC
 from sdn.ovs.instance import OvsInstance
 from sdn.ovs.trace import TraceResult, split_actions
-from sdn.ovs.trace import trace as ofproto_trace
 from sdn.policy.evaluate import evaluate, evaluate_address
-from sdn.policy.model import EGRESS, INGRESS, Cluster, Pod
+from sdn.policy.model import EGRESS, INGRESS, Cluster, Pod, parse_port
 from sdn.switch.desired import Desired
 from sdn.switch.ovsdb import BridgeView
 
@@ -49,23 +49,6 @@ class NodePlace:
 
 class LiveTraceError(RuntimeError):
     pass
-
-
-def resolve_port(text: str, dst: Pod) -> tuple[int, str]:
-    """'8080/TCP', '8080' (TCP) or a named container port of the destination."""
-    number, _, proto = str(text).partition("/")
-    proto = (proto or "TCP").upper()
-    if proto not in ("TCP", "UDP", "SCTP"):
-        raise LiveTraceError(f"unknown protocol {proto!r} (TCP, UDP or SCTP)")
-    if number.isdigit():
-        port = int(number)
-        if not 1 <= port <= 65535:
-            raise LiveTraceError("port must be 1-65535")
-        return port, proto
-    resolved = dst.resolve_port(number, proto)
-    if resolved is None:
-        raise LiveTraceError(f"{dst.key} has no {proto} container port named {number!r}")
-    return resolved, proto
 
 
 def _packet(proto: str, in_port: int, mac: str, src_ip: str, dst_ip: str, port: int) -> str:
@@ -143,7 +126,7 @@ def _endpoint(cluster: Cluster, ref: str) -> tuple[Pod | None, str | None]:
         if pod is None:
             raise LiveTraceError(f"pod {ref} is not in the controller's manifests") from None
         if not pod.ips:
-            raise LiveTraceError(f"pod {ref} has no IP")
+            raise LiveTraceError(f"pod {ref} has no IP") from None
         return pod, None
     pod = next((p for p in cluster.pods.values() if any(ipaddress.ip_address(i) == addr for i in p.ips)), None)
     return (pod, None) if pod is not None else (None, str(addr))
@@ -157,14 +140,15 @@ def _gateway(program: Program) -> tuple[int | None, tuple[str, ...]]:
             continue
         loads = [a.value for a in f.actions if isinstance(a, Load) and a.dst.field == P.REG_FROM]
         if P.FROM_NODE in loads or P.FROM_GATEWAY in loads:
-            ofport = f.get("in_port").value
+            in_port = f.get("in_port")
+            ofport = None if in_port is None else in_port.value
             src = f.get("nw_src")
             if src is not None and P.FROM_NODE in loads:
                 own.append(str(ipaddress.IPv4Address(src.value)))
     return ofport, tuple(own)
 
 
-def _role(place: NodePlace, table: int, priority: int, cookie: int, match: str) -> str:
+def _role(place: NodePlace, table: int, priority: int | None, cookie: int, match: str) -> str:
     """The role of the program's flow a trace step hit (flows/roles.py), where the bridge has a
     gateway port."""
     gw_port, own = _gateway(place.program)
@@ -172,7 +156,7 @@ def _role(place: NodePlace, table: int, priority: int, cookie: int, match: str) 
         return ""
     same = [f for f in place.program.flows if f.table == table and f.priority == priority]
     exact = [f for f in same if f.render(cookie=False).split(",", 2)[-1].partition(" actions=")[0] == match]
-    flow = (exact or same or [None])[0] if len(exact) == 1 or len(same) == 1 else None
+    flow = (exact or same)[0] if len(exact) == 1 or len(same) == 1 else None
     if flow is None:
         return ""
     pods = tuple(PodPort(k, ofport, mac, ()) for k, (ofport, mac) in sorted(place.ports.items()))
@@ -195,10 +179,10 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
     dst, dst_addr = _endpoint(cluster, dst_key)
     if src is None and dst is None:
         raise LiveTraceError("--from and --to are both addresses of no pod: NetworkPolicy judges only traffic of pods")
-    if dst is not None:
-        port, proto = resolve_port(port_text, dst)
-    else:
-        port, proto = resolve_port(port_text, Pod(namespace="", name=str(dst_addr), ips=(str(dst_addr),)))
+    try:
+        port, proto = parse_port(port_text, dst)
+    except ValueError as e:
+        raise LiveTraceError(f"port {port_text}: {e}") from None
     dst_place = next((p for p in places.values() if dst is not None and dst.key in p.ports), None)
     notes = []
     if src is not None:
@@ -208,7 +192,7 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
         place = places[src_node]
         in_port, mac = place.ports[src.key]
         src_ip = src.ips[0]
-    else:
+    elif dst is not None:
         if dst_place is None:
             raise LiveTraceError(f"pod {dst.key} is not plugged into any controlled bridge")
         place, src_ip = dst_place, str(src_addr)
@@ -237,11 +221,11 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
     delivered = False
     for _ in range(MAX_HOPS + 2):
         ovs = OvsInstance(Path(place.ovs_rundir), netns=None, create_netns=False)
-        result = ofproto_trace(ovs, place.bridge, _packet(proto, in_port, mac, src_ip, dst_ip, port))
-        steps = []
+        result = ovs.trace(place.bridge, _packet(proto, in_port, mac, src_ip, dst_ip, port))
+        steps: list[dict[str, Any]] = []
         for s in result.steps:
             owner = by_bridge.get((place.ovs_rundir, s.bridge), place)  # a patch port continues into another bridge
-            entry = {"table": s.table, "name": P.BY_ID[s.table].name if s.table in P.BY_ID else "",
+            entry: dict[str, Any] = {"table": s.table, "name": P.BY_ID[s.table].name if s.table in P.BY_ID else "",
                      "bridge": s.bridge or place.bridge, "node": owner.node,
                      "priority": s.priority, "cookie": f"{s.cookie:#x}", "match": s.match, "actions": s.actions,
                      "miss": s.miss}
@@ -259,7 +243,7 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
         outputs = result.openflow_outputs
         hops.append({"node": place.node, "bridge": place.bridge, "outputs": outputs, "steps": steps,
                      "datapath_actions": result.all_datapath_actions})
-        if dst_place is not None and any(
+        if dst_place is not None and dst is not None and any(
                 e["node"] == dst_place.node and f"output:{dst_place.ports[dst.key][0]}" in split_actions(e["actions"])
                 for e in steps):
             delivered = True
@@ -275,15 +259,15 @@ def trace_connection(cluster: Cluster, places: dict[str, NodePlace], names: dict
         if place.tunnel_ofport is None or here != [place.tunnel_ofport]:
             break
         nxt = by_address.get(_tun_dst(result) or "")
-        if nxt is None or places[nxt].tunnel_ofport is None:
+        tunnel = None if nxt is None else places[nxt].tunnel_ofport
+        if nxt is None or tunnel is None:
             break
-        place = places[nxt]
-        in_port = place.tunnel_ofport
+        place, in_port = places[nxt], tunnel
     if src is not None and dst is not None:
         verdict = evaluate(cluster, src, dst, port, proto)
     elif src is not None:
         verdict = evaluate_address(cluster, src, dst_ip, EGRESS, port, proto)
-    else:
+    elif dst is not None:
         verdict = evaluate_address(cluster, dst, src_ip, INGRESS, port, proto)
         if dst_place is not None and src_ip in _gateway(dst_place.program)[1]:
             verdict = replace(verdict, allowed=True)

@@ -16,7 +16,7 @@ class NodeSpec:
     bridge: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "NodeSpec":
+    def parse(cls, text: str) -> NodeSpec:
         name, sep, remote = text.partition("=")
         if not sep or not name or not remote:
             raise ValueError(f"--bridge {text!r}: expected NODE=OVSDB_REMOTE or NODE/BRIDGE=OVSDB_REMOTE "

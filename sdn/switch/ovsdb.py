@@ -28,8 +28,9 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 with warnings.catch_warnings():  # ovs.poller imports eventlet when installed (os-ken brings it)
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
@@ -202,7 +203,7 @@ class OvsdbMonitor:
         self._thread = threading.Thread(target=self._run, name=f"ovsdb-{self.name}", daemon=True)
         self._warned_choice = False
 
-    def start(self) -> "OvsdbMonitor":
+    def start(self) -> OvsdbMonitor:
         self._thread.start()
         return self
 
@@ -276,10 +277,10 @@ class OvsdbMonitor:
     def _deliver(self, view: BridgeView | None) -> None:
         try:
             self.on_change(view)
-        except Exception:  # noqa: BLE001 - a consumer's bug must not stop the monitor
+        except Exception:
             log.exception("%s: change handler failed", self.name)
 
-    def _pick(self, idl) -> object | None:
+    def _pick(self, idl) -> Any | None:  # an ovs.db.idl.Row of table Bridge
         rows = list(idl.tables["Bridge"].rows.values())
         if self.bridge is not None:
             return next((r for r in rows if r.name == self.bridge), None)
@@ -315,6 +316,8 @@ class OvsdbMonitor:
 
     def _ensure_config(self, idl, view: BridgeView) -> None:
         br = self._pick(idl)
+        if br is None:  # gone since it was read: the next change reads again
+            return
         other = dict(br.other_config)
         protocols = list(br.protocols)
         needs = []

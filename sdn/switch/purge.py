@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 from flows import pipeline as P
 from sdn.switch.nodespec import NodeSpec
