@@ -11,13 +11,17 @@ from flows.flow import CT, Flow, GotoTable, InPort, Load, Match, Move, Output
 from flows.ir import Bridge
 from flows.addrset import parse_cidr
 from flows.matches import address_match
+from flows.recheck import commit_label, recheck_flows
 
 
 def _reg(name: str, start: int = 0, end: int | None = None) -> FieldRef:
     return FieldRef(name, start, end)
 
 
-def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
+def pipeline_flows(bridge: Bridge, enforce: bool, generation: int | None = None) -> list[Flow]:
+    """The fixed flows of `bridge`. `generation` (the rule tables' generation, see
+    flows/recheck.py): established connections of older generations are judged again; None:
+    established connections skip the rule tables for good (`--existing-connections keep`)."""
     ck = lambda table: P.cookie(P.KIND_PIPELINE, table)  # noqa: E731
     gw = parse_mac(bridge.gateway_mac)
     after_guard = P.CONNTRACK if enforce else P.OUTPUT
@@ -72,25 +76,28 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
         add(P.CONNTRACK, 0, [])
         st = lambda text: Match("ct_state", *_ct(text))  # noqa: E731
         add(P.CONNTRACK_STATE, 200, [st("+inv+trk")])
-        add(P.CONNTRACK_STATE, 190, [st("+est+trk")], [GotoTable(P.OUTPUT)])
+        established = P.OUTPUT if generation is None else P.CONNTRACK_RECHECK
+        unjudged = [] if generation is None else [Load(1, _reg(P.REG_UNJUDGED))]
+        add(P.CONNTRACK_STATE, 190, [st("+est+trk")], [GotoTable(established)])
         add(P.CONNTRACK_STATE, 180, [st("+rel+trk")], [GotoTable(P.OUTPUT)])
         if gwp is not None:
             # Replies of connections that came in through the gateway (what the node's service
             # proxy translated, what it forwards) go back to it, so it can undo its translation.
             add(P.CONNTRACK_STATE, 195, [st("+est+rpl+trk"), Match("ct_mark", P.CT_MARK_GATEWAY)],
-                [Load(1, _reg(P.REG_TO_GATEWAY)), GotoTable(P.OUTPUT)])
+                [Load(1, _reg(P.REG_TO_GATEWAY)), GotoTable(established)])
             add(P.CONNTRACK_STATE, 170, [st("+new+trk"), Match(P.REG_FROM, P.FROM_NODE)],
-                [GotoTable(P.CONNTRACK_COMMIT)])
+                [*unjudged, GotoTable(P.CONNTRACK_COMMIT)])
             for cidr in gwp.service_cidrs:
                 add(P.CONNTRACK_STATE, 165, [st("+new+trk"), *address_match(cidr, "dst")],
-                    [GotoTable(P.CONNTRACK_COMMIT)])
+                    [*unjudged, GotoTable(P.CONNTRACK_COMMIT)])
         add(P.CONNTRACK_STATE, 0, [], [GotoTable(P.EGRESS_RULE)])
         add(P.EGRESS_RULE, 0, [], [GotoTable(P.EGRESS_DEFAULT)])
         add(P.EGRESS_DEFAULT, 0, [], [GotoTable(P.INGRESS_RULE)])
         add(P.INGRESS_RULE, 0, [], [GotoTable(P.INGRESS_DEFAULT)])
         add(P.INGRESS_DEFAULT, 0, [], [GotoTable(P.CONNTRACK_COMMIT)])
-        label = [Move(_reg(P.REG_EGRESS_CONJ), FieldRef("ct_label", 0, 31)),
-                 Move(_reg(P.REG_INGRESS_CONJ), FieldRef("ct_label", 32, 63))]
+        label = list(commit_label(generation))
+        if generation is not None:
+            out.extend(recheck_flows(generation))
         for dl in (ETH_IP, ETH_IPV6):
             add(P.CONNTRACK_COMMIT, 200, [st("+new+trk"), Match("dl_type", dl)],
                 [CT(zone=P.CT_ZONE, commit=True, exec=tuple(label)), GotoTable(P.OUTPUT)])

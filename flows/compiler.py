@@ -32,6 +32,7 @@ from flows.priorities import (
 from flows.program import (
     Program, RuleInfo, default_cookie, describe_rule, rule_cookie, rule_digest, sorted_flows,
 )
+from flows.recheck import KEEP, generation, rule_token
 from flows.scope import scope_rule, scope_rules
 from flows.table import Key, Placed, RuleFlows
 
@@ -60,6 +61,7 @@ class BridgeCompiler:
         self._default_of: dict[tuple[str, str], Key] = {}  # (direction, address) -> flow key
         self._flows = RuleFlows(self._pipeline)
         self._local = bridge.local_addresses
+        self._tokens = 0  # XOR of the judging tables' tokens: their generation (flows/recheck.py)
         self._set_pipeline()
 
     # ---- reading -------------------------------------------------------------------------
@@ -132,6 +134,7 @@ class BridgeCompiler:
             everything[key] = iso
             if every or iso.address in local or key in default_of:  # most are other bridges' pods
                 self._set_default(key, iso, touch)
+        self._refresh_generation(touch)
         return None if before is None else self._diff(before)
 
     @gc_paused()
@@ -154,6 +157,7 @@ class BridgeCompiler:
             for key, iso in self._all_isolation.items():
                 if old_mode != bridge.mode or iso.address in moved:
                     self._set_default(key, iso, touch)
+        self._refresh_generation(touch)
         return self._diff(before)
 
     # ---- internals -----------------------------------------------------------------------
@@ -170,8 +174,25 @@ class BridgeCompiler:
                 modify.append(new)
         return FlowDiff(sorted_by_key(add), sorted_by_key(modify), sorted_by_key(delete))
 
+    def _generation(self) -> int | None:
+        if self.bridge.existing_connections == KEEP:
+            return None
+        return generation(self._tokens)
+
+    def _refresh_generation(self, touch) -> None:
+        """After a change of the judging tables, the pipeline flows carry their new
+        generation (in the same bundle as the change)."""
+        if self._pipeline_generation == self._generation():
+            return
+        if touch:
+            for k in self._pipeline:
+                touch(k)
+        self._pipeline.clear()
+        self._set_pipeline(touch)
+
     def _set_pipeline(self, touch=None) -> None:
-        for f in pipeline_flows(self.bridge, self.bridge.mode != "fabric-node"):
+        self._pipeline_generation = self._generation()
+        for f in pipeline_flows(self.bridge, self.bridge.mode != "fabric-node", self._pipeline_generation):
             P.check_flow(f)
             if touch:
                 touch(f.key)
@@ -190,8 +211,10 @@ class BridgeCompiler:
             if touch:
                 touch(old)
             del self._defaults[old]
+            self._tokens ^= rule_token(f"default|{key[0]}|{key[1]}")
         if iso is None or not self._enforces(iso):
             return
+        self._tokens ^= rule_token(f"default|{key[0]}|{key[1]}")
         direction, address = key
         side = "src" if direction == EGRESS else "dst"
         table = P.EGRESS_DEFAULT if direction == EGRESS else P.INGRESS_DEFAULT
@@ -337,6 +360,8 @@ class BridgeCompiler:
                 self._flows.drop(old, touch)
         for s, _ in sorted(scoped, key=lambda x: x[0].id):
             placed = self._placed[s.id] = Placed(s, conj[s.id], prios[s.id])
+            placed.token = rule_token(f"{s.direction}|{placed.priority}|{placed.conj_id}|{rule_digest(s)}")
+            self._tokens ^= placed.token
             old = patch.get(s.id)
             if old is None:
                 self._flows.emit(placed, dims[s.id], kinds[s.id], touch)
@@ -347,6 +372,7 @@ class BridgeCompiler:
         """Take a rule out of its level and conj id; its flows stay (see _drop_flows)."""
         placed = self._placed.pop(rid, None)
         if placed is not None:
+            self._tokens ^= placed.token
             self._levels[placed.rule.direction].remove(level_of(placed.priority), placed.rule)
             self._conj_used.discard(placed.conj_id)
         return placed

@@ -185,6 +185,9 @@ class Bridge:
     gateway_mac: str = "0a:58:0a:f4:00:01"
     mode: str = "host"
     gateway: Gateway | None = None  # host mode only
+    # "enforce": established connections are judged again when the rule tables change
+    # (flows/recheck.py); "keep": they skip the rule tables for good.
+    existing_connections: str = "enforce"
 
     @property
     def local_addresses(self) -> frozenset[str]:

@@ -37,6 +37,7 @@ class Placed:
     dims: Dims = field(default_factory=list)  # clause matches per dimension (conjunctions)
     kind: str = ""  # encoding(): "conj" or "plain"
     n_dims: int = 0
+    token: int = 0  # its share of the rule tables' generation (flows/recheck.py)
 
     @property
     def table(self) -> int:
