@@ -168,6 +168,7 @@ class KubeMode(ObjectsMixin):
         settings.update({"ovsdb": f"unix:{info['rundir']}/db.sock", "openflow": f"unix:{info['openflow']}",
                          "tunnel": self.lab.record.get("tunnel", "vxlan"), "metricsAddress": "127.0.0.1",
                          "metricsPort": METRICS_PORT,
+                         "existingConnections": self.lab.record.get("existing_connections", "enforce"),
                          "ipamDataDir": str(Path(info["rundir"]) / "var/lib/cni/networks")})
         return settings
 

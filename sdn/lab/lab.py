@@ -191,13 +191,17 @@ class Lab:
 
     # ------------------------------------------------------------------ up
     def up(self, paths: list[str], enforce: str = "host", tunnel: str = "vxlan",
-           timeout: float = SYNC_TIMEOUT, kubernetes: bool = False) -> dict:
-        return self.up_docs(read_docs(paths), enforce, tunnel, timeout, kubernetes)
+           timeout: float = SYNC_TIMEOUT, kubernetes: bool = False,
+           existing_connections: str = "enforce") -> dict:
+        return self.up_docs(read_docs(paths), enforce, tunnel, timeout, kubernetes, existing_connections)
 
     def up_docs(self, docs: list[dict], enforce: str = "host", tunnel: str = "vxlan",
-                timeout: float = SYNC_TIMEOUT, kubernetes: bool = False) -> dict:
+                timeout: float = SYNC_TIMEOUT, kubernetes: bool = False,
+                existing_connections: str = "enforce") -> dict:
         if enforce not in ("host", "fabric"):
             raise LabError(f"--enforce must be host or fabric, not {enforce!r}", 2)
+        if existing_connections not in ("enforce", "keep"):
+            raise LabError(f"--existing-connections must be enforce or keep, not {existing_connections!r}", 2)
         if tunnel not in N.TUNNEL_TYPES:
             raise LabError(f"--tunnel must be one of {', '.join(N.TUNNEL_TYPES)}", 2)
         if enforce == "fabric" and not controller_supports_fabric():
@@ -277,6 +281,7 @@ class Lab:
         self.record = {
             "version": 1, "prefix": self.prefix, "state_dir": str(self.state.dir), "phase": "starting",
             "created": _now(), "enforce": enforce, "tunnel": tunnel,
+            "existing_connections": existing_connections,
             "underlay": {"netns": N.underlay_netns(self.prefix),
                          "prefixlen": T.underlay_prefix([p.address for p in plans.values()])},
             "nodes": {}, "fabric": None, "pods": {}, "controllers": {},
@@ -546,6 +551,8 @@ class Lab:
             argv += ["--bridge", b]
         if self.record.get("enforce") == "fabric":
             argv += ["--enforce", "fabric"]
+        if self.record.get("existing_connections", "enforce") != "enforce":
+            argv += ["--existing-connections", self.record["existing_connections"]]
         return argv
 
     def _start_controllers(self, only: list[str] | None = None) -> None:

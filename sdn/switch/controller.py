@@ -44,6 +44,7 @@ class Options:
     log_level: str = "INFO"
     log_file: str | None = None
     enforce: str = "host"
+    existing_connections: str = "enforce"  # or "keep" (flows/recheck.py)
     # Another input besides (or instead of) manifest files: called with the started core,
     # returns a function that stops it (the Kubernetes agent, sdn.agent).
     source: Callable[[object], Callable[[], None]] | None = None
@@ -196,7 +197,7 @@ def run(opts: Options) -> int:
             _check_tcp_free(*where)
         targets = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
                    for n in opts.nodes}
-        core = ControllerCore(opts.manifests, opts.nodes, targets, opts.enforce)
+        core = ControllerCore(opts.manifests, opts.nodes, targets, opts.enforce, opts.existing_connections)
         control = ControlServer(core, opts.control).start()
     except (StartupError, OSError, ValueError) as e:
         log.error("cannot start: %s", e)

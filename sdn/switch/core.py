@@ -98,7 +98,7 @@ def _vswitchd_ctl(rundir: str) -> str | None:
 class ControllerCore:
     def __init__(self, manifests: list[str], nodes: list[NodeSpec],
                  targets: dict[str, tuple[str | None, Callable[[], None] | None]] | None = None,
-                 enforce: str = "host"):
+                 enforce: str = "host", existing_connections: str = "enforce"):
         """`targets`: per node, the OpenFlow target to keep configured on its bridge (None:
         leave the bridge's configuration alone) and what to prepare when its OVSDB connects.
         `enforce`: "host" (each node's bridge judges its pods) or "fabric" (node bridges guard
@@ -106,7 +106,7 @@ class ControllerCore:
         if enforce not in ("host", "fabric"):
             raise ValueError(f"--enforce must be host or fabric, not {enforce!r}")
         self.enforce = enforce
-        self._live = LiveCompiler(enforce)  # the compiler state kept between changes
+        self._live = LiveCompiler(enforce, existing_connections)  # the compiler state kept between changes
         targets = targets or {}
         if len({n.node for n in nodes}) != len(nodes):
             raise ValueError("a node is given twice with --bridge")
