@@ -241,7 +241,7 @@ class Lab:
                     f"{'; processes ' + ', '.join(map(str, procs[:5])) if procs else ''}); nothing changed. "
                     f"`sdnctl lab down` removes them")
             try:
-                self._up(docs, enforce, tunnel, timeout, kubernetes)
+                self._up(docs, enforce, tunnel, timeout, kubernetes, existing_connections)
             except BaseException as e:
                 self.log(f"lab up failed: {e}; tearing down what was made")
                 try:
@@ -263,7 +263,8 @@ class Lab:
         except ManifestError as e:
             raise LabError(str(e), 2) from None
 
-    def _up(self, docs: list[dict], enforce: str, tunnel: str, timeout: float, kubernetes: bool = False) -> None:
+    def _up(self, docs: list[dict], enforce: str, tunnel: str, timeout: float, kubernetes: bool = False,
+            existing_connections: str = "enforce") -> None:
         plans = T.plan_nodes(docs)
         problems = T.check_nodes(plans)
         if problems:

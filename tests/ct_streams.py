@@ -1,0 +1,116 @@
+"""Long-lived streams for the existing-connection tests, run inside pod network namespaces:
+
+  python -m tests.ct_streams server                  TCP echo and UDP echo on :7000
+  python -m tests.ct_streams client SERVER OUT.json  one TCP connection and one UDP flow (a fixed
+                                                     source port: the same 5-tuple throughout),
+                                                     a numbered line on each every 20 ms
+
+The client runs until SIGTERM, then writes, per protocol, how many lines it sent, which came
+back and when (CLOCK_MONOTONIC, the same clock in every network namespace), and the TCP error
+if the connection failed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+
+PORT = 7000
+UDP_SOURCE_PORT = 47000
+INTERVAL = 0.02
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+
+def server() -> None:
+    def echo(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as rf:
+            try:
+                for line in rf:
+                    conn.sendall(line)
+            except OSError:
+                pass
+
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", PORT))
+    ls.listen(16)
+    us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    us.bind(("0.0.0.0", PORT))
+
+    def udp_loop() -> None:
+        while True:
+            data, addr = us.recvfrom(64)
+            us.sendto(data, addr)
+
+    threading.Thread(target=udp_loop, daemon=True).start()
+    print("ready", flush=True)
+    while not stop.is_set():
+        conn, _ = ls.accept()
+        threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+
+def client(host: str, out: str) -> None:
+    tcp = socket.create_connection((host, PORT), timeout=5)
+    tcp.settimeout(None)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    udp.bind(("0.0.0.0", UDP_SOURCE_PORT))
+    udp.connect((host, PORT))
+    udp.settimeout(0.2)
+    got: dict[str, dict[int, float]] = {"tcp": {}, "udp": {}}
+    sent = {"tcp": 0, "udp": 0}
+    error = {"tcp": ""}
+
+    def read_tcp() -> None:
+        with tcp.makefile("rb") as rf:
+            try:
+                for line in rf:
+                    got["tcp"][int(line)] = time.monotonic()
+            except (OSError, ValueError) as e:
+                error["tcp"] = f"{type(e).__name__}: {e}"
+
+    def read_udp() -> None:
+        while not stop.is_set():
+            try:
+                got["udp"][int(udp.recv(64))] = time.monotonic()
+            except socket.timeout:
+                continue
+            except OSError:  # ICMP port unreachable while the server starts: try again
+                time.sleep(INTERVAL)
+
+    threading.Thread(target=read_tcp, daemon=True).start()
+    threading.Thread(target=read_udp, daemon=True).start()
+    print("ready", flush=True)
+    tcp.settimeout(0.5)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            if not error["tcp"]:
+                tcp.sendall(f"{n}\n".encode())
+                sent["tcp"] = n
+        except OSError as e:  # a full send buffer once the connection is cut
+            error["tcp"] = error["tcp"] or f"{type(e).__name__}: {e}"
+        try:
+            udp.send(str(n).encode())
+            sent["udp"] = n
+        except OSError:
+            pass
+        time.sleep(INTERVAL)
+    time.sleep(0.3)  # the last echoes
+    with open(out, "w") as fh:
+        json.dump({p: {"sent": sent[p], "echoed": sorted(got[p].items())} for p in got} | {"error": error["tcp"]},
+                  fh)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        server()
+    elif sys.argv[1] == "client":
+        client(sys.argv[2], sys.argv[3])
+    else:
+        raise SystemExit(f"unknown mode {sys.argv[1]}")

@@ -1,0 +1,76 @@
+"""Existing connections across a policy change, with real traffic in the lab (host and fabric
+mode): a long-lived TCP connection and a UDP flow on one 5-tuple, client and server on
+different nodes. A change that still allows them (the policy rewritten with the same meaning,
+a rule added) loses no line; a change that denies them cuts both within a second of being
+realized; with `--existing-connections keep` they survive the denial, as before."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from sdn.lab.lab import Lab
+from sdn.lab.state import State
+from tests.conntrack_support import Streams, allow, cluster, deny, deny_egress
+from tests.lab_harness import lab_state_dir
+
+pytestmark = pytest.mark.ovs
+SETTLE = 1.0  # seconds of streaming between steps
+
+
+@pytest.fixture(scope="module", params=[("host", "enforce"), ("fabric", "enforce"), ("host", "keep")],
+                ids=lambda m: "-".join(m))
+def lab(request):
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root (network namespaces, private Open vSwitch)", pytrace=False)
+    enforce, existing = request.param
+    lab = Lab(State(lab_state_dir(f"ct-{enforce}-{existing}")))
+    try:
+        lab.down()
+        lab.up_docs(cluster(), enforce=enforce, existing_connections=existing)
+        lab.mode = (enforce, existing)
+        yield lab
+    finally:
+        lab.down()
+
+
+def _run(lab, denial: dict, cleanup: list[dict]):
+    """Streams through: allow, the same meaning rewritten, a rule added, then `denial`."""
+    lab.change(apply=[allow(0)])
+    with Streams(lab) as streams:
+        time.sleep(SETTLE)
+        lab.change(apply=[allow(1)])
+        time.sleep(SETTLE)
+        lab.change(apply=[allow(2)])
+        time.sleep(SETTLE)
+        t_change = time.monotonic()
+        lab.change(apply=[denial])
+        t_realized = time.monotonic()
+        time.sleep(2.5)
+        t_stop = time.monotonic()
+        out = streams.stop()
+    lab.change(delete=cleanup, ignore_not_found=True)
+    return out, t_change, t_realized, t_stop
+
+
+@pytest.mark.parametrize("side", ["ingress", "egress"])
+def test_a_denied_connection_is_cut_and_an_allowed_one_never(lab, side):
+    denial = deny() if side == "ingress" else deny_egress()
+    out, t_change, t_realized, t_stop = _run(lab, denial, [allow(0), denial])
+    for proto in ("tcp", "udp"):
+        assert out.echoed[proto], f"{proto}: nothing came back at all"
+        assert out.lost_before(proto, t_change) == [], f"{proto}: lines lost while allowed"
+    assert not out.error or out.last_echo("tcp") > t_change, out.error
+    if lab.mode[1] == "keep":
+        for proto in ("tcp", "udp"):
+            assert out.echoes_after(proto, t_stop - 1.0) > 0, f"{proto}: cut although `keep`"
+        assert out.lost_before("tcp", t_stop) == []
+        return
+    for proto in ("tcp", "udp"):
+        latency = out.last_echo(proto) - t_change
+        print(f"\n{'/'.join(lab.mode)} {side} {proto}: last echo {latency:.3f}s after the change started, "
+              f"{out.last_echo(proto) - t_realized:+.3f}s from its realization "
+              f"(change took {t_realized - t_change:.3f}s)")
+        assert out.echoes_after(proto, t_realized + 1.0) == 0, f"{proto}: still flowing after the denial"
