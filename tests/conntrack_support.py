@@ -38,6 +38,11 @@ def deny() -> dict:
     return netpol("x", "serve", match(pod="b"), ingress=[])
 
 
+def isolate() -> dict:
+    """x/isolate: the server ingress-isolated with no rule."""
+    return netpol("x", "isolate", match(pod="b"), ingress=[])
+
+
 def deny_egress() -> dict:
     """x/out: the client may send nowhere."""
     return netpol("x", "out", match(pod="a"), egress=[], types=["Egress"])
@@ -81,9 +86,23 @@ class Streams:
         return p
 
     def __enter__(self) -> "Streams":
+        return self
+
+    def start_streams(self) -> None:
         self._start(self.server_ns, "server")
         self.client = self._start(self.client_ns, "client", self.server_ip, str(self.dir / "client.json"))
-        return self
+
+    def start_pulse(self) -> None:
+        """A UDP sink on the server and datagrams to it from the client (tests.ct_streams)."""
+        self.sink = self._start(self.server_ns, "sink", str(self.dir / "sink.json"))
+        self._start(self.client_ns, "pulse", self.server_ip)
+
+    def stop_pulse(self) -> list[tuple[str, float, float]]:
+        """(kind, sent, received) of every datagram the sink got."""
+        for p in self.procs[-1:] + [self.sink]:
+            p.terminate()
+            p.wait(timeout=15)
+        return [tuple(x) for x in json.loads((self.dir / "sink.json").read_text())]
 
     def stop(self) -> Outcome:
         self.client.terminate()

@@ -4,6 +4,10 @@
   python -m tests.ct_streams client SERVER OUT.json  one TCP connection and one UDP flow (a fixed
                                                      source port: the same 5-tuple throughout),
                                                      a numbered line on each every 20 ms
+  python -m tests.ct_streams sink OUT.json           UDP on :7001: what arrived, with send times
+  python -m tests.ct_streams pulse SERVER            datagrams to :7001 every 5 ms, alternately from
+                                                     a fixed source port and from a new one, each
+                                                     stamped with its send time
 
 The client runs until SIGTERM, then writes, per protocol, how many lines it sent, which came
 back and when (CLOCK_MONOTONIC, the same clock in every network namespace), and the TCP error
@@ -107,10 +111,46 @@ def client(host: str, out: str) -> None:
                   fh)
 
 
+SINK_PORT, PULSE_SOURCE_PORT = 7001, 47001
+
+
+def sink(out: str) -> None:
+    us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    us.bind(("0.0.0.0", SINK_PORT))
+    us.settimeout(0.2)
+    got: list[tuple[str, float, float]] = []
+    print("ready", flush=True)
+    while not stop.is_set():
+        try:
+            data = us.recv(64)
+        except socket.timeout:
+            continue
+        kind, sent = data.decode().split()
+        got.append((kind, float(sent), time.monotonic()))
+    with open(out, "w") as fh:
+        json.dump(got, fh)
+
+
+def pulse(host: str) -> None:
+    fixed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fixed.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    fixed.bind(("0.0.0.0", PULSE_SOURCE_PORT))
+    print("ready", flush=True)
+    while not stop.is_set():
+        fixed.sendto(f"fixed {time.monotonic()}".encode(), (host, SINK_PORT))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fresh:
+            fresh.sendto(f"fresh {time.monotonic()}".encode(), (host, SINK_PORT))
+        time.sleep(0.005)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         server()
     elif sys.argv[1] == "client":
         client(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "sink":
+        sink(sys.argv[2])
+    elif sys.argv[1] == "pulse":
+        pulse(sys.argv[2])
     else:
         raise SystemExit(f"unknown mode {sys.argv[1]}")
