@@ -4,7 +4,7 @@
   python -m tests.ct_streams client SERVER OUT.json  one TCP connection and one UDP flow (a fixed
                                                      source port: the same 5-tuple throughout),
                                                      a numbered line on each every 20 ms
-  python -m tests.ct_streams sink OUT.json           UDP on :7001: what arrived, with send times
+  python -m tests.ct_streams sink OUT.json           UDP echo on :7001: what arrived, with send times
   python -m tests.ct_streams pulse SERVER            datagrams to :7001 every 5 ms, alternately from
                                                      a fixed source port and from a new one, each
                                                      stamped with its send time
@@ -122,9 +122,10 @@ def sink(out: str) -> None:
     print("ready", flush=True)
     while not stop.is_set():
         try:
-            data = us.recv(64)
+            data, addr = us.recvfrom(64)
         except socket.timeout:
             continue
+        us.sendto(data, addr)  # an answer makes the flow two-way: established in any conntrack
         kind, sent = data.decode().split()
         got.append((kind, float(sent), time.monotonic()))
     with open(out, "w") as fh:
