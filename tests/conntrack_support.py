@@ -104,6 +104,17 @@ class Streams:
             p.wait(timeout=15)
         return [tuple(x) for x in json.loads((self.dir / "sink.json").read_text())]
 
+    def start_denied(self, prober: str, lab) -> None:
+        """New connections from `prober` to the server's stream port, which policy denies."""
+        netns = {f"{p['namespace']}/{p['name']}": p["netns"] for p in lab.pods()}[prober]
+        self.prober = self._start(netns, "denied", self.server_ip, str(self.dir / "denied.json"))
+
+    def stop_denied(self) -> dict:
+        """{"tries": {proto: n}, "passed": [(proto, time), ...]}."""
+        self.prober.terminate()
+        self.prober.wait(timeout=15)
+        return json.loads((self.dir / "denied.json").read_text())
+
     def stop(self) -> Outcome:
         self.client.terminate()
         self.client.wait(timeout=15)

@@ -8,6 +8,9 @@
   python -m tests.ct_streams pulse SERVER            datagrams to :7001 every 5 ms, alternately from
                                                      a fixed source port and from a new one, each
                                                      stamped with its send time
+  python -m tests.ct_streams denied SERVER OUT.json  new TCP connections and new UDP flows to :7000
+                                                     every 20 ms, which policy denies: the times
+                                                     any of them got through
 
 The client runs until SIGTERM, then writes, per protocol, how many lines it sent, which came
 back and when (CLOCK_MONOTONIC, the same clock in every network namespace), and the TCP error
@@ -144,11 +147,39 @@ def pulse(host: str) -> None:
         time.sleep(0.005)
 
 
+def denied(host: str, out: str) -> None:
+    passed: list[tuple[str, float]] = []
+    tries = {"tcp": 0, "udp": 0}
+    print("ready", flush=True)
+    while not stop.is_set():
+        t = time.monotonic()
+        tries["tcp"] += 1
+        try:
+            socket.create_connection((host, PORT), timeout=0.1).close()
+            passed.append(("tcp", t))
+        except OSError:
+            pass
+        tries["udp"] += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as us:
+            us.settimeout(0.05)
+            try:
+                us.sendto(b"0", (host, PORT))
+                us.recv(64)
+                passed.append(("udp", t))
+            except OSError:
+                pass
+        time.sleep(INTERVAL)
+    with open(out, "w") as fh:
+        json.dump({"tries": tries, "passed": passed}, fh)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         server()
     elif sys.argv[1] == "client":
         client(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "denied":
+        denied(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "sink":
         sink(sys.argv[2])
     elif sys.argv[1] == "pulse":

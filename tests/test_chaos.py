@@ -1,0 +1,138 @@
+"""A bounded chaos run in the lab (host mode): a long-lived TCP connection and a UDP flow
+across nodes, and a prober whose new connections policy denies, through a stream of policy
+updates, a SIGKILL of a node's controller (started again as the lab starts it) and a restart
+of that node's ovs-vswitchd (empty tables, empty conntrack). Asserts: no line lost on the
+allowed TCP connection, no denied connection through (docs/controller.md names no window for
+either fault), every bridge's tables in sync with its program after each fault. Prints the
+outage windows it measured (docs/controller.md, "Restarts")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from sdn import proc
+from sdn.lab.lab import Lab
+from sdn.lab.state import State
+from sdn.ovs.instance import OvsInstance
+from sdn.switch.control import ControlError, request
+from tests.conntrack_support import OTHER, Outcome, Streams, allow, cluster
+from tests.e2e_model import match, netpol
+from tests.lab_harness import lab_state_dir
+from tests.switch_support import kill_vswitchd, start_vswitchd
+
+pytestmark = pytest.mark.ovs
+VICTIM = "node-2"  # the server's node
+UPDATES = 12  # policy updates between faults
+
+
+def variant(i: int) -> list[dict]:
+    """The i-th policy set: the client may always reach the server's stream port, the prober
+    (x/c) never; around that a rule comes and goes and an unrelated egress policy toggles."""
+    docs = [allow(2 if i % 2 else 0)]
+    if i % 3 == 0:
+        docs.append(netpol("x", "c-egress", match(pod="c"), egress=[{}], types=["Egress"]))
+    return docs
+
+
+def _in_sync(lab: Lab, timeout: float = 30.0) -> float:
+    """Seconds until every bridge's installed tables equal its program (fails after timeout)."""
+    t0 = time.monotonic()
+    pending = {(n, c["control"]) for c in lab.state.load()["controllers"].values() for n in c["nodes"]}
+    while pending:
+        for node, control in sorted(pending):
+            try:
+                if request(control, "diff", timeout=10, node=node)["in_sync"]:
+                    pending.discard((node, control))
+            except (ControlError, OSError):
+                pass
+        if pending and time.monotonic() - t0 > timeout:
+            pytest.fail(f"not in sync after {timeout}s: {sorted(n for n, _ in pending)}")
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+def _gap(out: Outcome, proto: str, t0: float, t1: float) -> float:
+    """The longest time without an echo between t0 and t1."""
+    times = [t0] + sorted(w for _, w in out.echoed[proto] if t0 < w < t1) + [t1]
+    return max(b - a for a, b in zip(times, times[1:]))
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root (network namespaces, private Open vSwitch)", pytrace=False)
+    lab = Lab(State(lab_state_dir("chaos")))
+    try:
+        lab.down()
+        lab.up_docs(cluster() + variant(0))
+        yield lab
+    finally:
+        lab.down()
+
+
+def test_chaos(lab):
+    i = 0
+    current = variant(0)
+
+    def updates(n: int) -> None:
+        nonlocal i, current
+        for _ in range(n):
+            i += 1
+            new = variant(i)
+            gone = [d for d in current if d["metadata"]["name"] not in {x["metadata"]["name"] for x in new}]
+            lab.change(apply=new, delete=gone)
+            current = new
+            time.sleep(0.1)
+
+    windows: dict[str, tuple[float, float]] = {}
+    with Streams(lab) as streams:
+        streams.start_streams()
+        streams.start_denied(OTHER, lab)
+        time.sleep(0.5)
+        updates(UPDATES)
+        assert _in_sync(lab) < 30
+
+        # A controller killed and started again as the lab starts it.
+        record = lab.state.load()
+        pid = record["controllers"][VICTIM]["pid"]
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        while proc.alive(pid):
+            time.sleep(0.01)
+        time.sleep(1.0)  # dead for a second: the bridge keeps its flows (fail_mode=secure)
+        lab._start_controllers(only=[VICTIM])  # the lab's own start code (no restart command yet)
+        sync = _in_sync(lab)
+        windows["controller SIGKILL"] = (t0, time.monotonic())
+        print(f"\ncontroller SIGKILL: dead 1.0s, in sync {sync:.2f}s after the restart")
+        updates(UPDATES)
+
+        # ovs-vswitchd restarted: empty tables and conntrack until the controller is back.
+        node = lab.state.load()["nodes"][VICTIM]
+        ovs = OvsInstance(Path(node["rundir"]), netns=node["netns"])
+        t0 = time.monotonic()
+        kill_vswitchd(ovs)
+        start_vswitchd(ovs)
+        sync = _in_sync(lab)
+        windows["ovs-vswitchd restart"] = (t0, time.monotonic())
+        print(f"ovs-vswitchd restart: in sync {time.monotonic() - t0:.2f}s after the kill")
+        updates(UPDATES)
+        time.sleep(0.5)
+        t_end = time.monotonic()
+        denied = streams.stop_denied()
+        out = streams.stop()
+
+    assert not out.error, f"the allowed TCP connection failed: {out.error}"
+    assert out.lost_before("tcp", t_end) == [], "lines lost on the allowed TCP connection"
+    assert out.last_echo("tcp") > t_end - 1.0 and out.last_echo("udp") > t_end - 1.0, "a stream stopped"
+    for name, (a, b) in windows.items():
+        print(f"{name}: longest gap without an echo TCP {_gap(out, 'tcp', a, b + 1):.2f}s, "
+              f"UDP {_gap(out, 'udp', a, b + 1):.2f}s")
+    udp_lost = len(out.lost_before("udp", t_end))
+    print(f"{i} policy updates; TCP {len(out.echoed['tcp'])} lines, UDP {len(out.echoed['udp'])} datagrams "
+          f"echoed ({udp_lost} lost); denied prober: {denied['tries']} tries, {len(denied['passed'])} through")
+    assert denied["tries"]["tcp"] > 50 and denied["passed"] == [], denied["passed"][:10]
