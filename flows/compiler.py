@@ -32,7 +32,7 @@ from flows.priorities import (
 from flows.program import (
     Program, RuleInfo, default_cookie, describe_rule, rule_cookie, rule_digest, sorted_flows,
 )
-from flows.recheck import KEEP, generation, rule_token
+from flows.recheck import KEEP, default_token, generation
 from flows.scope import scope_rule, scope_rules
 from flows.table import Key, Placed, RuleFlows
 
@@ -134,7 +134,7 @@ class BridgeCompiler:
             everything[key] = iso
             if every or iso.address in local or key in default_of:  # most are other bridges' pods
                 self._set_default(key, iso, touch)
-        self._refresh_generation(touch)
+        self._set_pipeline(touch)
         return None if before is None else self._diff(before)
 
     @gc_paused()
@@ -157,7 +157,7 @@ class BridgeCompiler:
             for key, iso in self._all_isolation.items():
                 if old_mode != bridge.mode or iso.address in moved:
                     self._set_default(key, iso, touch)
-        self._refresh_generation(touch)
+        self._set_pipeline(touch)
         return self._diff(before)
 
     # ---- internals -----------------------------------------------------------------------
@@ -174,24 +174,19 @@ class BridgeCompiler:
                 modify.append(new)
         return FlowDiff(sorted_by_key(add), sorted_by_key(modify), sorted_by_key(delete))
 
-    def _generation(self) -> int | None:
-        if self.bridge.existing_connections == KEEP:
-            return None
-        return generation(self._tokens)
-
-    def _refresh_generation(self, touch) -> None:
-        """After a change of the judging tables, the pipeline flows carry their new
-        generation (in the same bundle as the change)."""
-        if self._pipeline_generation == self._generation():
-            return
-        if touch:
-            for k in self._pipeline:
-                touch(k)
-        self._pipeline.clear()
-        self._set_pipeline(touch)
+    def generation(self) -> int | None:
+        """The judging tables' generation (flows/recheck.py); None with `keep`."""
+        return None if self.bridge.existing_connections == KEEP else generation(self._tokens)
 
     def _set_pipeline(self, touch=None) -> None:
-        self._pipeline_generation = self._generation()
+        """The pipeline flows: made anew when empty, or when the judging tables' generation
+        changed (they carry it; in the same bundle as the change)."""
+        if self._pipeline and self._pipeline_generation == self.generation():
+            return
+        for k in list(self._pipeline) if touch else ():
+            touch(k)
+        self._pipeline.clear()
+        self._pipeline_generation = self.generation()
         for f in pipeline_flows(self.bridge, self.bridge.mode != "fabric-node", self._pipeline_generation):
             P.check_flow(f)
             if touch:
@@ -211,10 +206,10 @@ class BridgeCompiler:
             if touch:
                 touch(old)
             del self._defaults[old]
-            self._tokens ^= rule_token(f"default|{key[0]}|{key[1]}")
+            self._tokens ^= default_token(key)
         if iso is None or not self._enforces(iso):
             return
-        self._tokens ^= rule_token(f"default|{key[0]}|{key[1]}")
+        self._tokens ^= default_token(key)
         direction, address = key
         side = "src" if direction == EGRESS else "dst"
         table = P.EGRESS_DEFAULT if direction == EGRESS else P.INGRESS_DEFAULT
@@ -360,8 +355,7 @@ class BridgeCompiler:
                 self._flows.drop(old, touch)
         for s, _ in sorted(scoped, key=lambda x: x[0].id):
             placed = self._placed[s.id] = Placed(s, conj[s.id], prios[s.id])
-            placed.token = rule_token(f"{s.direction}|{placed.priority}|{placed.conj_id}|{rule_digest(s)}")
-            self._tokens ^= placed.token
+            self._tokens ^= placed.set_token()
             old = patch.get(s.id)
             if old is None:
                 self._flows.emit(placed, dims[s.id], kinds[s.id], touch)

@@ -53,6 +53,11 @@ def rule_token(text: str) -> int:
     return stable_hash(text, 32)
 
 
+def default_token(key: tuple[str, str]) -> int:
+    """An isolated (direction, address)'s share of the generation."""
+    return rule_token(f"default|{key[0]}|{key[1]}")
+
+
 def _swap(a: str, b: str, width: int) -> list[Action]:
     """Exchange two packet fields through the scratch registers (32 bits at a time)."""
     chunks = [(lo, min(lo + 32, width) - 1) for lo in range(0, width, 32)]

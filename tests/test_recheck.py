@@ -76,7 +76,7 @@ def test_a_reply_first_after_the_change_is_judged_as_its_connection(proto):
     answer = node.send(reply_of(opening, B))
     assert answer.outputs == [10] and answer.committed
     assert answer.hit(P.INGRESS_RULE).flow.priority > 0  # judged on its opening direction
-    gen = node.compiler._generation()
+    gen = node.compiler.generation()
     assert (node.ct.label(opening, P.CT_ZONE) >> LABEL_GENERATION.start) & 0xFFFFFFFF == gen
     fresh = node.send(opening)
     assert fresh.outputs == [11] and fresh.hit(P.INGRESS_RULE) is None  # current: no judging
@@ -93,11 +93,11 @@ def test_a_connection_still_allowed_by_another_rule_survives():
 
 def test_the_same_tables_keep_the_generation():
     node = Node([web()])
-    before = node.compiler._generation()
+    before = node.compiler.generation()
     diff = node.compiler.update(upsert=[web()])
-    assert node.compiler._generation() == before and len(diff) == 0
+    assert node.compiler.generation() == before and len(diff) == 0
     other = Node([web()])
-    assert other.compiler._generation() == before  # a restarted controller: the same value
+    assert other.compiler.generation() == before  # a restarted controller: the same value
 
 
 def test_a_port_narrowed_in_the_same_rule_cuts_the_old_port():
