@@ -19,6 +19,7 @@ if the connection failed."""
 from __future__ import annotations
 
 import json
+import select
 import signal
 import socket
 import sys
@@ -62,7 +63,7 @@ def server() -> None:
 
 def client(host: str, out: str) -> None:
     tcp = socket.create_connection((host, PORT), timeout=5)
-    tcp.settimeout(None)
+    tcp.settimeout(None)  # the reader blocks; sends wait for room at most 0.5 s (send_line)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     udp.bind(("0.0.0.0", UDP_SOURCE_PORT))
@@ -91,14 +92,20 @@ def client(host: str, out: str) -> None:
 
     threading.Thread(target=read_tcp, daemon=True).start()
     threading.Thread(target=read_udp, daemon=True).start()
+    def send_line(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if not select.select([], [tcp], [], 0.5)[1]:
+                raise TimeoutError("no room to send for 0.5 s")
+            view = view[tcp.send(view):]
+
     print("ready", flush=True)
-    tcp.settimeout(0.5)
     n = 0
     while not stop.is_set():
         n += 1
         try:
             if not error["tcp"]:
-                tcp.sendall(f"{n}\n".encode())
+                send_line(f"{n}\n".encode())
                 sent["tcp"] = n
         except OSError as e:  # a full send buffer once the connection is cut
             error["tcp"] = error["tcp"] or f"{type(e).__name__}: {e}"

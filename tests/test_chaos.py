@@ -1,7 +1,8 @@
-"""A bounded chaos run in the lab (host mode): a long-lived TCP connection and a UDP flow
-across nodes, and a prober whose new connections policy denies, through a stream of policy
-updates, a SIGKILL of a node's controller (started again as the lab starts it) and a restart
-of that node's ovs-vswitchd (empty tables, empty conntrack). Asserts: no line lost on the
+"""A bounded chaos run in the lab (host and fabric mode): a long-lived TCP connection and a UDP
+flow across nodes, and a prober whose new connections policy denies, through a stream of
+policy updates, a SIGKILL of the judging controller (the server node's, or the fabric
+switch's; started again as the lab starts it) and a restart of that switch's ovs-vswitchd
+(empty tables, empty conntrack). Asserts: no line lost on the
 allowed TCP connection, no denied connection through (docs/controller.md names no window for
 either fault), every bridge's tables in sync with its program after each fault. Prints the
 outage windows it measured (docs/controller.md, "Restarts")."""
@@ -17,6 +18,7 @@ import pytest
 
 from sdn import proc
 from sdn.lab.lab import Lab
+from sdn.lab.nodes import FABRIC_BRIDGE
 from sdn.lab.state import State
 from sdn.ovs.instance import OvsInstance
 from sdn.switch.control import ControlError, request
@@ -26,7 +28,7 @@ from tests.lab_harness import lab_state_dir
 from tests.switch_support import kill_vswitchd, start_vswitchd
 
 pytestmark = pytest.mark.ovs
-VICTIM = "node-2"  # the server's node
+VICTIMS = {"host": "node-2", "fabric": FABRIC_BRIDGE}  # the switch that judges the server's ingress
 UPDATES = 12  # policy updates between faults
 
 
@@ -62,14 +64,15 @@ def _gap(out: Outcome, proto: str, t0: float, t1: float) -> float:
     return max(b - a for a, b in zip(times, times[1:]))
 
 
-@pytest.fixture(scope="module")
-def lab():
+@pytest.fixture(scope="module", params=["host", "fabric"])
+def lab(request):
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (network namespaces, private Open vSwitch)", pytrace=False)
-    lab = Lab(State(lab_state_dir("chaos")))
+    lab = Lab(State(lab_state_dir(f"chaos-{request.param}")))
     try:
         lab.down()
-        lab.up_docs(cluster() + variant(0))
+        lab.up_docs(cluster() + variant(0), enforce=request.param)
+        lab.victim = VICTIMS[request.param]
         yield lab
     finally:
         lab.down()
@@ -94,25 +97,28 @@ def test_chaos(lab):
         streams.start_streams()
         streams.start_denied(OTHER, lab)
         time.sleep(0.5)
+        t_start = time.monotonic()
         updates(UPDATES)
         assert _in_sync(lab) < 30
 
         # A controller killed and started again as the lab starts it.
         record = lab.state.load()
-        pid = record["controllers"][VICTIM]["pid"]
+        victim = lab.victim
+        pid = record["controllers"][victim]["pid"]
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         while proc.alive(pid):
             time.sleep(0.01)
         time.sleep(1.0)  # dead for a second: the bridge keeps its flows (fail_mode=secure)
-        lab._start_controllers(only=[VICTIM])  # the lab's own start code (no restart command yet)
+        lab._start_controllers(only=[victim])  # the lab's own start code (no restart command yet)
         sync = _in_sync(lab)
         windows["controller SIGKILL"] = (t0, time.monotonic())
-        print(f"\ncontroller SIGKILL: dead 1.0s, in sync {sync:.2f}s after the restart")
+        print(f"\n{victim}: controller SIGKILL: dead 1.0s, in sync {sync:.2f}s after the restart")
         updates(UPDATES)
 
         # ovs-vswitchd restarted: empty tables and conntrack until the controller is back.
-        node = lab.state.load()["nodes"][VICTIM]
+        record = lab.state.load()
+        node = record["fabric"] if victim == FABRIC_BRIDGE else record["nodes"][victim]
         ovs = OvsInstance(Path(node["rundir"]), netns=node["netns"])
         t0 = time.monotonic()
         kill_vswitchd(ovs)
@@ -132,7 +138,21 @@ def test_chaos(lab):
     for name, (a, b) in windows.items():
         print(f"{name}: longest gap without an echo TCP {_gap(out, 'tcp', a, b + 1):.2f}s, "
               f"UDP {_gap(out, 'udp', a, b + 1):.2f}s")
-    udp_lost = len(out.lost_before("udp", t_end))
+    echoed = sorted(out.echoed["udp"])
+    faults = [(a, b + 1) for a, b in windows.values()]
+    lost = out.lost_before("udp", t_end)
+
+    def around(n: int) -> tuple[float, float]:  # when the datagrams before and after n came back
+        return (max((t for m, t in echoed if m < n), default=0.0),
+                min((t for m, t in echoed if m > n), default=t_end))
+    in_faults = [n for n in lost if any(around(n)[0] <= b and around(n)[1] >= a for a, b in faults)]
+    calm = [(t_start, faults[0][0]), (faults[0][1], faults[1][0]), (faults[1][1], t_end)]
     print(f"{i} policy updates; TCP {len(out.echoed['tcp'])} lines, UDP {len(out.echoed['udp'])} datagrams "
-          f"echoed ({udp_lost} lost); denied prober: {denied['tries']} tries, {len(denied['passed'])} through")
+          f"echoed ({len(lost) - len(in_faults)} lost during the updates, {len(in_faults)} during the faults); "
+          f"longest gap during the updates TCP {max(_gap(out, 'tcp', a, b) for a, b in calm):.2f}s, "
+          f"UDP {max(_gap(out, 'udp', a, b) for a, b in calm):.2f}s; "
+          f"denied prober: {denied['tries']} tries, {len(denied['passed'])} through")
+    for n in lost[:3] + lost[-1:]:
+        print(f"  UDP {n} lost between echoes at {around(n)[0] - t_start:.2f}s and {around(n)[1] - t_start:.2f}s; "
+              f"faults at {[(round(a - t_start, 2), round(b - t_start, 2)) for a, b in faults]}")
     assert denied["tries"]["tcp"] > 50 and denied["passed"] == [], denied["passed"][:10]
