@@ -5,15 +5,23 @@ stay; `keep` keeps today's behaviour. Real traffic: tests/test_lab_conntrack.py.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flows import pipeline as P
 from flows.compiler import BridgeCompiler, compile_bridge
 from flows.ir import Bridge, Gateway, Isolation, PodPort, PortRange, Rule, RuleId
 from flows.recheck import LABEL_GENERATION
 from flows.simulate import Conntrack, Packet, Simulator
+from sdn.compile import compile_cluster
+from sdn.policy.evaluate import evaluate
+from sdn.policy.manifests import load_documents
+from sdn.verify import ClusterSimulator
+from tests.strategies import changed, clusters, probe_pool
 
 GW = Gateway(2, "0a:58:a9:fe:00:02", ("10.244.1.1",))
 A = PodPort("x/a", 10, "0a:58:0a:f4:01:02", ("10.244.1.2", "fd00::2"))
@@ -143,3 +151,42 @@ def test_the_recheck_flows_survive_text_and_wire():
         assert parse_flow(f.render()) == f
         assert decode_match(encode_match(f.match))[0] == f.match
         assert decode_instructions(encode_instructions(f.actions)) == f.actions
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+          print_blob=True)
+@given(g=clusters(), data=st.data())
+def test_after_any_change_an_established_connection_meets_the_new_verdict(g, data):
+    """Generated clusters and one change (a policy replaced, added or removed, a rule's ports or
+    peers, a relabelled pod or namespace), compiled with the hints a live controller keeps:
+    every connection the old tables allowed, kept in the bridges' conntrack, is delivered after
+    the change exactly when the evaluator allows it under the new objects, whichever direction
+    speaks first; and a cut connection stays cut."""
+    what, g2 = data.draw(changed(g), label="change")
+    (a, _), (b, _) = load_documents(g.documents()), load_documents(g2.documents())
+    before = compile_cluster(a)
+    after = compile_cluster(b, previous=before.programs)
+    old, new = ClusterSimulator(before), ClusterSimulator(after)
+    probes = data.draw(st.lists(st.sampled_from(probe_pool(g.documents() + g2.documents())), min_size=1,
+                                max_size=3, unique=True), label="probes")
+    pods = [p for p in sorted(a.pods.values(), key=lambda p: p.key) if p.ips]
+    problems = []
+    for port, proto in probes:
+        for src in pods:
+            for dst in pods:
+                tracks: dict = {}
+                if src is dst or not old.connect(src, dst, port, proto, tracks=tracks).delivered:
+                    continue
+                want = evaluate(b, b.pods[src.key], b.pods[dst.key], port, proto).allowed
+                answer_first = copy.deepcopy(tracks)
+                path = new.connect(src, dst, port, proto, tracks=tracks)
+                if path.delivered != want or (want and not path.reply_delivered):
+                    problems.append(f"{src.key} -> {dst.key} {port}/{proto}: opening side delivered "
+                                    f"{path.delivered}, reply {path.reply_delivered}, evaluator {want}")
+                answered, _ = new.answer(src, dst, port, proto, answer_first)
+                if answered != want:
+                    problems.append(f"{src.key} -> {dst.key} {port}/{proto}: the reply first delivered "
+                                    f"{answered}, evaluator {want}")
+                if not want and new.connect(src, dst, port, proto, tracks=answer_first).delivered:
+                    problems.append(f"{src.key} -> {dst.key} {port}/{proto}: cut, then through again")
+    assert not problems, f"after '{what}':\n" + "\n".join(problems[:15])
