@@ -95,18 +95,7 @@ def pipeline_flows(bridge: Bridge, enforce: bool, generation: int | None = None)
         add(P.EGRESS_DEFAULT, 0, [], [GotoTable(P.INGRESS_RULE)])
         add(P.INGRESS_RULE, 0, [], [GotoTable(P.INGRESS_DEFAULT)])
         add(P.INGRESS_DEFAULT, 0, [], [GotoTable(P.CONNTRACK_COMMIT)])
-        label = list(commit_label(generation))
-        if generation is not None:
-            out.extend(recheck_flows(generation))
-        for dl in (ETH_IP, ETH_IPV6):
-            add(P.CONNTRACK_COMMIT, 200, [st("+new+trk"), Match("dl_type", dl)],
-                [CT(zone=P.CT_ZONE, commit=True, exec=tuple(label)), GotoTable(P.OUTPUT)])
-            if gwp is not None:
-                for came in (P.FROM_NODE, P.FROM_GATEWAY):
-                    add(P.CONNTRACK_COMMIT, 210, [st("+new+trk"), Match("dl_type", dl), Match(P.REG_FROM, came)],
-                        [CT(zone=P.CT_ZONE, commit=True,
-                            exec=(*label, Load(P.CT_MARK_GATEWAY, FieldRef("ct_mark")))), GotoTable(P.OUTPUT)])
-        add(P.CONNTRACK_COMMIT, 0, [], [GotoTable(P.OUTPUT)])
+        out.extend(generation_flows(bridge, generation))
 
     routes = bridge.routes
     if bridge.mode == "fabric-node" and routes:
@@ -141,6 +130,29 @@ def pipeline_flows(bridge: Bridge, enforce: bool, generation: int | None = None)
             add(P.OUTPUT, 1, [Match("dl_type", dl)],
                 [Load(gw, FieldRef("dl_src")), Load(parse_mac(gwp.mac), FieldRef("dl_dst")), Output(gwp.ofport)])
     add(P.OUTPUT, 0, [])
+    return out
+
+
+GENERATION_TABLES = (P.CONNTRACK_RECHECK, P.CONNTRACK_COMMIT)
+
+
+def generation_flows(bridge: Bridge, generation: int | None) -> list[Flow]:
+    """The flows that carry the rule tables' generation (tables conntrack_recheck and
+    conntrack_commit, of an enforcing bridge): all that changes when only it changes."""
+    ck = P.cookie(P.KIND_PIPELINE, P.CONNTRACK_COMMIT)
+    gwp = bridge.gateway if bridge.mode == "host" else None
+    label = commit_label(generation)
+    new = Match("ct_state", *_ct("+new+trk"))
+    out = [] if generation is None else recheck_flows(generation)
+    for dl in (ETH_IP, ETH_IPV6):
+        out.append(Flow(P.CONNTRACK_COMMIT, 200, (new, Match("dl_type", dl)),
+                        (CT(zone=P.CT_ZONE, commit=True, exec=label), GotoTable(P.OUTPUT)), ck))
+        for came in (P.FROM_NODE, P.FROM_GATEWAY) if gwp is not None else ():
+            out.append(Flow(P.CONNTRACK_COMMIT, 210, (new, Match("dl_type", dl), Match(P.REG_FROM, came)),
+                            (CT(zone=P.CT_ZONE, commit=True,
+                                exec=(*label, Load(P.CT_MARK_GATEWAY, FieldRef("ct_mark")))),
+                             GotoTable(P.OUTPUT)), ck))
+    out.append(Flow(P.CONNTRACK_COMMIT, 0, (), (GotoTable(P.OUTPUT),), ck))
     return out
 
 

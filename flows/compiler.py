@@ -18,7 +18,7 @@ from bisect import insort
 from typing import Iterable, Sequence
 
 from flows import pipeline as P
-from flows.base_flows import pipeline_flows
+from flows.base_flows import GENERATION_TABLES, generation_flows, pipeline_flows
 from flows.bulk import gc_paused
 from flows.encoding import encoding, rule_dims, signature
 from flows.fields import full_mask
@@ -179,15 +179,21 @@ class BridgeCompiler:
         return None if self.bridge.existing_connections == KEEP else generation(self._tokens)
 
     def _set_pipeline(self, touch=None) -> None:
-        """The pipeline flows: made anew when empty, or when the judging tables' generation
-        changed (they carry it; in the same bundle as the change)."""
-        if self._pipeline and self._pipeline_generation == self.generation():
+        """The pipeline flows when there are none; when the judging tables' generation changed,
+        the flows that carry it (in the same bundle as the change)."""
+        gen, enforce = self.generation(), self.bridge.mode != "fabric-node"
+        if self._pipeline and (self._pipeline_generation == gen or not enforce):
             return
-        for k in list(self._pipeline) if touch else ():
-            touch(k)
-        self._pipeline.clear()
-        self._pipeline_generation = self.generation()
-        for f in pipeline_flows(self.bridge, self.bridge.mode != "fabric-node", self._pipeline_generation):
+        if self._pipeline:
+            new = generation_flows(self.bridge, gen)
+            for k in [k for k in self._pipeline if k[0] in GENERATION_TABLES]:
+                if touch:
+                    touch(k)
+                del self._pipeline[k]
+        else:
+            new = pipeline_flows(self.bridge, enforce, gen)
+        self._pipeline_generation = gen
+        for f in new:
             P.check_flow(f)
             if touch:
                 touch(f.key)
