@@ -214,3 +214,25 @@ def test_the_generation_follows_every_change_incrementally():
         assert node.compiler.generation() == _generation_of(node.compiler.program()), step
         seen.add(node.compiler.generation())
     assert len(seen) == len(steps) + 1  # each step changed what the judging tables hold
+
+
+def test_a_bad_existing_connections_setting_is_refused_everywhere(tmp_path):
+    from click.testing import CliRunner
+
+    from sdn.cli import main
+    from sdn.k8s.settings import SettingsError, parse_settings
+    from sdn.lab.lab import Lab, LabError
+    from sdn.lab.state import State
+    from sdn.switch.desired import LiveCompiler
+
+    assert parse_settings({"existingConnections": "keep"}).existing_connections == "keep"
+    with pytest.raises(SettingsError, match="sdn.yaml: existingConnections: must be enforce or keep"):
+        parse_settings({"existingConnections": "drop"}, "sdn.yaml")
+    res = CliRunner().invoke(main, ["controller", "-f", str(tmp_path), "--bridge", "n=unix:/nowhere",
+                                    "--existing-connections", "drop"])
+    assert res.exit_code == 2 and "--existing-connections" in res.output
+    with pytest.raises(LabError, match="--existing-connections must be enforce or keep") as e:
+        Lab(State(tmp_path / "lab")).up_docs([], existing_connections="drop")
+    assert e.value.exit_code == 2 and not (tmp_path / "lab").exists()
+    with pytest.raises(ValueError, match="--existing-connections"):
+        LiveCompiler("host", "drop")
