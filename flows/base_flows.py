@@ -10,6 +10,7 @@ from flows.fields import ETH_ARP, ETH_IP, ETH_IPV6, FieldRef, parse_mac, parse_v
 from flows.flow import CT, Flow, GotoTable, InPort, Load, Match, Move, Output
 from flows.ir import Bridge
 from flows.addrset import parse_cidr
+from flows.fabric_gateway import fabric_commit_flows, fabric_flows, fabric_node_flows
 from flows.matches import address_match
 from flows.recheck import commit_label, recheck_flows
 
@@ -96,6 +97,8 @@ def pipeline_flows(bridge: Bridge, enforce: bool, generation: int | None = None)
         add(P.INGRESS_RULE, 0, [], [GotoTable(P.INGRESS_DEFAULT)])
         add(P.INGRESS_DEFAULT, 0, [], [GotoTable(P.CONNTRACK_COMMIT)])
         out.extend(generation_flows(bridge, generation))
+        if bridge.mode == "fabric":
+            out += fabric_flows(bridge, generation)
 
     routes = bridge.routes
     if bridge.mode == "fabric-node" and routes:
@@ -104,6 +107,7 @@ def pipeline_flows(bridge: Bridge, enforce: bool, generation: int | None = None)
         up = routes[0].ofport
         for dl in (ETH_IP, ETH_IPV6):
             add(P.OUTPUT, 300, [Match(P.REG_FROM, 1), Match("dl_type", dl)], [Output(up)])
+        out += fabric_node_flows(bridge, up)
         routes = ()
     for pod in bridge.pods:
         for ip in pod.ips:
@@ -153,6 +157,8 @@ def generation_flows(bridge: Bridge, generation: int | None) -> list[Flow]:
                                 exec=(*label, Load(P.CT_MARK_GATEWAY, FieldRef("ct_mark")))),
                              GotoTable(P.OUTPUT)), ck))
     out.append(Flow(P.CONNTRACK_COMMIT, 0, (), (GotoTable(P.OUTPUT),), ck))
+    if bridge.mode == "fabric":
+        out += fabric_commit_flows(bridge, generation)
     return out
 
 

@@ -168,6 +168,19 @@ class Gateway:
     service_cidrs: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, order=True)
+class NodeGateway:
+    """Fabric mode: a node behind one of the fabric switch's links has a gateway port (its
+    fabric-node bridge sends what the port gives it up that link, marked). `addresses`: the
+    node's own; `pod_cidrs`: where its pods are (the node reaching them is always allowed)."""
+
+    link: int  # the fabric switch's ofport towards the node
+    node: str
+    addresses: tuple[str, ...]
+    pod_cidrs: tuple[str, ...]
+    service_cidrs: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Bridge:
     """The switch the tables are compiled for.
@@ -184,7 +197,8 @@ class Bridge:
     uplinks: tuple[int, ...] = ()  # ofports of tunnels / fabric links
     gateway_mac: str = "0a:58:0a:f4:00:01"
     mode: str = "host"
-    gateway: Gateway | None = None  # host mode only
+    gateway: Gateway | None = None  # host and fabric-node mode
+    node_gateways: tuple[NodeGateway, ...] = ()  # fabric mode
     # "enforce": established connections are judged again when the rule tables change
     # (flows/recheck.py); "keep": they skip the rule tables for good.
     existing_connections: str = "enforce"

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -318,24 +318,6 @@ def serve_http(agent: Agent, address: str, port: int) -> ThreadingHTTPServer:
 
 # ---- sdnctl agent ------------------------------------------------------------------------------
 
-def agent_source(settings: Settings, node: str, api_client: Any, http: tuple[str, int] | None,
-                 informer_options: dict | None = None):
-    """The controller's input source for a node: start the agent on the core; returns its
-    stop function (sdn.switch.controller.Options.source)."""
-    def start(core) -> Callable[[], None]:
-        agent = Agent(settings, node, api_client, core, informer_options).start()
-        server = serve_http(agent, *http) if http else None
-        if server is not None:
-            log.info("metrics, health and status on http://%s:%d/", *server.server_address[:2])
-
-        def stop() -> None:
-            agent.stop()
-            if server is not None:
-                server.shutdown()
-        return stop
-    return start
-
-
 def agent_command():
     import os
     import sys
@@ -358,6 +340,7 @@ def agent_command():
         """Watch the Kubernetes API and program this node's bridge (the DaemonSet's command)."""
         from sdn.k8s.connect import api_client
         from sdn.k8s.settings import SettingsError, load_settings
+        from sdn.sources.kubernetes import KubernetesSource
         from sdn.switch.controller import Options, run
         from sdn.switch.core import NodeSpec
         try:
@@ -370,11 +353,20 @@ def agent_command():
         except Exception as e:  # noqa: BLE001 - kubeconfig problems of every kind
             click.echo(f"error: cannot configure the Kubernetes client: {e}", err=True)
             sys.exit(2)
+        if settings.setup_node:
+            from sdn.agent_setup import setup_node
+            from sdn.node_setup import SetupError
+            try:
+                changes = setup_node(settings, client, node, listen or settings.openflow)
+            except SetupError as e:
+                click.echo(f"error: setting up node {node}: {e}", err=True)
+                sys.exit(e.code)
+            click.echo(f"node {node} set up: {'; '.join(changes) if changes else 'nothing to change'}", err=True)
         port = settings.metrics_port if metrics_port is None else metrics_port
         os.makedirs(os.path.dirname(control) or ".", exist_ok=True)
         opts = Options([], [NodeSpec(node, settings.ovsdb, settings.bridge)],
                        listen or settings.openflow, control, log_level=log_level, log_file=log_file,
                        enforce=settings.enforce, existing_connections=settings.existing_connections,
-                       source=agent_source(settings, node, client, (settings.metrics_address, port)))
+                       source=KubernetesSource(settings, node, client, (settings.metrics_address, port)))
         sys.exit(run(opts))
     return agent

@@ -95,9 +95,12 @@ existing_connections_option = click.option(
               help="A fabric switch (an OVS bridge standing in for a ToR or hypervisor switch) that "
                    "judges every rule of the cluster, matching addresses only: the same as "
                    "--bridge fabric[/BRIDGE]=OVSDB --enforce fabric.")
+@click.option("--settle", type=float, default=0.5, show_default=True, metavar="SECONDS",
+              help="How long a manifest modified in place must stay unchanged before it is read (a file "
+                   "renamed into place is read at once).")
 @existing_connections_option
 def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce, fabric,
-                   existing_connections):
+                   settle, existing_connections):
     """Program real Open vSwitch bridges from the manifests, through os-ken (OpenFlow 1.3).
 
     Each change goes to each bridge as one atomic bundle of only the difference; a restart
@@ -118,7 +121,7 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
     if not nodes:
         raise click.UsageError("no bridge to control: give --bridge NODE=OVSDB (repeatable) or --fabric OVSDB")
     sys.exit(run(Options(list(files), nodes, listen, control, poll, not no_configure, log_level, log_file,
-                         enforce, existing_connections)))
+                         enforce, existing_connections, settle=settle)))
 
 
 # ---- status --------------------------------------------------------------------------------
@@ -246,11 +249,20 @@ def flows_diff_cmd(node, bridge, control, output):
 
 # ---- trace --live --------------------------------------------------------------------------
 
+def _is_address(ref: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(ref)
+        return True
+    except ValueError:
+        return False
+
+
 def trace_live(src, dst, port, namespace, control, output) -> None:
     from sdn.cli_locate import Lab, lab_trace
     from sdn.switch.control import ControlError
     from sdn.switch.livetrace import LiveTraceError
-    key = lambda ref: ref if "/" in ref else f"{namespace}/{ref}"  # noqa: E731
+    key = lambda ref: ref if "/" in ref or _is_address(ref) else f"{namespace}/{ref}"  # noqa: E731
     target = _where(control)
     if isinstance(target, Lab):
         try:
@@ -272,6 +284,8 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
             c.print(f"  {line}")
         agree = "agrees" if doc["agree"] else "[red]DISAGREES[/red]"
         c.print(f"  semantic evaluator: {doc['evaluator']} ({agree})")
+        for line in doc.get("notes", []):
+            c.print(f"  [yellow]note:[/yellow] {escape(line)}")
         for hop in doc["hops"]:
             c.print(f"[bold]{hop['node']}[/bold] bridge {hop['bridge']} -> outputs {hop['outputs'] or 'none (dropped)'}")
             current = hop["bridge"]
@@ -284,6 +298,8 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
                     note = f"  [cyan]{escape(s['rule'])}[/cyan]"
                 elif "default_deny" in s:
                     note = f"  [red]default deny of {escape(s['default_deny']['pod'])}[/red]"
+                elif "role" in s:
+                    note = f"  [magenta]{escape(s['role'])}[/magenta]"
                 if s["miss"]:
                     c.print(f"  {s['table']:>3} {s['name']:<16} no match: drop")
                     continue

@@ -52,7 +52,7 @@ def _lab(ctx: click.Context, verbose: bool = False, say=None):
 
 
 def _run(fn, *args, **kwargs):
-    from sdn.lab.lab import LabError
+    from sdn.lab.base import LabError
     try:
         return fn(*args, **kwargs)
     except LabError as e:
@@ -205,15 +205,28 @@ def render_matrix(doc: dict, console: Console, check: bool) -> None:
 @click.option("--check", is_flag=True, help="Compare with the semantic evaluator; exit 1 on any difference.")
 @click.option("--timeout", default=0.5, show_default=True, type=click.FloatRange(0.05, 30),
               help="Seconds a probe waits before it counts as denied.")
+@click.option("--to-service", "services", multiple=True, metavar="NS/NAME",
+              help="Also probe this Service's ClusterIP from every pod (kubernetes mode). Repeatable.")
+@click.option("--external", is_flag=True, help="Also probe the external host from every pod.")
 @click.pass_context
-def matrix_cmd(ctx, ports, protocols, output, check, timeout):
-    """Probe every ordered pod pair in parallel: real TCP connects and UDP round trips."""
+def matrix_cmd(ctx, ports, protocols, output, check, timeout, services, external):
+    """Probe every ordered pod pair in parallel: real TCP connects and UDP round trips;
+    with --to-service / --external, also every pod to those destinations."""
+    from sdn.lab import matrix_targets as MT
     probes = [(p, proto.upper()) for proto in (protocols or ("TCP",)) for p in (ports or (80,))]
-    doc = _run(_lab(ctx).matrix, probes, timeout)
+    lab = _lab(ctx)
+    columns = [_run(MT.service_column, lab, s) for s in services]
+    if external:
+        columns.append(_run(MT.external_column, lab.state.load() or {}))
+    doc = _run(lab.matrix, probes, timeout)
+    if columns:
+        doc = _run(MT.add_columns, lab, doc, columns, timeout)
     if output == "json":
         click.echo(json.dumps(doc, indent=2))
     else:
         render_matrix(doc, _console(), check)
+        for m in doc["matrices"] if columns else ():
+            MT.render_columns(m, _console(), check, SYMBOL)
     if check and not all(m["agree"] for m in doc["matrices"]):
         sys.exit(1)
 
@@ -230,6 +243,10 @@ def status_cmd(ctx, output):
     c = _console()
     c.print(f"[bold]lab[/bold] {st['state_dir']} (prefix {st['prefix']}): {st['phase']}, enforce {st['enforce']}, "
             f"tunnel {st['tunnel']}, since {st['created']}")
+    sup = st.get("supervisor")
+    if sup:
+        c.print(f"  [bold]supervisor[/bold] " + (f"pid {sup['pid']}: restarts a dead agent (back-off 0.5s doubling, "
+                                                  f"at most 10s)" if sup["running"] else "[red]DOWN[/red]"))
     k8s = st.get("kubernetes")
     if k8s:
         cp = k8s["control_plane"]
@@ -250,6 +267,10 @@ def status_cmd(ctx, output):
                      f"{a.get('desired_generation')} realized/desired, {a.get('desired_flows')} flows")
         where = f"{n['address']}, pods {n['pod_cidr']}" if n.get("address") else "fabric switch"
         node_k8s = (k8s or {}).get("nodes", {}).get(n["name"])
+        if n.get("restarts"):
+            agent += f", [yellow]restarts {n['restarts']}[/yellow]"
+        elif "restarts" in n:
+            agent += ", restarts 0"
         if node_k8s:
             agent += "".join(f", {what.replace('_', '-')} {'running' if d['running'] else '[red]DOWN[/red]'}"
                              for what, d in node_k8s.items())

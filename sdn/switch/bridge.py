@@ -119,6 +119,10 @@ class BridgeAgent:
         # realized (the core purges the datapath flow cache there; see core.py).
         self.after_commit: Callable[[object], None] | None = None
         self.last_sync: dict | None = None
+        # Called with the flows read from the switch before the first plan against them; True
+        # when it gave this worker a new program meanwhile (the core compiles again with the
+        # hints they hold: sdn/switch/hints.py), which is then planned instead.
+        self.before_plan: Callable[[list], bool] | None = None
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name=f"bridge-{node}", daemon=True)
 
@@ -295,6 +299,9 @@ class BridgeAgent:
             installed = chan.read_flows(ch)
             self.counters.resyncs += 1
             log.info("%s: read %d installed flows in %.2fs", self.node, len(installed), time.monotonic() - started)
+            if self.before_plan is not None and self.before_plan(installed):
+                with self._cv:
+                    program, generation = self._program, self._generation
         read = time.monotonic()
         plan = reconcile.plan(installed if view is None else list(view.values()), program.flows)
         planned = time.monotonic()
@@ -302,36 +309,9 @@ class BridgeAgent:
                           "flows_read": len(installed) if view is None else None,
                           "read_seconds": round(read - started, 4), "plan_seconds": round(planned - read, 4),
                           "changes": plan.summary()}
-        if plan.empty:
-            self._succeeded(ch, program, generation, None)
-            return
-        result = chan.apply_plan(ch, plan)
-        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4),
-                       read_seconds=round(read - started, 4) if view is None else None,
-                       plan_seconds=round(planned - read, 4))
-        self.counters.flow_mods += result.messages
-        if result.committed:
-            self.counters.bundles += 1
-            s = plan.summary()
-            log.info("%s: bundle committed (generation %d): %d added, %d modified, %d deleted in %d messages, %.3fs%s",
-                     self.node, generation, s["add"], s["modify"], s["delete"], s["messages"], result.seconds,
-                     f"; removed flows of unknown cookies {', '.join(f'{c:#x}' for c in plan.delete_cookies)}"
-                     if plan.delete_cookies else "")
-            if self.after_commit is not None:
-                try:
-                    self.after_commit(plan)
-                except Exception:  # noqa: BLE001 - a hook must not undo a committed bundle
-                    log.exception("%s: after-commit hook failed", self.node)
-            self._succeeded(ch, program, generation, summary)
-            return
-        self.counters.failed_bundles += 1
-        for r in result.rejections[:10]:
-            flow = r.op.flow if r.op is not None else None
-            log.error("%s: switch rejected %s -- %s: %s", self.node,
-                      r.op.describe() if r.op else f"the bundle ({r.stage})",
-                      flow_origin(program, flow), r.error.name)
-        reason = f"bundle {'discarded' if result.discarded else 'not committed'}: {result.describe_failure()}"
-        self._failed(ch, reason, summary, discarded=True)
+        self._send(ch, program, generation, plan, started, {
+            "read_seconds": round(read - started, 4) if view is None else None,
+            "plan_seconds": round(planned - read, 4)})
 
     def _sync_diff(self, ch: chan.Channel, program: Program, generation: int, view: dict,
                    diff: dict) -> None:
@@ -352,19 +332,27 @@ class BridgeAgent:
         self.last_sync = {"generation": generation, "read": False, "flows_read": None, "read_seconds": 0.0,
                           "plan_seconds": round(planned - started, 4), "changes": plan.summary(),
                           "incremental": True}
+        self._send(ch, program, generation, plan, started, {
+            "read_seconds": None, "plan_seconds": round(planned - started, 4), "incremental": True}, diff)
+
+    def _send(self, ch: chan.Channel, program: Program, generation: int, plan: reconcile.Plan, started: float,
+              timing: dict, diff: dict | None = None) -> None:
+        """The tail of both syncs: nothing to send, or one bundle, committed (after-commit
+        hook, then realized) or rejected (each rejection logged with its policy rule)."""
         if plan.empty:
             self._succeeded(ch, program, generation, None, diff)
             return
         result = chan.apply_plan(ch, plan)
-        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4), read_seconds=None,
-                       plan_seconds=round(planned - started, 4), incremental=True)
+        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4), **timing)
         self.counters.flow_mods += result.messages
         if result.committed:
             self.counters.bundles += 1
             s = plan.summary()
-            log.info("%s: bundle committed (generation %d, incremental): %d added, %d modified, %d deleted in "
-                     "%d messages, %.3fs", self.node, generation, s["add"], s["modify"], s["delete"],
-                     s["messages"], result.seconds)
+            log.info("%s: bundle committed (generation %d%s): %d added, %d modified, %d deleted in %d messages, "
+                     "%.3fs%s", self.node, generation, ", incremental" if diff is not None else "", s["add"],
+                     s["modify"], s["delete"], s["messages"], result.seconds,
+                     f"; removed flows of unknown cookies {', '.join(f'{c:#x}' for c in plan.delete_cookies)}"
+                     if plan.delete_cookies else "")
             if self.after_commit is not None:
                 try:
                     self.after_commit(plan)

@@ -5,7 +5,7 @@ change (lab scripts: edit a manifest, `reload`, then `wait` for its generation).
 Requests ({"cmd": ..., ...}):
   status                      per bridge: connected, desired/realized generation, flow counts,
                               last error, last bundle; the inputs' errors
-  reload                      read the manifests now and recompile -> {"generation": G}
+  reload                      every source reads its input now (the manifests) -> {"generation": G}
   wait  [generation] [timeout]  until every bridge realized G (default: the current one)
   flows  node|bridge          the flows installed now, with counters, and the program's index
   diff   node|bridge          desired vs installed now: the bundle that would fix it (empty: in sync)

@@ -4,8 +4,9 @@ inputs, stop cleanly on SIGTERM/SIGINT.
 Start-up order matters (notes/os-ken.md): os_ken.base.app_manager first, then the
 configuration (listen address and port overridden, so os-ken opens no second, default
 listener), then the socket wrapper, then the apps. The main thread then runs the input loop:
-manifests are polled by mtime, OVSDB changes arrive from the monitors, and each change is
-recompiled and handed to the bridges.
+the source (sdn.sources: manifest files, polled; or the Kubernetes API, pushed) hands whole
+clusters to the core, OVSDB changes arrive from the monitors, and each change is compiled and
+handed to the bridges.
 
 Shutdown: os-ken's native hub threads cannot be killed and are not daemons (pitfall 2), so
 after our own parts have stopped -- control socket closed, each bridge's current operation
@@ -25,6 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from sdn.sources.base import Source
+from sdn.sources.files import SETTLE, FileSource
 from sdn.switch.control import DEFAULT_SOCKET, ControlServer
 from sdn.switch.core import ControllerCore, NodeSpec
 
@@ -45,9 +48,9 @@ class Options:
     log_file: str | None = None
     enforce: str = "host"
     existing_connections: str = "enforce"  # or "keep" (flows/recheck.py)
-    # Another input besides (or instead of) manifest files: called with the started core,
-    # returns a function that stops it (the Kubernetes agent, sdn.agent).
-    source: Callable[[object], Callable[[], None]] | None = None
+    # The input instead of manifest files (the Kubernetes API: sdn.sources.kubernetes).
+    source: Source | None = None
+    settle: float = SETTLE  # how long a manifest modified in place must rest before it is read
 
 
 class StartupError(RuntimeError):
@@ -197,9 +200,18 @@ def run(opts: Options) -> int:
             _check_tcp_free(*where)
         targets = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
                    for n in opts.nodes}
-        core = ControllerCore(opts.manifests, opts.nodes, targets, opts.enforce, opts.existing_connections)
-        control = ControlServer(core, opts.control).start()
+        core = ControllerCore(opts.nodes, targets, opts.enforce, opts.existing_connections)
     except (StartupError, OSError, ValueError) as e:
+        log.error("cannot start: %s", e)
+        return 1
+    # The source is attached before the control socket opens (a `reload` must find it) and
+    # started with the core, once os-ken listens.
+    source = opts.source or (FileSource(opts.manifests, opts.settle) if opts.manifests else None)
+    if source is not None:
+        core.attach(source)
+    try:
+        control = ControlServer(core, opts.control).start()
+    except OSError as e:
         log.error("cannot start: %s", e)
         return 1
 
@@ -223,18 +235,16 @@ def run(opts: Options) -> int:
         os._exit(1)
     log.info("listening for switches on %s; control socket %s; nodes %s", opts.listen, opts.control,
              ", ".join(f"{n.node}={n.ovsdb}" for n in opts.nodes))
-    core.start()
-    core.reload()
-    stop_source = None
-    if opts.source is not None:
-        try:
-            stop_source = opts.source(core)
-        except Exception as e:  # noqa: BLE001 - a source that cannot start is fatal
-            log.error("cannot start: %s", e)
-            control.stop()
-            core.stop()
-            logging.shutdown()
-            os._exit(1)
+    try:
+        core.start()
+    except Exception as e:  # noqa: BLE001 - a source that cannot start is fatal
+        log.error("cannot start: %s", e)
+        if source is not None:
+            source.stop()
+        control.stop()
+        core.stop()
+        logging.shutdown()
+        os._exit(1)
     while not stop.is_set():
         try:
             core.poll()
@@ -242,8 +252,8 @@ def run(opts: Options) -> int:
             log.exception("input loop")
         core.changed.wait(opts.poll)
         core.changed.clear()
-    if stop_source is not None:
-        stop_source()
+    if source is not None:
+        source.stop()
     control.stop()
     core.stop()
     if kind == "unix":

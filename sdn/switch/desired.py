@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from flows.compiler import Program
 from flows.flow import FlowDiff
-from flows.ir import Bridge, Gateway, PodPort, Route
+from flows.ir import Bridge, Gateway, NodeGateway, PodPort, Route
 from flows.recheck import ENFORCE as ENFORCE_EXISTING, EXISTING_CONNECTIONS
 from sdn.layout import FABRIC, GATEWAY_MAC, Layout, pod_mac
 from sdn.policy.model import Cluster, Pod
@@ -76,7 +76,18 @@ def fabric_bridge(cluster: Cluster, layout: Layout, view: BridgeView, placement:
                             f"sdn-node={node}); its pods are unreachable through the fabric")
             continue
         routes += [Route(cidr, links[node], None, node) for cidr in _cidrs(cluster, layout, node, placement)]
-    return Bridge(view.name, (), tuple(routes), tuple(sorted(links.values())), GATEWAY_MAC, "fabric")
+    gateways = []
+    for node, port in sorted(view.fabric_gateways().items()):
+        if node not in layout.nodes:
+            continue
+        addresses = node_addresses(cluster, node)
+        if not addresses:
+            problems.append(f"{FABRIC}: node {node} has a gateway port but no Node object with a pod CIDR or "
+                            f"address: traffic from the node is judged like any other")
+        gateways.append(NodeGateway(port.ofport, node, addresses, _cidrs(cluster, layout, node, placement),
+                                    port.service_cidrs))
+    return Bridge(view.name, (), tuple(routes), tuple(sorted(links.values())), GATEWAY_MAC, "fabric",
+                  node_gateways=tuple(gateways))
 
 
 def live_bridge(cluster: Cluster, layout: Layout, node: str, view: BridgeView,
@@ -100,7 +111,7 @@ def live_bridge(cluster: Cluster, layout: Layout, node: str, view: BridgeView,
                             f"{view.name}; its pods reach only each other")
             return Bridge(view.name, tuple(pods), (), (), GATEWAY_MAC, "fabric-node")
         return Bridge(view.name, tuple(pods), (Route("0.0.0.0/0", uplink, None, FABRIC),), (uplink,),
-                      GATEWAY_MAC, "fabric-node")
+                      GATEWAY_MAC, "fabric-node", node_gateway(cluster, node, view.gateway, problems))
     routes = []
     tunnel = view.tunnel_ofport
     if tunnel is not None:
@@ -118,19 +129,23 @@ def node_gateway(cluster: Cluster, node: str, port, problems: list[str]) -> Gate
     address of each of its pod CIDRs (the gateway port's) and its Node addresses."""
     if port is None:
         return None
-    info = cluster.nodes.get(node)
-    addresses = []
-    for cidr in (info.pod_cidrs if info else ()):
-        net = ipaddress.ip_network(cidr, strict=False)
-        addresses.append(str(net[1]))
-    addresses += list(info.addresses if info else ())
+    addresses = node_addresses(cluster, node)
     if not addresses:
         problems.append(f"{node}: gateway port {port.name} but no Node object with a pod CIDR or address: "
                         f"traffic from the node is judged like any other")
     if not port.mac:
         problems.append(f"{node}: gateway port {port.name} has no MAC in OVSDB; nothing is sent to the node")
         return None
-    return Gateway(port.ofport, port.mac, tuple(dict.fromkeys(addresses)), port.service_cidrs)
+    return Gateway(port.ofport, port.mac, addresses, port.service_cidrs)
+
+
+def node_addresses(cluster: Cluster, node: str) -> tuple[str, ...]:
+    """A node's own addresses: the first of each of its pod CIDRs (its gateway port's) and its
+    Node addresses."""
+    info = cluster.nodes.get(node)
+    addresses = [str(ipaddress.ip_network(cidr, strict=False)[1]) for cidr in (info.pod_cidrs if info else ())]
+    addresses += list(info.addresses if info else ())
+    return tuple(dict.fromkeys(addresses))
 
 
 class LiveCompiler:

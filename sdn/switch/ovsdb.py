@@ -61,6 +61,8 @@ class PortInfo:
     role: str | None = None  # external_ids:sdn-role: tunnel | fabric-uplink | fabric-link | gateway
     peer_node: str | None = None  # external_ids:sdn-node (a fabric link: the node behind it)
     service_cidrs: tuple[str, ...] = ()  # external_ids:sdn-service-cidrs (the gateway: ClusterIPs)
+    # external_ids:sdn-node-gateway=true (a fabric link: the node behind it has a gateway port)
+    node_gateway: bool = False
 
     @property
     def is_tunnel(self) -> bool:
@@ -99,6 +101,11 @@ class BridgeView:
         """The node's gateway port (external_ids sdn-role=gateway), when it has one."""
         ports = sorted((p for p in self.ports if p.role == "gateway" and p.ofport > 0), key=lambda p: p.ofport)
         return ports[0] if ports else None
+
+    def fabric_gateways(self) -> dict[str, PortInfo]:
+        """The fabric switch's links towards nodes that have a gateway port."""
+        return {p.peer_node: p for p in self.ports
+                if p.role == "fabric-link" and p.peer_node and p.ofport > 0 and p.node_gateway}
 
     def fabric_links(self) -> dict[str, int]:
         """The fabric switch's port towards each node."""
@@ -298,7 +305,8 @@ class OvsdbMonitor:
                                       pod_identity(ext), ext.get("attached-mac") or None,
                                       _ips(ext.get("ip", "") or ext.get("ip_address", "")),
                                       ext.get("sdn-role") or None, ext.get("sdn-node") or None,
-                                      tuple(c for c in (ext.get("sdn-service-cidrs") or "").split(",") if c)))
+                                      tuple(c for c in (ext.get("sdn-service-cidrs") or "").split(",") if c),
+                                      ext.get("sdn-node-gateway") == "true"))
         dpid = _scalar(br.datapath_id)
         return BridgeView(br.name, int(dpid, 16) if dpid else None, tuple(sorted(ports, key=lambda p: p.name)),
                           _scalar(br.fail_mode, "") or "", tuple(sorted(c.target for c in br.controller)),
