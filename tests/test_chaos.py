@@ -1,7 +1,7 @@
 """A bounded chaos run in the lab (host, fabric and kubernetes mode): a long-lived TCP
 connection and a UDP flow across nodes, and a prober whose new connections policy denies,
 through a stream of policy updates, a SIGKILL of the judging controller (the server node's
-agent, or the fabric switch's; started again as the lab starts it), a restart of that
+agent, or the fabric switch's; the lab's supervisor starts it again), a restart of that
 switch's ovs-vswitchd (empty tables, empty conntrack), and in kubernetes mode a kube-apiserver
 stop/start and an etcd compaction. Asserts: no line lost on the allowed TCP connection, no
 denied connection through (docs/controller.md names no window for any of these faults), every
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sdn import proc
+from sdn.lab import supervise
 from sdn.lab.lab import Lab
 from sdn.lab.nodes import FABRIC_BRIDGE
 from sdn.lab.state import State
@@ -82,18 +83,17 @@ def lab(request):
 
 
 def _kill_controller(lab: Lab) -> None:
-    """SIGKILL the judging switch's controller (agent), a second dead, then started again as
-    the lab starts it: the DaemonSet's agent in kubernetes mode, `sdnctl controller` else (the
-    lab's own start code: `sdnctl lab` has no restart command yet)."""
-    pid = lab.state.load()["controllers"][lab.victim]["pid"]
+    """SIGKILL the judging switch's controller (the agent in kubernetes mode); the lab's
+    supervisor starts it again, as a DaemonSet's restart policy would (sdn/lab/supervise.py).
+    The bridge keeps its flows meanwhile (fail_mode=secure)."""
+    ctl = lab.state.load()["controllers"][lab.victim]
+    pid = supervise.current_pid(lab.state, lab.victim, ctl)
     os.kill(pid, signal.SIGKILL)
-    while proc.alive(pid):
-        time.sleep(0.01)
-    time.sleep(1.0)  # the bridge keeps its flows meanwhile (fail_mode=secure)
-    if lab.mode == "kubernetes":
-        lab.kube().start_agent(lab.victim)
-    else:
-        lab._start_controllers(only=[lab.victim])
+    deadline = time.monotonic() + 30
+    while supervise.current_pid(lab.state, lab.victim, ctl) in (pid, None) or \
+            not proc.alive(supervise.current_pid(lab.state, lab.victim, ctl)):
+        assert time.monotonic() < deadline, "the supervisor did not restart the agent"
+        time.sleep(0.05)
 
 
 def _restart_vswitchd(lab: Lab) -> None:
