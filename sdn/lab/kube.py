@@ -160,7 +160,7 @@ class KubeMode(ObjectsMixin):
         for doc in dns.objects(self.cp.service_cidr, CLUSTER_DOMAIN):
             self.api(lambda r, d=doc: r.apply_manifest(d))
         self.info["dns"] = {"address": dns.cluster_dns_ip(self.cp.service_cidr), "domain": CLUSTER_DOMAIN}
-        self.lab._save()
+        self.lab.save()
         self.lab.log(f"cluster DNS: CoreDNS behind kube-system/kube-dns {self.info['dns']['address']}")
 
     def _spawn(self, name: str, argv: list[str]) -> int:
