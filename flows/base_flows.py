@@ -7,18 +7,22 @@ import ipaddress
 
 from flows import pipeline as P
 from flows.addrset import parse_cidr
-from flows.fabric_gateway import fabric_flows, fabric_node_flows
+from flows.fabric_gateway import fabric_commit_flows, fabric_flows, fabric_node_flows
 from flows.fields import ETH_ARP, ETH_IP, ETH_IPV6, FieldRef, parse_mac, parse_value
 from flows.flow import CT, Flow, GotoTable, InPort, Load, Match, Move, Output
 from flows.ir import Bridge
 from flows.matches import address_match
+from flows.recheck import commit_label, recheck_flows
 
 
 def _reg(name: str, start: int = 0, end: int | None = None) -> FieldRef:
     return FieldRef(name, start, end)
 
 
-def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
+def pipeline_flows(bridge: Bridge, enforce: bool, generation: int | None = None) -> list[Flow]:
+    """The fixed flows of `bridge`. `generation` (the rule tables' generation, see
+    flows/recheck.py): established connections of older generations are judged again; None:
+    established connections skip the rule tables for good (`--existing-connections keep`)."""
     ck = lambda table: P.cookie(P.KIND_PIPELINE, table)  # noqa: E731
     gw = parse_mac(bridge.gateway_mac)
     after_guard = P.CONNTRACK if enforce else P.OUTPUT
@@ -73,36 +77,28 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
         add(P.CONNTRACK, 0, [])
         st = lambda text: Match("ct_state", *_ct(text))  # noqa: E731
         add(P.CONNTRACK_STATE, 200, [st("+inv+trk")])
-        add(P.CONNTRACK_STATE, 190, [st("+est+trk")], [GotoTable(P.OUTPUT)])
+        established = P.OUTPUT if generation is None else P.CONNTRACK_RECHECK
+        unjudged = [] if generation is None else [Load(1, _reg(P.REG_UNJUDGED))]
+        add(P.CONNTRACK_STATE, 190, [st("+est+trk")], [GotoTable(established)])
         add(P.CONNTRACK_STATE, 180, [st("+rel+trk")], [GotoTable(P.OUTPUT)])
         if gwp is not None:
             # Replies of connections that came in through the gateway (what the node's service
             # proxy translated, what it forwards) go back to it, so it can undo its translation.
             add(P.CONNTRACK_STATE, 195, [st("+est+rpl+trk"), Match("ct_mark", P.CT_MARK_GATEWAY)],
-                [Load(1, _reg(P.REG_TO_GATEWAY)), GotoTable(P.OUTPUT)])
+                [Load(1, _reg(P.REG_TO_GATEWAY)), GotoTable(established)])
             add(P.CONNTRACK_STATE, 170, [st("+new+trk"), Match(P.REG_FROM, P.FROM_NODE)],
-                [GotoTable(P.CONNTRACK_COMMIT)])
+                [*unjudged, GotoTable(P.CONNTRACK_COMMIT)])
             for cidr in gwp.service_cidrs:
                 add(P.CONNTRACK_STATE, 165, [st("+new+trk"), *address_match(cidr, "dst")],
-                    [GotoTable(P.CONNTRACK_COMMIT)])
+                    [*unjudged, GotoTable(P.CONNTRACK_COMMIT)])
         add(P.CONNTRACK_STATE, 0, [], [GotoTable(P.EGRESS_RULE)])
         add(P.EGRESS_RULE, 0, [], [GotoTable(P.EGRESS_DEFAULT)])
         add(P.EGRESS_DEFAULT, 0, [], [GotoTable(P.INGRESS_RULE)])
         add(P.INGRESS_RULE, 0, [], [GotoTable(P.INGRESS_DEFAULT)])
         add(P.INGRESS_DEFAULT, 0, [], [GotoTable(P.CONNTRACK_COMMIT)])
-        label = [Move(_reg(P.REG_EGRESS_CONJ), FieldRef("ct_label", 0, 31)),
-                 Move(_reg(P.REG_INGRESS_CONJ), FieldRef("ct_label", 32, 63))]
-        for dl in (ETH_IP, ETH_IPV6):
-            add(P.CONNTRACK_COMMIT, 200, [st("+new+trk"), Match("dl_type", dl)],
-                [CT(zone=P.CT_ZONE, commit=True, exec=tuple(label)), GotoTable(P.OUTPUT)])
-            if gwp is not None:
-                for came in (P.FROM_NODE, P.FROM_GATEWAY):
-                    add(P.CONNTRACK_COMMIT, 210, [st("+new+trk"), Match("dl_type", dl), Match(P.REG_FROM, came)],
-                        [CT(zone=P.CT_ZONE, commit=True,
-                            exec=(*label, Load(P.CT_MARK_GATEWAY, FieldRef("ct_mark")))), GotoTable(P.OUTPUT)])
-        add(P.CONNTRACK_COMMIT, 0, [], [GotoTable(P.OUTPUT)])
+        out.extend(generation_flows(bridge, generation))
         if bridge.mode == "fabric":
-            out += fabric_flows(bridge)
+            out += fabric_flows(bridge, generation)
 
     routes = bridge.routes
     if bridge.mode == "fabric-node" and routes:
@@ -138,6 +134,31 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
             add(P.OUTPUT, 1, [Match("dl_type", dl)],
                 [Load(gw, FieldRef("dl_src")), Load(parse_mac(gwp.mac), FieldRef("dl_dst")), Output(gwp.ofport)])
     add(P.OUTPUT, 0, [])
+    return out
+
+
+GENERATION_TABLES = (P.CONNTRACK_RECHECK, P.CONNTRACK_COMMIT)
+
+
+def generation_flows(bridge: Bridge, generation: int | None) -> list[Flow]:
+    """The flows that carry the rule tables' generation (tables conntrack_recheck and
+    conntrack_commit, of an enforcing bridge): all that changes when only it changes."""
+    ck = P.cookie(P.KIND_PIPELINE, P.CONNTRACK_COMMIT)
+    gwp = bridge.gateway if bridge.mode == "host" else None
+    label = commit_label(generation)
+    new = Match("ct_state", *_ct("+new+trk"))
+    out = [] if generation is None else recheck_flows(generation)
+    for dl in (ETH_IP, ETH_IPV6):
+        out.append(Flow(P.CONNTRACK_COMMIT, 200, (new, Match("dl_type", dl)),
+                        (CT(zone=P.CT_ZONE, commit=True, exec=label), GotoTable(P.OUTPUT)), ck))
+        for came in (P.FROM_NODE, P.FROM_GATEWAY) if gwp is not None else ():
+            out.append(Flow(P.CONNTRACK_COMMIT, 210, (new, Match("dl_type", dl), Match(P.REG_FROM, came)),
+                            (CT(zone=P.CT_ZONE, commit=True,
+                                exec=(*label, Load(P.CT_MARK_GATEWAY, FieldRef("ct_mark")))),
+                             GotoTable(P.OUTPUT)), ck))
+    out.append(Flow(P.CONNTRACK_COMMIT, 0, (), (GotoTable(P.OUTPUT),), ck))
+    if bridge.mode == "fabric":
+        out += fabric_commit_flows(bridge, generation)
     return out
 
 

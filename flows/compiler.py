@@ -18,7 +18,7 @@ from bisect import insort
 from typing import Iterable, Sequence
 
 from flows import pipeline as P
-from flows.base_flows import pipeline_flows
+from flows.base_flows import GENERATION_TABLES, generation_flows, pipeline_flows
 from flows.bulk import gc_paused
 from flows.encoding import encoding, rule_dims, signature
 from flows.fields import full_mask
@@ -32,6 +32,7 @@ from flows.priorities import (
 from flows.program import (
     Program, RuleInfo, default_cookie, describe_rule, rule_cookie, rule_digest, sorted_flows,
 )
+from flows.recheck import KEEP, default_token, generation
 from flows.scope import scope_rule, scope_rules
 from flows.table import Key, Placed, RuleFlows
 
@@ -60,6 +61,7 @@ class BridgeCompiler:
         self._default_of: dict[tuple[str, str], Key] = {}  # (direction, address) -> flow key
         self._flows = RuleFlows(self._pipeline)
         self._local = bridge.local_addresses
+        self._tokens = 0  # XOR of the judging tables' tokens: their generation (flows/recheck.py)
         self._set_pipeline()
 
     # ---- reading -------------------------------------------------------------------------
@@ -132,6 +134,7 @@ class BridgeCompiler:
             everything[key] = iso
             if every or iso.address in local or key in default_of:  # most are other bridges' pods
                 self._set_default(key, iso, touch)
+        self._set_pipeline(touch)
         return None if before is None else self._diff(before)
 
     @gc_paused()
@@ -154,6 +157,7 @@ class BridgeCompiler:
             for key, iso in self._all_isolation.items():
                 if old_mode != bridge.mode or iso.address in moved:
                     self._set_default(key, iso, touch)
+        self._set_pipeline(touch)
         return self._diff(before)
 
     # ---- internals -----------------------------------------------------------------------
@@ -170,8 +174,26 @@ class BridgeCompiler:
                 modify.append(new)
         return FlowDiff(sorted_by_key(add), sorted_by_key(modify), sorted_by_key(delete))
 
+    def generation(self) -> int | None:
+        """The judging tables' generation (flows/recheck.py); None with `keep`."""
+        return None if self.bridge.existing_connections == KEEP else generation(self._tokens)
+
     def _set_pipeline(self, touch=None) -> None:
-        for f in pipeline_flows(self.bridge, self.bridge.mode != "fabric-node"):
+        """The pipeline flows when there are none; when the judging tables' generation changed,
+        the flows that carry it (in the same bundle as the change)."""
+        gen, enforce = self.generation(), self.bridge.mode != "fabric-node"
+        if self._pipeline and (self._pipeline_generation == gen or not enforce):
+            return
+        if self._pipeline:
+            new = generation_flows(self.bridge, gen)
+            for k in [k for k in self._pipeline if k[0] in GENERATION_TABLES]:
+                if touch:
+                    touch(k)
+                del self._pipeline[k]
+        else:
+            new = pipeline_flows(self.bridge, enforce, gen)
+        self._pipeline_generation = gen
+        for f in new:
             P.check_flow(f)
             if touch:
                 touch(f.key)
@@ -190,8 +212,10 @@ class BridgeCompiler:
             if touch:
                 touch(old)
             del self._defaults[old]
+            self._tokens ^= default_token(key)
         if iso is None or not self._enforces(iso):
             return
+        self._tokens ^= default_token(key)
         direction, address = key
         side = "src" if direction == EGRESS else "dst"
         table = P.EGRESS_DEFAULT if direction == EGRESS else P.INGRESS_DEFAULT
@@ -337,6 +361,7 @@ class BridgeCompiler:
                 self._flows.drop(old, touch)
         for s, _ in sorted(scoped, key=lambda x: x[0].id):
             placed = self._placed[s.id] = Placed(s, conj[s.id], prios[s.id])
+            self._tokens ^= placed.set_token()
             old = patch.get(s.id)
             if old is None:
                 self._flows.emit(placed, dims[s.id], kinds[s.id], touch)
@@ -347,6 +372,7 @@ class BridgeCompiler:
         """Take a rule out of its level and conj id; its flows stay (see _drop_flows)."""
         placed = self._placed.pop(rid, None)
         if placed is not None:
+            self._tokens ^= placed.token
             self._levels[placed.rule.direction].remove(level_of(placed.priority), placed.rule)
             self._conj_used.discard(placed.conj_id)
         return placed

@@ -14,6 +14,7 @@ from flows.fields import ETH_ARP, ETH_IP, ETH_IPV6, FieldRef, parse_mac, parse_v
 from flows.flow import CT, Flow, GotoTable, InPort, Load, Match, Move, Output
 from flows.ir import Bridge
 from flows.matches import address_match
+from flows.recheck import commit_label
 
 _LOW16 = 0xFFFF
 
@@ -55,8 +56,10 @@ def fabric_node_flows(bridge: Bridge, uplink: int) -> list[Flow]:
     return out
 
 
-def fabric_flows(bridge: Bridge) -> list[Flow]:
-    """The fabric switch's side, for every node behind a link that has a gateway port."""
+def fabric_flows(bridge: Bridge, generation: int | None = None) -> list[Flow]:
+    """The fabric switch's side, for every node behind a link that has a gateway port (its
+    commits: fabric_commit_flows). `generation` (flows/recheck.py): established packets go to
+    the re-check; None (`keep`): to output."""
     if not bridge.node_gateways:
         return []
     out: list[Flow] = []
@@ -89,17 +92,27 @@ def fabric_flows(bridge: Bridge) -> list[Flow]:
         services += [c for c in ng.service_cidrs if c not in services]
     for came in (P.FROM_NODE, P.FROM_GATEWAY):
         add(P.OUTPUT, 2, [Match(P.REG_FROM, came)])
+    established = P.OUTPUT if generation is None else P.CONNTRACK_RECHECK
+    unjudged = [] if generation is None else [Load(1, FieldRef(P.REG_UNJUDGED))]
     add(P.CONNTRACK_STATE, 195, [_st("+est+rpl+trk"), Match("ct_mark", P.CT_MARK_GATEWAY, _LOW16)],
-        [Move(FieldRef("ct_mark", 16, 31), FieldRef(P.REG_TO_GATEWAY, 0, 15)), GotoTable(P.OUTPUT)])
-    add(P.CONNTRACK_STATE, 170, [_st("+new+trk"), Match(P.REG_FROM, P.FROM_NODE)], [GotoTable(P.CONNTRACK_COMMIT)])
+        [Move(FieldRef("ct_mark", 16, 31), FieldRef(P.REG_TO_GATEWAY, 0, 15)), GotoTable(established)])
+    add(P.CONNTRACK_STATE, 170, [_st("+new+trk"), Match(P.REG_FROM, P.FROM_NODE)],
+        [*unjudged, GotoTable(P.CONNTRACK_COMMIT)])
     for cidr in services:
-        add(P.CONNTRACK_STATE, 165, [_st("+new+trk"), *address_match(cidr, "dst")], [GotoTable(P.CONNTRACK_COMMIT)])
-    label = [Move(FieldRef(P.REG_EGRESS_CONJ), FieldRef("ct_label", 0, 31)),
-             Move(FieldRef(P.REG_INGRESS_CONJ), FieldRef("ct_label", 32, 63))]
-    mark = [Move(FieldRef("in_port", 0, 15), FieldRef("ct_mark", 16, 31)),
-            Load(P.CT_MARK_GATEWAY, FieldRef("ct_mark", 0, 15))]
-    for dl in (ETH_IP, ETH_IPV6):
-        for came in (P.FROM_NODE, P.FROM_GATEWAY):
-            add(P.CONNTRACK_COMMIT, 210, [_st("+new+trk"), Match("dl_type", dl), Match(P.REG_FROM, came)],
-                [CT(zone=P.CT_ZONE, commit=True, exec=(*label, *mark)), GotoTable(P.OUTPUT)])
+        add(P.CONNTRACK_STATE, 165, [_st("+new+trk"), *address_match(cidr, "dst")],
+            [*unjudged, GotoTable(P.CONNTRACK_COMMIT)])
     return out
+
+
+def fabric_commit_flows(bridge: Bridge, generation: int | None) -> list[Flow]:
+    """The fabric switch's commits of connections from a node's stack (marked with the link
+    they came up), with the rule tables' generation (they are among the flows that carry it)."""
+    if not bridge.node_gateways:
+        return []
+    label = commit_label(generation)
+    mark = (Move(FieldRef("in_port", 0, 15), FieldRef("ct_mark", 16, 31)),
+            Load(P.CT_MARK_GATEWAY, FieldRef("ct_mark", 0, 15)))
+    return [Flow(P.CONNTRACK_COMMIT, 210, (_st("+new+trk"), Match("dl_type", dl), Match(P.REG_FROM, came)),
+                 (CT(zone=P.CT_ZONE, commit=True, exec=(*label, *mark)), GotoTable(P.OUTPUT)),
+                 P.cookie(P.KIND_PIPELINE, P.CONNTRACK_COMMIT))
+            for dl in (ETH_IP, ETH_IPV6) for came in (P.FROM_NODE, P.FROM_GATEWAY)]

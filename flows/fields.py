@@ -50,7 +50,20 @@ _DEFS = [
     FieldDef("conj_id", 32, "int", None),
     FieldDef("tun_dst", 32, "ipv4", "NXM_NX_TUN_IPV4_DST"),
     FieldDef("tun_id", 64, "hex", "NXM_NX_TUN_ID"),
-] + [FieldDef(f"reg{i}", 32, "hex", f"NXM_NX_REG{i}") for i in range(16)]
+] + [FieldDef(f"reg{i}", 32, "hex", f"NXM_NX_REG{i}") for i in range(16)] + [
+    # L4 ports as operands of move actions, one field per protocol as OVS names them there
+    # (matches keep the protocol-neutral tp_src/tp_dst). See L4_PORT_REFS.
+    FieldDef("tcp_sport", 16, "int", "NXM_OF_TCP_SRC"),
+    FieldDef("tcp_dport", 16, "int", "NXM_OF_TCP_DST"),
+    FieldDef("udp_sport", 16, "int", "NXM_OF_UDP_SRC"),
+    FieldDef("udp_dport", 16, "int", "NXM_OF_UDP_DST"),
+    FieldDef("sctp_sport", 16, "int", "OXM_OF_SCTP_SRC"),
+    FieldDef("sctp_dport", 16, "int", "OXM_OF_SCTP_DST"),
+]
+# move operand name -> (the packet field it reads and writes, the IP protocol it needs)
+L4_PORT_REFS = {"tcp_sport": ("tp_src", 6), "tcp_dport": ("tp_dst", 6),
+                "udp_sport": ("tp_src", 17), "udp_dport": ("tp_dst", 17),
+                "sctp_sport": ("tp_src", 132), "sctp_dport": ("tp_dst", 132)}
 
 FIELDS: dict[str, FieldDef] = {d.name: d for d in _DEFS}
 BY_NXM: dict[str, FieldDef] = {d.nxm: d for d in _DEFS if d.nxm}

@@ -199,6 +199,9 @@ class Bridge:
     mode: str = "host"
     gateway: Gateway | None = None  # host and fabric-node mode
     node_gateways: tuple[NodeGateway, ...] = ()  # fabric mode
+    # "enforce": established connections are judged again when the rule tables change
+    # (flows/recheck.py); "keep": they skip the rule tables for good.
+    existing_connections: str = "enforce"
 
     @property
     def local_addresses(self) -> frozenset[str]:

@@ -15,6 +15,8 @@ REG_SCRATCH = "reg4"  # ARP responder swap space
 REG_FROM = "reg0"  # 1: came from a local pod port; 2: from the node itself; 3: forwarded by it
 FROM_POD, FROM_NODE, FROM_GATEWAY = 1, 2, 3
 REG_TO_GATEWAY = "reg5"  # 1: a reply of a connection that came through the gateway: back to it
+REG_UNJUDGED = "reg6"  # 1: a new connection committed without the rule tables (node, Service)
+REG_SWAPPED = "reg7"  # 1: a reply swapped to be judged as its connection's opening packet
 CT_MARK_GATEWAY = 1  # ct_mark of connections that entered through the gateway port
 # Fabric mode: a fabric-node bridge sends what its gateway port gives it up to the fabric with
 # this destination MAC, and the fabric sends what is for a node's stack down with the other; on
@@ -54,7 +56,7 @@ class Table:
 
 
 CLASSIFIER, SPOOFGUARD, ARP_RESPONDER = 0, 10, 11
-CONNTRACK, CONNTRACK_STATE = 20, 21
+CONNTRACK, CONNTRACK_STATE, CONNTRACK_RECHECK = 20, 21, 22
 EGRESS_RULE, EGRESS_DEFAULT = 30, 31
 INGRESS_RULE, INGRESS_DEFAULT = 40, 41
 CONNTRACK_COMMIT, OUTPUT = 50, 60
@@ -79,11 +81,15 @@ TABLES: tuple[Table, ...] = (
           "Sends IP packets through connection tracking (zone 1)."),
     Table(CONNTRACK_STATE, "conntrack_state", frozenset({"ct_state", "ct_mark", "reg0", "nw_dst",
                                                          "ipv6_dst"}),
-          frozenset({EGRESS_RULE, CONNTRACK_COMMIT, OUTPUT}), False,
-          "Invalid packets drop; established and related ones skip the rule tables (replies of "
-          "connections that came through the gateway go back to it); new ones from the node "
-          "itself, or to a Service address (judged once translated), are not judged; other new "
-          "ones are."),
+          frozenset({EGRESS_RULE, CONNTRACK_RECHECK, CONNTRACK_COMMIT, OUTPUT}), False,
+          "Invalid packets drop; established ones go to the re-check (replies of connections "
+          "that came through the gateway marked to go back to it), related ones skip the rule "
+          "tables; new ones from the node itself, or to a Service address (judged once "
+          "translated), are not judged; other new ones are."),
+    Table(CONNTRACK_RECHECK, "conntrack_recheck", frozenset({"ct_state", "ct_label"}),
+          frozenset({EGRESS_RULE, OUTPUT}), False,
+          "Established connections judged by the current rule tables (or not judged at all) go "
+          "on; older ones are judged again, replies as the packet that opened them."),
     Table(EGRESS_RULE, "egress_rule", frozenset(_ADDR | _L4 | {"conj_id"}),
           frozenset({INGRESS_RULE, EGRESS_DEFAULT}), False,
           "Egress rules: conjunctions of peer (destination) x applied-to (source) x port; small rules as plain flows."),
@@ -96,9 +102,10 @@ TABLES: tuple[Table, ...] = (
     Table(INGRESS_DEFAULT, "ingress_default", frozenset({"nw_dst", "ipv6_dst"}),
           frozenset({CONNTRACK_COMMIT}), False,
           "Drops new connections to ingress-isolated pods that no ingress rule allowed."),
-    Table(CONNTRACK_COMMIT, "conntrack_commit", frozenset({"ct_state", "reg0"}), frozenset({OUTPUT}),
-          False,
-          "Commits allowed new connections, with the allowing conj ids in ct_label."),
+    Table(CONNTRACK_COMMIT, "conntrack_commit", frozenset({"ct_state", "reg0", "reg7"}),
+          frozenset({OUTPUT}), False,
+          "Commits allowed new connections, and re-judged ones again, with the allowing conj ids "
+          "and the rule tables' generation in ct_label."),
     Table(OUTPUT, "output", frozenset({"in_port", "nw_dst", "ipv6_dst", "reg0", "reg5"}), frozenset(),
           True,
           "L3 forwarding: local pods by address (MACs rewritten), other addresses by route."),

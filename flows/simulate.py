@@ -17,7 +17,17 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from flows.fields import CT_BITS, ETH_ARP, ETH_IP, ETH_IPV6, FIELDS, FieldRef, full_mask, parse_mac
+from flows.fields import (
+    CT_BITS,
+    ETH_ARP,
+    ETH_IP,
+    ETH_IPV6,
+    FIELDS,
+    L4_PORT_REFS,
+    FieldRef,
+    full_mask,
+    parse_mac,
+)
 from flows.flow import CT, Conjunction, Flow, GotoTable, InPort, Load, Move, Output
 
 MAX_STEPS = 64
@@ -131,10 +141,13 @@ class Conntrack:
         return self.marks.get(key, self.marks.get(_reverse(key), 0))
 
     def commit(self, packet: Packet, zone: int, label: int, mark: int = 0) -> None:
+        """Commit a new connection, or set the label and mark of the packet's existing one
+        (either direction), as ct(commit,exec(...)) does."""
         key = _conn_key(packet, zone)
-        if _reverse(key) not in self.entries:
-            self.entries[key] = label
-            self.marks[key] = mark
+        if _reverse(key) in self.entries:
+            key = _reverse(key)
+        self.entries[key] = label
+        self.marks[key] = mark
 
 
 @dataclass(frozen=True)
@@ -162,13 +175,26 @@ class Result:
         return None
 
 
+def _packet_field(packet: Packet, ref: FieldRef) -> FieldRef:
+    """A move operand as the packet field it touches (a port operand: tp_src/tp_dst, which
+    must be of its protocol, as OVS checks the prerequisites of a move)."""
+    port = L4_PORT_REFS.get(ref.field)
+    if port is None:
+        return ref
+    if packet.get("nw_proto") != port[1]:
+        raise RuntimeError(f"move of {ref.field} on a packet of IP protocol {packet.get('nw_proto')}")
+    return FieldRef(port[0], ref.start, ref.end if ref.end is not None else 15)
+
+
 def _set_bits(packet: Packet, ref: FieldRef, value: int) -> None:
+    ref = _packet_field(packet, ref)
     width_mask = full_mask(ref.width) << ref.start
     old = packet.get(ref.field) or 0
     packet.fields[ref.field] = (old & ~width_mask) | ((value << ref.start) & width_mask)
 
 
 def _get_bits(packet: Packet, ref: FieldRef) -> int:
+    ref = _packet_field(packet, ref)
     return ((packet.get(ref.field) or 0) >> ref.start) & full_mask(ref.width)
 
 

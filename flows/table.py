@@ -19,6 +19,7 @@ from flows.flow import Conjunction, Flow, GotoTable, Load, Match
 from flows.ir import INGRESS, Rule
 from flows.priorities import CompileError
 from flows.program import CLAUSE_COOKIE, RuleInfo, describe_rule, rule_cookie, rule_digest
+from flows.recheck import rule_token
 
 Key = tuple  # (table, priority, match)
 Touch = Callable[[Key], None] | None  # records a key's flow before its first change (or None)
@@ -37,6 +38,7 @@ class Placed:
     dims: Dims = field(default_factory=list)  # clause matches per dimension (conjunctions)
     kind: str = ""  # encoding(): "conj" or "plain"
     n_dims: int = 0
+    token: int = 0  # its share of the rule tables' generation (flows/recheck.py)
 
     @property
     def table(self) -> int:
@@ -45,6 +47,11 @@ class Placed:
     def info(self) -> RuleInfo:
         return RuleInfo(self.rule.id, self.conj_id, self.table, self.priority, rule_cookie(self.rule.id),
                         describe_rule(self.rule), not self.rule.matches_nothing, rule_digest(self.rule))
+
+    def set_token(self) -> int:
+        """Its share of the rule tables' generation: what it matches, where it is placed."""
+        self.token = rule_token(f"{self.rule.direction}|{self.priority}|{self.conj_id}|{rule_digest(self.rule)}")
+        return self.token
 
     def clause_actions(self) -> list[tuple[Key, Conjunction]]:
         """Every (clause flow key, conjunction action) this rule contributes."""

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from flows.fields import FIELDS, FieldRef
+from flows.fields import FIELDS, L4_PORT_REFS, FieldRef
 from flows.flow import CT, Conjunction, Flow, GotoTable, InPort, Load, Match, Move, Output
 from flows.ofp_errors import NX_VENDOR_ID, ONF_EXPERIMENTER, OFError, decode_error  # noqa: F401 - API
 
@@ -130,7 +130,18 @@ _DECODE.update({
 })
 
 
+# Port operands of move actions (fields.L4_PORT_REFS): OXM on the way out; OVS may answer
+# with the NXM_OF_* headers of TCP and UDP.
+_PORT_REFS = {name: _Field(name, OXM_BASIC, _L4[proto][field == "tp_dst"], 2)
+              for name, (field, proto) in L4_PORT_REFS.items()}
+_REF_DECODE = {(f.cls, f.code): f.name for f in _PORT_REFS.values()}
+_REF_DECODE.update({(NXM_0, 9): "tcp_sport", (NXM_0, 10): "tcp_dport", (NXM_0, 11): "udp_sport",
+                    (NXM_0, 12): "udp_dport"})
+
+
 def _field_for(name: str, proto: int | None) -> _Field:
+    if name in _PORT_REFS:
+        return _PORT_REFS[name]
     if name in ("tp_src", "tp_dst"):
         codes = _L4.get(proto or -1)
         if codes is None:
@@ -317,7 +328,7 @@ def _ref(header: int, start: int, width: int) -> FieldRef:
     known = _DECODE.get((cls, code))
     if known is None:
         raise WireError(f"unknown field header {header:#010x} in an action")
-    name = known[0]
+    name = _REF_DECODE.get((cls, code), known[0])
     bits = FIELDS[name].bits
     if start == 0 and width == bits:
         return FieldRef(name)

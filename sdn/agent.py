@@ -367,7 +367,7 @@ def agent_command():
         os.makedirs(os.path.dirname(control) or ".", exist_ok=True)
         opts = Options([], [NodeSpec(node, settings.ovsdb, settings.bridge)],
                        listen or settings.openflow, control, log_level=log_level, log_file=log_file,
-                       enforce=settings.enforce,
+                       enforce=settings.enforce, existing_connections=settings.existing_connections,
                        source=KubernetesSource(settings, node, client, (settings.metrics_address, port)))
         sys.exit(run(opts))
     return agent

@@ -63,6 +63,11 @@ def _ask(control: str | None, cmd: str, **args) -> dict:
 
 # ---- controller ----------------------------------------------------------------------------
 
+existing_connections_option = click.option(
+    "--existing-connections", type=click.Choice(["enforce", "keep"]), default="enforce", show_default=True,
+    help="enforce: a change that no longer allows an established connection cuts it (its next packet is "
+         "judged again); keep: established connections skip the rule tables for good.")
+
 @click.command("controller")
 @click.option("-f", "--filename", "files", multiple=True, metavar="FILE|DIR", required=True,
               help="Manifests to enforce (re-read when they change). Repeatable.")
@@ -88,8 +93,9 @@ def _ask(control: str | None, cmd: str, **args) -> dict:
 @click.option("--settle", type=float, default=0.5, show_default=True, metavar="SECONDS",
               help="How long a manifest modified in place must stay unchanged before it is read (a file "
                    "renamed into place is read at once).")
+@existing_connections_option
 def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce, fabric,
-                   settle):
+                   settle, existing_connections):
     """Program real Open vSwitch bridges from the manifests, through os-ken (OpenFlow 1.3).
 
     Each change goes to each bridge as one atomic bundle of only the difference; a restart
@@ -110,7 +116,7 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
     if not nodes:
         raise click.UsageError("no bridge to control: give --bridge NODE=OVSDB (repeatable) or --fabric OVSDB")
     sys.exit(run(Options(list(files), nodes, listen, control, poll, not no_configure, log_level, log_file,
-                         enforce, settle=settle)))
+                         enforce, existing_connections, settle=settle)))
 
 
 # ---- status --------------------------------------------------------------------------------

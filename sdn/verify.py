@@ -77,24 +77,34 @@ class ClusterSimulator:
         return False, hops
 
     def connect(self, src: Pod, dst: Pod, port: int, protocol: str, family: int = 4,
-                src_port: int = 40000) -> Path:
-        """A new connection from src to dst:port/protocol, and, if it got through, its reply."""
-        layout = self.compiled.layout
-        src_node, dst_node = layout.node_of(src), layout.node_of(dst)
-        src_ip = next(ip for ip in src.ips if (":" in ip) == (family == 6))
-        dst_ip = next(ip for ip in dst.ips if (":" in ip) == (family == 6))
-        tracks: dict[str, Conntrack] = {}
-        pkt = Packet.l4(protocol, in_port=layout.ofports[src_node][src.key], src_ip=src_ip,
-                        dst_ip=dst_ip, dst_port=port, src_port=src_port, src_mac=pod_mac(src),
-                        dst_mac=GATEWAY_MAC)
-        ok, hops = self._walk(src_node, pkt, dst, tracks)
+                src_port: int = 40000, tracks: dict[str, Conntrack] | None = None) -> Path:
+        """A connection from src to dst:port/protocol, and, if it got through, its reply.
+        `tracks`: the bridges' connection tracking (default: empty, a new connection); a caller
+        that keeps it across simulators of old and new tables sees what a change does to an
+        established connection."""
+        tracks = {} if tracks is None else tracks
+        ok, hops = self._walk(*self._packet(src, dst, port, protocol, family, src_port), dst, tracks)
         path = Path(ok, hops)
         if ok:
-            rep = Packet.l4(protocol, in_port=layout.ofports[dst_node][dst.key], src_ip=dst_ip,
-                            dst_ip=src_ip, dst_port=src_port, src_port=port, src_mac=pod_mac(dst),
-                            dst_mac=GATEWAY_MAC)
-            path.reply_delivered, path.reply_hops = self._walk(dst_node, rep, src, tracks)
+            path.reply_delivered, path.reply_hops = self.answer(src, dst, port, protocol, tracks, family, src_port)
         return path
+
+    def answer(self, src: Pod, dst: Pod, port: int, protocol: str, tracks: dict[str, Conntrack],
+               family: int = 4, src_port: int = 40000) -> tuple[bool, list[Hop]]:
+        """A packet from dst back to src on connect()'s 5-tuple, through `tracks`: delivered?"""
+        bridge, pkt = self._packet(dst, src, src_port, protocol, family, port)
+        return self._walk(bridge, pkt, src, tracks)
+
+    def _packet(self, src: Pod, dst: Pod, port: int, protocol: str, family: int,
+                src_port: int) -> tuple[str, Packet]:
+        """A packet from src's port to dst, and the bridge it enters."""
+        layout = self.compiled.layout
+        src_node = layout.node_of(src)
+        src_ip = next(ip for ip in src.ips if (":" in ip) == (family == 6))
+        dst_ip = next(ip for ip in dst.ips if (":" in ip) == (family == 6))
+        return src_node, Packet.l4(protocol, in_port=layout.ofports[src_node][src.key], src_ip=src_ip,
+                                   dst_ip=dst_ip, dst_port=port, src_port=src_port, src_mac=pod_mac(src),
+                                   dst_mac=GATEWAY_MAC)
 
     def _follow(self, bridge: str, packet: Packet, tracks: dict[str, Conntrack]) -> list[Hop]:
         """A packet through the bridges until it leaves them (or is dropped): the hops."""

@@ -71,7 +71,10 @@ _OSKEN_MATCH = {"in_port": "in_port", "dl_src": "eth_src", "dl_dst": "eth_dst", 
                 "ipv6_dst": "ipv6_dst", "arp_op": "arp_op", "arp_spa": "arp_spa", "arp_tpa": "arp_tpa",
                 "arp_sha": "arp_sha", "arp_tha": "arp_tha", "ct_state": "ct_state", "ct_zone": "ct_zone",
                 "ct_mark": "ct_mark", "ct_label": "ct_label", "conj_id": "conj_id", "tun_dst": "tun_ipv4_dst",
-                "tun_id": "tunnel_id", **{f"reg{i}": f"reg{i}" for i in range(16)}}
+                "tun_id": "tunnel_id", **{f"reg{i}": f"reg{i}" for i in range(16)},
+                # the port operands of move actions (flows.fields.L4_PORT_REFS)
+                "tcp_sport": "tcp_src", "tcp_dport": "tcp_dst", "udp_sport": "udp_src",
+                "udp_dport": "udp_dst", "sctp_sport": "sctp_src", "sctp_dport": "sctp_dst"}
 
 
 def _osken_value(name: str, value: int):

@@ -36,6 +36,7 @@ class Settings:
     tunnel: str = "geneve"
     mtu: int = 1450  # pod interfaces: 1500 minus the tunnel's overhead
     enforce: str = "host"  # host: each node judges its pods; fabric: one fabric bridge does
+    existing_connections: str = "enforce"  # enforce: a change cuts what it no longer allows; keep
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 9470  # /metrics, /healthz, /readyz, /status
     alpha_policies: bool = True  # watch the v1alpha1 CRD (deploy/crd-v1alpha1-networkpolicys.yaml)
@@ -92,6 +93,7 @@ def parse_settings(doc: object, origin: str = "<settings>") -> Settings:
     checks = [
         ("tunnel", s.tunnel in TUNNELS, f"one of {', '.join(TUNNELS)}"),
         ("enforce", s.enforce in ENFORCE, f"one of {', '.join(ENFORCE)}"),
+        ("existingConnections", s.existing_connections in ("enforce", "keep"), "enforce or keep"),
         ("metricsPort", 0 < s.metrics_port < 65536, "a port number"),
         ("mtu", 576 <= s.mtu <= 9000, "between 576 and 9000"),
         ("resyncSeconds", s.resync_seconds >= 0, "0 (off) or more"),

@@ -48,6 +48,8 @@ class LabAgents:
             argv += ["--bridge", b]
         if self.lab.record.get("enforce") == "fabric":
             argv += ["--enforce", "fabric"]
+        if self.lab.record.get("existing_connections", "enforce") != "enforce":
+            argv += ["--existing-connections", self.lab.record["existing_connections"]]
         return argv
 
     def start_controllers(self, only: list[str] | None = None) -> None:

@@ -28,13 +28,17 @@ class LabBringup:
         self.lab = lab
 
     def up(self, paths: list[str], enforce: str = "host", tunnel: str = "vxlan",
-           timeout: float = SYNC_TIMEOUT, kubernetes: bool = False) -> dict:
-        return self.up_docs(read_docs(paths), enforce, tunnel, timeout, kubernetes)
+           timeout: float = SYNC_TIMEOUT, kubernetes: bool = False,
+           existing_connections: str = "enforce") -> dict:
+        return self.up_docs(read_docs(paths), enforce, tunnel, timeout, kubernetes, existing_connections)
 
     def up_docs(self, docs: list[dict], enforce: str = "host", tunnel: str = "vxlan",
-                timeout: float = SYNC_TIMEOUT, kubernetes: bool = False) -> dict:
+                timeout: float = SYNC_TIMEOUT, kubernetes: bool = False,
+                existing_connections: str = "enforce") -> dict:
         if enforce not in ("host", "fabric"):
             raise LabError(f"--enforce must be host or fabric, not {enforce!r}", 2)
+        if existing_connections not in ("enforce", "keep"):
+            raise LabError(f"--existing-connections must be enforce or keep, not {existing_connections!r}", 2)
         if tunnel not in N.TUNNEL_TYPES:
             raise LabError(f"--tunnel must be one of {', '.join(N.TUNNEL_TYPES)}", 2)
         if kubernetes and enforce != "host":
@@ -70,7 +74,7 @@ class LabBringup:
                     f"{'; processes ' + ', '.join(map(str, procs[:5])) if procs else ''}); nothing changed. "
                     f"`sdnctl lab down` removes them")
             try:
-                self._up(docs, enforce, tunnel, timeout, kubernetes)
+                self._up(docs, enforce, tunnel, timeout, kubernetes, existing_connections)
             except BaseException as e:
                 self.lab.log(f"lab up failed: {e}; tearing down what was made")
                 try:
@@ -92,7 +96,8 @@ class LabBringup:
         except ManifestError as e:
             raise LabError(str(e), 2) from None
 
-    def _up(self, docs: list[dict], enforce: str, tunnel: str, timeout: float, kubernetes: bool = False) -> None:
+    def _up(self, docs: list[dict], enforce: str, tunnel: str, timeout: float, kubernetes: bool = False,
+            existing_connections: str = "enforce") -> None:
         plans = T.plan_nodes(docs)
         problems = T.check_nodes(plans)
         if problems:
@@ -110,6 +115,7 @@ class LabBringup:
         self.lab.record = {
             "version": 1, "prefix": self.lab.prefix, "state_dir": str(self.lab.state.dir), "phase": "starting",
             "created": now(), "enforce": enforce, "tunnel": tunnel,
+            "existing_connections": existing_connections,
             "underlay": {"netns": N.underlay_netns(self.lab.prefix),
                          "prefixlen": T.underlay_prefix([p.address for p in plans.values()])},
             "nodes": {}, "fabric": None, "pods": {}, "controllers": {},

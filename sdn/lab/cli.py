@@ -81,15 +81,19 @@ def lab_group(ctx: click.Context, state_dir: str) -> None:
 @click.option("--kubernetes", is_flag=True,
               help="A real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), "
                    "per node a kubelet stand-in, kube-proxy and the agent of deploy/; objects go through the API.")
+@click.option("--existing-connections", type=click.Choice(["enforce", "keep"]), default="enforce",
+              show_default=True,
+              help="enforce: a policy change cuts the established connections it no longer allows; "
+                   "keep: they skip the rule tables for good.")
 @timeout_option
 @click.option("-v", "--verbose", is_flag=True, help="Say what is being made.")
 @click.pass_context
-def up_cmd(ctx, files, enforce, tunnel, kubernetes, timeout, verbose):
+def up_cmd(ctx, files, enforce, tunnel, kubernetes, existing_connections, timeout, verbose):
     """Nodes, namespaces, pods and policies from manifests; returns when every bridge has its flows."""
     from sdn.cli_output import progress
     with progress("lab up: nodes, pods, agents") as say:
         lab = _lab(ctx, verbose, say)
-        res = _run(lab.up, list(files), enforce, tunnel, timeout, kubernetes)
+        res = _run(lab.up, list(files), enforce, tunnel, timeout, kubernetes, existing_connections)
     mode = ", kubernetes (`sdnctl lab kubectl get pods -A`)" if res.get("kubernetes") else ""
     click.echo(f"lab up: {len(res['nodes'])} node(s) ({', '.join(res['nodes'])}), {res['pods']} pod(s), "
                f"enforce {res['enforce']}{mode}, ready in {res['seconds']}s (state {lab.state.dir})")

@@ -182,6 +182,7 @@ class KubeMode(ObjectsMixin):
                          "tunnel": self.lab.record.get("tunnel", "vxlan"), "metricsAddress": "127.0.0.1",
                          "metricsPort": METRICS_PORT,
                          "ipamDataDir": str(Path(info["rundir"]) / "var/lib/cni/networks"),
+                         "existingConnections": self.lab.record.get("existing_connections", "enforce"),
                          "datapathType": "netdev", "clusterCIDR": self.info["cluster_cidr"],
                          "serviceCIDR": self.cp.service_cidr})
         return settings

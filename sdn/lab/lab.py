@@ -85,12 +85,14 @@ class Lab:
 
     # ------------------------------------------------------------------ what the CLI and tests use
     def up(self, paths: list[str], enforce: str = "host", tunnel: str = "vxlan",
-           timeout: float = SYNC_TIMEOUT, kubernetes: bool = False) -> dict:
-        return self.bringup.up(paths, enforce, tunnel, timeout, kubernetes)
+           timeout: float = SYNC_TIMEOUT, kubernetes: bool = False,
+           existing_connections: str = "enforce") -> dict:
+        return self.bringup.up(paths, enforce, tunnel, timeout, kubernetes, existing_connections)
 
     def up_docs(self, docs: list[dict], enforce: str = "host", tunnel: str = "vxlan",
-                timeout: float = SYNC_TIMEOUT, kubernetes: bool = False) -> dict:
-        return self.bringup.up_docs(docs, enforce, tunnel, timeout, kubernetes)
+                timeout: float = SYNC_TIMEOUT, kubernetes: bool = False,
+                existing_connections: str = "enforce") -> dict:
+        return self.bringup.up_docs(docs, enforce, tunnel, timeout, kubernetes, existing_connections)
 
     def cluster_cidr(self) -> str:
         return self.bringup.cluster_cidr()

@@ -48,6 +48,7 @@ class Options:
     log_level: str = "INFO"
     log_file: str | None = None
     enforce: str = "host"
+    existing_connections: str = "enforce"  # or "keep" (flows/recheck.py)
     # The input instead of manifest files (the Kubernetes API: sdn.sources.kubernetes).
     source: Source | None = None
     settle: float = SETTLE  # how long a manifest modified in place must rest before it is read
@@ -189,7 +190,7 @@ def run(opts: Options) -> int:
             _check_tcp_free(*where)
         targets: dict[str, tuple[str | None, Callable[[], None] | None]] = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
                    for n in opts.nodes}
-        core = ControllerCore(opts.nodes, targets, opts.enforce)
+        core = ControllerCore(opts.nodes, targets, opts.enforce, opts.existing_connections)
     except (StartupError, OSError, ValueError) as e:
         log.error("cannot start: %s", e)
         return 1

@@ -46,7 +46,7 @@ __all__ = ["ControllerCore", "NodeSpec"]
 class ControllerCore:
     def __init__(self, nodes: list[NodeSpec],
                  targets: dict[str, tuple[str | None, Callable[[], None] | None]] | None = None,
-                 enforce: str = "host"):
+                 enforce: str = "host", existing_connections: str = "enforce"):
         """`targets`: per node, the OpenFlow target to keep configured on its bridge (None:
         leave the bridge's configuration alone) and what to prepare when its OVSDB connects.
         `enforce`: "host" (each node's bridge judges its pods) or "fabric" (node bridges guard
@@ -56,7 +56,7 @@ class ControllerCore:
         if len({n.node for n in nodes}) != len(nodes):
             raise ValueError("a node is given twice with --bridge")
         self.enforce = enforce
-        self._live = LiveCompiler(enforce)  # the compiler state kept between changes
+        self._live = LiveCompiler(enforce, existing_connections)  # the compiler state kept between changes
         self.nodes = {n.node: n for n in nodes}
         self.targets = dict(targets or {})
         self.sources: list[Source] = []

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 from flows.compiler import Program
 from flows.flow import FlowDiff
 from flows.ir import Bridge, Gateway, NodeGateway, PodPort, Route
+from flows.recheck import ENFORCE as ENFORCE_EXISTING
+from flows.recheck import EXISTING_CONNECTIONS
 from sdn.layout import FABRIC, GATEWAY_MAC, Layout, pod_mac
 from sdn.policy.model import Cluster, Pod
 from sdn.switch.ovsdb import BridgeView
@@ -157,10 +159,14 @@ class LiveCompiler:
     the policies it can affect and only their flows; new manifests, or an OVSDB view that
     changed (a pod plugged in or out, a bridge appearing), build the engine again."""
 
-    def __init__(self, enforce: str = "host"):
+    def __init__(self, enforce: str = "host", existing_connections: str = ENFORCE_EXISTING):
         if enforce not in ("host", "fabric"):
             raise ValueError(f"enforce must be host or fabric, not {enforce!r}")
+        if existing_connections not in EXISTING_CONNECTIONS:
+            raise ValueError(f"--existing-connections must be one of {', '.join(EXISTING_CONNECTIONS)}, "
+                             f"not {existing_connections!r}")
         self.enforce = enforce
+        self.existing_connections = existing_connections
         self.engine: Engine | None = None
         self._views: dict[str, BridgeView | None] = {}
         self._views_key: tuple | None = None
@@ -169,7 +175,9 @@ class LiveCompiler:
 
     @staticmethod
     def _key(views: dict[str, BridgeView | None]) -> tuple:
-        return tuple(sorted((n, None if v is None else (v.name, v.datapath_id, v.pods(), v.tunnel_ofport))
+        return tuple(sorted((n, None if v is None else (v.name, v.datapath_id, v.pods(), v.tunnel_ofport,
+                                                         v.uplink_ofport, v.fabric_links(), v.gateway,
+                                                         v.fabric_gateways()))
                             for n, v in views.items()))
 
     def _placement(self, layout: Layout) -> dict[str, str]:
@@ -186,8 +194,10 @@ class LiveCompiler:
             return None
         placement = self._placement(layout)
         if self.enforce == "fabric" and name == FABRIC:
-            return fabric_bridge(cluster, layout, view, placement, self._problems)
-        return live_bridge(cluster, layout, name, view, placement, self._problems, self.enforce)
+            bridge = fabric_bridge(cluster, layout, view, placement, self._problems)
+        else:
+            bridge = live_bridge(cluster, layout, name, view, placement, self._problems, self.enforce)
+        return dataclasses.replace(bridge, existing_connections=self.existing_connections)
 
     def _with_address(self, obj):
         """A pod without an IP in the API gets the one OVSDB recorded (as with_ovsdb_addresses)."""
