@@ -286,7 +286,8 @@ class BridgeCompiler:
             return
         # Priorities: earlier placements and hints of unchanged rules first, then hints of
         # changed rules, then the rest (each group in rule order).
-        dims = {s.id: rule_dims(s) for s, _ in scoped}
+        dims = {s.id: rule_dims(s, (retired[s.id].rule, retired[s.id].dims) if s.id in retired else None)
+                for s, _ in scoped}
         kinds = {s.id: encoding(s, dims[s.id]) for s, _ in scoped}
 
         def order(item):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from flows import pipeline as P
-from flows.encoding import combinations
+from flows.encoding import Dims, combinations
 from flows.fields import FieldRef
 from flows.flow import Conjunction, Flow, GotoTable, Load, Match
 from flows.ir import INGRESS, Rule
@@ -22,7 +22,6 @@ from flows.program import CLAUSE_COOKIE, RuleInfo, describe_rule, rule_cookie, r
 
 Key = tuple  # (table, priority, match)
 Touch = Callable[[Key], None] | None  # records a key's flow before its first change (or None)
-Dims = list[list[tuple[Match, ...]]]
 _EMPTY: dict = {}
 
 
@@ -62,6 +61,17 @@ def _allow(placed: Placed) -> tuple:
     reg = P.REG_INGRESS_CONJ if ingress else P.REG_EGRESS_CONJ
     nxt = P.CONNTRACK_COMMIT if ingress else P.INGRESS_RULE
     return (Load(placed.conj_id, FieldRef(reg)), GotoTable(nxt))
+
+
+def _peer_changes(was_peers: tuple[str, ...], was: list, peers: tuple[str, ...], now: list) -> tuple[list, list]:
+    """The matches that left and joined a peers dimension (`was` made from `was_peers`, `now`
+    from `peers`), found on the peers' text: strings keep their hash, match tuples are hashed
+    anew each time. Only for peers made from address sets: canonical CIDRs, one per match."""
+    before, after = set(was_peers), set(peers)
+    gone, new = before - after, after - before
+    left = list(map(dict(zip(was_peers, was)).__getitem__, gone)) if gone else []
+    joined = list(map(dict(zip(peers, now)).__getitem__, new)) if new else []
+    return left, joined
 
 
 class RuleFlows:
@@ -202,10 +212,14 @@ class RuleFlows:
         # action, so only the matches that left or joined a dimension change.
         for k, (was, now) in enumerate(zip(old.dims, dims), 1):
             c = Conjunction(placed.conj_id, k, len(dims))
-            was_set, now_set = set(was), set(now)
-            for m in was_set - now_set:
+            if k == 1 and old.rule.made_peer_set() is not None and rule.made_peer_set() is not None:
+                left, joined = _peer_changes(old.rule.peers, was, rule.peers, now)
+            else:
+                was_set, now_set = set(was), set(now)
+                left, joined = list(was_set - now_set), list(now_set - was_set)
+            for m in left:
                 self._remove_clause((table, prio, m), c, touch)
-            for m in now_set - was_set:
+            for m in joined:
                 if m in self.hard.get(at, _EMPTY):
                     raise CompileError(f"clause flow of {rule.id} collides with a rule flow: "
                                        f"{Flow(table, prio, m)}")

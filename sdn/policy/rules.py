@@ -42,11 +42,26 @@ class ClusterIndex:
         # (namespace, pod selector or None for every pod). A pod change drops only the results
         # that read its namespace with a selector matching the pod's old or new labels; a
         # namespace change (or a new namespace) drops everything.
+        #
+        # Two kinds of results are not dropped but kept up to date: a peer's address set
+        # ("addr") is edited by the addresses of the pod that joined or left it (a pod flipping
+        # a label read by a selector spanning every namespace is one address out of thousands,
+        # not a new set), and a result computed again that equals the one it replaces keeps
+        # the old object, so whoever compares results by identity (RuleSet's translations)
+        # sees it unchanged.
         self._ids: dict[tuple, int] = {}  # memo key -> a small number (keys are big to hash)
+        self._keys: list[tuple] = []  # key id -> memo key
         self._memo: dict[int, object] = {}
         self._reads: dict[int, frozenset] = {}  # memo key id -> its (namespace, selector) pairs
         self._readers: dict[str, set[tuple]] = defaultdict(set)  # namespace -> {(key id, selector)}
         self._frames: list[set] = []  # what the results being computed have read so far
+        self._was: dict[int, object] = {}  # key id -> its result before a change dropped it
+        self._holders: dict[str, list[str]] = defaultdict(list)  # address -> keys of pods with it
+        if track:
+            for pods in self.by_ns.values():
+                for pod in pods.values():
+                    for ip in pod.ips:
+                        self._holders[ip].append(pod.key)
 
     @property
     def all_pods(self) -> list[Pod]:
@@ -73,12 +88,20 @@ class ClusterIndex:
         else:
             self._forget_readers(pod.namespace, old, new)
         if old is not None:
+            if self.track and old.key in self.by_ns.get(old.namespace, {}):
+                for ip in old.ips:
+                    self._holders[ip].remove(old.key)
+                    if not self._holders[ip]:
+                        del self._holders[ip]
             self.by_ns.get(old.namespace, {}).pop(old.key, None)
             self._sorted.pop(old.namespace, None)
         if new is not None:
             self._sorted.pop(new.namespace, None)
             if new.ips:
                 self.by_ns[new.namespace][new.key] = new
+                if self.track:
+                    for ip in new.ips:
+                        self._holders[ip].append(new.key)
             self.namespaces.setdefault(new.namespace, self.cluster.namespace(new.namespace).label_map)
 
     def put_namespace(self, name: str, labels: dict[str, str]) -> None:
@@ -87,23 +110,49 @@ class ClusterIndex:
 
     def _forget_all(self) -> None:
         self._ids.clear()
+        self._keys.clear()
         self._memo.clear()
         self._reads.clear()
         self._readers.clear()
+        self._was.clear()
 
     def _forget_readers(self, ns: str, old: Pod | None, new: Pod | None) -> None:
-        """Drop the results a pod change in `ns` can alter: those that read `ns` with a
-        selector matching the pod before or after."""
+        """Bring up to date the results a pod change in `ns` can alter, those that read `ns`
+        with a selector matching the pod before or after: peer address sets are edited, the
+        others dropped (computed again when asked for)."""
         readers = self._readers.get(ns)
         if not readers:
             return
         labels = [p.label_map for p in (old, new) if p is not None]
-        stale = {key for key, sel in readers
-                 if sel is None or any(sel.matches(lab) for lab in labels)}
-        for key in stale:
-            self._memo.pop(key, None)
-            for read in self._reads.pop(key, ()):
-                self._readers[read[0]].discard((key, read[1]))
+        stale: dict[int, object] = {}  # key id -> selector of one stale read
+        for kid, sel in readers:
+            if sel is None or any(sel.matches(lab) for lab in labels):
+                stale[kid] = sel
+        for kid, sel in stale.items():
+            if self._keys[kid][0] == "addr" and kid in self._memo:
+                self._memo[kid] = self._edited(kid, sel, old, new)
+                continue
+            value = self._memo.pop(kid, _MISSING)
+            if value is not _MISSING:
+                self._was[kid] = value
+            for read in self._reads.pop(kid, ()):
+                self._readers[read[0]].discard((kid, read[1]))
+
+    def _edited(self, kid: int, sel, old: Pod | None, new: Pod | None) -> AddressSet:
+        """The address set of a peer ("addr" result `kid`, pods matching `sel` in the
+        namespaces it read) after `old` became `new` (called before the index changes)."""
+        value: AddressSet = self._memo[kid]
+        left = set(old.ips) if old is not None and (sel is None or sel.matches(old.label_map)) else set()
+        joined = set(new.ips) if new is not None and (sel is None or sel.matches(new.label_map)) else set()
+        reads = self._reads[kid]
+        gone = []
+        for ip in left - joined:
+            others = (self.by_ns.get(k.partition("/")[0], {}).get(k) for k in self._holders.get(ip, ())
+                      if k != old.key)
+            if not any(p is not None and (p.namespace, sel) in reads and (sel is None or sel.matches(p.label_map))
+                       for p in others):  # no other pod of the set holds it (addresses reused)
+                gone.append(ip)
+        return value.changed(add=joined - left, remove=gone) if gone or joined - left else value
 
     def _read(self, ns: str, selector) -> None:
         """The result being computed depends on the pods of `ns` matching `selector`."""
@@ -121,6 +170,7 @@ class ClusterIndex:
         kid = self._ids.get(key)
         if kid is None:
             kid = self._ids[key] = len(self._ids)
+            self._keys.append(key)
         try:
             value = self._memo[kid]
             reads = self._reads[kid]
@@ -130,6 +180,9 @@ class ClusterIndex:
                 value = compute()
             finally:
                 reads = frozenset(self._frames.pop())
+            was = self._was.pop(kid, _MISSING)
+            if was is not _MISSING and was == value:
+                value = was
             self._memo[kid] = value
             self._reads[kid] = reads
             for ns, sel in reads:
@@ -200,7 +253,7 @@ def _compute_peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> 
             ns = policy.namespace if peer.namespace_selector is None else None
             parts.append(index.memo(("addr", ns, peer),
                                     lambda: AddressSet.of(_addresses(index.peer_pods(policy, peer)))))
-    return AddressSet.union(parts)
+    return parts[0] if len(parts) == 1 else AddressSet.union(parts)
 
 
 def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: int,
