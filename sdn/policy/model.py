@@ -14,6 +14,7 @@ Conventions, after ../shared/notes/networkpolicy.md:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping
 
 from flows.match import hash_once
@@ -215,9 +216,10 @@ class Policy:
     form: str = FORM_V1
     origin: str = ""  # file the object came from, for messages
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Stable identity used in cookies, traces and `flows show`: ns/name, form-qualified."""
+        """Stable identity used in cookies, traces and `flows show`: ns/name, form-qualified
+        (made once per policy: the rule set reads it for every policy an event touches)."""
         base = f"{self.namespace}/{self.name}"
         return base if self.form == FORM_V1 else f"{base}[{self.form}]"
 

@@ -11,7 +11,8 @@ the compiler gives overlapping parts different priorities.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from functools import lru_cache
+from typing import Iterable, NamedTuple
 
 from flows.addrset import AddressSet
 from flows.bulk import gc_paused
@@ -236,6 +237,16 @@ def _port_range(protocol: str, port: int | None, end: int | None) -> PortRange:
     return PortRange(protocol.lower(), port, end)
 
 
+@lru_cache(maxsize=1 << 16)
+def _ports(rule: PolicyRule) -> tuple[tuple[PortRange, ...], tuple[tuple[str, str], ...]]:
+    """A rule's numeric ports as IR port ranges, and its named ones as (name, protocol)
+    (remembered: the same rules are translated again at every event that touches them)."""
+    ports = rule.ports or ()
+    numeric = tuple(sorted({_port_range(p.protocol, p.port, p.end_port)
+                            for p in ports if not isinstance(p.port, str)}))
+    return numeric, tuple((p.port, p.protocol) for p in ports if isinstance(p.port, str))
+
+
 def _peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet | None:
     if rule.peers is None:
         return None
@@ -256,21 +267,17 @@ def _compute_peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> 
     return parts[0] if len(parts) == 1 else AddressSet.union(parts)
 
 
-def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: int,
-                   rule: PolicyRule, targets: list[Pod]) -> list[Rule]:
-    """The IR rules (parts) for one Kubernetes rule."""
+def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: int, rule: PolicyRule,
+                   targets: list[Pod], target_ips: frozenset[str], peers: AddressSet | None) -> list[Rule]:
+    """The IR rules (parts) for one Kubernetes rule, given its targets and its peer set."""
     ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
-    target_ips = index.selected_ips(policy)
-    peers = _peer_set(index, policy, rule)
 
     def rid(part: int) -> RuleId:
         return RuleId(policy.key, ir_dir, number, part)
 
     if rule.ports is None:
         return [Rule.of_sets(rid(0), target_ips, peers, None)]
-    numeric = tuple(sorted({_port_range(p.protocol, p.port, p.end_port)
-                            for p in rule.ports if not isinstance(p.port, str)}))
-    named = [(p.port, p.protocol) for p in rule.ports if isinstance(p.port, str)]
+    numeric, named = _ports(rule)
     # Part 0 carries the numeric ports; with only named ports it would match nothing.
     out = [Rule.of_sets(rid(0), target_ips, peers, numeric)] if numeric or not named else []
     if not named:
@@ -305,24 +312,51 @@ def isolating_directions(policy: Policy) -> list[str]:
     return [IR_INGRESS if d == INGRESS else IR_EGRESS for d in (INGRESS, EGRESS) if d in policy.policy_types]
 
 
-def policy_rules(index: ClusterIndex, policy: Policy, isolation: bool = True
-                 ) -> tuple[list[Rule], set[tuple[str, str]]]:
-    """The IR rules of one policy in force, and the (direction, address) pairs it isolates
-    (isolation=False: not computed, an empty set)."""
+def _reads_every_pod(direction: str, rule: PolicyRule) -> bool:
+    """An egress rule with named ports resolves them on every peer pod (see translate_rule)."""
+    return direction == EGRESS and any(isinstance(p.port, str) for p in rule.ports or ())
+
+
+class Translation(NamedTuple):
+    """One policy's IR rules, and what each of its Kubernetes rules' were made from.
+
+    The index hands out the same objects (target list, address sets) until their contents
+    change, so a Kubernetes rule whose targets and peer set are the objects of last time keeps
+    its IR rules as they were: a label flip read by 101 policies makes again only the rules
+    whose peer set changed."""
+
+    policy: Policy
+    targets: list[Pod]
+    target_ips: frozenset[str]
+    parts: tuple[tuple[AddressSet | None, tuple[Rule, ...]], ...]  # per Kubernetes rule in force
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [r for _, rules in self.parts for r in rules]
+
+
+def translate_policy(index: ClusterIndex, policy: Policy, previous: Translation | None = None) -> Translation:
+    """The IR rules of one policy in force; `previous` (its last translation) is returned
+    itself when nothing it was made from changed, and lends the rules that did not."""
     targets = index.selected(policy)
-    rules: list[Rule] = []
-    isolated: set[tuple[str, str]] = set()
+    target_ips = index.selected_ips(policy)
+    same = previous is not None and previous.policy is policy and previous.targets is targets \
+        and previous.target_ips is target_ips
+    parts = []
     for direction in (INGRESS, EGRESS):
-        if direction not in policy.policy_types:
-            continue
-        ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
-        if isolation:
-            isolated |= {(ir_dir, ip) for ip in index.selected_ips(policy)}
-        if not targets:
+        if direction not in policy.policy_types or not targets:
             continue
         for number, rule in enumerate(policy.rules(direction)):
-            rules.extend(translate_rule(index, policy, direction, number, rule, targets))
-    return rules, isolated
+            peers = _peer_set(index, policy, rule)
+            if same and previous.parts[len(parts)][0] is peers and not _reads_every_pod(direction, rule):
+                parts.append(previous.parts[len(parts)])
+            else:
+                made = translate_rule(index, policy, direction, number, rule, targets, target_ips, peers)
+                parts.append((peers, tuple(made)))
+                same = same and previous.parts[len(parts) - 1][1] == parts[-1][1]
+    if same and len(parts) == len(previous.parts):
+        return previous
+    return Translation(policy, targets, target_ips, tuple(parts))
 
 
 @gc_paused()
@@ -337,9 +371,9 @@ def cluster_rules(cluster: Cluster) -> tuple[list[Rule], list[Isolation]]:
     rules: list[Rule] = []
     groups: dict[tuple[str, int], tuple[str, list[Pod], list[str]]] = {}
     for policy in cluster.effective_policies():
-        prules, _ = policy_rules(index, policy, isolation=False)
-        rules.extend(prules)
-        targets = index.selected(policy)  # remembered: the list policy_rules used
+        translation = translate_policy(index, policy)
+        rules.extend(translation.rules)
+        targets = translation.targets
         for ir_dir in isolating_directions(policy):
             group = groups.get((ir_dir, id(targets)))
             if group is None:
