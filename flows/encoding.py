@@ -4,6 +4,7 @@ whether a conjunction or plain flows are the smaller encoding."""
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Sequence
 
 from flows.flow import Match
 from flows.ir import INGRESS, PortRange, Rule
@@ -90,3 +91,15 @@ def combinations(dims: list[list[tuple[Match, ...]]]) -> list[tuple[Match, ...]]
                     nxt.append(merged)
         out = nxt
     return [tuple(m.values()) for m in out]
+
+
+def cross_product_count(rules: Sequence[Rule]) -> int:
+    """How many flows the naive encoding (one flow per peer x target x port match) needs."""
+    total = 0
+    for r in rules:
+        if r.matches_nothing:
+            continue
+        peers = 1 if r.peers is None else len(r.peers)
+        ports = 1 if r.ports is None else len(port_matches(r.ports, families(r.targets)))
+        total += peers * len(r.targets) * ports
+    return total

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from flows.addrset import intervals_overlap
 from flows.ir import Rule, RuleId
@@ -211,43 +211,53 @@ def level_of(priority: int) -> int:
     return RULE_PRIORITY_TOP - priority
 
 
+def place_in_levels(levels_of: Callable[[Rule], Levels], wanted: Sequence[tuple[Rule, int | None]]
+                    ) -> dict[RuleId, int]:
+    """A priority per rule, taken in the given order: the wanted one while its level has room
+    for the rule, then, for the others, a level chosen for each (in `levels_of(rule)`)."""
+    out: dict[RuleId, int] = {}
+    homeless = []
+    for rule, prio in wanted:
+        levels = levels_of(rule)
+        if prio is not None and levels.fits(level_of(prio), rule):
+            levels.place(level_of(prio), rule)
+            out[rule.id] = prio
+        else:
+            homeless.append(rule)
+    for rule in homeless:
+        levels = levels_of(rule)
+        level = levels.choose(rule)
+        levels.place(level, rule)
+        out[rule.id] = priority_of(level)
+    return out
+
+
+def take_conj_ids(used: set[int], wanted: Sequence[tuple[RuleId, int | None]]) -> dict[RuleId, int]:
+    """A conj id per rule, taken in the given order and added to `used`: the wanted one if
+    free, then, for the others, a probed hash."""
+    out: dict[RuleId, int] = {}
+    for rid, cid in wanted:
+        if cid is not None and cid not in used:
+            out[rid] = cid
+            used.add(cid)
+    for rid, _ in wanted:
+        if rid not in out:
+            out[rid] = probe_conj_id(rid, used)
+            used.add(out[rid])
+    return out
+
+
 def assign_priorities(rules: Sequence[Rule], hint: dict[RuleId, int] | None = None) -> dict[RuleId, int]:
     """Priority per rule of one table. Rules keep their hinted priority while it stays valid,
     so unchanged rules keep their flows across recompiles."""
     levels = Levels()
-    out: dict[RuleId, int] = {}
-    pending = []
-    for rule in sorted(rules, key=lambda r: r.id):
-        prio = (hint or {}).get(rule.id)
-        level = None if prio is None else RULE_PRIORITY_TOP - prio
-        if level is not None and levels.fits(level, rule):
-            levels.place(level, rule)
-            out[rule.id] = prio
-        else:
-            pending.append(rule)
-    for rule in pending:
-        level = levels.choose(rule)
-        levels.place(level, rule)
-        out[rule.id] = RULE_PRIORITY_TOP - level
-    return out
+    return place_in_levels(lambda _: levels, [(r, (hint or {}).get(r.id)) for r in sorted(rules, key=lambda r: r.id)])
 
 
 def assign_conj_ids(ids: Iterable[RuleId], hint: dict[RuleId, int] | None = None) -> dict[RuleId, int]:
     """A 32-bit conj id per rule, unique on the bridge: a hash of the rule's identity, probed
     on collision in a stable order."""
-    out: dict[RuleId, int] = {}
-    used: set[int] = set()
-    ordered = sorted(set(ids))
-    for rid in ordered:
-        cid = (hint or {}).get(rid)
-        if cid is not None and cid not in used:
-            out[rid] = cid
-            used.add(cid)
-    for rid in ordered:
-        if rid not in out:
-            out[rid] = probe_conj_id(rid, used)
-            used.add(out[rid])
-    return out
+    return take_conj_ids(set(), [(rid, (hint or {}).get(rid)) for rid in sorted(set(ids))])
 
 
 def probe_conj_id(rid: RuleId, used: set[int]) -> int:
