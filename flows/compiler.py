@@ -34,7 +34,7 @@ from flows.program import (
     Program, RuleInfo, default_cookie, describe_rule, rule_cookie, rule_digest, sorted_flows,
 )
 from flows.scope import scope_rule, scope_rules
-from flows.table import Key, Placed, RuleFlows
+from flows.table import Joining, Key, Placed, RuleFlows
 
 
 class _Pending(NamedTuple):
@@ -327,8 +327,9 @@ class BridgeCompiler:
         """Give pending leads a priority and conj id and write their flows. Slots are kept
         while valid: the one a rule held or inherits, else its hint; unchanged rules (a slot,
         or a hint whose digest matches) are served first, each group in rule order. A retired
-        rule that comes back with its slot, encoding and number of dimensions is patched;
-        otherwise it loses its flows first (another rule may take over their keys)."""
+        rule that comes back with its slot, encoding and number of dimensions is patched (every
+        patch takes out before anything is put in); otherwise it loses its flows first
+        (another rule may take over their keys)."""
         def unchanged_first(p: _Pending) -> tuple:
             hint = self._hint_digest.get(p.rule.id)
             unchanged = p.slot is not None or (hint is not None and hint == rule_digest(p.rule))
@@ -342,7 +343,8 @@ class BridgeCompiler:
         dims = {p.rule.id: rule_dims(p.rule, (retired[p.rule.id].rule, retired[p.rule.id].dims)
                                      if p.rule.id in retired else None) for p in pending}
         kinds = {p.rule.id: encoding(p.rule, dims[p.rule.id]) for p in pending}
-        patch: dict[RuleId, Placed] = {}
+        placements = {p.rule.id: Placed(p.rule, conjs[p.rule.id], prios[p.rule.id]) for p in pending}
+        joining: dict[RuleId, Joining] = {}
         for p in pending:
             rid, old = p.rule.id, retired.get(p.rule.id)
             if old is None:
@@ -350,17 +352,15 @@ class BridgeCompiler:
             if ((prios[rid], conjs[rid], kinds[rid], len(dims[rid]))
                     == (old.priority, old.conj_id, old.kind, old.n_dims)
                     and not p.rule.matches_nothing and not old.rule.matches_nothing):
-                patch[rid] = old
+                joining[rid] = self._flows.patch_out(old, placements[rid], dims[rid], kinds[rid], touch)
             else:
                 self._flows.drop(old, touch)
-        for p in sorted(pending, key=lambda p: p.rule.id):
-            rid = p.rule.id
-            placed = self._placed[rid] = Placed(p.rule, conjs[rid], prios[rid])
-            old = patch.get(rid)
-            if old is None:
-                self._flows.emit(placed, dims[rid], kinds[rid], touch)
+        for rid in sorted(placements):
+            placed = self._placed[rid] = placements[rid]
+            if rid in joining:
+                self._flows.patch_in(placed, joining[rid], touch)
             else:
-                self._flows.patch(old, placed, dims[rid], kinds[rid], touch)
+                self._flows.emit(placed, dims[rid], kinds[rid], touch)
 
     def _retire(self, rid: RuleId) -> Placed | None:
         """Take a rule out of its level and conj id; its flows stay (see `_vacate`)."""

@@ -10,7 +10,7 @@ beyond the action itself: S3 puts ~320k conjunction actions on ~24k clause flows
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from flows import pipeline as P
 from flows.encoding import Dims, combinations
@@ -53,6 +53,14 @@ class Placed:
             c = Conjunction(self.conj_id, k, n)
             out += [((table, prio, m), c) for m in dim]
         return out
+
+
+class Joining(NamedTuple):
+    """What a patched rule puts in once every rule of its batch has taken out what leaves:
+    plain flows, and (clause match, conjunction action) pairs."""
+
+    hard: list[Flow]
+    clauses: list[tuple[tuple, Conjunction]]
 
 
 def _allow(placed: Placed) -> tuple:
@@ -188,9 +196,12 @@ class RuleFlows:
         for key, c in placed.clause_actions():
             self._remove_clause(key, c, touch)
 
-    def patch(self, old: Placed, placed: Placed, dims: Dims, kind: str, touch: Touch) -> None:
-        """Turn `old`'s flows into those `emit(placed, ...)` would write, touching only the
-        flows that differ (same priority, conj id, encoding and number of dimensions)."""
+    def patch_out(self, old: Placed, placed: Placed, dims: Dims, kind: str, touch: Touch) -> Joining:
+        """The first half of turning `old`'s flows into those `emit(placed, ...)` would write
+        (same priority, conj id, encoding and number of dimensions), touching only the flows
+        that differ: take out what leaves, and return what joins, for `patch_in`. Every rule
+        of a batch takes out before any rule puts in: a flow one rule leaves may be one that
+        another rule of the batch gets."""
         rule, prio, table = placed.rule, placed.priority, placed.table
         placed.kind, placed.n_dims = kind, len(dims)
         if kind == "plain":
@@ -202,14 +213,12 @@ class RuleFlows:
             have = set(old.hard)
             for key in have - want.keys():
                 self._del_hard(key, touch)
-            for key in want.keys() - have:
-                self._add_hard(placed, want[key], touch)
-            placed.hard = list(want)
-            return
+            placed.hard = [key for key in old.hard if key in want]
+            return Joining([want[key] for key in want.keys() - have], [])
         placed.dims = dims
-        at = (table, prio)
-        # Same priority, conj id and number of dimensions: dimension k keeps its conjunction
-        # action, so only the matches that left or joined a dimension change.
+        placed.hard = old.hard  # the conj_id flow: same priority, conj id and cookie
+        # Dimension k keeps its conjunction action: only the matches that left or joined it change.
+        clauses = []
         for k, (was, now) in enumerate(zip(old.dims, dims), 1):
             c = Conjunction(placed.conj_id, k, len(dims))
             if k == 1 and old.rule.made_peer_set() is not None and rule.made_peer_set() is not None:
@@ -219,15 +228,22 @@ class RuleFlows:
                 left, joined = list(was_set - now_set), list(now_set - was_set)
             for m in left:
                 self._remove_clause((table, prio, m), c, touch)
-            for m in joined:
-                if m in self.hard.get(at, _EMPTY):
-                    raise CompileError(f"clause flow of {rule.id} collides with a rule flow: "
-                                       f"{Flow(table, prio, m)}")
-                if touch:
-                    touch((table, prio, m))
-                self.built.get(at, {}).pop(m, None)
-                self.clauses.setdefault(at, {}).setdefault(m, set()).add(c)
-        placed.hard = old.hard  # the conj_id flow: same priority, conj id and cookie
+            clauses += [(m, c) for m in joined]
+        return Joining([], clauses)
+
+    def patch_in(self, placed: Placed, joining: Joining, touch: Touch) -> None:
+        """The second half of a patch: put in the flows and clause actions that join."""
+        for f in joining.hard:
+            self._add_hard(placed, f, touch)
+        table, prio = at = (placed.table, placed.priority)
+        for m, c in joining.clauses:
+            if m in self.hard.get(at, _EMPTY):
+                raise CompileError(f"clause flow of {placed.rule.id} collides with a rule flow: "
+                                   f"{Flow(table, prio, m)}")
+            if touch:
+                touch((table, prio, m))
+            self.built.get(at, {}).pop(m, None)
+            self.clauses.setdefault(at, {}).setdefault(m, set()).add(c)
 
 
-__all__ = ["Placed", "RuleFlows", "Key"]
+__all__ = ["Placed", "RuleFlows", "Key", "Joining"]
