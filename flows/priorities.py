@@ -52,7 +52,9 @@ class PeerIndex:
     WIDE = 16
 
     def __init__(self):
-        self.buckets: dict[tuple[int, int], list[tuple[int, int, Rule]]] = defaultdict(list)
+        # bucket -> the rules with peers in it, by identity: (rule, its intervals there), so a
+        # rule leaves a bucket in one step however many rules share it (S3: hundreds)
+        self.buckets: dict[tuple[int, int], dict[int, tuple[Rule, list[tuple[int, int]]]]] = defaultdict(dict)
         self.wide: list[tuple[int, int, int, Rule]] = []  # (family, lo, hi, rule)
         self.any: list[Rule] = []  # rules without peers: they overlap every rule
 
@@ -78,7 +80,12 @@ class PeerIndex:
         for fam, lo, hi, b0, b1 in self._intervals(rule):
             if b1 - b0 < self.WIDE:
                 for b in range(b0, b1 + 1):
-                    self.buckets[(fam, b)].append((lo, hi, rule))
+                    bucket = self.buckets[(fam, b)]
+                    entry = bucket.get(id(rule))
+                    if entry is None:
+                        bucket[id(rule)] = (rule, [(lo, hi)])
+                    else:
+                        entry[1].append((lo, hi))
             else:
                 self.wide.append((fam, lo, hi, rule))
 
@@ -89,11 +96,9 @@ class PeerIndex:
         for fam, lo, hi, b0, b1 in self._intervals(rule):
             if b1 - b0 < self.WIDE:
                 for b in range(b0, b1 + 1):
-                    entries = self.buckets.get((fam, b))
-                    if entries is not None:
-                        entries[:] = [e for e in entries if e[2] is not rule]
-                        if not entries:
-                            del self.buckets[(fam, b)]
+                    bucket = self.buckets.get((fam, b))
+                    if bucket is not None and bucket.pop(id(rule), None) is not None and not bucket:
+                        del self.buckets[(fam, b)]
         self.wide = [w for w in self.wide if w[3] is not rule]
 
     def overlapping(self, rule: Rule):
@@ -106,9 +111,14 @@ class PeerIndex:
                 if f == fam and wlo <= hi and lo <= whi:
                     yield other
             for b in range(b0, b1 + 1):
-                for elo, ehi, other in buckets.get((fam, b), ()):
-                    if elo <= hi and lo <= ehi:
-                        yield other
+                for other, intervals in buckets.get((fam, b), _NO_RULES).values():
+                    for elo, ehi in intervals:
+                        if elo <= hi and lo <= ehi:
+                            yield other
+                            break
+
+
+_NO_RULES: dict = {}
 
 
 class Levels:
