@@ -1,13 +1,13 @@
 # sdn-netpol: Kubernetes NetworkPolicy -> Open vSwitch flows.
 #
-#   make test    system packages for every test (root), venv, k8s, pytest -n auto
+#   make test    system packages for every test (root), venv, k8s, make lint, pytest -n auto
 #   make demo    the example cluster as a live lab: measured vs predicted matrix, flows (KEEP=1)
 #   make demo-k8s  the same through a real Kubernetes control plane (lab up --kubernetes)
-#   make k8s     build kube-apiserver & co. and etcd from the Go module proxy into a cache
+#   make k8s     build kube-apiserver & co., etcd and CoreDNS from the Go module proxy into a cache
 #                outside the repository (tools/build.sh; minutes when cold, then reused)
 #   make bench   run the benchmarks (QUICK=1: < 2 min; as root also OVN side by side, OVN=0: not)
 #   make vagrant-up / vagrant-down   the multi-node lab on VMs (vagrant/README.md; SDN_WORKERS=N)
-#   make lint    ruff if installed in the venv, else a byte-compile check
+#   make lint    ruff and mypy (pyproject.toml says which rules and why); make test runs it first
 #   make clean   remove the venv and caches
 #
 # The demo and the tests run their own private Open vSwitch daemons, each in a network namespace
@@ -39,7 +39,7 @@ APT_PACKAGES := $(DEMO_APT_PACKAGES) vagrant vagrant-libvirt ruby shellcheck ovn
 # What the kubernetes mode of the lab needs besides (`make demo-k8s`, tests/test_lab_k8s.py):
 # iptables and conntrack for kube-proxy in each node, openssl for the control plane's
 # certificates, util-linux for nsenter.
-K8S_APT_PACKAGES := iptables conntrack openssl util-linux
+K8S_APT_PACKAGES := iptables conntrack openssl util-linux curl
 # What `make bench` installs as root when missing (the OVN comparison on S3 and S5).
 BENCH_APT_PACKAGES := ovn-central ovn-host
 
@@ -54,11 +54,11 @@ all: test
 help:
 	@sed -n '3,10p' Makefile
 
-test: system-deps venv k8s
+test: system-deps venv k8s lint
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
-# The Kubernetes control plane the tests and `lab up --kubernetes` run: built once per release
-# (tools/k8s/go.mod, tools/etcd/go.mod) into $${XDG_CACHE_HOME:-~/.cache}/sdn-netpol/.
+# The Kubernetes control plane and the cluster DNS (CoreDNS) the tests and `lab up --kubernetes`
+# run: built once per release (tools/k8s/go.mod, tools/etcd/go.mod, tools/coredns/go.mod) into $${XDG_CACHE_HOME:-~/.cache}/sdn-netpol/.
 k8s:
 	@command -v go >/dev/null || { echo "make k8s needs Go >= 1.26 (it builds Kubernetes from the Go module proxy)" >&2; exit 1; }
 	@bash tools/build.sh >/dev/null
@@ -88,7 +88,7 @@ endef
 
 OVS_PROGRAMS := ovs-vswitchd ovsdb-server ovsdb-tool ovs-vsctl ovs-ofctl ovs-appctl ip ethtool
 
-K8S_PROGRAMS := iptables conntrack openssl nsenter
+K8S_PROGRAMS := iptables conntrack openssl nsenter curl
 
 system-deps:
 	$(call apt_install,$(APT_PACKAGES),$(OVS_PROGRAMS) $(K8S_PROGRAMS) vagrant ruby shellcheck ovn-northd ovn-controller ovn-nbctl ovn-sbctl curl)
@@ -112,7 +112,7 @@ $(STAMP): pyproject.toml
 	      $(PYTHON) -m venv $(VENV); \
 	    else exit 1; fi; }; \
 	fi
-	$(VPY) -m pip install $(PIP_FLAGS) -e '.[test]'
+	$(VPY) -m pip install $(PIP_FLAGS) -e '.[test,lint]'
 	@touch $@
 
 # ---------------------------------------------------------------- demo / bench / lint
@@ -149,7 +149,24 @@ demo-k8s: demo-root k8s-deps venv k8s
 	run lab kubectl get nodes -o wide || status=1; \
 	run lab kubectl get pods -A -o wide || status=1; \
 	run lab kubectl get networkpolicies -A || status=1; \
+	$(DEMO_SERVICES) \
 	$(DEMO_SHOW)
+
+# demo-k8s: a Service reached by its ClusterIP and by name (cluster DNS), the external host
+# reached from a pod; then a policy (examples-k8s/dns-only-egress.yaml) that leaves x/a only
+# DNS: the name still resolves, both connections are dropped; then the policy goes.
+DEMO_SERVICES = ext=$$($(SDNCTL) lab status -o json | $(VPY) -c 'import json,sys; print(json.load(sys.stdin)["external"]["address"])'); \
+	reach() { run lab exec x/a -- curl -sS -m 2 "$$@"; }; \
+	run lab kubectl apply -f examples-k8s/service.yaml || status=1; \
+	run lab kubectl get svc -n z web || status=1; \
+	for i in 1 2 3 4 5 6 7 8 9 10; do $(SDNCTL) lab exec x/a -- curl -s -m 1 -o /dev/null http://web.z:8080/ && break; sleep 1; done; \
+	for url in http://10.96.0.80:8080/ http://web.z:8080/ http://$$ext/; do reach $$url || status=1; done; \
+	run lab apply -f examples-k8s/dns-only-egress.yaml || status=1; \
+	run lab exec x/a -- getent hosts web.z || status=1; \
+	for url in http://10.96.0.80:8080/ http://web.z:8080/ http://$$ext/; do \
+	  if reach $$url; then status=1; else echo "(dropped: x/a may only ask the cluster DNS now)"; fi; done; \
+	run lab delete -f examples-k8s/dns-only-egress.yaml || status=1; \
+	run lab kubectl delete -f examples-k8s/service.yaml || status=1;
 
 # What the counters of `flows show` after the probes hold, and what the spoof guard dropped
 # before any probe (tests/lab_live.py captures it in a pod and counts it on the bridge).
@@ -192,13 +209,10 @@ bench: venv
 	  $$(if [ "$$(id -u)" = 0 ] && [ "$(OVN)" != 0 ] && command -v ovn-northd >/dev/null; then \
 	       echo --hook benchmarks.ovn:ovn_hook; fi) $(BENCH_ARGS)
 
+# ruff and mypy (the `lint` extra; their settings and the chosen rules are in pyproject.toml).
 lint: venv
-	@if $(VPY) -m ruff --version >/dev/null 2>&1; then \
-	  $(VPY) -m ruff check sdn flows tests; \
-	else \
-	  echo "ruff not installed in $(VENV): byte-compiling only"; \
-	  $(VPY) -m compileall -q sdn flows tests; \
-	fi
+	$(VPY) -m ruff check sdn flows tests benchmarks
+	$(VPY) -m mypy
 
 # ---------------------------------------------------------------- the lab on VMs (vagrant/)
 # One k3s control plane and SDN_WORKERS workers (default 2) with the provider Vagrant picks

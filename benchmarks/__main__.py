@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks import cli_startup, manifest, report
 from benchmarks.scenarios import BUILDERS, DEFAULT_SEED, FULL_SCALES, QUICK_SCALES
@@ -133,7 +134,7 @@ def run_worker(name: str, scale: float, args, cfg: dict, out: Path, profile: boo
         proc.wait()
         timed_out = f"killed after the {cfg['timeout']:g} s timeout"
     wall = time.perf_counter() - t0
-    res = json.loads(json_path.read_text()) if json_path.exists() else {"scenario": name, "scale": scale,
+    res: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {"scenario": name, "scale": scale,
                                                                          "stages": {}, "errors": {}}
     json_path.unlink(missing_ok=True)
     if timed_out:

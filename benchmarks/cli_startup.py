@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 HELP_TARGET_S = 0.2
@@ -46,7 +47,7 @@ def measure(runs: int = 7) -> dict:
 def target_rows(meta: dict | None) -> list[dict]:
     """The start-up target row of results.md: `sdnctl --help` median under 0.2 s."""
     st = (meta or {}).get("cli_startup") or {}
-    row = {"target": "CLI start-up: `sdnctl --help`, a fresh process (median)", "scenario": "-",
+    row: dict[str, Any] = {"target": "CLI start-up: `sdnctl --help`, a fresh process (median)", "scenario": "-",
            "target_text": f"< {HELP_TARGET_S:g} s"}
     h, c = st.get("help") or {}, st.get("compile") or {}
     if "median_s" in h:

@@ -26,14 +26,15 @@ change the cluster (later hooks share it).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-HOOKS: dict[str, Callable[["HookContext"], dict]] = {}
+HOOKS: dict[str, Callable[[HookContext], dict]] = {}
 
 
 def register(name: str):
-    def deco(fn: Callable[["HookContext"], dict]):
+    def deco(fn: Callable[[HookContext], dict]):
         HOOKS[name] = fn
         return fn
     return deco

@@ -97,6 +97,7 @@ def run(n_flows: int, rounds: int, keep: bool = False, restart: bool = True) -> 
     ns = f"sdnbench{int(time.time()) % 100000}"
     ovs = OvsInstance(work / "ovs", netns=ns)
     ctl = None
+    log = None
     try:
         ovs.start()
         ovs.add_bridge(BRIDGE, dpid=0xBE01)
@@ -111,7 +112,7 @@ def run(n_flows: int, rounds: int, keep: bool = False, restart: bool = True) -> 
         mdir.mkdir()
         (mdir / "bench.json").write_text(json.dumps(manifests(n_flows)))
         control = str(work / "ctl.sock")
-        log = open(work / "controller.log", "w")
+        log = open(work / "controller.log", "w")  # noqa: SIM115 - both controllers write to it; closed below
         started = time.monotonic()
         ctl = subprocess.Popen([sys.executable, "-m", "sdn.cli", "controller", "-f", str(mdir),
                                 "--bridge", f"node-1={ovs.db_remote}", "--listen", f"unix:{work}/of.sock",
@@ -179,6 +180,8 @@ def run(n_flows: int, rounds: int, keep: bool = False, restart: bool = True) -> 
                 ctl.wait(30)
             except subprocess.TimeoutExpired:
                 ctl.kill()
+        if log is not None:
+            log.close()
         ovs.stop()
         if keep:
             print(f"kept {work} (controller.log, flows.txt, manifests)")

@@ -193,8 +193,6 @@ def _ours_cold(ours, ch, bridge, rules, isolation, rounds: int):
     base_keys = {f.key: f for f in base.flows}
     total, comp, bundle = [], [], []
     for k in range(rounds):
-        if k:
-            send(reconcile.plan_diff(diff(prog.flows, base.flows), {f.key: f for f in prog.flows}), "removal")
         t0 = time.perf_counter()
         compiler = BridgeCompiler(bridge)
         compiler.update(upsert=rules, isolate=isolation, diff=False)
@@ -205,6 +203,8 @@ def _ours_cold(ours, ch, bridge, rules, isolation, rounds: int):
         total.append(time.perf_counter() - t0)
         comp.append(t1 - t0)
         bundle.append(total[-1] - comp[-1])
+        if k < rounds - 1:
+            send(reconcile.plan_diff(diff(prog.flows, base.flows), {f.key: f for f in prog.flows}), "removal")
     return prog, {"seconds": round(_median(total), 4), "rounds": [round(x, 4) for x in total],
                   "compile_seconds": round(_median(comp), 4), "bundle_seconds": round(_median(bundle), 4),
                   "bundle_messages": plan.messages, "flows": len(ours.flow_lines(OUR_BRIDGE)),
@@ -218,7 +218,8 @@ def _incremental(ovn: OvnStack, ids: NB.Uuids, state: NB.NbState, ch, engine, fo
 
     installed = {f.key: f for f in engine.program(focus).flows}
     cur = state
-    samples, tried = [], 0
+    samples: list[dict] = []
+    tried = 0
 
     def event(pod) -> dict | None:
         nonlocal cur
@@ -239,11 +240,11 @@ def _incremental(ovn: OvnStack, ids: NB.Uuids, state: NB.NbState, ch, engine, fo
                            engine.ruleset.all_isolation())
         ops, recs = NB.diff_ops(cur, new, ids)
         t3 = time.perf_counter()
-        res = ovn.nb.transact(ops)
+        replies = ovn.nb.transact(ops)
         t4 = time.perf_counter()
         sync = ovn.wait_hv(timeout=600)
         t5 = time.perf_counter()
-        NB.record(ids, recs, res)
+        NB.record(ids, recs, replies)
         cur = new
         return {"pod": pod.key, "ours_s": t2 - t0, "engine_s": t1 - t0, "flow_diff": len(d),
                 "ovn_s": t5 - t3, "nb_transaction_s": t4 - t3, "wait_hv_s": sync, "nb_operations": len(ops)}
@@ -323,7 +324,7 @@ def compare(cluster, rules, isolation, layout, focus: str, *, events: int = 10, 
         for stop in (ovn.stop, ours.stop):
             try:
                 stop()
-            except Exception as e:  # keep stopping the other
+            except Exception as e:  # noqa: BLE001 - keep stopping the other
                 errors.append(e)
         if keep:
             print(f"kept {work} (daemon logs, databases)", file=sys.stderr)

@@ -149,7 +149,7 @@ class OvnStack:
         return env
 
     def run(self, *argv: str, timeout: float | None = None, in_netns: bool = False) -> str:
-        prefix = ["ip", "netns", "exec", self.ovs.netns] if in_netns else []
+        prefix = ["ip", "netns", "exec", str(self.ovs.netns)] if in_netns else []
         return run_cmd(prefix + [str(a) for a in argv], env=self.env, timeout=timeout or self.timeout).stdout
 
     def _daemon(self, name: str, argv: list[str], in_netns: bool = False, unixctl: bool = True) -> None:
@@ -203,7 +203,7 @@ class OvnStack:
         except BaseException:
             try:
                 self.stop()
-            except Exception:  # keep the original error
+            except Exception:  # noqa: BLE001 - keep the original error
                 pass
             raise
         return self

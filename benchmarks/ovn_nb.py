@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from flows.ir import EGRESS, INGRESS, Bridge, Isolation, PortRange, Rule
 
@@ -82,7 +83,7 @@ def l4_matches(ports: tuple[PortRange, ...] | None) -> list[str]:
             out.append(proto)
             continue
         terms = []
-        singles = sorted({p.start for p in prs if p.start == p.end})
+        singles = sorted({p.start for p in prs if p.start is not None and p.start == p.end})
         if len(singles) == 1:
             terms.append(f"{proto}.dst == {singles[0]}")
         elif singles:
@@ -133,9 +134,9 @@ def translate(bridge: Bridge, rules: list[Rule], isolation: list[Isolation]) -> 
         for fam, cidrs in fams.items():
             groups[(fam, frozenset(cidrs))].append(r)
     as_of: dict[tuple[object, int], str] = {}
-    for (fam, cidrs), members in groups.items():
+    for (fam, peer_set), members in groups.items():
         name = f"as_{_h(str(min(m.id for m in members)), str(fam))}"
-        st.address_sets[name] = cidrs
+        st.address_sets[name] = peer_set
         for m in members:
             as_of[(m.id, fam)] = name
     acls: dict[str, set[Acl]] = defaultdict(set)
@@ -157,12 +158,12 @@ def translate(bridge: Bridge, rules: list[Rule], isolation: list[Isolation]) -> 
     # Default deny, per namespace and direction (OVN-Kubernetes: <ns>_ingressDefaultDeny).
     isolated: dict[tuple[str, str], set[str]] = defaultdict(set)
     for iso in isolation:
-        name = lsp_of.get(iso.address)
-        if name is not None:
-            isolated[(ns_of[name], iso.direction)].add(name)
-    for (ns, direction), members in sorted(isolated.items()):
+        lsp = lsp_of.get(iso.address)
+        if lsp is not None:
+            isolated[(ns_of[lsp], iso.direction)].add(lsp)
+    for (ns, direction), lsps in sorted(isolated.items()):
         pg = "pg_" + _h(ns, direction + "DefaultDeny")
-        st.port_groups[pg] = frozenset(members)
+        st.port_groups[pg] = frozenset(lsps)
         if direction == INGRESS:
             acls[pg] |= {Acl("to-lport", PRIORITY_DENY, f"outport == @{pg}", "drop"),
                          Acl("to-lport", PRIORITY_ARP, f"outport == @{pg} && (arp || nd)", "allow")}
@@ -200,7 +201,9 @@ class Uuids:
 
 def topology_ops(state: NbState) -> tuple[list[dict], list[tuple[int, str, object]]]:
     """The logical switch and its ports, in one transaction; (ops, what each insert is)."""
-    ops, recs, names = [], [], []
+    ops: list[dict] = []
+    recs: list[tuple[int, str, object]] = []
+    names = []
     for i, (name, addresses) in enumerate(sorted(state.ports.items())):
         ops.append({"op": "insert", "table": "Logical_Switch_Port", "uuid-name": f"lsp{i}",
                     "row": {"name": name, "addresses": _set([addresses]), "port_security": _set([addresses])}})
@@ -238,10 +241,10 @@ def diff_ops(old: NbState, new: NbState, ids: Uuids) -> tuple[list[dict], list[t
         want = new.acls.get(pg, frozenset())
         if pg not in old.port_groups:
             names = []
-            for a in sorted(want):
+            for acl in sorted(want):
                 names.append(f"acl{n}")
-                ops.append({"op": "insert", "table": "ACL", "uuid-name": f"acl{n}", "row": _acl_row(a)})
-                recs.append((len(ops) - 1, "acl", (pg, a)))
+                ops.append({"op": "insert", "table": "ACL", "uuid-name": f"acl{n}", "row": _acl_row(acl)})
+                recs.append((len(ops) - 1, "acl", (pg, acl)))
                 n += 1
             ops.append({"op": "insert", "table": "Port_Group",
                         "row": {"name": pg, "ports": _uuids(ids.ports[p] for p in sorted(ports)),
@@ -255,27 +258,27 @@ def diff_ops(old: NbState, new: NbState, ids: Uuids) -> tuple[list[dict], list[t
             muts.append(["ports", "delete", _uuids(ids.ports[p] for p in sorted(had - ports))])
         have = old.acls.get(pg, frozenset())
         added = []
-        for a in sorted(want - have):
+        for acl in sorted(want - have):
             added.append(f"acl{n}")
-            ops.append({"op": "insert", "table": "ACL", "uuid-name": f"acl{n}", "row": _acl_row(a)})
-            recs.append((len(ops) - 1, "acl", (pg, a)))
+            ops.append({"op": "insert", "table": "ACL", "uuid-name": f"acl{n}", "row": _acl_row(acl)})
+            recs.append((len(ops) - 1, "acl", (pg, acl)))
             n += 1
         if added:
             muts.append(["acls", "insert", ["set", [["named-uuid", x] for x in added]]])
         if have - want:
-            muts.append(["acls", "delete", _uuids(ids.acls.pop((pg, a)) for a in sorted(have - want))])
+            muts.append(["acls", "delete", _uuids(ids.acls.pop((pg, acl)) for acl in sorted(have - want))])
         if muts:
             ops.append({"op": "mutate", "table": "Port_Group", "where": [["name", "==", pg]], "mutations": muts})
     for pg in sorted(old.port_groups.keys() - new.port_groups.keys()):
         ops.append({"op": "delete", "table": "Port_Group", "where": [["name", "==", pg]]})
-        for a in old.acls.get(pg, ()):
-            ids.acls.pop((pg, a), None)
+        for acl in old.acls.get(pg, ()):
+            ids.acls.pop((pg, acl), None)
     for name in sorted(old.address_sets.keys() - new.address_sets.keys()):
         ops.append({"op": "delete", "table": "Address_Set", "where": [["name", "==", name]]})
     return ops, recs
 
 
-def record(ids: Uuids, recs: list[tuple[int, str, object]], results: list[dict]) -> None:
+def record(ids: Uuids, recs: list[tuple[int, str, Any]], results: list[dict]) -> None:
     """Store the UUIDs the database gave the inserted rows."""
     for index, kind, key in recs:
         uuid = results[index]["uuid"][1]

@@ -4,6 +4,8 @@ and `section`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 OVN_SCENARIOS = ("S3", "S5")
 TARGET = "Fewer flows than OVN, and faster realization than OVN"
 
@@ -55,7 +57,7 @@ def targets(results: dict[str, dict]) -> list[dict]:
     for name in OVN_SCENARIOS:
         r = results.get(name)
         h = _hook(r)
-        row = {"target": f"{name}: {TARGET}", "scenario": name,
+        row: dict[str, Any] = {"target": f"{name}: {TARGET}", "scenario": name,
                "target_text": "flows on the node < OVN's; rules to flows installed < OVN's NB commit to "
                               "`--wait=hv` (median)"}
         if not h.get("ours") or not h.get("ovn"):
@@ -70,13 +72,13 @@ def targets(results: dict[str, dict]) -> list[dict]:
                     f"{_ms(w['seconds'])} (NB transaction {_ms(w['nb_transaction_seconds'])} + wait=hv "
                     f"{_ms(w['wait_hv_seconds'])}), median of {len(w.get('rounds', [1]))}")
         if not t_met:
-            nb = h.get("nb", {})
+            nb = h.get("nb") or {}
             measured += (f"; missed because our compiler (Python, flows/compiler.py) alone takes "
                          f"{_ms(o['compile_seconds'])} ({o['compile_seconds'] / o['seconds']:.0%} of ours) for "
                          f"{_n(nb.get('address_set_entries'))} peer addresses in {_n(nb.get('address_sets'))} "
                          f"distinct peer sets, where OVN's ovn-northd + ovn-controller (C) need "
                          f"{_ms(w['wait_hv_seconds'])}")
-        scale = r.get("scale", 1.0)
+        scale = (r or {}).get("scale", 1.0)
         met = f_met and t_met
         status = "met" if met else ("flows met, realization missed" if f_met else
                                     "realization met, flows missed" if t_met else "missed")

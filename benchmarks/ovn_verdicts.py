@@ -45,13 +45,13 @@ def probes(bridge, rules, cluster, rng: random.Random, pairs: int) -> list[tuple
     out = []
     for i, j in chosen:
         s, d = pods[i], pods[j]
-        ports = {DENIED_PROBE, ("udp", 53)}
+        probes = {DENIED_PROBE, ("udp", 53)}
         if (i, j) in admitted:
-            ports.add(rng.choice(sorted(admitted[(i, j)])))
+            probes.add(rng.choice(sorted(admitted[(i, j)])))
         for key in ((d.pod, INGRESS), (s.pod, EGRESS)):
             if opened.get(key):
-                ports.add(rng.choice(sorted(opened[key])))
-        out += [(s, d, proto, port) for proto, port in sorted(ports)]
+                probes.add(rng.choice(sorted(opened[key])))
+        out += [(s, d, proto, port) for proto, port in sorted(probes)]
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from benchmarks import cli_startup, ovn_report, targets14
 
@@ -16,7 +17,7 @@ ANTREA_S2_MB = 1157
 INCREMENTAL_P99_MS = 10.0
 
 
-def _st(r: dict, name: str) -> dict:
+def _st(r: dict | None, name: str) -> dict:
     return (r or {}).get("stages", {}).get(name) or {}
 
 
@@ -63,7 +64,7 @@ def evaluate_targets(results: dict[str, dict], meta: dict | None = None) -> list
     rows = []
     # S5 flows vs cross product.
     r = results.get("S5")
-    row = {"target": "S5: flows per node at most 1/30 of the cross product", "scenario": "S5",
+    row: dict[str, Any] = {"target": "S5: flows per node at most 1/30 of the cross product", "scenario": "S5",
            "target_text": "rule flows / cross product <= 1/30 (0.033)"}
     if r and _ok(r, "node"):
         n = _st(r, "node")
@@ -165,7 +166,7 @@ def _mw(d: dict, key: str) -> str:
 
 def _cpu(st: dict) -> float:
     """CPU seconds of a stage (older results: wall)."""
-    return st.get("cpu_seconds", st.get("seconds"))
+    return st.get("cpu_seconds", st.get("seconds"))  # type: ignore[return-value]  # every stage records seconds
 
 
 def _lat_cpu(ev: dict) -> dict:
@@ -386,7 +387,7 @@ def markdown(results: dict[str, dict], meta: dict) -> str:
                              "flows on the pod's node (with)", "flow diff (with)"], body))
             first, last = g["rows"][0], g["rows"][-1]
 
-            def growth(key: str, side: str) -> str:
+            def growth(key: str, side: str, first: dict = first, last: dict = last) -> str:
                 a_, b_ = first[side], last[side]
                 k = f"{key}_cpu_ms" if f"{key}_cpu_ms" in b_ else f"{key}_ms"
                 return _ratio(b_.get(k), a_.get(k)) if a_.get(k) and b_.get(k) else "-"
@@ -495,7 +496,7 @@ def switch_target_rows(results: dict[str, dict], meta: dict | None) -> list[dict
     ovs-ofctl --bundle (100k flows), and S1's event to bundle sent / committed p99."""
     rows = []
     inst = (meta or {}).get("controller_install") or {}
-    row = {"target": f"Cold install through our controller within {COLD_INSTALL_RATIO:g}x of `ovs-ofctl --bundle` "
+    row: dict[str, Any] = {"target": f"Cold install through our controller within {COLD_INSTALL_RATIO:g}x of `ovs-ofctl --bundle` "
                      f"for {COLD_INSTALL_FLOWS // 1000}k flows", "scenario": "-",
            "target_text": f"ours / ovs-ofctl <= {COLD_INSTALL_RATIO:g}"}
     if inst.get("ratio"):
@@ -622,6 +623,14 @@ def switch_section(results: dict[str, dict], meta: dict) -> str:
 
 # ---- plots ---------------------------------------------------------------------------------
 
+def _save(plt, fig, path: Path) -> str:
+    """Lay out, write and close a figure; its file name."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
+
+
 def plots(results: dict[str, dict], out: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -631,30 +640,27 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
     written = []
 
     # Flows on the focus node.
-    rows = [(n, _st(results[n], "node")) for n in names if _ok(results[n], "node")]
-    if rows:
+    node_rows = [(n, _st(results[n], "node")) for n in names if _ok(results[n], "node")]
+    if node_rows:
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
-        xs = range(len(rows))
+        xs = range(len(node_rows))
         w = 0.27
-        series = [("flows, conjunctive (whole table)", [r["flows"]["total"] for _, r in rows], "#4c72b0"),
-                  ("rule flows, conjunctive", [r["flows"]["rule"] for _, r in rows], "#55a868"),
-                  ("rule flows, cross product", [r["cross_product"] for _, r in rows], "#c44e52")]
-        for k, (label, vals, color) in enumerate(series):
+        bars = [("flows, conjunctive (whole table)", [r["flows"]["total"] for _, r in node_rows], "#4c72b0"),
+                ("rule flows, conjunctive", [r["flows"]["rule"] for _, r in node_rows], "#55a868"),
+                ("rule flows, cross product", [r["cross_product"] for _, r in node_rows], "#c44e52")]
+        for k, (label, vals, color) in enumerate(bars):
             pos = [x + (k - 1) * w for x in xs]
             ax.bar(pos, [max(v, 0.8) for v in vals], w, label=label, color=color)
             for p, v in zip(pos, vals):
                 ax.text(p, max(v, 1) * 1.15, _short(v), ha="center", va="bottom", fontsize=7, rotation=90)
         ax.set_yscale("log")
         ax.set_xticks(list(xs))
-        ax.set_xticklabels([f"{n}\n(scale {results[n]['scale']:g})" for n, _ in rows])
+        ax.set_xticklabels([f"{n}\n(scale {results[n]['scale']:g})" for n, _ in node_rows])
         ax.set_ylabel("flows on the focus node (log)")
         ax.set_title("Conjunctive flows vs naive cross product")
-        ax.set_ylim(top=max(max(v for _, vals, _ in series for v in vals), 10) * 30)
+        ax.set_ylim(top=max(max(v for _, vals, _ in bars for v in vals), 10) * 30)
         ax.legend(fontsize=8, loc="upper left")
-        fig.tight_layout()
-        fig.savefig(out / "flows.png", dpi=90)
-        plt.close(fig)
-        written.append("flows.png")
+        written.append(_save(plt, fig, out / "flows.png"))
 
     # Compile time per scenario.
     rows = [n for n in names if _ok(results[n], "rules")]
@@ -681,10 +687,7 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
         ax.legend(fontsize=8, loc="upper left")
         top = max([v for n in rows for _, get, _ in series for v in [get(results[n])] if v] + [1])
         ax.set_ylim(top=top * 30)
-        fig.tight_layout()
-        fig.savefig(out / "compile_time.png", dpi=90)
-        plt.close(fig)
-        written.append("compile_time.png")
+        written.append(_save(plt, fig, out / "compile_time.png"))
 
     # Incremental latency: both paths.
     rows = [n for n in names if _ok(results[n], "events")]
@@ -707,10 +710,7 @@ def plots(results: dict[str, dict], out: Path) -> list[str]:
         ax.set_ylabel("CPU ms per event (log)")
         ax.set_title("One pod label event to flow diff (bundle not sent)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "incremental.png", dpi=90)
-        plt.close(fig)
-        written.append("incremental.png")
+        written.append(_save(plt, fig, out / "incremental.png"))
     written += switch_plot(results, out, plt)
     return written
 
@@ -739,10 +739,7 @@ def switch_plot(results: dict[str, dict], out: Path, plt) -> list[str]:
     ax.set_title("One pod label event on a real switch (private ovs-vswitchd)")
     ax.set_ylim(top=max(ev[n][key]["p99"] for n in rows for _, key, _ in series) * 30)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out / "switch.png", dpi=90)
-    plt.close(fig)
-    return ["switch.png"]
+    return [_save(plt, fig, out / "switch.png")]
 
 
 def _short(v: float) -> str:

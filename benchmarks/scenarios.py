@@ -35,8 +35,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from sdn.policy.model import (
     EGRESS,
@@ -44,8 +44,8 @@ from sdn.policy.model import (
     NAMESPACE_NAME_LABEL,
     Cluster,
     IPBlock,
-    LabelSelector,
     Labels,
+    LabelSelector,
     Namespace,
     Node,
     Peer,
@@ -91,7 +91,7 @@ class Scenario:
 
 
 def scaled(n: int, scale: float, minimum: int = 1) -> int:
-    return max(minimum, int(round(n * scale)))
+    return max(minimum, round(n * scale))
 
 
 # ---- placement -----------------------------------------------------------------------------
@@ -308,9 +308,10 @@ def s4_growth(pods: int, with_policies: bool, seed: int = DEFAULT_SEED, nodes: i
     n_ns = max(2, pods // 10)
     c = _s3_cluster(n_ns, nodes, 10, 20, rng, with_policies)
     # The new pod: namespace 0, on the least loaded node, next free address there.
-    per_node: dict[str, int] = {n: 0 for n in c.nodes}
+    per_node: dict[str, int] = dict.fromkeys(c.nodes, 0)
     for p in c.pods.values():
-        per_node[p.node] += 1
+        if p.node is not None:
+            per_node[p.node] += 1
     node = min(sorted(per_node), key=lambda n: per_node[n])
     idx = int(node.split("-")[1])
     ip = str(ipaddress.IPv4Address(POD_NET + (idx << 8) + 2 + per_node[node]))
@@ -386,7 +387,7 @@ BUILDERS: dict[str, Callable[..., Scenario]] = {"S1": s1, "S2": s2, "S3": s3, "S
 
 # QUICK mode: every scenario small enough that the whole run takes < 2 min on 2 cores.
 QUICK_SCALES = {"S1": 0.02, "S2": 0.01, "S3": 0.1, "S4": 0.05, "S5": 0.15}
-FULL_SCALES = {name: 1.0 for name in BUILDERS}
+FULL_SCALES = dict.fromkeys(BUILDERS, 1.0)
 
 
 def build(name: str, scale: float = 1.0, seed: int = DEFAULT_SEED, events: int | None = None) -> Scenario:
@@ -396,5 +397,16 @@ def build(name: str, scale: float = 1.0, seed: int = DEFAULT_SEED, events: int |
     return builder(scale, seed, events)
 
 
-__all__ = ["Event", "Scenario", "BUILDERS", "QUICK_SCALES", "FULL_SCALES", "build", "s4_growth",
-           "DEFAULT_SEED", "make_nodes", "Placer", "copy_cluster"]
+__all__ = [
+    "BUILDERS",
+    "DEFAULT_SEED",
+    "FULL_SCALES",
+    "QUICK_SCALES",
+    "Event",
+    "Placer",
+    "Scenario",
+    "build",
+    "copy_cluster",
+    "make_nodes",
+    "s4_growth",
+]

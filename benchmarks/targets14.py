@@ -4,6 +4,8 @@ table (rows in benchmarks/report.py's format). Ratios come from one run, side by
 
 from __future__ import annotations
 
+from typing import Any
+
 from benchmarks.ovn_report import _hook
 
 # (scenario, realization ours/OVN at most, incremental p50 ours/OVN at most)
@@ -45,7 +47,7 @@ def ovn_rows(results: dict[str, dict]) -> list[dict]:
         r = results.get(name)
         h = _hook(r)
         scale = (r or {}).get("scale", 1.0)
-        row = {"target": f"{name}: realization <= {real_limit:g}x OVN's (issue 14)", "scenario": name,
+        row: dict[str, Any] = {"target": f"{name}: realization <= {real_limit:g}x OVN's (issue 14)", "scenario": name,
                "target_text": f"ours / OVN <= {real_limit:g} (median realization, same run)"}
         if h.get("ours") and h.get("ovn"):
             o, w = h["ours"], h["ovn"]
@@ -75,7 +77,7 @@ def s1_rows(results: dict[str, dict]) -> list[dict]:
     st = (r or {}).get("stages", {})
     scale = (r or {}).get("scale", 1.0)
     rows = []
-    row = {"target": f"S1: rules + one node's flows <= {S1_CPU_S:g} s CPU (issue 14)", "scenario": "S1",
+    row: dict[str, Any] = {"target": f"S1: rules + one node's flows <= {S1_CPU_S:g} s CPU (issue 14)", "scenario": "S1",
            "target_text": f"cluster_rules + compile_bridge CPU <= {S1_CPU_S:g} s, one core"}
     ru, no = st.get("rules") or {}, st.get("node") or {}
     if ru.get("cpu_seconds") is not None and no.get("cpu_seconds") is not None:
@@ -114,7 +116,7 @@ def s1_rows(results: dict[str, dict]) -> list[dict]:
 
 def s2_row(results: dict[str, dict]) -> dict:
     r = results.get("S2")
-    row = {"target": "S2 runs at full scale (issue 14)", "scenario": "S2",
+    row: dict[str, Any] = {"target": "S2 runs at full scale (issue 14)", "scenario": "S2",
            "target_text": "every stage of S2 at scale 1 completes (results/full)"}
     if not r:
         row.update(_not_run(r, ""))
@@ -136,7 +138,7 @@ def s2_row(results: dict[str, dict]) -> dict:
 
 def manifest_row(meta: dict | None) -> dict:
     m = (meta or {}).get("manifest")
-    row = {"target": "50 MB manifest: `sdnctl compile` < 30 s and < 1 GB, progress on a terminal (issue 14)",
+    row: dict[str, Any] = {"target": "50 MB manifest: `sdnctl compile` < 30 s and < 1 GB, progress on a terminal (issue 14)",
            "scenario": "manifest",
            "target_text": f"wall < {MANIFEST_S:g} s, peak RSS < {MANIFEST_MB / 1024:g} GB"}
     if not m or m.get("skipped") or m.get("error"):

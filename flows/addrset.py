@@ -8,9 +8,9 @@ excepts need, at a fraction of the cost of a general IP set library.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from functools import lru_cache
 from operator import itemgetter
-from typing import Iterable
 
 _BITS = {4: 32, 6: 128}
 
@@ -164,23 +164,24 @@ def _edit(ivs: Intervals, lo: int, hi: int, add: bool) -> tuple[Intervals, int, 
 class AddressSet:
     """An immutable set of IPv4 and IPv6 addresses."""
 
-    __slots__ = ("v4", "v6", "_hash", "_cidrs")
+    __slots__ = ("_cidrs", "_hash", "v4", "v6")
 
     def __init__(self, v4: Intervals = (), v6: Intervals = ()):
         self.v4, self.v6 = v4, v6
-        self._hash = None
-        self._cidrs = None
+        self._hash: int | None = None
+        self._cidrs: tuple[str, ...] | None = None
 
     @classmethod
-    def of(cls, cidrs: Iterable[str]) -> "AddressSet":
-        v4, v6 = [], []
+    def of(cls, cidrs: Iterable[str]) -> AddressSet:
+        v4: list[tuple[int, int]] = []
+        v6: list[tuple[int, int]] = []
         for c in cidrs:
             fam, lo, hi = parse_cidr(c)
             (v4 if fam == 4 else v6).append((lo, hi))
         return cls(_merge(v4), _merge(v6))
 
     @classmethod
-    def union(cls, sets: Iterable["AddressSet"]) -> "AddressSet":
+    def union(cls, sets: Iterable[AddressSet]) -> AddressSet:
         """The union of many sets in one merge."""
         v4: list[tuple[int, int]] = []
         v6: list[tuple[int, int]] = []
@@ -189,13 +190,13 @@ class AddressSet:
             v6.extend(s.v6)
         return cls(_merge(v4), _merge(v6))
 
-    def __or__(self, other: "AddressSet") -> "AddressSet":
+    def __or__(self, other: AddressSet) -> AddressSet:
         return AddressSet(_merge(self.v4 + other.v4), _merge(self.v6 + other.v6))
 
-    def __sub__(self, other: "AddressSet") -> "AddressSet":
+    def __sub__(self, other: AddressSet) -> AddressSet:
         return AddressSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
 
-    def changed(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> "AddressSet":
+    def changed(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> AddressSet:
         """This set without `remove`, then with `add` (addresses or CIDRs): a few bisections
         and slice copies per address, not a rebuild, so a pod joining or leaving a peer set of
         thousands costs little. The CIDR text is patched the same way when it was made."""
@@ -204,7 +205,7 @@ class AddressSet:
             out = out._edited(*parse_cidr(address), put_in)
         return out
 
-    def _edited(self, family: int, lo: int, hi: int, add: bool) -> "AddressSet":
+    def _edited(self, family: int, lo: int, hi: int, add: bool) -> AddressSet:
         old = self.v4 if family == 4 else self.v6
         ivs, first, last, put = _edit(old, lo, hi, add)
         if ivs is old:
@@ -219,7 +220,7 @@ class AddressSet:
             out._cidrs = cidrs[:a] + tuple(text) + cidrs[b:]
         return out
 
-    def isdisjoint(self, other: "AddressSet") -> bool:
+    def isdisjoint(self, other: AddressSet) -> bool:
         return not (_overlap(self.v4, other.v4) or _overlap(self.v6, other.v6))
 
     def __contains__(self, address) -> bool:

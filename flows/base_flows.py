@@ -6,10 +6,11 @@ from __future__ import annotations
 import ipaddress
 
 from flows import pipeline as P
+from flows.addrset import parse_cidr
+from flows.fabric_gateway import fabric_flows, fabric_node_flows
 from flows.fields import ETH_ARP, ETH_IP, ETH_IPV6, FieldRef, parse_mac, parse_value
 from flows.flow import CT, Flow, GotoTable, InPort, Load, Match, Move, Output
 from flows.ir import Bridge
-from flows.addrset import parse_cidr
 from flows.matches import address_match
 
 
@@ -100,6 +101,8 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
                         [CT(zone=P.CT_ZONE, commit=True,
                             exec=(*label, Load(P.CT_MARK_GATEWAY, FieldRef("ct_mark")))), GotoTable(P.OUTPUT)])
         add(P.CONNTRACK_COMMIT, 0, [], [GotoTable(P.OUTPUT)])
+        if bridge.mode == "fabric":
+            out += fabric_flows(bridge)
 
     routes = bridge.routes
     if bridge.mode == "fabric-node" and routes:
@@ -108,6 +111,7 @@ def pipeline_flows(bridge: Bridge, enforce: bool) -> list[Flow]:
         up = routes[0].ofport
         for dl in (ETH_IP, ETH_IPV6):
             add(P.OUTPUT, 300, [Match(P.REG_FROM, 1), Match("dl_type", dl)], [Output(up)])
+        out += fabric_node_flows(bridge, up)
         routes = ()
     for pod in bridge.pods:
         for ip in pod.ips:

@@ -3,13 +3,12 @@ whether a conjunction or plain flows are the smaller encoding."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 from flows.flow import Match
 from flows.ir import INGRESS, PortRange, Rule
 from flows.matches import address_match, families, port_matches
-
 
 Dims = list[list[tuple[Match, ...]]]
 
@@ -39,7 +38,7 @@ def _address_dim(cidrs: tuple[str, ...], side: str, known: dict[str, tuple[Match
     the few misses found with list.index)."""
     if not known:
         return [address_match(c, side) for c in cidrs]
-    dim = list(map(known.get, cidrs))
+    dim: list = list(map(known.get, cidrs))
     i = -1
     try:
         while True:

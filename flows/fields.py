@@ -205,10 +205,12 @@ class FieldRef:
         return f"{d.nxm}[{self.start}..{self.stop}]"
 
     @classmethod
-    def parse(cls, text: str) -> "FieldRef":
+    def parse(cls, text: str) -> FieldRef:
         name, _, rng = text.partition("[")
         rng = rng.rstrip("]")
         d = BY_NXM.get(name) or FIELDS.get(canonical_name(name.lower()))
+        if d is None:
+            raise ValueError(f"unknown field {name!r} in {text!r}")
         if rng == "":
             return cls(d.name)
         if ".." in rng:

@@ -5,16 +5,27 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Iterable, Union
 
 from flows.fields import (
-    ETH_ARP, ETH_IP, ETH_IPV6, FIELDS, ORDER, PROTO_NAMES, PROTO_NUMBERS, FieldRef,
-    canonical_name, format_mac, format_value, full_mask, parse_mac, parse_value,
+    ETH_ARP,
+    ETH_IP,
+    ETH_IPV6,
+    FIELDS,
+    ORDER,
+    PROTO_NAMES,
+    PROTO_NUMBERS,
+    FieldRef,
+    canonical_name,
+    format_mac,
+    format_value,
+    full_mask,
+    parse_mac,
+    parse_value,
 )
 from flows.match import Match, canonical_match, hash_once, match_order  # noqa: F401 (re-exported)
-
 
 # ---- actions -------------------------------------------------------------------------------
 
@@ -46,7 +57,7 @@ class Conjunction(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, id: int, clause: int, n_clauses: int) -> "Conjunction":
+    def __new__(cls, id: int, clause: int, n_clauses: int) -> Conjunction:
         return tuple.__new__(cls, (id, clause, n_clauses))
 
     def __getnewargs__(self) -> tuple:
@@ -112,7 +123,7 @@ class CT:
         return "ct(" + ",".join(parts) + ")"
 
 
-Action = Union[Output, InPort, GotoTable, Conjunction, Load, Move, CT]
+Action = Output | InPort | GotoTable | Conjunction | Load | Move | CT
 _SET_FIELD_NAME = {"dl_src": "eth_src", "dl_dst": "eth_dst"}
 
 
@@ -144,7 +155,7 @@ class Flow:
             object.__setattr__(self, "_sort_key", key)
         return key
 
-    def __lt__(self, other: "Flow") -> bool:
+    def __lt__(self, other: Flow) -> bool:
         return self.sort_key() < other.sort_key()
 
     @property
@@ -232,7 +243,9 @@ def parse_match(text: str) -> tuple[Match, ...]:
 
 def _split_top(text: str, sep: str = ",") -> list[str]:
     """Split on sep outside parentheses and brackets."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    depth = 0
+    cur: list[str] = []
     for ch in text:
         if ch in "([":
             depth += 1
@@ -276,7 +289,7 @@ def _parse_action(tok: str):
         if mask is not None:
             raise ValueError(f"masked set_field not supported: {tok}")
         return Load(v, FieldRef(name))
-    if tok.startswith("mod_dl_src:") or tok.startswith("mod_dl_dst:"):
+    if tok.startswith(("mod_dl_src:", "mod_dl_dst:")):
         name = "dl_src" if tok.startswith("mod_dl_src") else "dl_dst"
         return Load(parse_mac(tok[11:]), FieldRef(name))
     if tok.startswith("move:"):
@@ -340,7 +353,7 @@ def parse_flows(text: str) -> list[Flow]:
     out = []
     for line in text.splitlines():
         s = line.strip()
-        if not s or s.startswith("#") or s.startswith("OFPST_FLOW") or s.startswith("NXST_FLOW"):
+        if not s or s.startswith(("#", "OFPST_FLOW", "NXST_FLOW")):
             continue
         out.append(parse_flow(s))
     return out

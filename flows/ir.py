@@ -37,9 +37,9 @@ class PortRange:
 
     @property
     def bounds(self) -> tuple[int, int]:
-        return (0, 65535) if self.start is None else (self.start, self.end)
+        return (0, 65535) if self.start is None else (self.start, self.start if self.end is None else self.end)
 
-    def __lt__(self, other: "PortRange") -> bool:
+    def __lt__(self, other: PortRange) -> bool:
         return (self.protocol, self.bounds, self.start is not None) < (
             other.protocol, other.bounds, other.start is not None)
 
@@ -58,7 +58,7 @@ class RuleId(NamedTuple):
 
     policy: str  # e.g. "x/allow-from-y" (see sdn.policy.model.Policy.key)
     direction: str  # ingress | egress
-    index: int  # position in the policy's ingress or egress list
+    index: int  # type: ignore[assignment]  # shadows tuple.index; position in the policy's ingress or egress list
     part: int = 0
 
     def __str__(self) -> str:
@@ -82,7 +82,7 @@ class Rule:
 
     @classmethod
     def of_sets(cls, id: RuleId, targets: frozenset[str], peers: AddressSet | None,
-                ports: tuple[PortRange, ...] | None = None) -> "Rule":
+                ports: tuple[PortRange, ...] | None = None) -> Rule:
         """A rule with its peers given as an address set: `peers` holds the set's CIDRs, and
         the set itself is kept as `peer_set` (the compiler's disjointness checks need its
         intervals, which would otherwise be parsed back from the text)."""
@@ -91,7 +91,7 @@ class Rule:
             rule.__dict__["peer_set"] = peers
         return rule
 
-    def narrowed(self, targets: frozenset[str], peers: tuple[str, ...] | None) -> "Rule":
+    def narrowed(self, targets: frozenset[str], peers: tuple[str, ...] | None) -> Rule:
         """The same rule on `targets` and `peers` (a bridge's share of it): the peer set
         already made is kept when the peers are the same."""
         rule = Rule(self.id, targets, peers, self.ports)
@@ -173,6 +173,19 @@ class Gateway:
     service_cidrs: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, order=True)
+class NodeGateway:
+    """Fabric mode: a node behind one of the fabric switch's links has a gateway port (its
+    fabric-node bridge sends what the port gives it up that link, marked). `addresses`: the
+    node's own; `pod_cidrs`: where its pods are (the node reaching them is always allowed)."""
+
+    link: int  # the fabric switch's ofport towards the node
+    node: str
+    addresses: tuple[str, ...]
+    pod_cidrs: tuple[str, ...]
+    service_cidrs: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Bridge:
     """The switch the tables are compiled for.
@@ -189,7 +202,8 @@ class Bridge:
     uplinks: tuple[int, ...] = ()  # ofports of tunnels / fabric links
     gateway_mac: str = "0a:58:0a:f4:00:01"
     mode: str = "host"
-    gateway: Gateway | None = None  # host mode only
+    gateway: Gateway | None = None  # host and fabric-node mode
+    node_gateways: tuple[NodeGateway, ...] = ()  # fabric mode
 
     @property
     def local_addresses(self) -> frozenset[str]:

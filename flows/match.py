@@ -45,7 +45,7 @@ class Match(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, field: str, value: int, mask: int | None = None) -> "Match":
+    def __new__(cls, field: str, value: int, mask: int | None = None) -> Match:
         return tuple.__new__(cls, (field, value, mask))
 
     def __getnewargs__(self) -> tuple:
@@ -61,16 +61,16 @@ class Match(tuple):
     def _key(self) -> tuple[str, int, int]:
         return (self[0], self[1], -1 if self[2] is None else self[2])
 
-    def __lt__(self, other: "Match") -> bool:
+    def __lt__(self, other: Match) -> bool:  # type: ignore[override]  # only with Matches
         return self._key() < other._key()
 
-    def __le__(self, other: "Match") -> bool:
+    def __le__(self, other: Match) -> bool:  # type: ignore[override]  # only with Matches
         return self._key() <= other._key()
 
-    def __gt__(self, other: "Match") -> bool:
+    def __gt__(self, other: Match) -> bool:  # type: ignore[override]  # only with Matches
         return self._key() > other._key()
 
-    def __ge__(self, other: "Match") -> bool:
+    def __ge__(self, other: Match) -> bool:  # type: ignore[override]  # only with Matches
         return self._key() >= other._key()
 
     def __repr__(self) -> str:

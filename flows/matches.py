@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Iterable, Sequence
 
 from flows.addrset import parse_cidr
 from flows.fields import ETH_IP, ETH_IPV6, ORDER

@@ -16,6 +16,12 @@ REG_FROM = "reg0"  # 1: came from a local pod port; 2: from the node itself; 3: 
 FROM_POD, FROM_NODE, FROM_GATEWAY = 1, 2, 3
 REG_TO_GATEWAY = "reg5"  # 1: a reply of a connection that came through the gateway: back to it
 CT_MARK_GATEWAY = 1  # ct_mark of connections that entered through the gateway port
+# Fabric mode: a fabric-node bridge sends what its gateway port gives it up to the fabric with
+# this destination MAC, and the fabric sends what is for a node's stack down with the other; on
+# the fabric, a gateway connection's ct_mark is CT_MARK_GATEWAY in its low 16 bits and the
+# ofport of the link it came in on in its high 16 (its replies go back down that link).
+MAC_FROM_GATEWAY = "0a:58:a9:fe:00:03"
+MAC_TO_GATEWAY = "0a:58:a9:fe:00:04"
 CT_ZONE = 1
 
 # Cookie layout: 0x5d (tag) | kind (8 bits) | id (48 bits).
@@ -57,7 +63,8 @@ _ADDR = {"nw_src", "nw_dst", "ipv6_src", "ipv6_dst"}
 _L4 = {"tp_dst"}
 
 TABLES: tuple[Table, ...] = (
-    Table(CLASSIFIER, "classifier", frozenset({"in_port", "nw_src", "ipv6_src"}),
+    Table(CLASSIFIER, "classifier", frozenset({"in_port", "dl_dst", "nw_src", "ipv6_src", "nw_dst",
+                                               "ipv6_dst"}),
           frozenset({SPOOFGUARD, ARP_RESPONDER, CONNTRACK, OUTPUT}), True,
           "Sorts packets by the port they came in on: local pods go to the spoof guard, "
           "tunnels, fabric links and the node's gateway port to connection tracking (the "

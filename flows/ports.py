@@ -3,7 +3,7 @@ into the fewest aligned power-of-two blocks (at most 30 for a 16-bit range)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

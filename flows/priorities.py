@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import ClassVar
 
 from flows.addrset import intervals_overlap
 from flows.ir import Rule, RuleId
@@ -35,11 +36,11 @@ def provably_disjoint(a: Rule, b: Rule) -> bool:
     if a.targets.isdisjoint(b.targets):
         return True
     # ports before peers: a few intervals against a walk of two address sets
-    if a.ports is not None and b.ports is not None and not intervals_overlap(a.port_set, b.port_set):
+    a_ports, b_ports = a.port_set, b.port_set  # None: any port
+    if a_ports is not None and b_ports is not None and not intervals_overlap(a_ports, b_ports):
         return True
-    if a.peers is not None and b.peers is not None and a.peer_set.isdisjoint(b.peer_set):
-        return True
-    return False
+    a_peers, b_peers = a.peer_set, b.peer_set  # None: any peer
+    return a_peers is not None and b_peers is not None and a_peers.isdisjoint(b_peers)
 
 
 class PeerIndex:
@@ -48,7 +49,7 @@ class PeerIndex:
     walking every other rule's peer set (S5: 100 rules on the same pods, each with 50 peers).
     Intervals spanning more than WIDE buckets are kept in a list checked one by one."""
 
-    SHIFT = {4: 4, 6: 64}
+    SHIFT: ClassVar[dict[int, int]] = {4: 4, 6: 64}
     WIDE = 16
 
     def __init__(self):
@@ -61,6 +62,8 @@ class PeerIndex:
     @classmethod
     def _intervals(cls, rule: Rule):
         ps = rule.peer_set
+        if ps is None:  # any peer: such rules go to `any`, never here
+            return
         for fam, ivs in ((4, ps.v4), (6, ps.v6)):
             shift = cls.SHIFT[fam]
             for lo, hi in ivs:
@@ -93,7 +96,7 @@ class PeerIndex:
         if rule.peers is None:
             self.any = [r for r in self.any if r is not rule]
             return
-        for fam, lo, hi, b0, b1 in self._intervals(rule):
+        for fam, _lo, _hi, b0, b1 in self._intervals(rule):
             if b1 - b0 < self.WIDE:
                 for b in range(b0, b1 + 1):
                     bucket = self.buckets.get((fam, b))

@@ -4,8 +4,8 @@ digests, and the order flows are shown in."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from flows import pipeline as P
 from flows.flow import Flow, match_order

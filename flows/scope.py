@@ -3,7 +3,7 @@ switches every rule; peers normalised to the targets' address families."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from flows.addrset import AddressSet
 from flows.ir import Bridge, Isolation, Rule

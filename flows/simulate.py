@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from flows.fields import CT_BITS, ETH_ARP, ETH_IP, ETH_IPV6, FIELDS, FieldRef, full_mask, parse_mac
 from flows.flow import CT, Conjunction, Flow, GotoTable, InPort, Load, Move, Output
@@ -41,7 +41,7 @@ class Packet:
     @classmethod
     def l4(cls, protocol: str, *, in_port: int, src_ip: str, dst_ip: str, dst_port: int,
            src_port: int = 40000, src_mac: str = "00:00:00:00:00:00",
-           dst_mac: str = "00:00:00:00:00:00") -> "Packet":
+           dst_mac: str = "00:00:00:00:00:00") -> Packet:
         """A TCP, UDP or SCTP packet (IPv4 or IPv6 by the addresses); "icmp": an ICMP (ICMPv6)
         message, which has no ports."""
         src, dst = ipaddress.ip_address(src_ip), ipaddress.ip_address(dst_ip)
@@ -58,7 +58,7 @@ class Packet:
         return cls(f)
 
     @classmethod
-    def arp_request(cls, *, in_port: int, src_mac: str, src_ip: str, target_ip: str) -> "Packet":
+    def arp_request(cls, *, in_port: int, src_mac: str, src_ip: str, target_ip: str) -> Packet:
         mac = parse_mac(src_mac)
         return cls({"in_port": in_port, "dl_src": mac, "dl_dst": full_mask(48), "dl_type": ETH_ARP,
                     "arp_op": 1, "arp_sha": mac, "arp_spa": int(ipaddress.ip_address(src_ip)),
@@ -72,17 +72,17 @@ class Packet:
             return 0
         return None
 
-    def copy(self) -> "Packet":
+    def copy(self) -> Packet:
         return Packet(dict(self.fields))
 
-    def reply(self) -> "Packet":
+    def reply(self) -> Packet:
         """The same connection's packet in the other direction (addresses and ports swapped)."""
         f = dict(self.fields)
         for a, b in (("nw_src", "nw_dst"), ("ipv6_src", "ipv6_dst"), ("tp_src", "tp_dst"),
                      ("dl_src", "dl_dst")):
             if a in f:
                 f[a], f[b] = f[b], f[a]
-        for k in [k for k in f if k.startswith("reg") or k.startswith("ct_") or k == "conj_id"]:
+        for k in [k for k in f if k.startswith(("reg", "ct_")) or k == "conj_id"]:
             del f[k]
         return Packet(f)
 
@@ -252,7 +252,7 @@ class Simulator:
                 elif isinstance(act, Output):
                     outputs.append(act.port)
                 elif isinstance(act, InPort):
-                    outputs.append(pkt.get("in_port"))
+                    outputs.append(pkt.fields["in_port"])  # every Packet has one (l4, arp_request)
                 elif isinstance(act, Load):
                     _set_bits(pkt, act.dst, act.value)
                 elif isinstance(act, Move):
@@ -285,4 +285,4 @@ class Simulator:
         return Result(steps, outputs, pkt, committed)
 
 
-__all__ = ["Simulator", "Packet", "Conntrack", "Result", "Step", "Ambiguous", "matches", "FIELDS"]
+__all__ = ["FIELDS", "Ambiguous", "Conntrack", "Packet", "Result", "Simulator", "Step", "matches"]

@@ -9,8 +9,9 @@ beyond the action itself: S3 puts ~320k conjunction actions on ~24k clause flows
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from flows import pipeline as P
 from flows.encoding import Dims, combinations
@@ -221,8 +222,10 @@ class RuleFlows:
         clauses = []
         for k, (was, now) in enumerate(zip(old.dims, dims), 1):
             c = Conjunction(placed.conj_id, k, len(dims))
-            if k == 1 and old.rule.made_peer_set() is not None and rule.made_peer_set() is not None:
-                left, joined = _peer_changes(old.rule.peers, was, rule.peers, now)
+            was_peers, peers = old.rule.peers, rule.peers
+            if k == 1 and was_peers is not None and peers is not None \
+                    and old.rule.made_peer_set() is not None and rule.made_peer_set() is not None:
+                left, joined = _peer_changes(was_peers, was, peers, now)
             else:
                 was_set, now_set = set(was), set(now)
                 left, joined = list(was_set - now_set), list(now_set - was_set)
@@ -246,4 +249,4 @@ class RuleFlows:
             self.clauses.setdefault(at, {}).setdefault(m, set()).add(c)
 
 
-__all__ = ["Placed", "RuleFlows", "Key", "Joining"]
+__all__ = ["Joining", "Key", "Placed", "RuleFlows"]

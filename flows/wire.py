@@ -15,9 +15,10 @@ section 7, and OVS's include/openflow/nicira-ext.h, lib/ofp-actions.c, lib/ofp-e
 
 from __future__ import annotations
 
+import builtins
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from flows.fields import FIELDS, FieldRef
 from flows.flow import CT, Conjunction, Flow, GotoTable, InPort, Load, Match, Move, Output
@@ -159,17 +160,18 @@ _PADS = [b"\0" * (-n % 8) for n in range(8)]
 def encode_match(match: Sequence[Match]) -> bytes:
     """An ofp_match (OXM type, padded to 8 bytes). Fields go in `Flow` order, which puts
     every prerequisite (dl_type, nw_proto) before the fields that need it, as OVS requires."""
-    proto = None
-    parts = []
+    proto: int | None = None
+    parts: list[bytes] = []
     append = parts.append
     headers = _HEADERS
     for m in match:
         name = m.field
         spec = headers.get(name)
         if spec is None:
-            spec = _L4_HEADERS.get((proto, name))
+            spec = _L4_HEADERS.get((-1 if proto is None else proto, name))
             if spec is None:
                 _field_for(name, proto)  # raises the right WireError
+                raise AssertionError(f"{name}: a field without header")
         elif name == "nw_proto":
             proto = m.value
         mask = m.mask
@@ -282,7 +284,7 @@ _action_cache: dict[object, bytes] = {}
 
 def encode_instructions(actions: Sequence) -> bytes:
     """Apply-Actions with every action but goto_table, then a Goto-Table instruction."""
-    parts = []
+    parts: list[bytes] = []
     append = parts.append
     goto = None
     for a in actions:
@@ -536,7 +538,7 @@ class InstalledFlow:
     packets: int
     bytes: int
     duration: float
-    match_raw: bytes = b""
+    match_raw: builtins.bytes = b""  # builtins: `bytes` above is the byte counter
     error: str = ""
 
     @property

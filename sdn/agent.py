@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -47,7 +47,7 @@ class _Pending:
 class _Collector:
     """Metrics read at scrape time from the controller core and the informers."""
 
-    def __init__(self, agent: "Agent"):
+    def __init__(self, agent: Agent):
         self.agent = agent
 
     def collect(self):
@@ -120,8 +120,8 @@ class Agent:
                  informer_options: dict | None = None):
         self.settings, self.node, self.api, self.core = settings, node, api_client, core
         self.state = ClusterState(settings.resources())
-        opts = dict(watch_timeout=settings.watch_timeout_seconds, relist_period=settings.resync_seconds,
-                    backoff_base=min(0.25, settings.api_retry_max_seconds), backoff_cap=settings.api_retry_max_seconds)
+        opts: dict[str, Any] = {"watch_timeout": settings.watch_timeout_seconds, "relist_period": settings.resync_seconds,
+                    "backoff_base": min(0.25, settings.api_retry_max_seconds), "backoff_cap": settings.api_retry_max_seconds}
         opts.update(informer_options or {})
         self.informers = Informers(api_client, self._on_events, settings.resources(), **opts)
         self.registry = CollectorRegistry()
@@ -140,7 +140,7 @@ class Agent:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> "Agent":
+    def start(self) -> Agent:
         self._realizer.start()
         self.informers.start()
         return self
@@ -207,7 +207,8 @@ class Agent:
         }
         try:
             from kubernetes import client
-            client.CoreV1Api(self.api).create_namespaced_event(ref.namespace, body, _preload_content=False)
+            client.CoreV1Api(self.api).create_namespaced_event(
+                ref.namespace, body, _preload_content=False)  # type: ignore[arg-type]  # a dict body is sent as is
         except Exception as e:  # noqa: BLE001 - status reporting must never stop the agent
             self.last_error = f"cannot report {reason} for {ref.namespace}/{ref.name}: {e}"
             log.warning("%s", self.last_error)
@@ -286,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         a = self.agent
         path, _, query = self.path.partition("?")
         if path == "/metrics":
@@ -318,24 +319,6 @@ def serve_http(agent: Agent, address: str, port: int) -> ThreadingHTTPServer:
 
 # ---- sdnctl agent ------------------------------------------------------------------------------
 
-def agent_source(settings: Settings, node: str, api_client: Any, http: tuple[str, int] | None,
-                 informer_options: dict | None = None):
-    """The controller's input source for a node: start the agent on the core; returns its
-    stop function (sdn.switch.controller.Options.source)."""
-    def start(core) -> Callable[[], None]:
-        agent = Agent(settings, node, api_client, core, informer_options).start()
-        server = serve_http(agent, *http) if http else None
-        if server is not None:
-            log.info("metrics, health and status on http://%s:%d/", *server.server_address[:2])
-
-        def stop() -> None:
-            agent.stop()
-            if server is not None:
-                server.shutdown()
-        return stop
-    return start
-
-
 def agent_command():
     import os
     import sys
@@ -358,6 +341,7 @@ def agent_command():
         """Watch the Kubernetes API and program this node's bridge (the DaemonSet's command)."""
         from sdn.k8s.connect import api_client
         from sdn.k8s.settings import SettingsError, load_settings
+        from sdn.sources.kubernetes import KubernetesSource
         from sdn.switch.controller import Options, run
         from sdn.switch.core import NodeSpec
         try:
@@ -370,11 +354,20 @@ def agent_command():
         except Exception as e:  # noqa: BLE001 - kubeconfig problems of every kind
             click.echo(f"error: cannot configure the Kubernetes client: {e}", err=True)
             sys.exit(2)
+        if settings.setup_node:
+            from sdn.agent_setup import setup_node
+            from sdn.node_setup import SetupError
+            try:
+                changes = setup_node(settings, client, node, listen or settings.openflow)
+            except SetupError as e:
+                click.echo(f"error: setting up node {node}: {e}", err=True)
+                sys.exit(e.code)
+            click.echo(f"node {node} set up: {'; '.join(changes) if changes else 'nothing to change'}", err=True)
         port = settings.metrics_port if metrics_port is None else metrics_port
         os.makedirs(os.path.dirname(control) or ".", exist_ok=True)
         opts = Options([], [NodeSpec(node, settings.ovsdb, settings.bridge)],
                        listen or settings.openflow, control, log_level=log_level, log_file=log_file,
                        enforce=settings.enforce,
-                       source=agent_source(settings, node, client, (settings.metrics_address, port)))
+                       source=KubernetesSource(settings, node, client, (settings.metrics_address, port)))
         sys.exit(run(opts))
     return agent

@@ -6,15 +6,16 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from sdn.cli_output import (EXIT_USAGE, QUIET, console_out, err, escape, progress,
-                            show_error)
+from sdn.cli_output import EXIT_USAGE, QUIET, console_out, err, escape, progress, show_error
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `sdnctl --help` stays fast
     from flows.compiler import Program
+    from flows.flow import Flow
     from sdn.compile import Compiled
     from sdn.policy.model import Cluster, Pod
 
@@ -25,7 +26,7 @@ class UsageProblem(click.ClickException):
     exit_code = EXIT_USAGE
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise UsageProblem(message)
 
 
@@ -184,7 +185,7 @@ class LazyGroup(click.Group):
                 if not cmd.hidden:
                     rows.append((name, cmd.get_short_help_str(limit)))
             else:
-                rows.append((name, click.utils.make_default_short_help(self.lazy[name][1], limit)))
+                rows.append((name, click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -261,7 +262,7 @@ def flows_show(files, node, enforce, policy, pod, namespace, table, output):
     compiled = _compile(cluster, node, None, enforce)
     node = _single_node(compiled, node)
     program = compiled.programs[node]
-    flows = program.flows
+    flows: Sequence[Flow] = program.flows
     if the_pod is not None:
         flows = show.pod_flows(flows, the_pod.ips, compiled.layout.ofports.get(node, {}).get(the_pod.key),
                                pod_mac(the_pod))
@@ -286,9 +287,9 @@ def flows_show(files, node, enforce, policy, pod, namespace, table, output):
     show.render(grouped, console, wide=output == "wide")
 
 
-from sdn.cli_trace import trace_cmd as _trace  # noqa: E402 - before cli_live extends it with --live
 from sdn.cli_live import register as _register_live  # noqa: E402 - live options of flows show / trace
 from sdn.cli_policy import policy_group  # noqa: E402
+from sdn.cli_trace import trace_cmd as _trace  # noqa: E402 - before cli_live extends it with --live
 
 main.add_command(_trace)
 main.add_command(policy_group)

@@ -18,17 +18,12 @@ import sys
 
 import click
 
-from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, console_out as _console, escape
+from sdn.cli_output import EXIT_DIFFERS, EXIT_UNREACHABLE, EXIT_USAGE, CommandProblem, escape
+from sdn.cli_output import console_out as _console
 
 CONTROL_HELP = ("The running controller's control socket (default: /run/sdn/controller.sock if it exists, "
                 "else the agents of the lab that is up, $SDN_LAB_DIR).")
 control_option = click.option("--control", metavar="SOCKET", envvar="SDN_CONTROL", help=CONTROL_HELP)
-
-
-def _problem(message: str, code: int) -> click.ClickException:
-    problem = click.ClickException(message)
-    problem.exit_code = code
-    return problem
 
 
 def _where(control: str | None):
@@ -37,7 +32,7 @@ def _where(control: str | None):
     try:
         return where(control)
     except NotFound as e:
-        raise _problem(str(e), EXIT_UNREACHABLE) from None
+        raise CommandProblem(str(e), EXIT_UNREACHABLE) from None
 
 
 def _ask(control: str | None, cmd: str, **args) -> dict:
@@ -61,9 +56,9 @@ def _ask(control: str | None, cmd: str, **args) -> dict:
                 last = e
         raise last or ControlError("the lab has no agent", reached=False)
     except UnknownNode as e:
-        raise _problem(str(e), EXIT_USAGE) from None
+        raise CommandProblem(str(e), EXIT_USAGE) from None
     except ControlError as e:
-        raise _problem(str(e), EXIT_USAGE if e.bad_request else EXIT_UNREACHABLE) from None
+        raise CommandProblem(str(e), EXIT_USAGE if e.bad_request else EXIT_UNREACHABLE) from None
 
 
 # ---- controller ----------------------------------------------------------------------------
@@ -90,7 +85,11 @@ def _ask(control: str | None, cmd: str, **args) -> dict:
               help="A fabric switch (an OVS bridge standing in for a ToR or hypervisor switch) that "
                    "judges every rule of the cluster, matching addresses only: the same as "
                    "--bridge fabric[/BRIDGE]=OVSDB --enforce fabric.")
-def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce, fabric):
+@click.option("--settle", type=float, default=0.5, show_default=True, metavar="SECONDS",
+              help="How long a manifest modified in place must stay unchanged before it is read (a file "
+                   "renamed into place is read at once).")
+def controller_cmd(files, bridges, listen, control, poll, no_configure, log_level, log_file, enforce, fabric,
+                   settle):
     """Program real Open vSwitch bridges from the manifests, through os-ken (OpenFlow 1.3).
 
     Each change goes to each bridge as one atomic bundle of only the difference; a restart
@@ -103,7 +102,7 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
     try:
         nodes = [NodeSpec.parse(b) for b in bridges]
         if fabric:
-            bridge, sep, remote = fabric.rpartition("=") if "=" in fabric else ("", "", fabric)
+            bridge, _sep, remote = fabric.rpartition("=") if "=" in fabric else ("", "", fabric)
             nodes.append(NodeSpec.parse(f"{FABRIC}{'/' + bridge if bridge else ''}={remote}"))
             enforce = "fabric"
     except ValueError as e:
@@ -111,7 +110,7 @@ def controller_cmd(files, bridges, listen, control, poll, no_configure, log_leve
     if not nodes:
         raise click.UsageError("no bridge to control: give --bridge NODE=OVSDB (repeatable) or --fabric OVSDB")
     sys.exit(run(Options(list(files), nodes, listen, control, poll, not no_configure, log_level, log_file,
-                         enforce)))
+                         enforce, settle=settle)))
 
 
 # ---- status --------------------------------------------------------------------------------
@@ -181,9 +180,7 @@ def flows_show_live(node, bridge, control, policy, table, output, pod=None) -> N
     from sdn.switch.control import installed_from_json, program_from_json
     doc = _ask(control, "flows", **_target(node, bridge))
     if doc["program"] is None:
-        problem = click.ClickException(f"the controller has no program for {doc['node']} yet")
-        problem.exit_code = EXIT_UNREACHABLE
-        raise problem
+        raise CommandProblem(f"the controller has no program for {doc['node']} yet", EXIT_UNREACHABLE)
     program = program_from_json(doc["program"])
     flows, stats = [], {}
     for d in doc["flows"]:
@@ -239,19 +236,28 @@ def flows_diff_cmd(node, bridge, control, output):
 
 # ---- trace --live --------------------------------------------------------------------------
 
+def _is_address(ref: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(ref)
+        return True
+    except ValueError:
+        return False
+
+
 def trace_live(src, dst, port, namespace, control, output) -> None:
     from sdn.cli_locate import Lab, lab_trace
     from sdn.switch.control import ControlError
     from sdn.switch.livetrace import LiveTraceError
-    key = lambda ref: ref if "/" in ref else f"{namespace}/{ref}"  # noqa: E731
+    key = lambda ref: ref if "/" in ref or _is_address(ref) else f"{namespace}/{ref}"  # noqa: E731
     target = _where(control)
     if isinstance(target, Lab):
         try:
             doc = lab_trace(target, key(src), key(dst), port)
         except LiveTraceError as e:
-            raise _problem(str(e), EXIT_USAGE) from None
+            raise CommandProblem(str(e), EXIT_USAGE) from None
         except ControlError as e:
-            raise _problem(str(e), EXIT_UNREACHABLE) from None
+            raise CommandProblem(str(e), EXIT_UNREACHABLE) from None
     else:
         doc = _ask(target, "trace", **{"from": key(src), "to": key(dst), "port": port})
     if output == "json":
@@ -265,6 +271,8 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
             c.print(f"  {line}")
         agree = "agrees" if doc["agree"] else "[red]DISAGREES[/red]"
         c.print(f"  semantic evaluator: {doc['evaluator']} ({agree})")
+        for line in doc.get("notes", []):
+            c.print(f"  [yellow]note:[/yellow] {escape(line)}")
         for hop in doc["hops"]:
             c.print(f"[bold]{hop['node']}[/bold] bridge {hop['bridge']} -> outputs {hop['outputs'] or 'none (dropped)'}")
             current = hop["bridge"]
@@ -277,6 +285,8 @@ def trace_live(src, dst, port, namespace, control, output) -> None:
                     note = f"  [cyan]{escape(s['rule'])}[/cyan]"
                 elif "default_deny" in s:
                     note = f"  [red]default deny of {escape(s['default_deny']['pod'])}[/red]"
+                elif "role" in s:
+                    note = f"  [magenta]{escape(s['role'])}[/magenta]"
                 if s["miss"]:
                     c.print(f"  {s['table']:>3} {s['name']:<16} no match: drop")
                     continue
@@ -297,6 +307,8 @@ def _qualified(ref: str | None, kw: dict) -> str | None:
 def _extend(command: click.Command, options: list[click.Option], live, is_live) -> None:
     """Add options to an existing command; when `is_live(kwargs)`, run `live(**mine, **shared)`."""
     original = command.callback
+    if original is None:
+        raise TypeError(f"{command.name}: a command without a callback cannot be extended")
     names = [o.name for o in options]
     command.params.extend(options)
 

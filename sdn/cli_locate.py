@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SOCKET = "/run/sdn/controller.sock"  # sdn.switch.control.DEFAULT_SOCKET (test_cli_live checks)
 
@@ -98,7 +99,7 @@ def lab_policy_status(lab: Lab, namespace: str | None) -> list[dict]:
     manifests, realized when the agent's bridge realized the manifests' current generation."""
     from sdn.switch.control import ControlError, request
     cluster = lab_cluster(lab)
-    out = []
+    out: list[dict[str, Any]] = []
     for name, sock in lab.controls.items():
         try:
             st = request(sock, "status", timeout=10)

@@ -52,7 +52,7 @@ def render(doc: dict, console) -> None:
 def matrix_cmd(files, ports, protocols, namespaces, output):
     """Who may open a connection to whom: every ordered pod pair, predicted from the manifests
     alone (no switch). Rows are sources, columns destinations."""
-    from sdn.cli import load, UsageProblem
+    from sdn.cli import UsageProblem, load
     cluster = load(files)
     keys = sorted((k for k, p in cluster.pods.items() if p.ips and (not namespaces or p.namespace in namespaces)),
                   key=lambda k: tuple(k.split("/", 1)))

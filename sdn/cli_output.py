@@ -7,10 +7,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+
+import click
 
 
-@functools.lru_cache(maxsize=None)
+class CommandProblem(click.ClickException):
+    """An error a command reports, with the exit code it documents for it."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class: this one is per error
+
+
+@functools.cache
 def err():
     """The stderr console: errors, warnings, progress."""
     from rich.console import Console

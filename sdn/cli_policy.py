@@ -9,7 +9,7 @@ import json
 import click
 
 from sdn.cli_matrix import matrix_cmd
-from sdn.cli_output import EXIT_UNREACHABLE, console_out, escape
+from sdn.cli_output import EXIT_UNREACHABLE, CommandProblem, console_out, escape
 
 
 @click.group("policy")
@@ -62,6 +62,7 @@ def policy_status(agent_url, namespace, output):
     """For each NetworkPolicy: has this node (in a lab: each node) realized its current generation?"""
     import urllib.error
     import urllib.request
+
     from sdn.cli import emit
     from sdn.cli_locate import lab_policy_status, running_lab
     lab = running_lab() if agent_url is None else None
@@ -73,19 +74,16 @@ def policy_status(agent_url, namespace, output):
         for doc in docs:
             _render_policy_status(doc)
         if any(d.get("error") for d in docs):
-            problem = click.ClickException("; ".join(f"{d['node']}: {d['error']}" for d in docs if d.get("error")))
-            problem.exit_code = EXIT_UNREACHABLE
-            raise problem
+            raise CommandProblem("; ".join(f"{d['node']}: {d['error']}" for d in docs if d.get("error")),
+                                 EXIT_UNREACHABLE)
         return
     agent_url = agent_url or "http://127.0.0.1:9470"
     try:
         with urllib.request.urlopen(agent_url.rstrip("/") + "/status", timeout=10) as resp:
             doc = json.load(resp)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        problem = click.ClickException(f"cannot read the agent's status at {agent_url}: {getattr(e, 'reason', e)}"
-                                       + ("" if lab else " (and no lab is up)"))
-        problem.exit_code = EXIT_UNREACHABLE
-        raise problem from None
+        raise CommandProblem(f"cannot read the agent's status at {agent_url}: {getattr(e, 'reason', e)}"
+                             + ("" if lab else " (and no lab is up)"), EXIT_UNREACHABLE) from None
     policies = [p for p in doc.get("policies", []) if namespace is None or p["namespace"] == namespace]
     if output in ("json", "yaml"):
         emit({"node": doc.get("node"), "policies": policies}, output)

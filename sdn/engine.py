@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from flows.compiler import BridgeCompiler, Program
-from flows.flow import FlowDiff
+from flows.flow import Flow, FlowDiff
 from flows.ir import Bridge
 from sdn.layout import FABRIC, Layout, build_layout
 from sdn.policy.incremental import Obj, RuleDelta, RuleSet
@@ -152,9 +152,9 @@ class Engine:
                 diffs.setdefault(name, []).append(d)
         if not delta.empty:
             for name, compiler in self.compilers.items():
-                d = compiler.update(delta.upsert, delta.delete, delta.isolate, delta.unisolate)
-                if d:
-                    diffs.setdefault(name, []).append(d)
+                change = compiler.update(delta.upsert, delta.delete, delta.isolate, delta.unisolate)
+                if change:
+                    diffs.setdefault(name, []).append(change)
         return {name: _merge(ds) for name, ds in diffs.items() if any(ds)}
 
 
@@ -163,7 +163,7 @@ def _merge(diffs: list[FlowDiff]) -> FlowDiff:
     if len(diffs) == 1:
         return diffs[0]
     existed: dict[tuple, bool] = {}
-    last: dict[tuple, object] = {}  # key -> Flow now, or the deleted Flow wrapped in a tuple
+    last: dict[tuple, Flow | tuple[Flow]] = {}  # key -> Flow now, or the deleted Flow wrapped in a tuple
     for d in diffs:
         for f in d.add:
             existed.setdefault(f.key, False)
@@ -174,16 +174,18 @@ def _merge(diffs: list[FlowDiff]) -> FlowDiff:
         for f in d.delete:
             existed.setdefault(f.key, True)
             last[f.key] = (f,)
-    add, modify, delete = [], [], []
+    add: list[Flow] = []
+    modify: list[Flow] = []
+    delete: list[Flow] = []
     for key, was in existed.items():
         now = last[key]
-        gone = isinstance(now, tuple)
-        if not was and not gone:
-            add.append(now)
-        elif was and gone:
-            delete.append(now[0])
-        elif was and not gone:
+        if isinstance(now, tuple):  # gone: deleted if it was there before
+            if was:
+                delete.append(now[0])
+        elif was:
             modify.append(now)
+        else:
+            add.append(now)
     return FlowDiff(tuple(sorted(add)), tuple(sorted(modify)), tuple(sorted(delete)))
 
 

@@ -14,7 +14,7 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 
-from flows.ir import Bridge, PodPort, Route
+from flows.ir import Bridge, Gateway, PodPort, Route
 from sdn.policy.model import Cluster, Pod
 
 TUNNEL_OFPORT = 1
@@ -24,6 +24,7 @@ FIRST_POD_OFPORT = 10
 GATEWAY_MAC = "0a:58:a9:fe:00:01"  # the bridge's own (proxy ARP answers, rewritten eth_src)
 GATEWAY_OFPORT = 2  # a host-mode node bridge's port into the node's stack (sdn-gw)
 GATEWAY_PORT_MAC = "0a:58:a9:fe:00:02"  # that port's, on the node's side
+FABRIC_GATEWAY_OFPORT = 3  # the gateway port of a fabric-node bridge (2 is its fabric uplink)
 DEFAULT_NODE = "node-1"
 BRIDGE_NAME = "br-sdn"
 FABRIC = "fabric"  # the name of the fabric switch in programs and layouts
@@ -80,10 +81,10 @@ class Layout:
                        for n in sorted(self.nodes) for cidr in self._cidrs(self.nodes[n]))
         return Bridge(FABRIC, (), routes, tuple(sorted(ports.values())), GATEWAY_MAC, "fabric")
 
-    def bridge(self, node: str, mode: str = "host") -> Bridge:
+    def bridge(self, node: str, mode: str = "host", gateway: Gateway | None = None) -> Bridge:
         """The bridge of one node: "host" (judges its own pods' rules, tunnels to the other
-        nodes) or "fabric-node" (spoof guard and delivery only; every pod packet goes to the
-        fabric switch)."""
+        nodes; with its gateway port into the node's stack when given) or "fabric-node" (spoof
+        guard and delivery only; every pod packet goes to the fabric switch)."""
         info = self.nodes[node]
         ports = self.ofports.get(node, {})
         pods = tuple(PodPort(p.key, ports[p.key], pod_mac(p), p.ips)
@@ -97,7 +98,16 @@ class Layout:
                 continue
             for cidr in self._cidrs(other):
                 routes.append(Route(cidr, TUNNEL_OFPORT, other.address, other.name))
-        return Bridge(BRIDGE_NAME, pods, tuple(routes), (TUNNEL_OFPORT,), GATEWAY_MAC, mode)
+        return Bridge(BRIDGE_NAME, pods, tuple(routes), (TUNNEL_OFPORT,), GATEWAY_MAC, mode, gateway)
+
+    def gateways(self, service_cidrs: tuple[str, ...] = ()) -> dict[str, Gateway]:
+        """Each node's gateway port as `lab up` and the agent make it (sdn/node_setup.py):
+        ofport 2, the node's own addresses (its pod CIDRs' first address, its Node address)."""
+        out = {}
+        for name, info in sorted(self.nodes.items()):
+            own = [str(ipaddress.ip_network(c, strict=False)[1]) for c in info.pod_cidrs] + [info.address]
+            out[name] = Gateway(GATEWAY_OFPORT, GATEWAY_PORT_MAC, tuple(dict.fromkeys(own)), tuple(service_cidrs))
+        return out
 
 
 def _fallback_address(i: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -97,6 +98,26 @@ def socket_ready(path: Path | str) -> bool:
         return False
     finally:
         s.close()
+
+
+def remove_stale_socket(path: str) -> None:
+    """Remove a unix socket file left by a killed process, so a new listener can bind it; an
+    OSError if the file is no socket or a process still answers on it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: left by a killed process
+        return
+    finally:
+        probe.close()
+    raise OSError(f"{path}: another controller is running (it answers on this socket)")
 
 
 _SPAWN = """

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from rich.console import Console
 from rich.table import Table as RichTable
@@ -16,7 +16,7 @@ from flows import pipeline as P
 from flows.compiler import Program, RuleInfo, sorted_flows
 from flows.fields import parse_mac
 from flows.flow import Flow, Output
-from flows.ir import EGRESS, INGRESS
+from flows.ir import EGRESS
 
 Stats = dict[tuple, tuple[int, int]]  # flow key -> (packets, bytes)
 _KIND_ORDER = {"rule": 0, "default": 1, "pipeline": 2, "unknown": 3}
@@ -47,7 +47,7 @@ class Group:
     rows: list[Row] = field(default_factory=list)
 
 
-def _networks(flow: Flow) -> list[ipaddress._BaseNetwork]:
+def _networks(flow: Flow) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     out = []
     for m in flow.match:
         if m.field in ("nw_src", "nw_dst", "arp_spa", "ipv6_src", "ipv6_dst"):
@@ -157,7 +157,7 @@ def group_flows(flows: Iterable[Flow], program: Program, names: dict[str, str],
                     continue
                 if not wanted(info):
                     continue
-                g = group(f.table, str(info.id), lambda: Group(title_of(info), "rule", info.id.policy, info))
+                g = group(f.table, str(info.id), lambda info=info: Group(title_of(info), "rule", info.id.policy, info))
                 g.rows.append(Row(f, _clause_role(f, info), pods))
         elif kind == P.KIND_RULE:
             info = by_cookie.get(f.cookie)
@@ -169,7 +169,7 @@ def group_flows(flows: Iterable[Flow], program: Program, names: dict[str, str],
                 continue
             if not wanted(info):
                 continue
-            g = group(f.table, str(info.id), lambda: Group(title_of(info), "rule", info.id.policy, info))
+            g = group(f.table, str(info.id), lambda info=info: Group(title_of(info), "rule", info.id.policy, info))
             g.rows.append(Row(f, "conj_id (allow)" if cid is not None else "allow", pods))
         elif kind == P.KIND_DEFAULT:
             iso = defaults.get(f.cookie)
@@ -180,12 +180,12 @@ def group_flows(flows: Iterable[Flow], program: Program, names: dict[str, str],
                 continue
             who = names.get(iso.address, iso.address)
             title = f"{who} {iso.direction}-isolated by {', '.join(iso.policies)}"
-            group(f.table, title, lambda: Group(title, "default")).rows.append(Row(f, "default deny", pods))
+            group(f.table, title, lambda title=title: Group(title, "default")).rows.append(Row(f, "default deny", pods))
         else:
             if policy:
                 continue
             title = "pipeline" if kind == P.KIND_PIPELINE else "not ours (unknown cookie)"
-            group(f.table, title, lambda: Group(title, "pipeline" if kind else "unknown")).rows.append(
+            group(f.table, title, lambda title=title, kind=kind: Group(title, "pipeline" if kind else "unknown")).rows.append(
                 Row(f, "", pods))
     out = []
     for t in P.TABLES:

@@ -71,7 +71,7 @@ class ClusterSimulator:
                 return False, hops
             bridge, in_port = nxt
             f = {k: v for k, v in result.packet.fields.items()
-                 if not (k.startswith("reg") or k.startswith("ct_") or k in ("conj_id", "tun_dst"))}
+                 if not (k.startswith(("reg", "ct_")) or k in ("conj_id", "tun_dst"))}
             f["in_port"] = in_port
             packet = Packet(f)
         return False, hops
@@ -107,7 +107,7 @@ class ClusterSimulator:
                 return hops
             bridge, in_port = nxt
             f = {k: v for k, v in result.packet.fields.items()
-                 if not (k.startswith("reg") or k.startswith("ct_") or k in ("conj_id", "tun_dst"))}
+                 if not (k.startswith(("reg", "ct_")) or k in ("conj_id", "tun_dst"))}
             f["in_port"] = in_port
             packet = Packet(f)
         return hops
@@ -127,13 +127,19 @@ class ClusterSimulator:
 
     def from_address(self, address: str, dst: Pod, port: int, protocol: str, src_port: int = 40000) -> Path:
         """A new connection from an address that is no pod's to a pod. It enters where traffic
-        from outside the node enters these tables: the destination node's tunnel port (host
-        mode), or the fabric switch from another node's link (fabric mode)."""
+        from outside the node enters these tables: the destination node's gateway port when its
+        bridge has one (the node itself, or a host outside the cluster it routes), else its
+        tunnel port (another node's address, or no gateway), or the fabric switch from another
+        node's link (fabric mode)."""
         layout = self.compiled.layout
         dst_node = layout.node_of(dst)
         family = ipaddress.ip_address(address).version
         dst_ip = next(ip for ip in dst.ips if ipaddress.ip_address(ip).version == family)
         bridge, in_port = dst_node, TUNNEL_OFPORT
+        gw = self.compiled.gateways.get(dst_node)
+        other_nodes = {n.address for name, n in layout.nodes.items() if name != dst_node}
+        if gw is not None and address not in other_nodes:
+            in_port = gw.ofport
         if self.compiled.enforce == "fabric":
             others = [p for n, p in sorted(self.fabric_ports.items()) if n != dst_node]
             bridge, in_port = FABRIC, (others or [self.fabric_ports[dst_node]])[0]

@@ -45,14 +45,14 @@ def _sweep_stale_netns() -> None:
         return
     try:
         names = netns_list()
-    except Exception:
+    except Exception:  # noqa: BLE001 - no namespaces to list: nothing to clean
         return
     for ns in names:
         m = re.match(rf"^{NS_PREFIX}(\d+)-", ns)
         if m and not os.path.exists(f"/proc/{m.group(1)}"):
             try:
                 del_netns(ns)
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort: its owner may be removing it too
                 pass
 
 
@@ -83,7 +83,7 @@ class OvsFactory:
         for inst in reversed(self.instances):
             try:
                 inst.stop()
-            except Exception as e:  # keep stopping the others
+            except Exception as e:  # noqa: BLE001 - keep stopping the others
                 errors.append(e)
         self.instances.clear()
         if errors:

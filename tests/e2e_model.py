@@ -15,8 +15,8 @@ expectations are written by hand from the intent of each case.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 NAMESPACES = ("x", "y", "z")
 POD_NAMES = ("a", "b", "c")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from sdn.k8s.resources import WATCHED, resource_for
 from sdn.policy.manifests import add_object

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -19,8 +19,8 @@ from sdn.k8s.binaries import BinariesMissing, binary
 from sdn.k8s.connect import api_client
 from sdn.k8s.resources import WATCHED, resource_for
 from sdn.k8s.rest import ApiError, Rest
-from sdn.lab.controlplane import COMPONENTS, ControlPlane
 from sdn.lab import pki
+from sdn.lab.controlplane import COMPONENTS, ControlPlane
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

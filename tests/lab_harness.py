@@ -287,6 +287,7 @@ def check_node_traffic(replayer: Replayer) -> None:
     import ipaddress
     import subprocess
     import sys
+
     from tests.e2e_model import from_, ip_block, match, netpol
     lab = replayer.lab
     record = lab.state.load()
@@ -330,6 +331,7 @@ def check_external(replayer: Replayer) -> None:
     import json
     import subprocess
     import sys
+
     from tests.e2e_model import from_, ip_block, match, netpol, port, to
     lab = replayer.lab
     st = json.loads(subprocess.run([sys.executable, "-m", "sdn.cli", "lab", "--state-dir", str(lab.state.dir),

@@ -141,6 +141,7 @@ def check_spoofguard_drops_are_router_solicitations(replayer) -> None:
     neighbor solicitations) from addresses the spoof guard does not pass. Restart IPv6 in one
     pod, capture what it sends, and count what the bridge dropped."""
     import time
+
     from sdn.switch.control import request
     record = replayer.lab.state.load()
     pod = record["pods"]["x/a"]

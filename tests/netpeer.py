@@ -39,7 +39,7 @@ def server(out: str) -> None:
         while not stop.is_set():
             try:
                 conn, addr = ls.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             tcp_peers.append(addr[0])
             threading.Thread(target=echo, args=(conn,), daemon=True).start()
@@ -57,7 +57,7 @@ def server(out: str) -> None:
     while not stop.is_set():
         try:
             data, addr = us.recvfrom(64)
-        except socket.timeout:
+        except TimeoutError:
             continue
         udp.setdefault(addr[0], []).append(int(data))
     summary = {"tcp_peers": tcp_peers, "echoed_lines": lines["n"],

@@ -19,6 +19,7 @@ from sdn.layout import pod_mac
 from sdn.ovs.instance import OvsInstance
 from sdn.proc import alive as _alive
 from sdn.proc import read_pidfile as _read_pidfile
+from sdn.sources.guard import declarations
 from sdn.switch.control import ControlError, request
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,11 +61,12 @@ def add_tunnel(ovs: OvsInstance, bridge: str, name: str, ofport: int = 1, dst_po
 
 
 def write_manifests(directory: Path, docs: list[dict], name: str = "cluster.yaml") -> Path:
-    """Write docs atomically (a reader never sees half a file)."""
+    """Write docs atomically (a reader never sees half a file), saying so when having no
+    policy or no pod is meant (sdn.sources.guard)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     tmp = directory / f".{name}.tmp"
-    tmp.write_text(yaml.safe_dump_all(docs))
+    tmp.write_text(yaml.safe_dump_all(docs + declarations(docs)))
     os.replace(tmp, path)
     return path
 
@@ -109,7 +111,7 @@ class Controller:
         self.log = self.dir / "controller.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Controller":
+    def start(self) -> Controller:
         args = [sys.executable, "-m", "sdn.cli", "controller", "-f", str(self.manifests),
                 "--listen", self.listen, "--control", self.control, "--poll", "0.2", *self.extra]
         for node, remote in self.nodes.items():
@@ -123,7 +125,7 @@ class Controller:
                 return self
             except ControlError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"controller did not start:\n{self.log_text()}")
+                    raise RuntimeError(f"controller did not start:\n{self.log_text()}") from None
                 time.sleep(0.05)
 
     def ask(self, cmd: str, **args) -> dict:

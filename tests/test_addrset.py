@@ -4,7 +4,8 @@ union, difference, disjointness, membership and the minimal CIDR cover."""
 from __future__ import annotations
 
 import netaddr
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flows.addrset import AddressSet, parse_cidr
 

@@ -161,7 +161,7 @@ def test_converges_after_random_events_with_disconnects_and_410s(setup):
             ns, name = names.pop(rng.randrange(len(names)))
             try:
                 server.delete(policy(ns, name, {}))
-            except Exception:  # already deleted by an earlier pick
+            except Exception:  # noqa: BLE001 - already deleted by an earlier pick
                 pass
         else:  # a pod of the other node goes away and comes back
             key = rng.choice(REMOTE)
@@ -210,6 +210,70 @@ def test_nothing_is_flushed_while_the_api_is_down(setup):
     assert run.flows() != before
     watch = json.loads(run.get("/status")[1])["watch"]["networkpolicies.networking.k8s.io"]
     assert watch["expired"] > expired and watch["relists"].get("expired", 0) >= 1, watch
+
+
+def test_a_change_made_during_an_outage_is_realized_soon_after_the_api_returns(setup):
+    """Fast resync: retries back off to at most apiRetryMaxSeconds (1.5 s, jittered), so a
+    change written meanwhile (through a second kube-apiserver on the same etcd) is realized
+    about that long after the agent's API server accepts connections again. Measured from the
+    first accepted TCP connection (the server serves watches before its /readyz turns 200)
+    and printed; the assertion is loose (timing on a shared machine is noisy)."""
+    import threading
+    run, server = setup, setup.server
+    cp = server.cp
+    run.converged()
+    before = run.flows()
+    cp.start_component("kube-apiserver-b")
+    other = Rest(api_client(str(cp.admin_kubeconfig_for("kube-apiserver-b"))))
+
+    def accepting() -> bool:
+        try:
+            socket.create_connection((cp.address, cp.ports["kube-apiserver"]), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def answering() -> bool:  # a list, as the agent's informers make them
+        try:
+            server.rest.call("GET", "/api/v1/namespaces", query={"limit": "1"}, timeout=1.0)
+            return True
+        except Exception:  # noqa: BLE001 - refused, 5xx, 403 while RBAC loads: not back yet
+            return False
+    took, since_accept = [], []
+    try:
+        for attempt in range(2):
+            name = f"outage-{attempt}"
+            cp.stop_component("kube-apiserver", grace=0)
+            starter = threading.Thread(target=cp.start_component, args=("kube-apiserver",))
+            try:
+                assert wait_until(lambda: not _status(run).get("api", {}).get("reachable", True), 10, 0.1)
+                other.apply(policy("x", name, {"podSelector": {}, "ingress": [  # new flows on any node
+                    {"from": [{"ipBlock": {"cidr": f"192.0.2.{attempt}/32"}}], "ports": [{"port": 4242 + attempt}]}]}))
+                time.sleep(4)  # long enough for the retry delay to reach its cap
+                assert run.flows() == before, "nothing changes while the API is away"
+                starter.start()
+                assert wait_until(accepting, 90, 0.01)
+                accepted = time.monotonic()
+                assert wait_until(answering, 90, 0.02)
+                back = time.monotonic()
+                assert wait_until(lambda before=before: run.flows() != before, 30, 0.02), run.log.read_text()[-3000:]
+                took.append(time.monotonic() - back)
+                since_accept.append(time.monotonic() - accepted)
+            finally:
+                if starter.ident is None:  # failed before the restart: restart it anyway
+                    cp.start_component("kube-apiserver")
+                else:
+                    starter.join()
+            run.converged()
+            server.delete(policy("x", name, {}))
+            run.converged()
+            before = run.flows()
+    finally:
+        cp.stop_component("kube-apiserver-b")
+    print(f"API server answering a list again -> change made during the outage realized in "
+          f"{', '.join(f'{t:.2f}s' for t in took)} ({', '.join(f'{t:.2f}s' for t in since_accept)} after it "
+          f"accepted connections; apiRetryMaxSeconds 1.5)")
+    assert max(took) < 10, took
 
 
 def test_metrics_health_status_and_policy_events(setup):

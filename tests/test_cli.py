@@ -91,7 +91,7 @@ def test_stdin_input():
 def test_flows_show_groups_by_table_and_rule():
     doc = json.loads(run("flows", "show", "-f", EXAMPLES, "--node", "node-1", "-o", "json").output)
     tables = {t["name"]: t for t in doc["tables"]}
-    assert list(tables)[0] == "classifier"
+    assert next(iter(tables)) == "classifier"
     rules = [g for g in tables["ingress_rule"]["groups"] if g["kind"] == "rule"]
     assert {g["policy"] for g in rules} == {"x/allow-web"}
     assert [g["rule"] for g in rules] == ["x/allow-web ingress[0].1", "x/allow-web ingress[1]",
@@ -101,7 +101,7 @@ def test_flows_show_groups_by_table_and_rule():
     assert len(shared) == 2 and shared[0]["flow"] == shared[1]["flow"]
     assert shared[0]["flow"].count("conjunction(") == 2
     # rule 1 is small: plain flows, each naming both pods
-    plain = [f for f in rules[1]["flows"]]
+    plain = list(rules[1]["flows"])
     assert len(plain) == 6 and all(f["role"] == "allow" and len(f["pods"]) == 2 for f in plain)
     defaults = [g["title"] for g in tables["ingress_default"]["groups"] if g["kind"] == "default"]
     assert defaults == ["x/a ingress-isolated by x/allow-web, x/default-deny",

@@ -74,7 +74,7 @@ def test_trace_from_a_node_address_names_the_node():
     proc = sdnctl("trace", "-f", EXAMPLES, "--from", "192.168.50.12", "--to", "x/a", "--port", "80")
     assert proc.returncode == 0, proc.stderr
     first = proc.stdout.splitlines()[0]
-    assert first == "192.168.50.12 (node node-2: judged like any address outside the pods) -> x/a 80/TCP: DENIED"
+    assert first == "192.168.50.12 (node node-2) -> x/a 80/TCP: DENIED"
     assert "dropped by the ingress default deny of x/a" in proc.stdout
 
 
@@ -127,3 +127,39 @@ def test_flows_show_pod_keeps_the_flows_of_that_pod():
     assert text.splitlines()[0].endswith(f"; {len(set(flows))} concern x/a")  # a flow of two rules shows twice
     proc = sdnctl("flows", "show", "-f", EXAMPLES, "--node", "node-1", "--pod", "x/nope")
     assert proc.returncode == 2 and "x/nope" in proc.stderr
+
+
+def test_trace_with_gateways_shows_the_node_the_outside_and_services_with_their_roles():
+    """--gateway gives each node bridge its gateway port (as `lab up` and the agent make it):
+    the pod's own node reaches it though it is isolated; another node's address comes through
+    the tunnel and is judged; an outside address leaves through the gateway; a ClusterIP goes to
+    kube-proxy unjudged. Each pipeline flow hit says what it is for."""
+    def trace(*args: str) -> dict:
+        proc = sdnctl("trace", "-f", EXAMPLES, "--gateway", "--service-cidr", "10.96.0.0/16", *args, "-o", "json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def roles(doc: dict) -> list[str]:
+        return [s["role"] for h in doc["hops"] for s in h["steps"] if s.get("role")]
+    own = trace("--from", "192.168.50.11", "--to", "x/a", "--port", "80")  # x/a is isolated, on node-1
+    assert (own["verdict"], own["evaluator"], own["agree"]) == ("allowed", "allowed", True)
+    assert "gateway: from the node itself (always allowed)" in roles(own)
+    assert "new from the node: not judged" in roles(own)
+    assert any("x/a's own node: always allowed" in n for n in own["notes"])
+    other = trace("--from", "192.168.50.12", "--to", "x/a", "--port", "80")
+    assert (other["verdict"], other["agree"]) == ("denied", True)
+    assert "from another node (tunnel)" in roles(other)
+    out = trace("--from", "x/a", "--to", "192.168.50.253", "--port", "80")
+    assert out["verdict"] == "allowed" and out["hops"][-1]["outputs"] == [2]
+    assert roles(out)[-1] == "to the gateway: the node, or outside the cluster (masqueraded by the node)"
+    svc = trace("--from", "y/c", "--to", "10.96.0.80", "--port", "8080")  # y/c's egress allows only x
+    assert (svc["verdict"], svc["agree"]) == ("allowed", True)
+    assert "to a Service: to the node's kube-proxy unjudged, judged once translated" in roles(svc)
+    blocked = trace("--from", "y/c", "--to", "192.168.50.253", "--port", "80")
+    assert (blocked["verdict"], blocked["agree"]) == ("denied", True)
+    bad = sdnctl("trace", "-f", EXAMPLES, "--gateway", "--enforce", "fabric", "--from", "x/a", "--to", "y/a",
+                 "--port", "80")
+    assert bad.returncode == 2 and "host-mode" in bad.stderr
+    bad = sdnctl("trace", "-f", EXAMPLES, "--service-cidr", "10.96.0.0/33", "--from", "x/a", "--to", "y/a",
+                 "--port", "80")
+    assert bad.returncode == 2 and "--service-cidr 10.96.0.0/33: not a CIDR" in bad.stderr

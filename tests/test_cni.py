@@ -153,7 +153,7 @@ class Runtime:
         for container in list(self.added):
             try:
                 self.delete(container)
-            except Exception:  # keep cleaning
+            except Exception:  # noqa: BLE001 - keep cleaning
                 pass
         for ns in self.namespaces:
             del_netns(ns)

@@ -27,12 +27,20 @@ import netaddr
 import pytest
 
 from flows import pipeline as P
-from flows import compiler as C
 from flows import priorities as PR
 from flows.compiler import (
     BridgeCompiler,
-    CompileError, Program, address_match, assign_conj_ids, assign_priorities, compile_bridge,
-    cross_product_count, port_matches, provably_disjoint, scope_rules, sorted_flows,
+    CompileError,
+    Program,
+    address_match,
+    assign_conj_ids,
+    assign_priorities,
+    compile_bridge,
+    cross_product_count,
+    port_matches,
+    provably_disjoint,
+    scope_rules,
+    sorted_flows,
 )
 from flows.fields import CT_BITS, FieldRef, parse_value
 from flows.flow import CT, Conjunction, Flow, GotoTable, InPort, Load, Match, Move, Output
@@ -187,7 +195,7 @@ def test_merge_ranges_property():
         out = merge_ranges(ranges)
         points = {x for lo, hi in ranges for x in range(lo, hi + 1)}
         assert {x for lo, hi in out for x in range(lo, hi + 1)} == points
-        for (_, h1), (l2, _) in zip(out, out[1:]):
+        for (_, h1), (l2, _) in itertools.pairwise(out):
             assert h1 + 1 < l2  # sorted, disjoint, not adjacent
 
 
@@ -580,7 +588,7 @@ def test_adding_an_unrelated_rule_keeps_existing_conj_ids_and_priorities():
         assert info(p2, r.id.policy).conj_id == info(p1, r.id.policy).conj_id
         assert info(p2, r.id.policy).priority == info(p1, r.id.policy).priority
     # the existing rules' own flows are untouched
-    old = {f for f in rule_flows(p1)}
+    old = set(rule_flows(p1))
     assert old <= set(rule_flows(p2))
 
 
@@ -596,7 +604,7 @@ def test_previous_keeps_priorities_when_an_overlapping_rule_is_added():
     assert info(kept, "x/m").priority == top
     assert info(kept, "x/a").priority != top
     assert info(kept, "x/m").conj_id == info(p1, "x/m").conj_id
-    assert {f for f in rule_flows(p1)} <= set(rule_flows(kept))
+    assert set(rule_flows(p1)) <= set(rule_flows(kept))
     # and recompiling with its own output as `previous` changes nothing
     assert compile_bridge(br, [old, new], [], previous=kept).render() == kept.render()
 

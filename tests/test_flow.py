@@ -13,13 +13,28 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
 
 import pytest
 
 from flows.fields import FIELDS, FieldRef, parse_value
 from flows.flow import (
-    CT, Conjunction, Flow, FlowDiff, GotoTable, InPort, Load, Match, Move, Output, diff,
-    parse_actions, parse_flow, parse_flows, parse_match, render_match,
+    CT,
+    Conjunction,
+    Flow,
+    FlowDiff,
+    GotoTable,
+    InPort,
+    Load,
+    Match,
+    Move,
+    Output,
+    diff,
+    parse_actions,
+    parse_flow,
+    parse_flows,
+    parse_match,
+    render_match,
 )
 
 IP, IP6, ARP = 0x0800, 0x86DD, 0x0806
@@ -391,7 +406,7 @@ def test_ordering_by_table_then_priority_then_match():
              F(40, 100, [Match("conj_id", 7)]), F(40, 100, [Match("conj_id", 3)])]
     assert sorted(flows) == [F(0, 0), F(0, 200, [Match("in_port", 1)]), F(0, 200, [Match("in_port", 2)]),
                              F(40, 100, [Match("conj_id", 3)]), F(40, 100, [Match("conj_id", 7)]), F(60, 0)]
-    assert sorted(flows) == sorted(reversed(flows))
+    assert sorted(flows) == sorted(reversed(flows))  # noqa: C414 - the order must not matter
 
 
 def test_ordering_is_total_over_exact_and_masked_matches():
@@ -408,8 +423,8 @@ def test_ordering_is_total_over_any_actions_and_cookies():
                 F(0, 1, [], [CT(zone=1)]), F(0, 1, [], [CT(zone=1, table=2)]), F(0, 1, [], []),
                 F(0, 1, [], [Output(1)], cookie=5)]
     a = sorted(same_key)
-    assert a == sorted(reversed(same_key)) and len(set(a)) == len(same_key)
-    for x, y in zip(a, a[1:]):
+    assert a == sorted(reversed(same_key)) and len(set(a)) == len(same_key)  # noqa: C414 - the order must not matter
+    for x, y in itertools.pairwise(a):
         assert x < y and not y < x and x != y
 
 

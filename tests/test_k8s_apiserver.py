@@ -16,9 +16,9 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.standin.apiserver import ApiServer
 from sdn.k8s.connect import api_client
 from tests.k8s_support import alpha_policy, namespace, pod, policy
+from tests.standin.apiserver import ApiServer
 
 ALPHA = ("net.alpha.kubernetes.io", "v1alpha1")
 
@@ -257,7 +257,7 @@ def test_a_cut_stream_is_an_error_not_a_clean_end(server, core):
             for e in watch.Watch().stream(core.list_namespace, resource_version=rv,
                                           timeout_seconds=30):
                 got.append(e["object"].metadata.name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported to the test's thread
             failure.append(exc)
 
     reader = threading.Thread(target=read)

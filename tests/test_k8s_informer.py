@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from sdn.engine import Engine
-from tests.standin.apiserver import ApiServer
-from tests.standin.apistore import ApiError
 from sdn.k8s.cluster_state import ClusterState, Delta
 from sdn.k8s.connect import api_client
 from sdn.k8s.informer import SYNCED, Backoff, Event, Informers
@@ -34,9 +32,11 @@ from tests.k8s_support import (
     reference_cluster,
     wait_until,
 )
+from tests.standin.apiserver import ApiServer
+from tests.standin.apistore import ApiError
 
-FAST = dict(watch_timeout=1, relist_period=None, backoff_base=0.02, backoff_cap=0.2,
-            page_size=3, read_timeout=5)
+FAST = {"watch_timeout": 1, "relist_period": None, "backoff_base": 0.02, "backoff_cap": 0.2,
+            "page_size": 3, "read_timeout": 5}
 
 
 @dataclass
@@ -214,7 +214,7 @@ def test_random_stream_with_disconnects_and_410s_converges(server, seed):
     recorder = Recorder()
     world = RandomCluster(server, rng)
     with start(server, recorder) as informers:
-        for round_ in range(4):
+        for _round in range(4):
             for _ in range(40):
                 world.step()
                 if rng.random() < 0.08:
@@ -321,18 +321,17 @@ def test_invalid_objects_are_logged_by_name_and_count_as_absent(server, caplog):
     bad = alpha_policy("x", "db", {"podSelector": {"role": "db"}, "allowIncomng": {}})
     recorder = Recorder()
     key = (FORM_ALPHA, "x", "db")
-    with caplog.at_level(logging.WARNING, logger="sdn.k8s.informer"):
-        with start(server, recorder):
-            server.create(bad)
-            assert wait_until(lambda: recorder.state.invalid())
-            assert "NetworkPolicy x/db" in caplog.text and "allowIncomng" in caplog.text
-            assert key not in recorder.state.snapshot().policies
-            server.update(good)
-            assert wait_until(lambda: key in recorder.state.snapshot().policies)
-            assert recorder.state.invalid() == {}
-            server.update(bad)  # valid, then invalid again: absent, as after a restart
-            assert wait_until(lambda: key not in recorder.state.snapshot().policies)
-            assert converged(server, recorder)
+    with caplog.at_level(logging.WARNING, logger="sdn.k8s.informer"), start(server, recorder):
+        server.create(bad)
+        assert wait_until(lambda: recorder.state.invalid())
+        assert "NetworkPolicy x/db" in caplog.text and "allowIncomng" in caplog.text
+        assert key not in recorder.state.snapshot().policies
+        server.update(good)
+        assert wait_until(lambda: key in recorder.state.snapshot().policies)
+        assert recorder.state.invalid() == {}
+        server.update(bad)  # valid, then invalid again: absent, as after a restart
+        assert wait_until(lambda: key not in recorder.state.snapshot().policies)
+        assert converged(server, recorder)
 
 
 def test_policy_status_follows_generations(server):

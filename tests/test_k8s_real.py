@@ -80,7 +80,7 @@ def test_the_cni_install_reads_the_pod_cidr_from_the_node(kube: Kube, tmp_path):
     agent = api_client(str(kube.service_account_kubeconfig("kube-system", "sdn-agent", tmp_path / "k")))
     assert node_pod_cidrs(agent, "n1") == ("10.244.5.0/24", None)
     assert node_pod_cidrs(agent, "dual") == ("10.244.6.0/24", "fd00:10:244:6::/64")
-    with pytest.raises(TimeoutError, match="no IPv4 spec.podCIDR"):
+    with pytest.raises(TimeoutError, match=r"no IPv4 spec\.podCIDR"):
         node_pod_cidrs(agent, "bare", timeout=0.2, interval=0.05)
 
 

@@ -12,20 +12,20 @@ from pathlib import Path
 import pytest
 
 from sdn.lab import nodes as N
-from sdn.lab.lab import controller_supports_fabric
 from sdn.layout import FABRIC_UPLINK_OFPORT
 from sdn.ovs.instance import OvsInstance
 from tests.e2e_cases import ALL_CASES, base_cluster
 from tests.e2e_model import deny_ingress
-from tests.lab_harness import check_new_pods, make_lab, replay_case
+from tests.lab_harness import (
+    check_external,
+    check_new_pods,
+    check_node_traffic,
+    make_lab,
+    replay_case,
+)
 from tests.lab_live import check_live_commands_and_trace
 
-pytestmark = [
-    pytest.mark.ovs, pytest.mark.xdist_group("lab-fabric"),
-    pytest.mark.skipif(not controller_supports_fabric(),
-                       reason="`sdnctl controller` has no --enforce fabric yet (sdn/switch): the lab's "
-                              "fabric switch needs an agent that compiles the fabric program"),
-]
+pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-fabric")]
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,13 @@ def test_live_commands_find_the_lab_and_trace_every_pair(lab, monkeypatch):
     the lab's agents without --control; the live trace follows every pod pair across the
     fabric switch and agrees with the evaluator."""
     check_live_commands_and_trace(lab, monkeypatch)
+
+
+def test_nodes_reach_their_own_pods_and_are_judged_elsewhere(lab):
+    """Each node bridge's gateway port (ofport 3: 2 is its fabric link): what it gives goes up
+    to the fabric switch, which lets a node reach its own pods and judges the rest."""
+    check_node_traffic(lab)
+
+
+def test_the_external_host_in_and_out(lab):
+    check_external(lab)

@@ -8,8 +8,17 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e_cases import ALL_CASES
-from tests.lab_harness import check_external, check_new_pods, check_node_traffic, make_lab, replay_case
-from tests.lab_live import check_live_commands_and_trace, check_spoofguard_drops_are_router_solicitations
+from tests.lab_harness import (
+    check_external,
+    check_new_pods,
+    check_node_traffic,
+    make_lab,
+    replay_case,
+)
+from tests.lab_live import (
+    check_live_commands_and_trace,
+    check_spoofguard_drops_are_router_solicitations,
+)
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-host")]
 

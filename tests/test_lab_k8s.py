@@ -18,7 +18,13 @@ import pytest
 import yaml
 
 from tests.e2e_cases import ALL_CASES, base_cluster, replay
-from tests.lab_harness import check_external, check_new_pods, check_node_traffic, make_lab, replay_case
+from tests.lab_harness import (
+    check_external,
+    check_new_pods,
+    check_node_traffic,
+    make_lab,
+    replay_case,
+)
 
 pytestmark = [pytest.mark.ovs, pytest.mark.xdist_group("lab-k8s")]
 
@@ -109,7 +115,7 @@ def test_changes_made_with_kubectl_are_realized(lab, tmp_path):
         m = doc["matrices"][0]
         assert m["agree"], m["differences"]
         assert not any(v == "allowed" for s, row in m["measured"].items() for d, v in row.items()
-                       if d.startswith("y/") and not s == d)
+                       if d.startswith("y/") and s != d)
         assert sdnctl(lab, "kubectl", "label", "pod", "-n", "x", "a", "extra=yes").returncode == 0
         kube.settle(60)
         assert lab.lab.matrix([(80, "TCP")])["matrices"][0]["agree"]
@@ -278,3 +284,49 @@ def test_a_nodeport_from_the_external_host_is_judged_on_its_address(lab, tmp_pat
     finally:
         sdnctl(lab, "kubectl", "delete", "-f", str(svc))
         lab.goto(base)
+
+
+def test_a_policy_in_a_missing_namespace_is_refused_and_changes_nothing(lab, tmp_path):
+    lab.goto(base_cluster())
+    f = tmp_path / "missing-ns.yaml"
+    f.write_text(yaml.safe_dump_all([
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "first", "namespace": "x"},
+         "spec": {"podSelector": {}}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": "deny", "namespace": "nowhere"}, "spec": {"podSelector": {}}}]))
+    out = sdnctl(lab, "apply", "-f", str(f))
+    assert out.returncode == 2, out.stdout + out.stderr
+    # nothing else changed: the policy before it in the file was not written either
+    assert "NotFound" in sdnctl(lab, "kubectl", "get", "networkpolicy", "-n", "x", "first").stderr
+    err = " ".join(out.stderr.split())
+    assert "NetworkPolicy nowhere/deny" in err and "namespace nowhere does not exist" in err, err
+    assert "nothing was changed" in err and "created" not in out.stdout and "Traceback" not in out.stderr
+
+
+def test_a_killed_agent_is_restarted_and_counted(lab, tmp_path):
+    """The DaemonSet's restart policy, played by the lab's supervisor: the agent of node-1
+    dies (SIGKILL), is started again, and realizes a change made meanwhile."""
+    import signal
+
+    from sdn.lab import supervise
+    lab.goto(base_cluster())
+    before = {n["name"]: n["restarts"] for n in json.loads(sdnctl(lab, "status", "-o", "json").stdout)["nodes"]}
+    record = lab.lab.state.load()
+    pid = supervise.current_pid(lab.lab.state, "node-1", record["controllers"]["node-1"])
+    os.kill(pid, signal.SIGKILL)
+    deny = tmp_path / "deny.json"
+    deny.write_text(json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                                "metadata": {"name": "deny-all", "namespace": "x"}, "spec": {"podSelector": {}}}))
+    t0 = time.monotonic()
+    out = sdnctl(lab, "apply", "-f", str(deny))
+    print(f"kubernetes mode: SIGKILL -> change realized by the restarted agent in {time.monotonic() - t0:.2f}s")
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr
+        st = json.loads(sdnctl(lab, "status", "-o", "json").stdout)
+        nodes = {n["name"]: n for n in st["nodes"]}
+        assert nodes["node-1"]["restarts"] == before["node-1"] + 1, nodes["node-1"]
+        assert nodes["node-1"]["agent"]["running"] and nodes["node-1"]["agent"]["pid"] != pid
+        m = lab.lab.matrix([(80, "TCP")])["matrices"][0]
+        assert m["agree"], m["differences"]
+    finally:
+        sdnctl(lab, "delete", "-f", str(deny))

@@ -39,8 +39,8 @@ def small_cluster(nodes=("node-1", "node-2")) -> list[dict]:
 
 
 def leftovers(lab: Lab) -> dict:
-    return {"netns": [n for n in netns_list() if n.startswith(lab.prefix + "-") or n.startswith(lab.prefix + "_")],
-            "processes": lab._our_processes(), "state": lab.state.dir.exists()}
+    return {"netns": [n for n in netns_list() if n.startswith((lab.prefix + "-", lab.prefix + "_"))],
+            "processes": lab.teardown.our_processes(), "state": lab.state.dir.exists()}
 
 
 def clean(lab: Lab) -> bool:

@@ -50,7 +50,7 @@ def _plug(ovs, compiled):
     """Internal ports at the ofports the offline layout assigned."""
     for node in NODES:
         have = set(ovs.vsctl("list-ports", node).split())
-        for key, ofport in compiled.layout.ofports[node].items():
+        for _key, ofport in compiled.layout.ofports[node].items():
             name = f"p{NODES[node]}x{ofport}"
             if name not in have:
                 ovs.add_internal_port(node, name, ofport_request=ofport)
@@ -92,7 +92,7 @@ def test_ofproto_trace_agrees_with_evaluator(switch, name, tmp_path):
         pods = sorted(cluster.pods.values(), key=lambda p: p.key)
         cells = [(s, d, pr) for pr in step.probes for s in pods for d in pods if s is not d]
         with ThreadPoolExecutor(8) as pool:
-            got = list(pool.map(lambda c: _trace_connection(switch, compiled, c[0], c[1], c[2].port, c[2].protocol), cells))
+            got = list(pool.map(lambda c, compiled=compiled: _trace_connection(switch, compiled, c[0], c[1], c[2].port, c[2].protocol), cells))
         wrong = []
         for (s, d, pr), ovs_verdict in zip(cells, got):
             judged = evaluate(cluster, s, d, pr.port, pr.protocol).allowed

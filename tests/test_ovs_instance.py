@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sdn.ovs.instance import OvsCommandError, OvsInstance, netns_exists, netns_list
-from sdn.proc import alive as _alive
 from sdn.ovs.trace import TraceError, normalize_ct_state, parse_trace
+from sdn.proc import alive as _alive
 
 from .conftest import require_ovs, unique_name
 
@@ -173,7 +173,7 @@ def test_trace_ct_pipeline(ovs_ports):
     assert new80.passes[1].ct_state == "new|trk"
     assert new80.passes[0].datapath_actions.startswith("ct(zone=1),recirc(")
     # datapath actions use datapath port numbers, not OpenFlow ones
-    dp_p2 = [n for n, (name, _) in ovs.port_map().items() if name == "p2"][0]
+    dp_p2 = next(n for n, (name, _) in ovs.port_map().items() if name == "p2")
     assert new80.datapath_actions == f"ct(commit,zone=1),{dp_p2}"
 
     new22 = ovs.trace("br0", flow22, ct_next="+trk+new")

@@ -60,11 +60,11 @@ def examples(n: int) -> int:
     return n * SCALE
 
 
-COMMON = dict(
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
-)
+COMMON = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+    "print_blob": True,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def compile_ok(cluster: Cluster, **kwargs) -> Compiled:
     """compile_cluster, with a crash on a valid cluster reported as a failed assertion."""
     try:
         return compile_cluster(cluster, **kwargs)
-    except Exception as e:  # noqa: BLE001 - any exception here is the finding
+    except Exception as e:
         raise AssertionError(
             f"compile_cluster raised {type(e).__name__} on a valid cluster: {e}") from e
 

@@ -16,16 +16,34 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flows.flow import diff, parse_flow, parse_flows
 from sdn.compile import compile_cluster
-from sdn.switch.control import program_from_json
 from sdn.policy.manifests import load_documents
+from sdn.switch.control import program_from_json
 from tests.conftest import OvsFactory
-from tests.e2e_model import (base_cluster, deny_ingress, from_, match, namespaces, netpol, node_of, pod_ip,
-                             pod_keys, pods, port)
-from tests.switch_support import (Controller, add_tunnel, kill_vswitchd, plug_internal, start_vswitchd,
-                                  write_manifests)
+from tests.e2e_model import (
+    base_cluster,
+    deny_ingress,
+    from_,
+    match,
+    namespaces,
+    netpol,
+    node_of,
+    pod_ip,
+    pod_keys,
+    pods,
+    port,
+)
+from tests.switch_support import (
+    Controller,
+    add_tunnel,
+    kill_vswitchd,
+    plug_internal,
+    start_vswitchd,
+    write_manifests,
+)
 
 pytestmark = pytest.mark.ovs
 
@@ -50,6 +68,12 @@ POLICIES = {
            netpol("y", "web", match(pod="b"), ingress=[from_(pods(match()), ports=WEB_PORTS),
                                                        from_(pods(match()), ports=[port(7000), port(9000), port(9443)])])],
     "v3": [netpol("y", "web", match(pod="b"), ingress=[from_(pods(match(pod="c")), ports=[port(8080)])])],
+    # y/api overlaps y/web (peers and port 80): placed while y/web holds the top priority, it
+    # keeps the level below after y/web is gone, where a fresh compile would put it on top.
+    "h1": [netpol("y", "web", match(pod="b"), ingress=[from_(pods(match()), ports=WEB_PORTS)])],
+    "h2": [netpol("y", "web", match(pod="b"), ingress=[from_(pods(match()), ports=WEB_PORTS)]),
+           netpol("y", "api", match(pod="b"), ingress=[from_(namespaces(match(ns="y")), ports=[port(80)])])],
+    "h3": [netpol("y", "api", match(pod="b"), ingress=[from_(namespaces(match(ns="y")), ports=[port(80)])])],
 }
 
 
@@ -163,6 +187,51 @@ def test_reloading_unchanged_manifests_sends_nothing(lab):
     assert lab.ctl.bridge(NODE)["counters"]["flow_mods"] == mods
 
 
+def _wait_status(lab, what, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while not what(st := lab.ctl.status()):
+        assert time.monotonic() < deadline, st
+        time.sleep(0.05)
+    return st
+
+
+def _denied(lab) -> bool:
+    """z/a -> x/a:80 on the live bridge (ofproto/trace): denied by x's default deny."""
+    return lab.ctl.ask("trace", **{"from": "z/a", "to": "x/a", "port": "80"})["verdict"] == "denied"
+
+
+def test_a_manifest_cut_short_mid_write_never_reaches_the_bridge(lab):
+    lab.use("v1")
+    before, gen = lab.flows(), lab.ctl.status()["generation"]
+    assert _denied(lab)
+    text = yaml.safe_dump_all(docs("v2"))
+    cut = text.rindex("---", 0, text.index("kind: NetworkPolicy"))  # every pod, no policy yet: parses
+    with open(lab.manifests / "cluster.yaml", "w") as fh:  # in place, as `cat > f` or a slow copy
+        fh.write(text[:cut])
+        fh.flush()
+        time.sleep(1.5)  # 7 polls, 3 settle intervals: the writer is still at it
+        st = lab.ctl.status()
+        assert st["generation"] == gen and "open for writing" in st["inputs"][0]["waiting"]
+        assert lab.flows() == before and _denied(lab), "half a file reached the bridge"
+        fh.write(text[cut:])
+    _wait_status(lab, lambda st: st["generation"] > gen)
+    lab.ctl.wait_in_sync()
+    assert lab.flows() == lab.expected("v2") and _denied(lab)
+
+
+def test_an_emptied_manifest_is_refused_and_the_tables_stay(lab):
+    lab.use("v1")
+    before, gen = lab.flows(), lab.ctl.status()["generation"]
+    (lab.manifests / "cluster.yaml").write_text("")  # emptied in place (a truncating copy, `: > f`)
+    st = _wait_status(lab, lambda st: st["manifest_error"])
+    assert "no documents" in st["manifest_error"] and "kind: List" in st["manifest_error"]
+    assert st["generation"] == gen and lab.flows() == before and _denied(lab)
+    out = lab.sdnctl("status")
+    assert "no documents" in out.stdout
+    lab.use("v1")
+    assert not lab.ctl.status()["manifest_error"]
+
+
 def _durations(lab) -> dict:
     out = {}
     for line in lab.ovs.dump_flows(BRIDGE, stats=True).splitlines():
@@ -186,6 +255,24 @@ def test_sigkill_and_restart_lose_nothing_and_send_nothing(lab):
     assert set(after) == set(before)
     assert all(after[f] >= before[f] for f in before), "no flow was replaced (durations continue)"
     assert lab.ctl.ask("diff", node=NODE)["in_sync"]
+
+
+def test_a_restarted_controller_keeps_the_placements_a_history_of_changes_made(lab):
+    for version in ("h1", "h2", "h3"):
+        lab.use(version)
+    fresh = compile_cluster(load_documents(docs("h3"))[0], [NODE], {NODE: lab.ofports()}).programs[NODE]
+    before = _durations(lab)
+    assert set(before) != set(fresh.flows), "the history placed y/api elsewhere than a fresh compile"
+    assert lab.ctl.signal(signal.SIGKILL) == -signal.SIGKILL
+    lab.ctl.start()
+    st = lab.ctl.wait_in_sync()
+    b = next(x for x in st["bridges"] if x["node"] == NODE)
+    assert b["counters"]["flow_mods"] == 0 and b["counters"]["bundles"] == 0, "nothing changed: nothing sent"
+    after = _durations(lab)
+    assert set(after) == set(before) and all(after[f] >= before[f] for f in before)
+    program = {parse_flow(f) for f in lab.ctl.ask("program", node=NODE)["program"]["flows"]}
+    assert program == set(before)
+    assert "compiled again with the priorities and conj ids its flows hold" in lab.ctl.log_text()
 
 
 def test_changes_made_while_the_controller_was_down_are_applied_on_restart(lab):

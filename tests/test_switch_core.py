@@ -1,5 +1,5 @@
-"""sdn.switch.core without a switch: node specs, manifest stamps, generations from another
-source of the cluster (the Kubernetes agent), and the switch target of each node."""
+"""sdn.switch.core without a switch: node specs, generations from a source of the cluster (the
+Kubernetes agent), and the switch target of each node."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from sdn.policy.manifests import load_documents
 from sdn.switch.controller import controller_target
-from sdn.switch.core import ControllerCore, NodeSpec, manifest_stamp
+from sdn.switch.core import ControllerCore, NodeSpec
 from tests.e2e_model import base_cluster
 
 
@@ -23,20 +23,11 @@ def test_node_specs():
             NodeSpec.parse(bad)
 
 
-def test_manifest_stamp_changes_with_any_file(tmp_path):
-    (tmp_path / "a.yaml").write_text("x")
-    s1 = manifest_stamp([str(tmp_path)])
-    (tmp_path / "b.json").write_text("{}")
-    s2 = manifest_stamp([str(tmp_path)])
-    (tmp_path / "notes.txt").write_text("ignored")
-    assert s1 != s2 == manifest_stamp([str(tmp_path)])
-
-
 def test_a_cluster_from_another_source_is_not_clobbered_by_polling():
-    core = ControllerCore([], [])
+    core = ControllerCore([])
     cluster, _ = load_documents(base_cluster())
     assert core.set_cluster(cluster) == 1
-    core.poll()  # no manifests: nothing to reload
+    core.poll()  # no source: nothing to reload
     assert core.cluster is cluster and core.generation == 1
     assert core.set_cluster(cluster) == 2
     assert core.wait(2, 0.1)["realized"]  # no bridge has a program yet: nothing to wait for

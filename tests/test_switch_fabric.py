@@ -17,7 +17,16 @@ from sdn.layout import FABRIC, FABRIC_UPLINK_OFPORT, FIRST_FABRIC_OFPORT
 from sdn.policy.evaluate import evaluate
 from sdn.policy.manifests import load_documents
 from tests.conftest import OvsFactory
-from tests.e2e_cases import ALL_CASES, CASES_BY_NAME, NODES, expected_matrix, node_of, pod_ip, pod_keys, replay
+from tests.e2e_cases import (
+    ALL_CASES,
+    CASES_BY_NAME,
+    NODES,
+    expected_matrix,
+    node_of,
+    pod_ip,
+    pod_keys,
+    replay,
+)
 from tests.switch_support import Controller, plug_internal, write_manifests
 
 pytestmark = pytest.mark.ovs

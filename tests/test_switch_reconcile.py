@@ -9,7 +9,7 @@ from flows.compiler import compile_bridge
 from flows.flow import Conjunction, Flow, GotoTable, Match, diff
 from flows.ir import INGRESS, Bridge, PodPort, PortRange, Rule, RuleId
 from flows.wire import InstalledFlow
-from sdn.switch.reconcile import (ADD, DELETE, DELETE_COOKIE, DELETE_RAW, MODIFY, REPLACE, plan)
+from sdn.switch.reconcile import ADD, DELETE, DELETE_COOKIE, DELETE_RAW, MODIFY, REPLACE, plan
 
 RULE_A, RULE_B, CLAUSE, PIPE = 0x5D02000000000001, 0x5D02000000000002, 0x5D03000000000000, 0x5D01000000000000
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.conftest import OvsFactory, unique_name
-from tests.e2e_model import (base_cluster, from_, match, netpol, pod_ip, pods, pods_in, port, to)
+from tests.e2e_model import base_cluster, from_, match, netpol, pod_ip, pods, pods_in, port, to
 from tests.switch_support import REPO, Controller, add_tunnel, pod_external_ids, write_manifests
 
 pytestmark = pytest.mark.ovs

@@ -8,9 +8,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-import pytest
-
 import os_ken.base.app_manager  # noqa: F401 - os-ken wants this imported first
+import pytest
 from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -18,8 +17,19 @@ from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from flows import wire
 from flows.fields import FIELDS, FieldRef, format_mac
-from flows.flow import (CT, Conjunction, Flow, GotoTable, InPort, Load, Match, Move, Output,
-                        parse_flow, parse_flows)
+from flows.flow import (
+    CT,
+    Conjunction,
+    Flow,
+    GotoTable,
+    InPort,
+    Load,
+    Match,
+    Move,
+    Output,
+    parse_flow,
+    parse_flows,
+)
 from sdn.compile import compile_cluster
 from sdn.policy.manifests import load_documents, load_paths
 from sdn.switch import channel, ofclient, reconcile

@@ -26,17 +26,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from sdn.k8s.settings import Settings, parse_settings
+from sdn.k8s.settings import parse_settings
 from sdn.lab import nodes as N
 from sdn.policy.manifests import load_paths
 from tests.test_deploy import KINDS as DEPLOY_KINDS
@@ -261,7 +259,12 @@ def test_the_lab_applies_deploy_as_it_is():
 
 def test_the_settings_come_from_the_configmap():
     text = sdnvm().configmap_settings(str(REPO / "deploy" / "configmap.yaml"))
-    assert parse_settings(yaml.safe_load(text)) == Settings()
+    want = yaml.safe_load(yaml.safe_load((REPO / "deploy" / "configmap.yaml").read_text())["data"]["sdn.yaml"])
+    assert parse_settings(yaml.safe_load(text)) == parse_settings(want)
+    # the agent sets its node up (the gateway port for the pod CIDR k3s assigns) with the
+    # Services' range k3s is given (vagrant/provision/k3s.sh)
+    assert parse_settings(want).setup_node and parse_settings(want).service_cidr == "10.96.0.0/12"
+    assert "SERVICE_CIDR=10.96.0.0/12" in (VAGRANT / "provision" / "k3s.sh").read_text()
 
 
 def loaded_kinds(path: Path) -> tuple[set[str], object]:
@@ -474,7 +477,7 @@ def test_the_unit_runs_the_daemonsets_commands():
     instead of the in-cluster service account."""
     ds = yaml.safe_load((REPO / "deploy" / "daemonset.yaml").read_text())
     pod = ds["spec"]["template"]["spec"]
-    agent = [c for c in pod["containers"] if c["name"] == "agent"][0]["command"]
+    agent = next(c for c in pod["containers"] if c["name"] == "agent")["command"]
     unit = (VAGRANT / "units" / "sdn-agent.service").read_text()
     exec_start = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")]
     assert len(exec_start) == 1
@@ -496,9 +499,16 @@ def test_the_unit_runs_the_daemonsets_commands():
 
 # ------------------------------------------------------------------ the shared bridge script
 
-def test_the_netns_lab_and_the_vms_share_the_bridge_script():
-    assert N.NODE_BRIDGE_SCRIPT == BRIDGE_SCRIPT and BRIDGE_SCRIPT.is_file()
-    assert "sdn/scripts/ovs-node-bridge.sh" in (VAGRANT / "provision" / "bridge.sh").read_text()
+def test_the_netns_lab_the_agent_and_the_vms_share_the_node_setup():
+    """One implementation (sdn/node_setup.py): the VMs' provisioning runs it, the lab's nodes
+    and the agent call it, the shell script only wraps it."""
+    import inspect
+
+    from sdn import agent_setup, node_setup
+    assert "-m sdn.node_setup" in (VAGRANT / "provision" / "bridge.sh").read_text()
+    assert "-m sdn.node_setup" in BRIDGE_SCRIPT.read_text()
+    assert N.setup is node_setup.setup and agent_setup.setup is node_setup.setup
+    assert "setup(NodeBridge(" in inspect.getsource(N.node_bridge)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -115,7 +115,7 @@ module SdnLab
   STEPS = [
     ["base", "base.sh", %w[server agent]],        # packages, kernel modules, Open vSwitch
     ["sdn", "sdn.sh", %w[server agent]],          # our package, settings, tools, units
-    ["bridge", "bridge.sh", %w[server agent]],    # br-sdn + tunnel (sdn/scripts/ovs-node-bridge.sh)
+    ["bridge", "bridge.sh", %w[server agent]],    # br-sdn + tunnel (sdn/node_setup.py, as the agent)
     ["k3s", "k3s.sh", %w[server agent]],          # k3s server on cp, agent on the workers
     ["deploy", "deploy.sh", %w[server]],          # deploy/: CRD, RBAC, ConfigMap
     ["cni", "cni.sh", %w[server agent]],          # sdn-cni + 10-sdn.conflist (sdn.k8s.install_cni)

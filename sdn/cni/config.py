@@ -10,12 +10,32 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
 from pathlib import Path
 from typing import Any
 
-from sdn.cni.spec import (ERR_DECODE, ERR_INCOMPATIBLE_VERSION, ERR_INVALID_CONFIG, IFNAMSIZ,
-                          SUPPORTED_VERSIONS, CniError)
+from sdn.cni.spec import (
+    ERR_DECODE,
+    ERR_INCOMPATIBLE_VERSION,
+    ERR_INVALID_CONFIG,
+    IFNAMSIZ,
+    SUPPORTED_VERSIONS,
+    CniError,
+)
+
+# What the plugin handles, of either family (a network config is of one family)
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+IPInterface = IPv4Interface | IPv6Interface
 
 DEFAULT_BRIDGE = "br-sdn"  # sdn.layout.BRIDGE_NAME (not imported: keeps the plugin's start fast)
 GATEWAY_MAC = "0a:58:a9:fe:00:01"  # sdn.layout.GATEWAY_MAC: the pods' next hop (IPv6 neighbor)
@@ -31,8 +51,8 @@ _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 
 @dataclass(frozen=True)
 class Route:
-    dst: IPv4Network
-    gw: IPv4Address
+    dst: IPNetwork
+    gw: IPAddress
 
 
 @dataclass(frozen=True)
@@ -40,17 +60,17 @@ class IpamConfig:
     """One IPv4 range: addresses ``range_start``..``range_end`` of ``subnet``, minus the
     network, broadcast and gateway addresses; reservations live in ``store``."""
 
-    subnet: IPv4Network
-    range_start: IPv4Address
-    range_end: IPv4Address
-    gateway: IPv4Address
+    subnet: IPNetwork
+    range_start: IPAddress
+    range_end: IPAddress
+    gateway: IPAddress
     store: Path  # <dataDir>/<network name>, as host-local lays it out
     routes: tuple[Route, ...]
     # "host-local": the standard IPAM plugin allocates (found in CNI_PATH, sdn.cni.delegate);
     # its store has the same format and place, so CHECK, GC and STATUS read it directly.
     delegate: str | None = None
     index: int = 0  # the range set: host-local's last_reserved_ip.<index>
-    ipv6: "IpamConfig | None" = None  # an IPv6 range besides (the node has an IPv6 pod CIDR)
+    ipv6: IpamConfig | None = None  # an IPv6 range besides (the node has an IPv6 pod CIDR)
 
 
 @dataclass(frozen=True)
@@ -89,7 +109,7 @@ def _get(obj: Mapping, key: str, kind: type | tuple[type, ...], where: str, defa
     value = obj.get(key, default)
     if value is default:
         return value
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise _bad(f"{where}{key}: expected {names}, got {json.dumps(value)}")
     return value
@@ -128,7 +148,7 @@ def _network(text: Any, field: str, version: int = 4):
     return net
 
 
-def _in(addr: IPv4Address, subnet: IPv4Network, field: str) -> IPv4Address:
+def _in(addr: IPAddress, subnet: IPNetwork, field: str) -> IPAddress:
     if addr not in subnet:
         raise _bad(f"ipam.{field}: {addr} is outside ipam.subnet {subnet}")
     return addr
@@ -177,7 +197,7 @@ def _range(ipam: dict, network_name: str, version: int, where: str, index: int) 
     start = _in(_address(ipam.get("rangeStart", str(subnet[1])), "rangeStart", version), subnet,
                 "rangeStart")
     end = _in(_address(ipam.get("rangeEnd", str(subnet[-2])), "rangeEnd", version), subnet, "rangeEnd")
-    if start > end:
+    if int(start) > int(end):
         raise _bad(f"{where}rangeStart {start} is after {where}rangeEnd {end}")
     never = {subnet.network_address, subnet.broadcast_address, gateway}
     if int(end) - int(start) + 1 <= sum(start <= a <= end for a in never):
@@ -194,7 +214,7 @@ def _range(ipam: dict, network_name: str, version: int, where: str, index: int) 
             raise _bad(f"ipam.routes[{i}]: expected {{\"dst\": CIDR, \"gw\": IP (optional)}}, "
                        f"got {json.dumps(r)}")
         try:
-            family = ip_network(r["dst"], strict=False).version
+            family: int = ip_network(r["dst"], strict=False).version
         except (TypeError, ValueError):
             family = version
         if family != version:

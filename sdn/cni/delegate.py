@@ -14,9 +14,15 @@ import subprocess
 from ipaddress import IPv4Interface, ip_address, ip_interface, ip_network
 from pathlib import Path
 
-from sdn.cni.config import NetConfig, Route
-from sdn.cni.spec import (ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_IPAM_EXHAUSTED, SUPPORTED_VERSIONS, CniError,
-                          Request)
+from sdn.cni.config import IPAddress, NetConfig, Route
+from sdn.cni.spec import (
+    ERR_INTERNAL,
+    ERR_INVALID_CONFIG,
+    ERR_IPAM_EXHAUSTED,
+    SUPPORTED_VERSIONS,
+    CniError,
+    Request,
+)
 
 TIMEOUT = 30.0
 
@@ -71,14 +77,14 @@ def call(req: Request, conf: NetConfig, command: str) -> dict | None:
     if proc.returncode != 0:
         doc = doc if isinstance(doc, dict) else {}
         msg = doc.get("msg") or proc.stderr.decode(errors="replace").strip() or f"exit {proc.returncode}"
-        code = doc.get("code") if isinstance(doc.get("code"), int) else ERR_INTERNAL
+        code = doc["code"] if isinstance(doc.get("code"), int) else ERR_INTERNAL
         if "no IP addresses available" in msg:
             code = ERR_IPAM_EXHAUSTED
         raise CniError(code, f"{exe.name} {command}: {msg}", doc.get("details", ""))
     return doc if isinstance(doc, dict) else None
 
 
-def ipv4_of(result: dict | None, conf: NetConfig) -> tuple[IPv4Interface, object, list[Route]]:
+def ipv4_of(result: dict | None, conf: NetConfig) -> tuple[IPv4Interface, IPAddress, list[Route]]:
     """The IPv4 address, gateway and routes of a delegated ADD result."""
     ips = [ip for ip in (result or {}).get("ips", []) if ip_interface(ip["address"]).version == 4]
     if not ips:
@@ -86,5 +92,5 @@ def ipv4_of(result: dict | None, conf: NetConfig) -> tuple[IPv4Interface, object
     address = IPv4Interface(ips[0]["address"])
     gateway = ip_address(ips[0]["gateway"]) if ips[0].get("gateway") else conf.ipam.gateway
     routes = [Route(ip_network(r["dst"], strict=False), ip_address(r["gw"]) if r.get("gw") else gateway)
-              for r in result.get("routes", []) if ip_network(r["dst"], strict=False).version == 4]
+              for r in (result or {}).get("routes", []) if ip_network(r["dst"], strict=False).version == 4]
     return address, gateway, routes

@@ -15,17 +15,17 @@ import fcntl
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address, ip_interface
+from ipaddress import ip_address, ip_interface
 from pathlib import Path
 
-from sdn.cni.config import IpamConfig
+from sdn.cni.config import IPAddress, IpamConfig, IPInterface
 from sdn.cni.spec import ERR_IO, ERR_IPAM_EXHAUSTED, CniError
 
 LINE_BREAK = "\r\n"
 LOCK = "lock"
 
 
-def _order(addr: IPv4Address | IPv6Address) -> tuple[int, int]:
+def _order(addr: IPAddress) -> tuple[int, int]:
     return addr.version, int(addr)
 
 
@@ -51,7 +51,7 @@ class Store:
         finally:
             os.close(fd)  # releases the lock
 
-    def _reservations(self) -> dict[IPv4Address | IPv6Address, tuple[str, str]]:
+    def _reservations(self) -> dict[IPAddress, tuple[str, str]]:
         """Address -> (container id, ifname) of every reservation file."""
         out = {}
         for entry in os.scandir(self.dir):
@@ -67,12 +67,12 @@ class Store:
             out[addr] = (lines[0] if lines else "", lines[1] if len(lines) > 1 else "")
         return out
 
-    def _owned(self, reservations: dict, container_id: str, ifname: str) -> list[IPv4Address]:
+    def _owned(self, reservations: dict, container_id: str, ifname: str) -> list[IPAddress]:
         # host-local (before ifname was recorded) wrote only the id: match that too.
         return sorted((a for a, (cid, ifn) in reservations.items()
                        if cid == container_id and ifn in (ifname, "")), key=_order)
 
-    def _candidates(self) -> Iterator[IPv4Address]:
+    def _candidates(self) -> Iterator[IPAddress]:
         """The range, minus network/gateway/broadcast, starting after the last reserved."""
         c = self.config
         skip = {c.subnet.network_address, c.subnet.broadcast_address, c.gateway}
@@ -93,10 +93,10 @@ class Store:
         """Addresses of the range that may be handed out (not network, broadcast, gateway)."""
         c = self.config
         skip = {c.subnet.network_address, c.subnet.broadcast_address, c.gateway}
-        return int(c.range_end) - int(c.range_start) + 1 - sum(c.range_start <= a <= c.range_end for a in skip)
+        return int(c.range_end) - int(c.range_start) + 1 - sum(1 for a in skip if int(c.range_start) <= int(a) <= int(c.range_end))
 
     def allocate(self, container_id: str, ifname: str,
-                 requested: IPv4Address | IPv6Address | None = None) -> tuple[IPv4Interface, bool]:
+                 requested: IPAddress | None = None) -> tuple[IPInterface, bool]:
         """An address for (container, ifname) and whether it is new: a container that
         already holds one in the subnet gets the same one back (``False``). `requested`
         (CNI_ARGS IP=..., as host-local takes it): exactly that address, or an error."""
@@ -109,7 +109,7 @@ class Store:
             candidates: Iterable = self._candidates()
             if requested is not None:
                 skip = {c.subnet.network_address, c.subnet.broadcast_address, c.gateway}
-                if not (requested.version == c.subnet.version and c.range_start <= requested <= c.range_end) \
+                if not (requested.version == c.subnet.version and int(c.range_start) <= int(requested) <= int(c.range_end)) \
                         or requested in skip or requested in taken:
                     raise CniError(ERR_IPAM_EXHAUSTED,
                                    f"IPAM: requested address {requested} is not available in {c.subnet} "
@@ -143,13 +143,13 @@ class Store:
             f"network, broadcast and gateway {c.gateway} are never handed out; reservations "
             f"are files in {self.dir}")
 
-    def lookup(self, container_id: str, ifname: str) -> IPv4Address | None:
+    def lookup(self, container_id: str, ifname: str) -> IPAddress | None:
         """The address reserved for (container, ifname), if any."""
         with self._locked():
             owned = [a for a in self._owned(self._reservations(), container_id, ifname) if a in self.config.subnet]
         return owned[0] if owned else None
 
-    def release(self, container_id: str, ifname: str) -> list[IPv4Address]:
+    def release(self, container_id: str, ifname: str) -> list[IPAddress]:
         """Free every address of (container, ifname); none is fine (DEL is idempotent)."""
         if not self.dir.exists():
             return []
@@ -166,9 +166,9 @@ class Store:
             taken = self._reservations()
         skip = {c.subnet.network_address, c.subnet.broadcast_address, c.gateway}
         return self.reservable() - sum(1 for a in taken if a.version == c.subnet.version
-                                       and c.range_start <= a <= c.range_end and a not in skip)
+                                       and int(c.range_start) <= int(a) <= int(c.range_end) and a not in skip)
 
-    def collect(self, valid: frozenset[tuple[str, str]]) -> list[IPv4Address]:
+    def collect(self, valid: frozenset[tuple[str, str]]) -> list[IPAddress]:
         """GC: free every reservation whose (container id, ifname) is not in `valid`."""
         if not self.dir.exists():
             return []

@@ -17,8 +17,13 @@ from ipaddress import ip_address
 from sdn.cni import delegate, ovs, veth
 from sdn.cni.config import VALID_ATTACHMENTS, NetConfig
 from sdn.cni.ipam import Store
-from sdn.cni.spec import (ERR_INCOMPATIBLE_VERSION, ERR_INVALID_CONFIG, ERR_NOT_AVAILABLE,
-                          CniError, Request)
+from sdn.cni.spec import (
+    ERR_INCOMPATIBLE_VERSION,
+    ERR_INVALID_CONFIG,
+    ERR_NOT_AVAILABLE,
+    CniError,
+    Request,
+)
 
 
 def _needs_1_1(req: Request, conf: NetConfig) -> None:

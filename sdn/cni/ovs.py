@@ -111,7 +111,7 @@ def attached_ports(vsctl: Vsctl, bridge: str) -> dict[str, Mapping[str, str]]:
     and an ifname in external_ids): port name -> external_ids."""
     ports = set(vsctl("list-ports", bridge).split())
     rows = json.loads(vsctl("--format=json", "--columns=name,external_ids", "list", "Interface"))["data"]
-    out = {}
+    out: dict[str, Mapping[str, str]] = {}
     for name, ids in rows:
         ids = dict(ids[1])
         if name in ports and ids.get("container-id") and ids.get("ifname"):

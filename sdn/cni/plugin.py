@@ -21,17 +21,35 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, ip_interface
 from typing import Any
 
 from sdn.cni import delegate, ovs, veth
-from sdn.cni.config import GATEWAY_MAC, NetConfig, parse_config, peek_version
+from sdn.cni.config import (
+    GATEWAY_MAC,
+    IPAddress,
+    IPInterface,
+    NetConfig,
+    Route,
+    parse_config,
+    peek_version,
+)
 from sdn.cni.ipam import Store
 from sdn.cni.lifecycle import cmd_gc, cmd_status
-from sdn.cni.spec import (ERR_CHECK, ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_INVALID_ENV,
-                          LATEST_VERSION, CniError, Interface, Request, add_result, parse_env,
-                          version_result)
+from sdn.cni.spec import (
+    ERR_CHECK,
+    ERR_INTERNAL,
+    ERR_INVALID_CONFIG,
+    ERR_INVALID_ENV,
+    LATEST_VERSION,
+    CniError,
+    Interface,
+    Request,
+    add_result,
+    parse_env,
+    version_result,
+)
 
 
 def _require_namespaces(req: Request, conf: NetConfig) -> None:
@@ -42,7 +60,7 @@ def _require_namespaces(req: Request, conf: NetConfig) -> None:
                        "it names the network namespace where this node's ovs-vswitchd runs")
 
 
-def external_ids(req: Request, pod: str, mac: str, address: IPv4Interface, *more) -> dict[str, str]:
+def external_ids(req: Request, pod: str, mac: str, address: IPInterface, *more) -> dict[str, str]:
     """What the controller learns about the port from OVSDB: whose it is and its addresses
     ("ip": the IPv4 one, then the IPv6 one, comma-separated)."""
     ids = {"k8s.pod": pod, "iface-id": pod, "attached-mac": mac,
@@ -72,6 +90,7 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
     host = veth.host_ifname(req.container_id, req.ifname)
     vsctl = ovs.Vsctl(conf.ovsdb, conf.ovs_timeout)
     undo: list[Callable[[], Any]] = []
+    address: IPInterface
     gateway, routes, dns = conf.ipam.gateway, list(conf.ipam.routes), dict(conf.dns)
     try:
         if conf.ipam.delegate:
@@ -84,7 +103,9 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
             if fresh:  # never release an address an earlier ADD handed to this container
                 undo.append(lambda: store.release(req.container_id, req.ifname))
         six = []  # (address, gateway) of the IPv6 range, when the node has an IPv6 pod CIDR
+        six_routes: list[Route] = []
         if conf.ipam.ipv6 is not None:
+            six_routes = list(conf.ipam.ipv6.routes)
             store6 = Store(conf.ipam.ipv6)
             address6, fresh6 = store6.allocate(req.container_id, req.ifname)
             if fresh6:
@@ -95,7 +116,7 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
         undo.append(lambda: veth.delete(conf.ovs_netns, host))
         veth.configure_pod(req.netns, req.ifname, address, routes)
         if six:
-            veth.configure_pod6(req.netns, req.ifname, six[0][0], six[0][1], conf.ipam.ipv6.routes, GATEWAY_MAC)
+            veth.configure_pod6(req.netns, req.ifname, six[0][0], six[0][1], six_routes, GATEWAY_MAC)
         host_mac = veth.set_up(conf.ovs_netns, host)
         # Even a failed add-port may have committed the row (ovs-vswitchd too slow): it
         # names the address, so it goes first.
@@ -105,11 +126,10 @@ def cmd_add(req: Request, conf: NetConfig) -> dict:
         for step in reversed(undo):
             try:
                 step()
-            except Exception:  # keep undoing; the original error is what the runtime sees
+            except Exception:  # noqa: BLE001 - keep undoing; the original error is what the runtime sees
                 pass
         raise
     interfaces = [Interface(host, host_mac), Interface(req.ifname, mac, req.netns)]
-    six_routes = list(conf.ipam.ipv6.routes) if six else []
     return add_result(conf.cni_version, interfaces, address, gateway, 1,
                       [(str(r.dst), str(r.gw)) for r in [*routes, *six_routes]], dns, six)
 
@@ -135,8 +155,8 @@ def cmd_del(req: Request, conf: NetConfig) -> None:
         Store(conf.ipam).release(req.container_id, req.ifname)
 
 
-def _expected_from_prev(prev: dict, req: Request) -> tuple[str | None, set[IPv4Interface],
-                                                           set[tuple[str, str]]]:
+def _expected_from_prev(prev: Mapping[str, Any], req: Request) -> tuple[str | None, set[IPv4Interface],
+                                                                       set[tuple[str, str]]]:
     """(MAC, addresses, routes) prevResult records for the pod interface."""
     try:
         ifaces = prev.get("interfaces", [])
@@ -151,13 +171,13 @@ def _expected_from_prev(prev: dict, req: Request) -> tuple[str | None, set[IPv4I
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise CniError(ERR_INVALID_CONFIG, f"prevResult is not a CNI result: {e!r}",
                        json.dumps(prev)) from None
-    return mac, {a for a in addrs if a.version == 4}, {r for r in routes if r[1]}
+    return mac, {a for a in addrs if a.version == 4}, {(dst, gw) for dst, gw in routes if gw}
 
 
 def cmd_check(req: Request, conf: NetConfig) -> None:
     assert req.netns is not None  # required for CHECK by parse_env
     problems: list[str] = []
-    reserved: IPv4Address | None = Store(conf.ipam).lookup(req.container_id, req.ifname)
+    reserved: IPAddress | None = Store(conf.ipam).lookup(req.container_id, req.ifname)
     if reserved is None:
         problems.append(f"IPAM: no address reserved for container {req.container_id} "
                         f"{req.ifname} in {conf.ipam.store}")
@@ -170,6 +190,7 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
         except CniError as e:
             problems.append(f"IPAM: {e.msg}")
     six = None  # the IPv6 address reserved, when the network has an IPv6 range
+    six_routes = set() if conf.ipam.ipv6 is None else {(str(r.dst), str(r.gw)) for r in conf.ipam.ipv6.routes}
     if conf.ipam.ipv6 is not None:
         reserved6 = Store(conf.ipam.ipv6).lookup(req.container_id, req.ifname)
         if reserved6 is None:
@@ -202,7 +223,7 @@ def cmd_check(req: Request, conf: NetConfig) -> None:
         if six is not None:
             if six not in link.addresses:
                 problems.append(f"{req.ifname}: IPv6 address {six} missing")
-            routes6 = {(str(r.dst), str(r.gw)) for r in conf.ipam.ipv6.routes} - veth.routes(req.netns, req.ifname, 6)
+            routes6 = six_routes - veth.routes(req.netns, req.ifname, 6)
             problems += [f"{req.ifname}: IPv6 route {dst} via {gw} missing" for dst, gw in sorted(routes6)]
         missing_routes = routes - veth.routes(req.netns, req.ifname)
         if missing_routes:
@@ -255,7 +276,7 @@ def run(environ: dict[str, str], stdin: bytes) -> tuple[dict | None, int]:
         return COMMANDS[req.command](req, conf), 0
     except CniError as e:
         return e.to_json(version or LATEST_VERSION), 1
-    except Exception as e:  # a bug: still answer in the spec's shape
+    except Exception as e:  # noqa: BLE001 - a bug: still answer in the spec's shape
         err = CniError(ERR_INTERNAL, f"internal error: {e!r}", traceback.format_exc())
         return err.to_json(version or LATEST_VERSION), 1
 

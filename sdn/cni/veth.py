@@ -14,9 +14,9 @@ import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, ip_interface
+from ipaddress import ip_interface
 
-from sdn.cni.config import Route
+from sdn.cni.config import IPAddress, IPInterface, Route
 from sdn.cni.spec import ERR_INTERFACE, CniError
 
 COMMAND_TIMEOUT = 20.0
@@ -28,7 +28,7 @@ def host_ifname(container_id: str, ifname: str) -> str:
     return "veth" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:8]
 
 
-def pod_mac(ip: IPv4Address) -> str:
+def pod_mac(ip: IPAddress) -> str:
     """0a:58 followed by the IPv4 address bytes: sdn.layout.pod_mac's convention."""
     return "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)
 
@@ -73,7 +73,7 @@ def create(host: str, host_netns: str | None, ifname: str, netns: str, mac: str,
                        f"(in {netns}): {proc.stderr.strip()}{hint}")
 
 
-def configure_pod(netns: str, ifname: str, address: IPv4Interface,
+def configure_pod(netns: str, ifname: str, address: IPInterface,
                   routes: Sequence[Route]) -> None:
     """Address, link up, routes; TX checksum offload off (the OVS userspace datapath sends
     TCP segments with unfinished checksums otherwise: ICMP works, TCP silently does not)."""
@@ -123,7 +123,7 @@ class LinkState:
     mac: str
     up: bool
     mtu: int
-    addresses: tuple[IPv4Interface, ...]  # global ones, IPv4 and IPv6
+    addresses: tuple[IPInterface, ...]  # global ones, IPv4 and IPv6
 
 
 def show(netns: str | None, name: str) -> LinkState | None:

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 ENV_BIN = "SDN_K8S_BIN"  # a directory holding the binaries (overrides the build cache)
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl",
+            "coredns")
 _BUILD = Path(__file__).resolve().parents[2] / "tools" / "build.sh"
 
 

@@ -15,8 +15,9 @@ the generation this node has realized, which advances when the agent reports, th
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any
 
 from sdn.k8s.informer import DELETED, SYNCED, Event, Model, ObjectRef
 from sdn.k8s.resources import WATCHED, Resource
@@ -157,18 +158,18 @@ class ClusterState:
         return getattr(self._cluster, k[0]).get(k[1])
 
     def _observe_policy(self, ev: Event, batch: int) -> bool:
-        key = (ev.resource.policy_form, ev.ref.namespace, ev.ref.name)
+        key = (ev.resource.policy_form or "", ev.ref.namespace, ev.ref.name)  # (a policy: has a form)
         prev = self._policies.get(key)
         if ev.type == DELETED:
             return self._policies.pop(key, None) is not None
         same_object = prev is not None and prev.ref.uid == ev.ref.uid
-        if same_object and prev.observed_generation == ev.ref.generation \
+        if prev is not None and same_object and prev.observed_generation == ev.ref.generation \
                 and prev.error == ev.error:
             self._policies[key] = replace(prev, ref=ev.ref)  # metadata only: nothing to do
             return False
         self._policies[key] = PolicyStatus(
             ev.ref, ev.ref.generation, batch,
-            realized_generation=prev.realized_generation if same_object else None,
+            realized_generation=prev.realized_generation if prev is not None and same_object else None,
             error=ev.error)
         return True
 

@@ -37,8 +37,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
 from sdn.k8s.resources import NAMESPACES, NETWORK_POLICIES, NODES, PODS, WATCHED, Resource
 from sdn.policy.manifests import ManifestError, parse_object
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 ADDED, MODIFIED, DELETED, BOOKMARK, ERROR = "ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"
 SYNCED = "SYNCED"  # not an API event: a list of this resource was fully delivered
 
-Model = Union[Namespace, Pod, Node, Policy]
+Model = Namespace | Pod | Node | Policy
 Key = tuple[str, str]  # (namespace or "", name)
 
 
@@ -164,7 +165,8 @@ def list_function(api_client: Any, resource: Resource) -> Callable[..., Any]:
 
 
 def object_ref(resource: Resource, raw: dict) -> ObjectRef:
-    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    found = raw.get("metadata")
+    meta: dict = found if isinstance(found, dict) else {}
     generation = meta.get("generation")
     return ObjectRef(resource, (meta.get("namespace") or "") if resource.namespaced else "",
                      str(meta.get("name") or ""), str(meta.get("uid") or ""),
@@ -240,7 +242,7 @@ class Informer:
         if resp is not None:
             try:
                 resp.shutdown()  # urllib3 >= 2.3: unblocks a read in another thread
-            except Exception:
+            except Exception:  # noqa: BLE001 - already closed: nothing left to unblock
                 pass
         if self._thread is not None:
             self._thread.join(timeout)
@@ -280,7 +282,7 @@ class Informer:
                 self.resource_version, reason = None, "expired"
                 if listing:  # the list itself expired: do not hammer the server
                     self._stopping.wait(self._backoff.next())
-            except Exception as e:  # refused, cut, timed out, 5xx, garbage: retry later
+            except Exception as e:  # noqa: BLE001 - refused, cut, timed out, 5xx, garbage: retry later
                 if self._stopping.is_set():
                     break
                 self.stats.errors += 1
@@ -367,7 +369,7 @@ class Informer:
         self.synced.set()
         self._backoff.reset()
 
-    def _watch(self, rv: str, timeout: int) -> int:
+    def _watch(self, rv: str | None, timeout: int) -> int:
         """One watch request, until the stream ends; every line advances resource_version.
         Returns how many lines (events and bookmarks) it read."""
         resp = self._call(watch=True, resource_version=rv, allow_watch_bookmarks=True,

@@ -75,7 +75,7 @@ def node_pod_cidrs(api_client: Any, node: str, timeout: float = 300.0,
             spec = core.read_node(node).spec
             cidrs = [] if spec is None else \
                 list(spec.pod_cidrs or []) or ([spec.pod_cidr] if spec.pod_cidr else [])
-            by_family = {}
+            by_family: dict[int, str] = {}
             for cidr in cidrs:
                 by_family.setdefault(ipaddress.ip_network(cidr, strict=False).version, cidr)
             if 4 in by_family:

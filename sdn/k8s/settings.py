@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, fields
+from typing import Any
 
 import yaml
 
@@ -46,6 +47,11 @@ class Settings:
     api_retry_max_seconds: float = 1.5
     cni_network: str = "sdn"
     ipam_data_dir: str = "/var/lib/cni/networks"  # the CNI IPAM's reservations (host-local's layout)
+    # The agent makes its node's bridge, tunnel port and gateway port at start (sdn/node_setup.py)
+    setup_node: bool = False
+    datapath_type: str = "system"  # the bridge's datapath when the agent makes it (netdev: userspace)
+    cluster_cidr: str = ""  # the pod network, routed through the gateway port ("": no gateway port)
+    service_cidr: str = ""  # the Services' ClusterIP range (a pod's packet to it goes to the node first)
 
     def resources(self) -> tuple[Resource, ...]:
         """The resources the agent watches with these settings."""
@@ -63,6 +69,8 @@ def _camel(name: str) -> str:
 
 
 _KEYS = {_camel(f.name): f for f in fields(Settings)}
+# the annotation of a setting (a string: postponed annotations) -> what a value must be
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
 
 def parse_settings(doc: object, origin: str = "<settings>") -> Settings:
@@ -71,13 +79,13 @@ def parse_settings(doc: object, origin: str = "<settings>") -> Settings:
         return Settings()
     if not isinstance(doc, dict):
         raise SettingsError(f"{origin}: must be a mapping of settings")
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in doc.items():
         f = _KEYS.get(key)
         if f is None:
             raise SettingsError(f"{origin}: {key}: unknown setting (known: {', '.join(_KEYS)})")
-        want = {"str": str, "int": int, "float": (int, float), "bool": bool}[f.type]
-        if isinstance(value, bool) and f.type != "bool" or not isinstance(value, want):
+        want = _PYTHON_TYPES[str(f.type)]
+        if (isinstance(value, bool) and f.type != "bool") or not isinstance(value, want):
             raise SettingsError(f"{origin}: {key}: must be {f.type}, not {value!r}")
         values[f.name] = value
     s = Settings(**values)
@@ -90,6 +98,14 @@ def parse_settings(doc: object, origin: str = "<settings>") -> Settings:
         ("watchTimeoutSeconds", s.watch_timeout_seconds >= 1, "at least 1"),
         ("apiRetryMaxSeconds", 0.1 <= s.api_retry_max_seconds <= 300, "between 0.1 and 300"),
     ]
+    checks.append(("datapathType", s.datapath_type in ("system", "netdev"), "system or netdev"))
+    for key, value in (("clusterCIDR", s.cluster_cidr), ("serviceCIDR", s.service_cidr)):
+        if value:
+            try:
+                ok = ipaddress.ip_network(value).version == 4
+            except ValueError:
+                ok = False
+            checks.append((key, ok, '"" or an IPv4 CIDR'))
     if s.pod_cidr != "node":
         try:
             ok = ipaddress.ip_network(s.pod_cidr).version == 4

@@ -24,6 +24,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from sdn.cli_output import CommandProblem
 from sdn.lab.state import DEFAULT_STATE_DIR, ENV_STATE_DIR, State
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -33,12 +34,8 @@ def _console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
-class LabFailure(click.ClickException):
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file=None) -> None:  # noqa: A003 - click's name
+class LabFailure(CommandProblem):
+    def show(self, file=None) -> None:
         err.print(f"[red]error:[/red] {escape(self.message)}")
 
 
@@ -52,7 +49,7 @@ def _lab(ctx: click.Context, verbose: bool = False, say=None):
 
 
 def _run(fn, *args, **kwargs):
-    from sdn.lab.lab import LabError
+    from sdn.lab.base import LabError
     try:
         return fn(*args, **kwargs)
     except LabError as e:
@@ -153,7 +150,7 @@ def render_matrix(doc: dict, console: Console, check: bool) -> None:
         head = " " * width + " " + " ".join(k.center(cell) for k in keys)
         if check:
             gap = "   "
-            console.print(f"{title}".ljust(0) + f"  |  [bold]predicted[/bold] by the semantic evaluator")
+            console.print(f"{title}".ljust(0) + "  |  [bold]predicted[/bold] by the semantic evaluator")
             console.print(escape(head) + gap + escape(" ".join(k.center(cell) for k in keys)))
         else:
             console.print(title)
@@ -201,15 +198,28 @@ def render_matrix(doc: dict, console: Console, check: bool) -> None:
 @click.option("--check", is_flag=True, help="Compare with the semantic evaluator; exit 1 on any difference.")
 @click.option("--timeout", default=0.5, show_default=True, type=click.FloatRange(0.05, 30),
               help="Seconds a probe waits before it counts as denied.")
+@click.option("--to-service", "services", multiple=True, metavar="NS/NAME",
+              help="Also probe this Service's ClusterIP from every pod (kubernetes mode). Repeatable.")
+@click.option("--external", is_flag=True, help="Also probe the external host from every pod.")
 @click.pass_context
-def matrix_cmd(ctx, ports, protocols, output, check, timeout):
-    """Probe every ordered pod pair in parallel: real TCP connects and UDP round trips."""
+def matrix_cmd(ctx, ports, protocols, output, check, timeout, services, external):
+    """Probe every ordered pod pair in parallel: real TCP connects and UDP round trips;
+    with --to-service / --external, also every pod to those destinations."""
+    from sdn.lab import matrix_targets as MT
     probes = [(p, proto.upper()) for proto in (protocols or ("TCP",)) for p in (ports or (80,))]
-    doc = _run(_lab(ctx).matrix, probes, timeout)
+    lab = _lab(ctx)
+    columns = [_run(MT.service_column, lab, s) for s in services]
+    if external:
+        columns.append(_run(MT.external_column, lab.state.load() or {}))
+    doc = _run(lab.matrix, probes, timeout)
+    if columns:
+        doc = _run(MT.add_columns, lab, doc, columns, timeout)
     if output == "json":
         click.echo(json.dumps(doc, indent=2))
     else:
         render_matrix(doc, _console(), check)
+        for m in doc["matrices"] if columns else ():
+            MT.render_columns(m, _console(), check, SYMBOL)
     if check and not all(m["agree"] for m in doc["matrices"]):
         sys.exit(1)
 
@@ -226,6 +236,10 @@ def status_cmd(ctx, output):
     c = _console()
     c.print(f"[bold]lab[/bold] {st['state_dir']} (prefix {st['prefix']}): {st['phase']}, enforce {st['enforce']}, "
             f"tunnel {st['tunnel']}, since {st['created']}")
+    sup = st.get("supervisor")
+    if sup:
+        c.print("  [bold]supervisor[/bold] " + (f"pid {sup['pid']}: restarts a dead agent (back-off 0.5s doubling, "
+                                                  f"at most 10s)" if sup["running"] else "[red]DOWN[/red]"))
     k8s = st.get("kubernetes")
     if k8s:
         cp = k8s["control_plane"]
@@ -246,6 +260,10 @@ def status_cmd(ctx, output):
                      f"{a.get('desired_generation')} realized/desired, {a.get('desired_flows')} flows")
         where = f"{n['address']}, pods {n['pod_cidr']}" if n.get("address") else "fabric switch"
         node_k8s = (k8s or {}).get("nodes", {}).get(n["name"])
+        if n.get("restarts"):
+            agent += f", [yellow]restarts {n['restarts']}[/yellow]"
+        elif "restarts" in n:
+            agent += ", restarts 0"
         if node_k8s:
             agent += "".join(f", {what.replace('_', '-')} {'running' if d['running'] else '[red]DOWN[/red]'}"
                              for what, d in node_k8s.items())

@@ -60,7 +60,7 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ record
     @classmethod
-    def load(cls, dir: Path) -> "ControlPlane":
+    def load(cls, dir: Path) -> ControlPlane:
         data = json.loads((Path(dir) / RECORD).read_text())
         data["dir"] = Path(data["dir"])
         return cls(**data)

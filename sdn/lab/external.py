@@ -25,7 +25,7 @@ def ext_netns(prefix: str) -> str:
     return f"{prefix}_ext"  # '_' is never in a Kubernetes name: no node can clash
 
 
-def pick_address(network: ipaddress.IPv4Network, taken: set[str]) -> str:
+def pick_address(network: ipaddress.IPv4Network | ipaddress.IPv6Network, taken: set[str]) -> str:
     """The highest free address of the underlay, leaving the very highest to a control plane."""
     free = [str(a) for a in reversed(list(network.hosts())) if str(a) not in taken]
     return free[1] if len(free) > 1 else free[0]

@@ -28,9 +28,10 @@ from sdn import proc
 from sdn.k8s.binaries import binary
 from sdn.k8s.resources import ALPHA_NETWORK_POLICIES, NODES
 from sdn.k8s.rest import Rest
+from sdn.lab import dns
 from sdn.lab import nodes as N
 from sdn.lab import topology as T
-from sdn.lab.controlplane import ControlPlane, ControlPlaneError
+from sdn.lab.controlplane import CLUSTER_DOMAIN, ControlPlane, ControlPlaneError
 from sdn.lab.kube_objects import ObjectsMixin, exists, lab_error
 from sdn.lab.netns_thread import NetnsThread
 
@@ -51,7 +52,7 @@ def cp_netns(prefix: str) -> str:
 class KubeMode(ObjectsMixin):
     """The kubernetes-mode parts of one lab (its record: lab.record["kubernetes"])."""
 
-    def __init__(self, lab: "Lab"):
+    def __init__(self, lab: Lab):
         self.lab = lab
         self.info: dict = lab.record.setdefault("kubernetes", {})
         self._rest: Rest | None = None
@@ -103,7 +104,7 @@ class KubeMode(ObjectsMixin):
         cluster = self.lab.cluster_cidr()
         self.info.update({"netns": ns, "address": address, "dir": str(self.dir), "cluster_cidr": str(cluster),
                           "kubelets": {}, "proxies": {}})
-        self.lab._save()
+        self.lab.save()
         N.host_on_underlay(ul, ns, "cp0", "ncp", address)
         self.lab.log(f"control plane {ns}: {address} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)")
         self._cp = ControlPlane(self.dir, address=address, netns=ns, cluster_cidr=str(cluster))
@@ -140,7 +141,9 @@ class KubeMode(ObjectsMixin):
                              str(kubelet_cfg), "--address", info["address"], "--dir", str(ndir), "--prefix",
                              self.lab.prefix, "--cni-conf-dir", str(ndir / "etc/cni/net.d"),
                              "--cni-bin-dir", str(ndir / "opt/cni/bin"), "--pod-cidr", info["cidr"],
-                             "--node-labels", ",".join(f"{k}={v}" for k, v in sorted(labels.items()))]
+                             "--node-labels", ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                             "--cluster-dns", dns.cluster_dns_ip(self.cp.service_cidr),
+                             "--cluster-domain", CLUSTER_DOMAIN]
         self.info["kubelets"][node] = self._spawn(f"kubelet-{node}", kubelet)
         self._wait(lambda: self.api(lambda r: exists(r, NODES, node)), 30, f"node {node} to register")
         self._install_cni(node, ndir)
@@ -152,23 +155,35 @@ class KubeMode(ObjectsMixin):
         self.info["proxies"][node] = self._spawn(f"kube-proxy-{node}", proxy)
         self.start_agent(node)
 
+    def start_dns(self) -> None:
+        """The cluster DNS add-on (sdn/lab/dns.py): CoreDNS pods behind the kube-dns Service."""
+        for doc in dns.objects(self.cp.service_cidr, CLUSTER_DOMAIN):
+            self.api(lambda r, d=doc: r.apply_manifest(d))
+        self.info["dns"] = {"address": dns.cluster_dns_ip(self.cp.service_cidr), "domain": CLUSTER_DOMAIN}
+        self.lab.save()
+        self.lab.log(f"cluster DNS: CoreDNS behind kube-system/kube-dns {self.info['dns']['address']}")
+
     def _spawn(self, name: str, argv: list[str]) -> int:
         logs = self.lab.state.logs
         logs.mkdir(parents=True, exist_ok=True)
         pid = proc.spawn_daemon(argv, logs / f"{name}.log", self.lab.state.dir / f"{name}.pid")
-        self.lab._save()
+        self.lab.save()
         self.lab.log(f"{name}: pid {pid}")
         return pid
 
     def _node_settings(self, info: dict) -> dict:
         """deploy/configmap.yaml's sdn.yaml, with what differs on a lab node (its own OVS
-        run directory and IPAM store, the lab's tunnel, metrics on the node's loopback)."""
+        run directory and IPAM store, the lab's tunnel, metrics on the node's loopback, the
+        userspace datapath, the lab's pod and Service ranges: the agent's node set-up at start
+        finds the node the lab made and changes nothing)."""
         cm = yaml.safe_load((DEPLOY / "configmap.yaml").read_text())
         settings = yaml.safe_load(cm["data"]["sdn.yaml"]) or {}
         settings.update({"ovsdb": f"unix:{info['rundir']}/db.sock", "openflow": f"unix:{info['openflow']}",
                          "tunnel": self.lab.record.get("tunnel", "vxlan"), "metricsAddress": "127.0.0.1",
                          "metricsPort": METRICS_PORT,
-                         "ipamDataDir": str(Path(info["rundir"]) / "var/lib/cni/networks")})
+                         "ipamDataDir": str(Path(info["rundir"]) / "var/lib/cni/networks"),
+                         "datapathType": "netdev", "clusterCIDR": self.info["cluster_cidr"],
+                         "serviceCIDR": self.cp.service_cidr})
         return settings
 
     def _install_cni(self, node: str, ndir: Path) -> None:
@@ -209,7 +224,7 @@ class KubeMode(ObjectsMixin):
         self.lab.record["controllers"][node] = {"pid": pid, "control": str(Path(info["rundir"]) / "control.sock"),
                                                 "log": str(log), "netns": info["netns"], "nodes": [node],
                                                 "argv": argv, "metrics": f"http://127.0.0.1:{METRICS_PORT}"}
-        self.lab._save()
+        self.lab.save()
         self.lab.log(f"agent for {node}: pid {pid}")
 
     def wait_nodes_ready(self, timeout: float) -> None:

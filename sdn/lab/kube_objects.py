@@ -9,12 +9,22 @@ import copy
 import json
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from sdn import proc
-from sdn.k8s.resources import ALPHA_NETWORK_POLICIES, BETA_NETWORK_POLICIES, NAMESPACES, NETWORK_POLICIES, NODES, PODS, Resource
+from sdn.k8s.resources import (
+    ALPHA_NETWORK_POLICIES,
+    BETA_NETWORK_POLICIES,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    NODES,
+    PODS,
+    Resource,
+)
 from sdn.k8s.rest import ApiError, Rest
+from sdn.lab import dns
 from sdn.lab import topology as T
 
 if TYPE_CHECKING:
@@ -26,7 +36,7 @@ KINDS = {(r.api_version, r.kind): r for r in WATCHED}
 
 
 def lab_error(msg: str, code: int = 1):
-    from sdn.lab.lab import LabError
+    from sdn.lab.base import LabError
     return LabError(msg, code)
 
 
@@ -89,22 +99,24 @@ class ObjectsMixin:
     """Needs, from KubeMode: the lab, `api(fn, ...)` (a call inside the control plane's
     namespace) and `node_thread(node)` (calls inside a node's namespace)."""
 
-    lab: "Lab"
+    lab: Lab
     api: Callable[..., Any]
-    node_thread: Callable[[str], "NetnsThread"]
+    node_thread: Callable[[str], NetnsThread]
 
     # ------------------------------------------------------------------ objects
     def write(self, apply: list[dict], delete: list[dict]) -> tuple[list[str], list[str]]:
         """Delete, then server-side apply, through the API: one report line per object, and
         the objects to delete that did not exist."""
+        self.check_namespaces(apply, delete)
         report, missing = [], []
         for doc in delete:
             res = self._resource(doc)
             meta = doc.get("metadata") or {}
             ns = meta.get("namespace") or "default"
             what = T.describe_key(T.doc_key(doc))
+            name = meta.get("name")
             try:
-                self.api(lambda r, res=res, ns=ns, n=meta.get("name"): r.delete(res, ns, n))
+                self.api(lambda r, res=res, ns=ns, n=name: r.delete(res, ns, n))
                 report.append(f"{what} deleted")
             except ApiError as e:
                 if e.status != 404:
@@ -112,12 +124,12 @@ class ObjectsMixin:
                 missing.append(what)
         order = {"Namespace": 0, "Node": 1, "Pod": 2}
         ready: set[str] = set()
-        for doc in sorted(apply, key=lambda d: order.get(d.get("kind"), 3)):
+        for doc in sorted(apply, key=lambda d: order.get(d.get("kind") or "", 3)):
             res = self._resource(doc)
             ns = (doc.get("metadata") or {}).get("namespace") or "default"
             if res is PODS and ns not in ready:  # the API refuses pods before the account exists
                 try:
-                    self.api(lambda r: r.wait_default_service_account(ns))
+                    self.api(lambda r, ns=ns: r.wait_default_service_account(ns))
                 except ApiError:
                     pass  # the pod's own write says why (a missing namespace: NotFound)
                 ready.add(ns)
@@ -128,13 +140,13 @@ class ObjectsMixin:
             try:
                 before = self._get(res, body)
                 try:
-                    after = self.api(lambda r: r.apply(body))
+                    after = self.api(lambda r, body=body: r.apply(body))
                 except ApiError as e:
                     if not (res is PODS and e.status == 422 and "pod updates may not change" in e.message):
                         raise
                     # A pod's spec is immutable: replaced, as `kubectl replace --force` does
                     self._replace_pod(body)
-                    after, before = self.api(lambda r: r.apply(body)), None
+                    after, before = self.api(lambda r, body=body: r.apply(body)), None
                     report.append(f"{what} replaced (its spec changed)")
                     continue
             except ApiError as e:
@@ -145,6 +157,24 @@ class ObjectsMixin:
                 after.get("metadata", {}).get("resourceVersion") else "configured")
             report.append(f"{what} {verb}")
         return report, missing
+
+    def check_namespaces(self, apply: list[dict], delete: Sequence[dict] = ()) -> None:
+        """Every namespaced object to apply lives in a namespace that exists (and is not deleted
+        in the same change) or that the change creates; refused before anything is written
+        (the API server would answer NotFound half-way)."""
+        namespaced = [d for d in apply if self._resource(d).namespaced]
+        if not namespaced:
+            return
+        created = {(d.get("metadata") or {}).get("name") for d in apply if d.get("kind") == "Namespace"}
+        deleted = {(d.get("metadata") or {}).get("name") for d in delete if d.get("kind") == "Namespace"}
+        have = {n["metadata"]["name"] for n in self.api(lambda r: r.list(NAMESPACES))["items"]}
+        for d in namespaced:
+            ns = (d.get("metadata") or {}).get("namespace") or "default"
+            if ns in created or (ns in have and ns not in deleted):
+                continue
+            raise lab_error(f"{T.describe_key(T.doc_key(d))}: namespace {ns} does not exist"
+                            f"{' (deleted in the same change)' if ns in deleted else ''}; apply a Namespace {ns} "
+                            f"first or in the same file; nothing was changed", 2)
 
     def _replace_pod(self, doc: dict, timeout: float = 60.0) -> None:
         """Delete the pod and wait until its kubelet confirmed (the object is gone)."""
@@ -230,11 +260,19 @@ class ObjectsMixin:
                               f"{st.get('realized_generation')}, in sync {st.get('in_sync')}")
                 return False
             return True
+        from sdn.lab.base import LabError, NotRealized
+        done, failed = [], {}
         for node in sorted(self.lab.record["nodes"]):
             ctl = self.lab.record["controllers"][node]
-            self._wait(lambda n=node: agent_done(n), max(1.0, deadline - time.monotonic()),
-                       f"the agent of {node} to realize the change", lambda n=node: last.get(n, ""),
-                       ctl)
+            try:
+                self._wait(lambda n=node: agent_done(n), max(1.0, deadline - time.monotonic()),
+                           f"the agent of {node} to realize the change", lambda n=node: last.get(n, ""),
+                           (node, ctl))
+                done.append(node)
+            except LabError as e:
+                failed[node] = str(e)
+        if failed:
+            raise NotRealized(done, failed)
 
     def agent_status(self, node: str, objects: bool = False) -> dict:
         ctl = self.lab.record["controllers"][node]
@@ -246,21 +284,25 @@ class ObjectsMixin:
         return self.node_thread(node).run(get)
 
     def refresh_pods(self) -> None:
-        """lab.record["pods"] from the API and the kubelets: node, address, namespace."""
+        """lab.record["pods"] from the API and the kubelets: node, address, namespace (the
+        cluster DNS pods aside: the cluster's, not the lab's)."""
         items = self.api(lambda r: r.list(PODS))["items"]
         pods = {}
         for p in items:
             node = p.get("spec", {}).get("nodeName")
-            if node not in self.lab.record["nodes"] or not p.get("status", {}).get("podIP"):
+            if node not in self.lab.record["nodes"] or not p.get("status", {}).get("podIP") or dns.is_addon(p):
                 continue
             key = f"{p['metadata']['namespace']}/{p['metadata']['name']}"
             krec = kubelet_record(Path(self.lab.record["nodes"][node]["rundir"])).get(key, {})
             pods[key] = {"node": node, "netns": krec.get("netns"), "ip": p["status"]["podIP"],
                          "server_pid": krec.get("server_pid"), "container_id": krec.get("container_id")}
         self.lab.record["pods"] = pods
-        self.lab._save()
+        self.lab.save()
 
-    def _wait(self, ok, timeout: float, what: str, why=None, ctl: dict | None = None) -> None:
+    def _wait(self, ok, timeout: float, what: str, why=None, agent: tuple[str, dict] | None = None) -> None:
+        """Until ok(); an agent that is not running fails at once, unless the lab's
+        supervisor runs (it restarts the agent: keep waiting)."""
+        from sdn.lab import supervise
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -269,9 +311,13 @@ class ObjectsMixin:
             except (ApiError, OSError) as e:
                 if time.monotonic() > deadline:
                     raise lab_error(f"timed out after {timeout:.0f}s waiting for {what}: {e}") from None
-            if ctl is not None and not proc.alive(ctl["pid"]):
-                raise lab_error(f"agent (pid {ctl['pid']}) is not running; last lines of {ctl['log']}:\n"
-                             f"{proc.tail(ctl['log'], 12)}")
+            if agent is not None:
+                name, ctl = agent
+                pid = supervise.current_pid(self.lab.state, name, ctl)
+                if not (pid and proc.alive(pid)) and (self.lab.record.get("phase") != "ready"
+                                                      or supervise.supervisor_pid(self.lab.state) is None):
+                    raise lab_error(f"agent (pid {pid}) is not running; last lines of {ctl['log']}:\n"
+                                    f"{proc.tail(ctl['log'], 12)}")
             if time.monotonic() > deadline:
                 detail = why() if why else ""
                 raise lab_error(f"timed out after {timeout:.0f}s waiting for {what}{': ' + detail if detail else ''}")

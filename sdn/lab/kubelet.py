@@ -8,7 +8,8 @@ own identity (user system:node:NAME, so the Node authorizer and NodeRestriction 
   CNI plugin called as a container runtime calls it (CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS,
   CNI_IFNAME, CNI_ARGS with K8S_POD_NAMESPACE/K8S_POD_NAME, CNI_PATH, each plugin of the
   node's conflist on stdin with the list's name and cniVersion), a server for the pod's
-  containerPorts, then pods/status (Running, podIP/podIPs, Ready);
+  containerPorts (CoreDNS for a CoreDNS pod, sdn/lab/dns.py), the pod's resolv.conf for the
+  cluster DNS (--cluster-dns, --cluster-domain), then pods/status (Running, podIP/podIPs, Ready);
 - for a Pod being deleted (deletionTimestamp) or gone: CNI DEL, the server and the namespace
   go, then the Pod is deleted for good (grace period 0), as the kubelet confirms a deletion.
 
@@ -35,7 +36,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sdn import proc
+from sdn.lab import dns as D
 from sdn.lab import pods as P
 from sdn.lab import topology as T
 from sdn.ovs.instance import add_netns, del_netns, netns_exists
@@ -59,13 +63,17 @@ def _now(micro: bool = False) -> str:
 class Kubelet:
     def __init__(self, node: str, api: Any, address: str, dir: Path, prefix: str,
                  cni_conf_dir: Path, cni_bin_dir: Path, pod_cidr: str = "",
-                 labels: dict[str, str] | None = None):
+                 labels: dict[str, str] | None = None, kubeconfig: Path | None = None,
+                 cluster_dns: str = "", cluster_domain: str = "cluster.local"):
         from kubernetes import client
         self.node, self.api, self.address, self.dir, self.prefix = node, api, address, dir, prefix
         self.cni_conf_dir, self.cni_bin_dir = cni_conf_dir, cni_bin_dir
         self.pod_cidr, self.labels = pod_cidr, labels or {}
-        self.core = client.CoreV1Api(api)
-        self.coord = client.CoordinationV1Api(api)
+        self.kubeconfig, self.cluster_dns, self.cluster_domain = kubeconfig, cluster_dns, cluster_domain
+        # Any: called with plain dict bodies and _preload_content=False (raw responses), which
+        # the client's annotations do not describe
+        self.core: Any = client.CoreV1Api(api)
+        self.coord: Any = client.CoordinationV1Api(api)
         self.record_path = dir / "kubelet.json"
         self.pods: dict[str, dict] = self._load()
         self.desired: dict[str, dict | None] = {}
@@ -248,9 +256,15 @@ class Kubelet:
         if result is None:
             result = self._cni("ADD", key, rec)
         rec["ip"] = P.result_ip(result or {})
-        tcp, udp = T.served(T.pod_ports(pod))
-        rec["server_pid"] = P.start_server(netns, key, tcp, udp, self.dir / "logs" / f"pod-{key.replace('/', '_')}.log")
-        rec["served"] = {"tcp": tcp, "udp": udp}
+        logfile = self.dir / "logs" / f"pod-{key.replace('/', '_')}.log"
+        if D.is_coredns(pod):
+            rec["server_pid"] = self._start_coredns(key, pod, netns, logfile)
+        else:
+            tcp, udp = T.served(T.pod_ports(pod))
+            rec["server_pid"] = P.start_server(netns, key, tcp, udp, logfile)
+            rec["served"] = {"tcp": tcp, "udp": udp}
+        if self.cluster_dns and (pod["spec"].get("dnsPolicy") or "ClusterFirst") == "ClusterFirst":
+            D.write_resolv_conf(netns, D.resolv_conf(key.split("/", 1)[0], self.cluster_dns, self.cluster_domain))
         self._save()
         self._post_pod_status(pod, rec["ip"])
         log.info("pod %s running at %s", key, rec["ip"])
@@ -266,6 +280,7 @@ class Kubelet:
             log.warning("pod %s: %s", key, e)
         if netns_exists(rec["netns"]):
             del_netns(rec["netns"], timeout=2.0)
+        D.remove_resolv_conf(rec["netns"])
         with self._lock:
             del self.pods[key]
         self._save()
@@ -294,6 +309,27 @@ class Kubelet:
                            "hostIPs": [{"ip": self.address}], "startTime": now, "conditions": conds,
                            "containerStatuses": containers}}
         self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"], body)
+
+    def _start_coredns(self, key: str, pod: dict, netns: str, logfile: Path) -> int:
+        """CoreDNS with the Corefile of the pod's ConfigMap volume and a token of the pod's
+        service account bound to the pod (what a kubelet mounts for it)."""
+        from sdn.lab import pki
+        meta, spec = pod["metadata"], pod["spec"]
+        names = {v["configMap"]["name"] for v in spec.get("volumes") or [] if v.get("configMap")}
+        cms = {n: self.core.read_namespaced_config_map(n, meta["namespace"]).to_dict() for n in names}
+        token = self.core.create_namespaced_service_account_token(
+            spec.get("serviceAccountName") or "default", meta["namespace"],
+            {"spec": {"expirationSeconds": 24 * 3600,
+                      "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]}}})
+        if self.kubeconfig is None:
+            raise RuntimeError("the kubelet has no --kubeconfig to take the API server's address from")
+        cfg = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]
+        work = self.dir / "pods" / key.replace("/", "_")
+        work.mkdir(parents=True, exist_ok=True)
+        kcfg = pki.kubeconfig(work / "kubeconfig", server=cfg["server"], ca=Path(cfg["certificate-authority"]),
+                              user=f"system:serviceaccount:{meta['namespace']}:{spec.get('serviceAccountName')}",
+                              token=token.status.token)
+        return D.start_coredns(netns, key, D.corefile_of(pod, cms), kcfg, work, logfile)
 
     # ------------------------------------------------------------------ CNI, as a runtime
     def _conflist(self) -> dict:
@@ -342,12 +378,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cni-bin-dir", required=True, type=Path)
     ap.add_argument("--pod-cidr", default="", help="the Node's spec.podCIDR when it registers")
     ap.add_argument("--node-labels", default="", help="k=v,... labels the Node registers with")
+    ap.add_argument("--cluster-dns", default="", help="the cluster DNS Service's address (pods' resolv.conf)")
+    ap.add_argument("--cluster-domain", default="cluster.local")
     args = ap.parse_args(argv)
     labels = dict(kv.split("=", 1) for kv in args.node_labels.split(",") if kv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from sdn.k8s.connect import api_client
     kubelet = Kubelet(args.node, api_client(args.kubeconfig), args.address, args.dir, args.prefix,
-                      args.cni_conf_dir, args.cni_bin_dir, args.pod_cidr, labels)
+                      args.cni_conf_dir, args.cni_bin_dir, args.pod_cidr, labels, Path(args.kubeconfig),
+                      args.cluster_dns, args.cluster_domain)
     kubelet.run()
     return 0
 

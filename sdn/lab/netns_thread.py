@@ -7,20 +7,29 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 
 
-def _join(netns: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def setns(fd: int, what: str) -> None:
+    """Move the calling thread into the network namespace open as `fd` (`what` names it)."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns into network namespace {what}: {os.strerror(err)}")
+
+
+def join_netns(netns: str) -> None:
+    """Move the calling thread into the named network namespace (/run/netns/NAME)."""
     fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
     try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into network namespace {netns}: {os.strerror(err)}")
+        setns(fd, netns)
     finally:
         os.close(fd)
 
@@ -37,7 +46,7 @@ class NetnsThread:
             return fn(*args, **kwargs)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{self.netns}",
-                                            initializer=_join, initargs=(self.netns,))
+                                            initializer=join_netns, initargs=(self.netns,))
         return self._pool.submit(fn, *args, **kwargs).result()
 
     def close(self) -> None:

@@ -10,7 +10,7 @@
         br-sdn           the pod bridge (fail_mode secure, programmed by the node's agent):
                          tunnel port `tun0` (VXLAN or Geneve, remote_ip=flow: the flows set
                          tun_dst) at ofport 1; pods' veths from 10 on (the CNI plugin).
-                         Made by sdn/scripts/ovs-node-bridge.sh, as on the Vagrant VMs
+                         Made by sdn/node_setup.py, as by the agent and on the Vagrant VMs
                          enforce fabric: `fab0` at ofport 2, a veth to the fabric switch
     PREFIX_fabric        enforce fabric: the fabric switch `fabric`, port 100+i towards the
                          i-th node in name order (sdn/layout.py)
@@ -24,8 +24,15 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from sdn.layout import (FABRIC, FABRIC_UPLINK_OFPORT, FIRST_FABRIC_OFPORT, GATEWAY_OFPORT, GATEWAY_PORT_MAC,
-                        TUNNEL_OFPORT)
+from sdn.layout import (
+    FABRIC,
+    FABRIC_UPLINK_OFPORT,
+    FIRST_FABRIC_OFPORT,
+    GATEWAY_OFPORT,
+    GATEWAY_PORT_MAC,
+    TUNNEL_OFPORT,
+)
+from sdn.node_setup import NodeBridge, SetupError, setup
 from sdn.ovs.instance import OvsInstance, add_netns, del_netns, netns_exists, run_cmd
 
 BRIDGE = "br-sdn"  # sdn.layout.BRIDGE_NAME
@@ -37,7 +44,6 @@ FABRIC_BRIDGE = FABRIC  # the program of the fabric switch is named "fabric": so
 FABRIC_DPID = 0xFAB
 TUNNEL_TYPES = ("vxlan", "geneve")
 # Shared with the Vagrant lab (vagrant/provision/bridge.sh): br-sdn and its tunnel port.
-NODE_BRIDGE_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ovs-node-bridge.sh"
 
 
 def node_netns(prefix: str, node: str) -> str:
@@ -59,6 +65,13 @@ def phy_mac(address: str) -> str:
 
 def node_ovs(rundir: Path, netns: str) -> OvsInstance:
     return OvsInstance(rundir, netns=netns, create_netns=True)
+
+
+def _netns(ovs: OvsInstance) -> str:
+    """The network namespace of a lab switch (every one runs in its own)."""
+    if ovs.netns is None:
+        raise ValueError(f"{ovs.rundir}: a lab switch runs in a network namespace")
+    return ovs.netns
 
 
 def create_underlay(prefix: str) -> str:
@@ -86,14 +99,15 @@ def host_on_underlay(underlay: dict, netns: str, ifname: str, peer: str, address
 
 def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: str,
                underlay_prefixlen: int, controller: str | list[str] | None,
-               tunnel: str = "vxlan", gateway: tuple[str, str, str] | None = None) -> None:
+               tunnel: str = "vxlan", gateway: tuple[str, str, str] | None = None,
+               gateway_ofport: int = GATEWAY_OFPORT) -> None:
     """Start the node's OVS and build br-phy (underlay) and br-sdn (pods, tunnel; with
     `gateway` = (pod CIDR, cluster CIDR, service CIDR or "") also the gateway port into the
     node's stack)."""
     if tunnel not in TUNNEL_TYPES:
         raise ValueError(f"tunnel must be one of {TUNNEL_TYPES}, not {tunnel!r}")
     ovs.start()
-    ns = ovs.netns
+    ns = _netns(ovs)
     ul = underlay_netns(prefix)
     peer = f"n{slot}"
     run_cmd(["ip", "-n", ns, "link", "add", "ul0", "type", "veth", "peer", "name", peer, "netns", ul])
@@ -105,32 +119,35 @@ def start_node(ovs: OvsInstance, *, prefix: str, slot: int, dpid: int, address: 
               "--", "add-port", PHY_BRIDGE, "ul0")
     run_cmd(["ip", "-n", ns, "addr", "add", f"{address}/{underlay_prefixlen}", "dev", PHY_BRIDGE])
     run_cmd(["ip", "-n", ns, "link", "set", PHY_BRIDGE, "up"])
-    node_bridge(ovs, dpid=dpid, controller=controller, tunnel=tunnel, local_ip=address, gateway=gateway)
+    node_bridge(ovs, dpid=dpid, controller=controller, tunnel=tunnel, local_ip=address, gateway=gateway,
+                gateway_ofport=gateway_ofport)
     got = ovs.ofport(TUNNEL_PORT)
     if got != TUNNEL_OFPORT:
         raise RuntimeError(f"{ns}: tunnel port got ofport {got}, not {TUNNEL_OFPORT}")
 
 
 def node_bridge(ovs: OvsInstance, *, dpid: int, controller: str | list[str] | None, tunnel: str,
-                local_ip: str, gateway: tuple[str, str, str] | None = None) -> None:
-    """br-sdn and its tunnel port through the script the Vagrant lab runs on its VMs too
-    (sdn/scripts/ovs-node-bridge.sh), against this node's private OVS (netdev datapath)."""
+                local_ip: str, gateway: tuple[str, str, str] | None = None,
+                gateway_ofport: int = GATEWAY_OFPORT) -> None:
+    """br-sdn, its tunnel port and its gateway port, made by the code the agent
+    runs at start and the Vagrant VMs' provisioning too (sdn/node_setup.py), against this
+    node's private OVS (netdev datapath)."""
     if not 0 <= dpid < 2 ** 64:
         raise ValueError(f"dpid {dpid} out of range")
-    argv = ["bash", str(NODE_BRIDGE_SCRIPT), "--db", ovs.db_remote, "--bridge", BRIDGE,
-            "--datapath-type", "netdev", "--dpid", f"{dpid:016x}", "--tunnel", tunnel,
-            "--local-ip", local_ip, "--tunnel-port", TUNNEL_PORT,
-            "--tunnel-ofport", str(TUNNEL_OFPORT), "--timeout", str(int(ovs.cmd_timeout))]
-    for target in [controller] if isinstance(controller, str) else controller or []:
-        argv += ["--controller", target]
+    gw: dict = {}
     if gateway is not None:
         pod_cidr, cluster_cidr, service_cidr = gateway
         net = ipaddress.ip_network(pod_cidr)
-        argv += ["--gateway-ip", f"{net[1]}/{net.prefixlen}", "--gateway-mac", GATEWAY_PORT_MAC,
-                 "--gateway-ofport", str(GATEWAY_OFPORT), "--cluster-cidr", cluster_cidr, "--netns", ovs.netns]
-        if service_cidr:
-            argv += ["--service-cidr", service_cidr]
-    ovs.run(*argv, timeout=ovs.cmd_timeout + ovs.timeout)
+        gw = {"gateway_ip": f"{net[1]}/{net.prefixlen}", "gateway_mac": GATEWAY_PORT_MAC,
+              "gateway_ofport": gateway_ofport, "cluster_cidr": cluster_cidr, "service_cidr": service_cidr or "",
+              "netns": ovs.netns}
+    controllers = tuple([controller] if isinstance(controller, str) else controller or [])
+    try:
+        setup(NodeBridge(dpid=f"{dpid:016x}", db=ovs.db_remote, bridge=BRIDGE, datapath_type="netdev",
+                         controllers=controllers, tunnel=tunnel, local_ip=local_ip, tunnel_port=TUNNEL_PORT,
+                         tunnel_ofport=TUNNEL_OFPORT, timeout=int(ovs.cmd_timeout), env=ovs.env, **gw))
+    except SetupError as e:
+        raise RuntimeError(f"{ovs.netns}: {e}") from None
 
 
 def set_neighbours(ovs: OvsInstance, others: dict[str, str]) -> None:
@@ -149,32 +166,37 @@ def link_fabric(node: OvsInstance, fabric: OvsInstance, slot: int, fabric_ofport
     """A veth between the node's br-sdn (ofport 2) and the fabric switch (`fabric_ofport`).
     Both ends say what they are in external_ids (sdn-role, and sdn-node on the fabric side)."""
     peer = f"n{slot}"
-    run_cmd(["ip", "-n", node.netns, "link", "add", UPLINK_PORT, "type", "veth", "peer", "name",
-             peer, "netns", fabric.netns])
-    run_cmd(["ip", "-n", fabric.netns, "link", "set", peer, "up"])
-    run_cmd(["ip", "-n", node.netns, "link", "set", UPLINK_PORT, "up"])
+    run_cmd(["ip", "-n", _netns(node), "link", "add", UPLINK_PORT, "type", "veth", "peer", "name",
+             peer, "netns", _netns(fabric)])
+    run_cmd(["ip", "-n", _netns(fabric), "link", "set", peer, "up"])
+    run_cmd(["ip", "-n", _netns(node), "link", "set", UPLINK_PORT, "up"])
     node.vsctl("add-port", BRIDGE, UPLINK_PORT, "--", "set", "interface", UPLINK_PORT,
                f"ofport_request={FABRIC_UPLINK_OFPORT}", "external_ids:sdn-role=fabric-uplink")
     fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
-                 f"ofport_request={fabric_ofport}", "external_ids:sdn-role=fabric-link",
-                 f"external_ids:sdn-node={node_name}")
+                 f"ofport_request={fabric_ofport}", *fabric_link_ids(node_name))
     for ovs, port, want in ((node, UPLINK_PORT, FABRIC_UPLINK_OFPORT), (fabric, peer, fabric_ofport)):
         got = ovs.ofport(port)
         if got != want:
             raise RuntimeError(f"{ovs.netns}: port {port} got ofport {got}, not {want}")
 
 
+def fabric_link_ids(node_name: str) -> list[str]:
+    """What the fabric switch's port towards a node says of it: the node, and that the node has
+    a gateway port (every lab node has one: the fabric sends it what is for the node's stack)."""
+    return ["external_ids:sdn-role=fabric-link", f"external_ids:sdn-node={node_name}",
+            "external_ids:sdn-node-gateway=true"]
+
+
 def renumber_fabric_ports(fabric: OvsInstance, moves: dict[str, tuple[int, int]]) -> None:
     """Move nodes' fabric-side ports to other ofports (the node order changed): node ->
     (slot, new ofport). All are taken off the bridge first, so no move collides with another."""
-    for node, (slot, _) in moves.items():
+    for slot, _ in moves.values():
         fabric.vsctl("--if-exists", "del-port", FABRIC_BRIDGE, f"n{slot}")
     for node, (slot, ofport) in moves.items():
         peer = f"n{slot}"
         fabric.vsctl("add-port", FABRIC_BRIDGE, peer, "--", "set", "interface", peer,
-                     f"ofport_request={ofport}", "external_ids:sdn-role=fabric-link",
-                     f"external_ids:sdn-node={node}")
-    for node, (slot, ofport) in moves.items():
+                     f"ofport_request={ofport}", *fabric_link_ids(node))
+    for slot, ofport in moves.values():
         got = fabric.ofport(f"n{slot}")
         if got != ofport:
             raise RuntimeError(f"{fabric.netns}: port n{slot} got ofport {got}, not {ofport}")
@@ -183,7 +205,7 @@ def renumber_fabric_ports(fabric: OvsInstance, moves: dict[str, tuple[int, int]]
 def unlink_fabric(fabric: OvsInstance, slot: int) -> None:
     peer = f"n{slot}"
     fabric.vsctl("--if-exists", "del-port", FABRIC_BRIDGE, peer)
-    run_cmd(["ip", "-n", fabric.netns, "link", "del", peer], check=False)
+    run_cmd(["ip", "-n", _netns(fabric), "link", "del", peer], check=False)
 
 
 def fabric_ofports(nodes: list[str]) -> dict[str, int]:

@@ -18,7 +18,6 @@ newly denied one pass as established. All sockets of a source pod share its sour
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import select
@@ -27,19 +26,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-CLONE_NEWNET = 0x40000000
+from sdn.lab.netns_thread import join_netns, setns
+
 ALLOWED, DENIED, REFUSED, ERROR = "allowed", "denied", "refused", "error"
 TCP_PORTS_PER_SWEEP = 2  # first attempt, second attempt
 PORTS_PER_SWEEP = 3  # + UDP
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"setns: {os.strerror(e)}")
-
 
 @dataclass(frozen=True)
 class Target:
@@ -54,7 +45,7 @@ class Target:
 
 
 class _Probe:
-    __slots__ = ("target", "state", "socks", "sent", "detail")
+    __slots__ = ("detail", "sent", "socks", "state", "target")
 
     def __init__(self, target: Target):
         self.target = target
@@ -94,7 +85,7 @@ def probe(targets: list[Target], base_port: int, timeout: float = 0.5) -> dict[T
 def _run(targets: list[Target], base: int, timeout: float, result: dict, failure: list) -> None:
     try:
         _sweep(targets, base, timeout, result)
-    except BaseException as e:  # reported to the caller's thread
+    except BaseException as e:  # noqa: BLE001 - reported to the caller's thread
         failure.append(e)
 
 
@@ -111,11 +102,7 @@ def _sweep(targets: list[Target], base: int, timeout: float, result: dict) -> No
     tcp_second: list[tuple[_Probe, str]] = []
     try:
         for ns, group in by_ns.items():
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-            try:
-                setns(fd)
-            finally:
-                os.close(fd)
+            join_netns(ns)
             try:
                 for p in group:
                     t = p.target
@@ -142,7 +129,7 @@ def _sweep(targets: list[Target], base: int, timeout: float, result: dict) -> No
                     else:
                         p.state, p.detail = ERROR, f"cannot probe {t.protocol}"
             finally:
-                setns(own)
+                setns(own, "of this thread")
         start = time.monotonic()
         deadline = start + timeout
         second_at = start + timeout / 3
@@ -168,22 +155,18 @@ def _sweep(targets: list[Target], base: int, timeout: float, result: dict) -> No
                 for p, ns in tcp_second:
                     if p.state is not None:
                         continue
-                    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-                    try:
-                        setns(fd)
-                    finally:
-                        os.close(fd)
+                    join_netns(ns)
                     try:
                         s = _tcp_socket(base + 1, p.target.ip, p.target.port)
                     except OSError:
                         continue
                     finally:
-                        setns(own)
+                        setns(own, "of this thread")
                     p.socks.append(s)
                     fdmap[s.fileno()] = (p, s)
                     ep.register(s.fileno(), select.EPOLLOUT)
             wait = min(deadline, next_udp, second_at if not second_done else deadline) - time.monotonic()
-            for fd, ev in ep.poll(max(wait, 0.001)):
+            for fd, _ev in ep.poll(max(wait, 0.001)):
                 if fd in udp_fds:
                     u = udp_fds[fd]
                     ns = udp_ns[id(u)]
@@ -194,9 +177,9 @@ def _sweep(targets: list[Target], base: int, timeout: float, result: dict) -> No
                             break
                         except OSError:
                             break  # ICMP errors surface here; the probe just waits
-                        p = udp_by_reply.get((ns, ip, port))
-                        if p is not None and p.state is None:
-                            p.state = ALLOWED
+                        replied = udp_by_reply.get((ns, ip, port))
+                        if replied is not None and replied.state is None:
+                            replied.state = ALLOWED
                             pending -= 1
                     continue
                 entry = fdmap.pop(fd, None)

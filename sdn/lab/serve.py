@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         timeout = min((d for d, _ in waiting.values()), default=now + 3600) - now
         for key, _ in sel.select(max(timeout, 0)):
             sock = key.fileobj
+            if not isinstance(sock, socket.socket):  # (only sockets are registered)
+                continue
             if key.data == "tcp":
                 try:
                     conn, _ = sock.accept()

@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from sdn.sources.guard import EMPTY_PODS, EMPTY_POLICIES, declarations
+
 DEFAULT_STATE_DIR = "/run/sdn-lab"
 DEFAULT_PREFIX = "sdnlab"
 ENV_STATE_DIR = "SDN_LAB_DIR"
@@ -115,11 +117,14 @@ class State:
             text = self.manifests_path.read_text()
         except FileNotFoundError:
             return []
-        return [d for d in yaml.safe_load_all(text) if d]
+        return [d for d in yaml.safe_load_all(text) if d and d not in (EMPTY_POLICIES, EMPTY_PODS)]
 
     def write_manifests(self, docs: list[dict]) -> None:
-        """One atomic file: a controller never sees half an update."""
+        """One atomic file: a controller never sees half an update. A lab without policies
+        or pods says so with an explicitly empty list, which the controller's file source
+        asks for before it lets every policy or pod go (docs/controller.md)."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        docs = docs + declarations(docs)
         text = "# The lab's objects (sdnctl lab): real pod IPs and nodes filled in.\n"
         text += yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
         _atomic_write(self.manifests_path, text)

@@ -141,7 +141,7 @@ def cluster_cidr(cidrs: list[str]) -> str:
     """The smallest network holding every node's pod CIDR (the cluster's pod network)."""
     nets = [ipaddress.ip_network(c) for c in cidrs]
     out = nets[0]
-    while not all(n.subnet_of(out) for n in nets):
+    while not all(n.subnet_of(out) for n in nets):  # type: ignore[arg-type]  # the lab gives its nodes CIDRs of one family
         out = out.supernet()
     return str(out)
 
@@ -183,8 +183,8 @@ def spread(pod_docs: list[dict], nodes: list[str], counts: dict[str, int] | None
 def node_manifest(plan: NodePlan, doc: dict | None) -> dict:
     """The Node object the controllers read: the user's (labels and all) with the lab's pod
     CIDR and InternalIP."""
-    out = copy.deepcopy(doc) if doc else {"apiVersion": "v1", "kind": "Node",
-                                          "metadata": {"name": plan.name}}
+    out: dict[str, Any] = copy.deepcopy(doc) if doc else {"apiVersion": "v1", "kind": "Node",
+                                                          "metadata": {"name": plan.name}}
     out.setdefault("spec", {})
     out["spec"]["podCIDR"] = plan.cidr
     out["spec"]["podCIDRs"] = [plan.cidr]

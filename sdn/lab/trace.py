@@ -53,7 +53,7 @@ class Tracer:
         fields = (f"{l4},dl_src={mac},dl_dst={GATEWAY_MAC},nw_src={s['ip']},nw_dst={d['ip']},"
                   f"{l4}_src=40000,{l4}_dst={port}")
         want = self.ports[d["node"]].get(dst)
-        hops = []
+        hops: list[tuple[str, list[int]]] = []
         bridge, ovs, name, in_port = s["node"], self.ovs[s["node"]], N.BRIDGE, self.ports[s["node"]].get(src)
         if in_port is None or want is None:
             return {"allowed": False, "hops": hops, "error": "pod not plugged in"}

@@ -32,19 +32,25 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from sdn.proc import (ProcessError, alive, comm, proc_state, read_pidfile, socket_ready, tail, terminate,
-                      wait_gone)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sdn.ovs.trace import TraceResult
+from sdn.ovs.errors import OvsCommandError, OvsError
+from sdn.ovs.trace import TraceError, TraceResult, normalize_ct_state, parse_dpif_show, parse_trace
+from sdn.proc import (
+    ProcessError,
+    alive,
+    comm,
+    proc_state,
+    read_pidfile,
+    socket_ready,
+    tail,
+    terminate,
+    wait_gone,
+)
 
 __all__ = [
     "OF_VERSION",
@@ -68,42 +74,6 @@ _MAX_SOCK_PATH = 107
 _IFNAMSIZ = 15
 
 _counter = itertools.count(1)
-
-
-class OvsError(RuntimeError):
-    """Any failure of the private OVS instance (start-up, bad state, ...)."""
-
-
-class OvsCommandError(OvsError):
-    """A command (ovs-vsctl, ovs-ofctl, ip, ...) failed.
-
-    ``.argv``, ``.returncode``, ``.stdout`` and ``.stderr`` are kept; ``str()`` names the
-    command and includes stderr (for ovs-ofctl/ovs-appctl that is OVS's error text).
-    """
-
-    def __init__(self, argv: Sequence[str], returncode: int | None, stdout: str, stderr: str,
-                 note: str = ""):
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
-        cmd = " ".join(_shell_quote(a) for a in self.argv)
-        what = "timed out" if returncode is None else f"failed (exit {returncode})"
-        msg = f"command {what}: {cmd}"
-        if note:
-            msg += f"\n{note}"
-        err = stderr.strip()
-        if err:
-            msg += f"\nstderr:\n{err}"
-        elif stdout.strip():
-            msg += f"\nstdout:\n{stdout.strip()[-2000:]}"
-        super().__init__(msg)
-
-
-def _shell_quote(s: str) -> str:
-    if s and re.fullmatch(r"[\w@%+=:,./-]+", s):
-        return s
-    return "'" + s.replace("'", "'\"'\"'") + "'"
 
 
 def run_cmd(argv: Sequence[str], *, input: str | None = None, env: Mapping[str, str] | None = None,
@@ -366,8 +336,8 @@ class OvsInstance:
             elif self.netns and not netns_exists(self.netns):
                 raise OvsError(f"network namespace {self.netns!r} does not exist "
                                f"(create_netns=False)")
-            self.run("ovsdb-tool", "create", self.db_path, SCHEMA)
-            self.run("ovsdb-server", self.db_path,
+            self.run("ovsdb-tool", "create", str(self.db_path), str(SCHEMA))
+            self.run("ovsdb-server", str(self.db_path),
                      f"--remote=punix:{self.db_sock}",
                      f"--pidfile={self.ovsdb_pidfile}",
                      f"--unixctl={self.ovsdb_ctl}",
@@ -383,7 +353,7 @@ class OvsInstance:
         except BaseException:
             try:
                 self.stop()
-            except Exception:  # pragma: no cover - keep the original error
+            except Exception:  # noqa: BLE001 - keep the original error
                 pass
             raise
         self._started = True
@@ -577,13 +547,28 @@ class OvsInstance:
     # -- tracing
     def trace(self, bridge: str, flow: str, ct_next: Sequence[str] | str | None = None,
               extra_args: Sequence[str] = ()) -> TraceResult:
-        """``ofproto/trace BRIDGE FLOW [--ct-next STATE]...`` parsed; see sdn.ovs.trace."""
-        from sdn.ovs.trace import trace as _trace
-        return _trace(self, bridge, flow, ct_next=ct_next, extra_args=extra_args)
+        """``ovs-appctl ofproto/trace BRIDGE FLOW [--ct-next STATE]...``, parsed (sdn.ovs.trace).
+
+        ``ct_next``: the conntrack state after each recirculation, in order (one string per
+        ``ct(table=...)`` traversed; a plain string means a single one); ``"trk,new"``,
+        ``"+trk+est"`` or ``"trk|est"`` all work.  Later recirculations get OVS's default
+        ``trk,new``.  Raises :class:`TraceError` with OVS's message on a bad flow/bridge.
+        """
+        states = [] if ct_next is None else ([ct_next] if isinstance(ct_next, str) else list(ct_next))
+        norm = [normalize_ct_state(s) for s in states]
+        args = ["ofproto/trace", bridge, flow]
+        for s in norm:
+            args += ["--ct-next", s]
+        args += list(extra_args)
+        try:
+            out = self.appctl(*args)
+        except OvsCommandError as e:
+            raise TraceError(f"ofproto/trace {bridge} {flow!r} failed: "
+                             f"{e.stderr.strip() or e}") from e
+        return parse_trace(out, self.port_map(), bridge=bridge, flow=flow, ct_next=norm)
 
     def port_map(self, bridge: str | None = None) -> dict[int, tuple[str, int]]:
         """Datapath port number -> (port name, OpenFlow port) from ``dpif/show``."""
-        from sdn.ovs.trace import parse_dpif_show
         out = self.appctl("dpif/show")
         return parse_dpif_show(out, bridge)
 

@@ -73,12 +73,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from sdn.ovs.instance import OvsCommandError, OvsError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sdn.ovs.instance import OvsInstance
+from sdn.ovs.errors import OvsError
 
 __all__ = [
     "CT_FLAGS",
@@ -90,7 +86,6 @@ __all__ = [
     "parse_dpif_show",
     "parse_trace",
     "split_actions",
-    "trace",
 ]
 
 CT_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk", "snat", "dnat")
@@ -408,7 +403,9 @@ def parse_trace(text: str, port_map: dict[int, tuple[str, int]] | None = None, *
 
 def split_actions(text: str) -> list[str]:
     """Split a comma-separated action list at top level (not inside parentheses)."""
-    out, depth, cur = [], 0, []
+    out: list[str] = []
+    depth = 0
+    cur: list[str] = []
     for ch in text:
         if ch == "(":
             depth += 1
@@ -470,27 +467,3 @@ def normalize_ct_state(state: str | Sequence[str]) -> str:
     if not flags:
         raise ValueError("empty ct state")
     return ",".join(flags)
-
-
-def trace(ovs: OvsInstance, bridge: str, flow: str,
-          ct_next: Sequence[str] | str | None = None,
-          extra_args: Sequence[str] = ()) -> TraceResult:
-    """``ovs-appctl ofproto/trace BRIDGE FLOW [--ct-next STATE]...`` on ``ovs``, parsed.
-
-    ``ct_next``: the conntrack state after each recirculation, in order (one string per
-    ``ct(table=...)`` traversed; a plain string means a single one); ``"trk,new"``,
-    ``"+trk+est"`` or ``"trk|est"`` all work.  Later recirculations get OVS's default
-    ``trk,new``.  Raises :class:`TraceError` with OVS's message on a bad flow/bridge.
-    """
-    states = [] if ct_next is None else ([ct_next] if isinstance(ct_next, str) else list(ct_next))
-    norm = [normalize_ct_state(s) for s in states]
-    args = ["ofproto/trace", bridge, flow]
-    for s in norm:
-        args += ["--ct-next", s]
-    args += list(extra_args)
-    try:
-        out = ovs.appctl(*args)
-    except OvsCommandError as e:
-        raise TraceError(f"ofproto/trace {bridge} {flow!r} failed: "
-                         f"{e.stderr.strip() or e}") from e
-    return parse_trace(out, ovs.port_map(), bridge=bridge, flow=flow, ct_next=norm)

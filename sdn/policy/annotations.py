@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import Protocol
 
-from sdn.policy.model import ALPHA_ISOLATION_ANNOTATION, BETA_POLICY_ANNOTATION, Namespace
+ALPHA_ISOLATION_ANNOTATION = "net.alpha.kubernetes.io/network-isolation"
+BETA_POLICY_ANNOTATION = "net.beta.kubernetes.io/network-policy"
+
+
+class Namespace(Protocol):
+    """What is read here of a namespace (sdn.policy.model.Namespace, which imports this)."""
+
+    @property
+    def annotations(self) -> Iterable[tuple[str, str]]: ...
 
 # Implementations of the time accepted yes/no besides on/off (see notes/networkpolicy.md).
 _ALPHA_ON = {"on", "yes", "true"}

@@ -15,13 +15,22 @@ turns into a flow difference per bridge.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from flows.ir import Isolation, Rule, RuleId
 from sdn.policy.model import (
-    EGRESS, FORM_ALPHA, FORM_BETA, FORM_IMPLICIT, INGRESS, Cluster, LabelSelector, Namespace, Node,
-    Pod, Policy,
+    EGRESS,
+    FORM_ALPHA,
+    FORM_BETA,
+    FORM_IMPLICIT,
+    INGRESS,
+    Cluster,
+    LabelSelector,
+    Namespace,
+    Node,
+    Pod,
+    Policy,
 )
 from sdn.policy.rules import ClusterIndex, Translation, isolating_directions, translate_policy
 
@@ -70,7 +79,7 @@ class RuleSet:
         self._ns_peers: dict[tuple[str, str] | None, set[str]] = defaultdict(set)
         self._named_egress: dict[str, set[str]] = defaultdict(set)  # port name -> policies
         self._renamed_groups: set[tuple] = set()  # groups whose members changed (see _finish)
-        delta, touched = RuleDelta(), set()
+        delta, touched = RuleDelta(), set[tuple]()
         for pol in cluster.effective_policies():
             self._recompute_policy(pol, delta, touched)
         self._flush_renamed(touched)
@@ -95,32 +104,29 @@ class RuleSet:
 
     # ---- indexes -------------------------------------------------------------------------
 
-    def _index(self, pol: Policy) -> None:
-        self._by_ns[pol.namespace].add(pol.key)
+    def _buckets(self, pol: Policy) -> Iterator[set]:
+        """The index entries that hold the policy's key: its namespace, the buckets of its
+        namespace selectors, its named egress ports."""
+        yield self._by_ns[pol.namespace]
         for direction in (INGRESS, EGRESS):
             for rule in pol.rules(direction):
                 for peer in rule.peers or ():
                     if peer.namespace_selector is not None:
                         for b in _selector_buckets(peer.namespace_selector):
-                            self._ns_peers[b].add(pol.key)
+                            yield self._ns_peers[b]
                 if direction == EGRESS:
                     for port in rule.ports or ():
                         if isinstance(port.port, str):
-                            self._named_egress[port.port].add(pol.key)
+                            yield self._named_egress[port.port]
+
+    def _index(self, pol: Policy) -> None:
+        for bucket in self._buckets(pol):
+            bucket.add(pol.key)
 
     def _unindex(self, pol: Policy) -> None:
         """Undo `_index(pol)`: the same buckets, found from the policy again."""
-        self._by_ns[pol.namespace].discard(pol.key)
-        for direction in (INGRESS, EGRESS):
-            for rule in pol.rules(direction):
-                for peer in rule.peers or ():
-                    if peer.namespace_selector is not None:
-                        for b in _selector_buckets(peer.namespace_selector):
-                            self._ns_peers[b].discard(pol.key)
-                if direction == EGRESS:
-                    for port in rule.ports or ():
-                        if isinstance(port.port, str):
-                            self._named_egress[port.port].discard(pol.key)
+        for bucket in self._buckets(pol):
+            bucket.discard(pol.key)
 
     def _ns_selector_policies(self, labels: dict[str, str]) -> set[str]:
         """Policies with a namespaceSelector peer that may match a namespace with `labels`."""
@@ -194,11 +200,11 @@ class RuleSet:
                 affected |= self._ns_selector_policies(self.cluster.namespace(obj.name).label_map)
                 namespaces.add(obj.name)
             elif isinstance(obj, Policy):
-                key = (obj.form, obj.namespace, obj.name)
+                cluster_key = (obj.form, obj.namespace, obj.name)
                 if present:
-                    self.cluster.policies[key] = obj
+                    self.cluster.policies[cluster_key] = obj
                 else:
-                    self.cluster.policies.pop(key, None)
+                    self.cluster.policies.pop(cluster_key, None)
                 namespaces.add(obj.namespace)
                 affected.add(obj.key)
             elif isinstance(obj, Node):
@@ -356,4 +362,4 @@ class _Group:
     ips: frozenset[str]
 
 
-__all__ = ["RuleSet", "RuleDelta", "FORM_ALPHA", "FORM_BETA"]
+__all__ = ["FORM_ALPHA", "FORM_BETA", "RuleDelta", "RuleSet"]

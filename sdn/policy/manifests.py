@@ -24,15 +24,14 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Literal, overload
 
 import netaddr
 import yaml
 
 from flows.bulk import gc_paused
-from sdn.policy.strict_yaml import DuplicateKey, iter_yaml, load_json
-
 from sdn.policy.model import (
     ALPHA_ISOLATION_ANNOTATION,
     BETA_POLICY_ANNOTATION,
@@ -56,20 +55,21 @@ from sdn.policy.model import (
     Requirement,
     freeze_labels,
 )
+from sdn.policy.strict_yaml import DuplicateKey, iter_yaml, load_json
 
 __all__ = [
-    "ManifestError",
-    "API_V1",
-    "API_BETA",
     "API_ALPHA",
+    "API_BETA",
+    "API_V1",
     "MANIFEST_SUFFIXES",
+    "ManifestError",
+    "add_object",
+    "describe",
+    "load_documents",
     "load_paths",
     "load_text",
-    "load_documents",
-    "parse_object",
     "object_key",
-    "describe",
-    "add_object",
+    "parse_object",
     "remove_object",
 ]
 
@@ -93,6 +93,13 @@ _NODE_IP_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
 # Errors
 
 
+MESSAGE_MAX = 600  # characters of one error message at most (values in it are cut first)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 30]}... ({len(text)} characters)"
+
+
 class ManifestError(Exception):
     """An invalid manifest: which file, which object, which field, and what is wrong.
 
@@ -109,7 +116,8 @@ class ManifestError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        return ": ".join(p for p in (self.file, self.obj, self.field, self.message) if p)
+        parts = (self.file, _cut(self.obj, 200), _cut(self.field, 200), _cut(self.message, MESSAGE_MAX))
+        return ": ".join(p for p in parts if p)
 
     def __reduce__(self):  # picklable despite the keyword-free __init__ signature
         return (type(self), (self.file, self.obj, self.field, self.message))
@@ -134,6 +142,19 @@ def _at(path: str, key: str | int) -> str:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         return f"{path}.{key}" if path else key
     return f"{path}[{key}]"
+
+
+SHOW_MAX = 80  # characters of an offending value quoted in an error message
+
+
+def _show(value: Any) -> str:
+    """An offending value as an error message quotes it: its repr, cut to SHOW_MAX characters
+    (a 400 KB string once filled a terminal), saying how long it was."""
+    text = repr(value)
+    if len(text) <= SHOW_MAX:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters as text"
+    return f"{text[:SHOW_MAX - 20]}... ({size})"
 
 
 def _type_name(value: Any) -> str:
@@ -162,7 +183,7 @@ def _mapping(value: Any, path: str, allowed: Iterable[str] | None = None) -> dic
         raise _FieldError(path, f"must be an object, not {_type_name(value)}")
     for key in value:
         if not isinstance(key, str):
-            raise _FieldError(path, f"field names must be strings, not {_type_name(key)} {key!r}")
+            raise _FieldError(path, f"field names must be strings, not {_type_name(key)} {_show(key)}")
     if allowed is not None:
         allowed = list(allowed)
         for key in value:
@@ -185,6 +206,10 @@ def _list(value: Any, path: str) -> list | None:
     return value
 
 
+@overload
+def _string(value: Any, path: str, *, required: Literal[True]) -> str: ...
+@overload
+def _string(value: Any, path: str, *, required: bool = False) -> str | None: ...
 def _string(value: Any, path: str, *, required: bool = False) -> str | None:
     if value is None:
         if required:
@@ -194,7 +219,7 @@ def _string(value: Any, path: str, *, required: bool = False) -> str | None:
         hint = ""
         if isinstance(value, (bool, int, float)):
             hint = " (quote it: YAML reads true/false/on/off/yes/no and numbers as non-strings)"
-        raise _FieldError(path, f"must be a string, not {_type_name(value)} {value!r}{hint}")
+        raise _FieldError(path, f"must be a string, not {_type_name(value)} {_show(value)}{hint}")
     if required and not value:
         raise _FieldError(path, "must not be empty")
     return value
@@ -202,7 +227,7 @@ def _string(value: Any, path: str, *, required: bool = False) -> str | None:
 
 def _int(value: Any, path: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _FieldError(path, f"must be an integer, not {_type_name(value)} {value!r}")
+        raise _FieldError(path, f"must be an integer, not {_type_name(value)} {_show(value)}")
     if not lo <= value <= hi:
         raise _FieldError(path, f"must be between {lo} and {hi}, inclusive (got {value})")
     return value
@@ -218,7 +243,7 @@ def _check_dns_label(value: str, path: str) -> None:
     if len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
         raise _FieldError(
             path,
-            f"{value!r} is not a valid name: lower case letters, digits and '-', at most 63 "
+            f"{_show(value)} is not a valid name: lower case letters, digits and '-', at most 63 "
             "characters, starting and ending with a letter or digit",
         )
 
@@ -227,22 +252,19 @@ def _check_dns_subdomain(value: str, path: str) -> None:
     if len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
         raise _FieldError(
             path,
-            f"{value!r} is not a valid name: lower case letters, digits, '-' and '.', at most "
+            f"{_show(value)} is not a valid name: lower case letters, digits, '-' and '.', at most "
             "253 characters, starting and ending with a letter or digit",
         )
 
 
 def _check_label_key(key: str, path: str) -> None:
     prefix, slash, name = key.rpartition("/")
-    if slash:
-        if not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix):
-            raise _FieldError(
-                path, f"invalid label key {key!r}: the prefix must be a DNS subdomain"
-            )
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        raise _FieldError(path, f"invalid label key {_show(key)}: the prefix must be a DNS subdomain")
     if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise _FieldError(
             path,
-            f"invalid label key {key!r}: the name must be 1-63 characters of letters, digits, "
+            f"invalid label key {_show(key)}: the name must be 1-63 characters of letters, digits, "
             "'-', '_' and '.', starting and ending with a letter or digit",
         )
 
@@ -251,7 +273,7 @@ def _check_label_value(value: str, path: str) -> None:
     if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
         raise _FieldError(
             path,
-            f"invalid label value {value!r}: at most 63 characters of letters, digits, '-', '_' "
+            f"invalid label value {_show(value)}: at most 63 characters of letters, digits, '-', '_' "
             "and '.', starting and ending with a letter or digit",
         )
 
@@ -263,7 +285,7 @@ def _label_map(value: Any, path: str) -> dict[str, str]:
         _check_label_key(key, _at(path, key))
         if val is None:
             raise _FieldError(_at(path, key), "must be a string, not null")
-        out[key] = _string(val, _at(path, key))
+        out[key] = _string(val, _at(path, key)) or ""  # (val is not None: a string)
         _check_label_value(out[key], _at(path, key))
     return out
 
@@ -273,7 +295,7 @@ def _annotation_map(value: Any, path: str) -> dict[str, str]:
     for key, val in _mapping(value, path).items():
         if val is None:
             raise _FieldError(_at(path, key), "must be a string, not null")
-        out[key] = _string(val, _at(path, key))
+        out[key] = _string(val, _at(path, key)) or ""  # (val is not None: a string)
     return out
 
 
@@ -298,22 +320,22 @@ def _ip(value: Any, path: str) -> netaddr.IPAddress:
     try:
         return netaddr.IPAddress(text, flags=netaddr.INET_PTON)
     except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise _FieldError(path, f"{text!r} is not a valid IP address") from None
+        raise _FieldError(path, f"{_show(text)} is not a valid IP address") from None
 
 
 def _cidr(value: Any, path: str) -> netaddr.IPNetwork:
     text = _string(value, path, required=True)
     addr, slash, plen = text.partition("/")
     if not slash:
-        raise _FieldError(path, f"{text!r} is not a valid CIDR: expected address/prefix-length")
+        raise _FieldError(path, f"{_show(text)} is not a valid CIDR: expected address/prefix-length")
     try:
         ip = netaddr.IPAddress(addr, flags=netaddr.INET_PTON)
     except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise _FieldError(path, f"{text!r} is not a valid CIDR: bad address {addr!r}") from None
+        raise _FieldError(path, f"{_show(text)} is not a valid CIDR: bad address {_show(addr)}") from None
     width = 32 if ip.version == 4 else 128
     if not re.fullmatch(r"0|[1-9][0-9]{0,2}", plen) or int(plen) > width:
         raise _FieldError(
-            path, f"{text!r} is not a valid CIDR: prefix length must be 0-{width}, not {plen!r}"
+            path, f"{_show(text)} is not a valid CIDR: prefix length must be 0-{width}, not {_show(plen)}"
         )
     return netaddr.IPNetwork(f"{ip}/{plen}")
 
@@ -339,7 +361,7 @@ def _label_selector(value: Any, path: str) -> LabelSelector:
         if op not in _SELECTOR_OPERATORS:
             raise _FieldError(
                 _at(p, "operator"),
-                f"unknown operator {op!r}: must be one of {', '.join(_SELECTOR_OPERATORS)}",
+                f"unknown operator {_show(op)}: must be one of {', '.join(_SELECTOR_OPERATORS)}",
             )
         values_path = _at(p, "values")
         values = []
@@ -384,7 +406,7 @@ def _policy_port(value: Any, path: str, *, end_port: bool) -> PolicyPort:
         if proto not in PROTOCOLS:
             raise _FieldError(
                 _at(path, "protocol"),
-                f"unsupported protocol {proto!r}: must be one of {', '.join(PROTOCOLS)}",
+                f"unsupported protocol {_show(proto)}: must be one of {', '.join(PROTOCOLS)}",
             )
     port = spec.get("port")
     port_path = _at(path, "port")
@@ -394,7 +416,7 @@ def _policy_port(value: Any, path: str, *, end_port: bool) -> PolicyPort:
         problem = _port_name_problem(port)
         if problem:
             hint = " (write a port number without quotes)" if port.isdigit() else ""
-            raise _FieldError(port_path, f"invalid named port {port!r}: {problem}{hint}")
+            raise _FieldError(port_path, f"invalid named port {_show(port)}: {problem}{hint}")
     elif isinstance(port, int) and not isinstance(port, bool):
         _int(port, port_path, 1, 65535)
     else:
@@ -535,13 +557,13 @@ def _namespace(doc: dict, meta: _Meta, warnings: list[str]) -> Namespace:
         isolation = ingress.get("isolation") if isinstance(ingress, dict) else None
         if isolation is not None and isolation != "DefaultDeny":
             warnings.append(
-                f"{field}: isolation {isolation!r} is not \"DefaultDeny\"; "
+                f"{field}: isolation {_show(isolation)} is not \"DefaultDeny\"; "
                 "beta policies of this namespace have no effect"
             )
     alpha = meta.annotations.get(ALPHA_ISOLATION_ANNOTATION)
     if alpha is not None and alpha.strip().lower() not in _ALPHA_ISOLATION_VALUES:
         warnings.append(
-            f"metadata.annotations[{ALPHA_ISOLATION_ANNOTATION}]: {alpha!r} is neither on nor "
+            f"metadata.annotations[{ALPHA_ISOLATION_ANNOTATION}]: {_show(alpha)} is neither on nor "
             "off; taken as off"
         )
     return Namespace(meta.name, freeze_labels(meta.labels), freeze_labels(meta.annotations))
@@ -568,15 +590,15 @@ def _pod(doc: dict, meta: _Meta) -> Pod:
             if proto not in PROTOCOLS:
                 raise _FieldError(
                     _at(ppath, "protocol"),
-                    f"unsupported protocol {proto!r}: must be one of {', '.join(PROTOCOLS)}",
+                    f"unsupported protocol {_show(proto)}: must be one of {', '.join(PROTOCOLS)}",
                 )
             name = _string(port.get("name"), _at(ppath, "name")) or None
             if name is not None:
                 problem = _port_name_problem(name)
                 if problem:
-                    raise _FieldError(_at(ppath, "name"), f"invalid port name {name!r}: {problem}")
+                    raise _FieldError(_at(ppath, "name"), f"invalid port name {_show(name)}: {problem}")
                 if name in names:
-                    raise _FieldError(_at(ppath, "name"), f"duplicate port name {name!r}")
+                    raise _FieldError(_at(ppath, "name"), f"duplicate port name {_show(name)}")
                 names.add(name)
             ports.append(ContainerPort(number, proto, name))
     status = _mapping(doc.get("status"), "status")
@@ -664,7 +686,7 @@ def _v1_policy(doc: dict, meta: _Meta, origin: str, warnings: list[str]) -> Poli
         t = _string(t, _at(types_path, i))
         if t not in (INGRESS, EGRESS):
             raise _FieldError(
-                _at(types_path, i), f"unsupported policy type {t!r}: must be Ingress or Egress"
+                _at(types_path, i), f"unsupported policy type {_show(t)}: must be Ingress or Egress"
             )
         types.add(t)
     if len(raw_types) > 2:
@@ -711,28 +733,27 @@ def _beta_policy(doc: dict, meta: _Meta, origin: str) -> Policy:
     for i, rule in enumerate(_list(spec.get("ingress"), path) or ()):
         rpath = _at(path, i)
         rule = _mapping(rule, rpath, ("from", "ports"))
-        ppath = _at(rpath, "from")
-        peers = _list(rule.get("from"), ppath)
-        rules.append(
-            PolicyRule(
-                # Beta era: absent = all peers, an explicit [] = no peer at all.
-                peers=None
-                if peers is None
-                else tuple(_beta_peer(p, _at(ppath, j)) for j, p in enumerate(peers)),
-                ports=_ports(
-                    rule.get("ports"), _at(rpath, "ports"), end_port=False, empty_is_all=False
-                ),
-            )
-        )
-    return Policy(
-        meta.namespace,
-        meta.name,
-        pod_selector=selector,
-        ingress=tuple(rules),
-        policy_types=frozenset({INGRESS}),
-        form=FORM_BETA,
-        origin=origin,
+        rules.append(_legacy_rule(rule, rpath, "from", "ports", _beta_peer))
+    return _ingress_policy(meta, selector, tuple(rules), FORM_BETA, origin)
+
+
+def _legacy_rule(doc: dict, path: str, from_key: str, ports_key: str,
+                 peer: Callable[[Any, str], Peer]) -> PolicyRule:
+    """A rule of the beta or the alpha form: there `from` absent = all peers, an explicit [] =
+    no peer at all."""
+    fpath = _at(path, from_key)
+    peers = _list(doc.get(from_key), fpath)
+    return PolicyRule(
+        peers=None if peers is None else tuple(peer(p, _at(fpath, j)) for j, p in enumerate(peers)),
+        ports=_ports(doc.get(ports_key), _at(path, ports_key), end_port=False, empty_is_all=False),
     )
+
+
+def _ingress_policy(meta: _Meta, selector: LabelSelector, rules: tuple[PolicyRule, ...], form: str,
+                    origin: str) -> Policy:
+    """A beta or alpha policy: ingress only."""
+    return Policy(meta.namespace, meta.name, pod_selector=selector, ingress=rules,
+                  policy_types=frozenset({INGRESS}), form=form, origin=origin)
 
 
 def _alpha_policy(doc: dict, meta: _Meta, origin: str) -> Policy:
@@ -743,28 +764,8 @@ def _alpha_policy(doc: dict, meta: _Meta, origin: str) -> Policy:
     if spec.get("allowIncoming") is not None:
         path = "spec.allowIncoming"
         allow = _mapping(spec["allowIncoming"], path, ("from", "toPorts"))
-        fpath = _at(path, "from")
-        peers = _list(allow.get("from"), fpath)
-        rules = (
-            PolicyRule(
-                # As in the beta: absent = all, an explicit [] = nothing.
-                peers=None
-                if peers is None
-                else tuple(_alpha_peer(p, _at(fpath, j)) for j, p in enumerate(peers)),
-                ports=_ports(
-                    allow.get("toPorts"), _at(path, "toPorts"), end_port=False, empty_is_all=False
-                ),
-            ),
-        )
-    return Policy(
-        meta.namespace,
-        meta.name,
-        pod_selector=selector,
-        ingress=rules,
-        policy_types=frozenset({INGRESS}),
-        form=FORM_ALPHA,
-        origin=origin,
-    )
+        rules = (_legacy_rule(allow, path, "from", "toPorts", _alpha_peer),)
+    return _ingress_policy(meta, selector, rules, FORM_ALPHA, origin)
 
 
 def _object_label(kind: str, namespaced: bool, doc: dict) -> str | None:
@@ -793,11 +794,12 @@ def _parse(doc: Any, origin: str, where: str = "") -> tuple[Any, list[str]]:
     namespaced = kind != "Namespace" and kind != "Node"
     obj = _object_label(kind, namespaced, doc) or f"{kind} <unnamed{', ' + where if where else ''}>"
     warnings: list[str] = []
+    result: Namespace | Pod | Node | Policy
     try:
         if kind in _CORE_KINDS:
             if api not in (None, "v1"):
                 raise _FieldError(
-                    "apiVersion", f"unsupported apiVersion {api!r} for {kind}: expected v1"
+                    "apiVersion", f"unsupported apiVersion {_show(api)} for {kind}: expected v1"
                 )
             meta = _metadata(doc, namespaced)
             if kind == "Namespace":
@@ -807,15 +809,15 @@ def _parse(doc: Any, origin: str, where: str = "") -> tuple[Any, list[str]]:
             else:
                 result = _node(doc, meta)
         elif kind == "NetworkPolicy":
-            form = _POLICY_FORMS.get(api)
             if api is None:
                 raise _FieldError(
                     "apiVersion", "is required for NetworkPolicy: one of " + ", ".join(_POLICY_FORMS)
                 )
+            form = _POLICY_FORMS.get(api)
             if form is None:
                 raise _FieldError(
                     "apiVersion",
-                    f"unsupported apiVersion {api!r} for NetworkPolicy: expected one of "
+                    f"unsupported apiVersion {_show(api)} for NetworkPolicy: expected one of "
                     + ", ".join(_POLICY_FORMS),
                 )
             meta = _metadata(doc, True)
@@ -991,7 +993,7 @@ def _commit(
 
 
 def load_documents(
-    docs: list[dict], origin: str = "<input>", cluster: Cluster | None = None
+    docs: Iterable[Any], origin: str = "<input>", cluster: Cluster | None = None
 ) -> tuple[Cluster, list[str]]:
     """Already-parsed manifests -> (cluster, warnings).
 
@@ -1002,7 +1004,7 @@ def load_documents(
     return _commit([(origin, _prepare(docs, origin))], cluster)
 
 
-def _parse_text(text: str, origin: str, json_only: bool = False) -> list[Any]:
+def _parse_text(text: str, origin: str, json_only: bool = False) -> Iterable[Any]:
     if json_only:
         try:
             return [load_json(text)] if text.strip() else []
@@ -1046,7 +1048,7 @@ def _manifest_files(path: str) -> list[str]:
     raise ManifestError(path, "", "", "no such file or directory")
 
 
-def _read(path: str) -> tuple[str, list[Any]]:
+def _read(path: str) -> tuple[str, Iterable[Any]]:
     if path == STDIN:
         text = sys.stdin.read()
         try:
@@ -1063,7 +1065,7 @@ def _read(path: str) -> tuple[str, list[Any]]:
             raise ManifestError(path, "", "", f"cannot read: {e}") from None
         return path, _parse_text(text, path, json_only=True)
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - _yaml_file_documents closes it
     except OSError as e:
         raise ManifestError(path, "", "", f"cannot read: {e}") from None
     return path, _yaml_file_documents(f, path)
@@ -1087,10 +1089,31 @@ def load_paths(
     (cluster, warnings). Everything is read and validated before anything is added.
     `progress(origin, documents)` is called every thousand documents of a file and at its end."""
     if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+        paths = [os.fspath(paths)]
     batches = []
     for path in paths:
         for file in _manifest_files(os.fspath(path)):
             origin, docs = _read(file)
             batches.append((origin, _prepare(docs, origin, progress)))
     return _commit(batches, cluster)
+
+
+def read_objects(paths: list[str]) -> Iterator[dict]:
+    """The raw objects of files and directories (as load_paths finds them; "-" = stdin),
+    `kind: List` expanded, each validated as load_paths validates it (ManifestError at the
+    first invalid one). Kinds that network policy does not use pass through unparsed."""
+    for path in paths:
+        for file in _manifest_files(os.fspath(path)):
+            origin, raw = _read(file)
+            for n, doc in enumerate(raw):
+                flat: list[tuple[Any, str]] = []
+                where = f"document {n + 1}"
+                try:
+                    _expand(doc, where, flat)
+                except _FieldError as e:
+                    raise ManifestError(origin, where, e.field, e.message) from None
+                for item, item_where in flat:
+                    if not isinstance(item, dict):
+                        raise ManifestError(origin, item_where, "", "must be an object")
+                    _parse(item, origin, item_where)
+                    yield item

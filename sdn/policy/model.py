@@ -13,11 +13,17 @@ Conventions, after ../shared/notes/networkpolicy.md:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping
 
 from flows.match import hash_once
+from sdn.policy.annotations import (
+    ALPHA_ISOLATION_ANNOTATION,
+    BETA_POLICY_ANNOTATION,
+    alpha_isolation,
+    beta_default_deny,
+)
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 INGRESS = "Ingress"
@@ -29,8 +35,6 @@ FORM_ALPHA = "v1alpha1"  # net.alpha.kubernetes.io/v1alpha1 (the seed's ThirdPar
 FORM_BETA = "v1beta1"  # extensions/v1beta1 NetworkPolicy
 FORM_IMPLICIT = "isolation"  # synthesised from a namespace isolation annotation
 
-ALPHA_ISOLATION_ANNOTATION = "net.alpha.kubernetes.io/network-isolation"
-BETA_POLICY_ANNOTATION = "net.beta.kubernetes.io/network-policy"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
@@ -72,19 +76,14 @@ class LabelSelector:
 
     def matches(self, labels: Mapping[str, str] | Labels) -> bool:
         t = type(labels)
-        if t is tuple:  # frozen labels; checked first: Mapping checks are slow
-            labels = dict(labels)
-        elif t is not dict and not isinstance(labels, Mapping):
+        if t is tuple or (t is not dict and not isinstance(labels, Mapping)):  # frozen labels; checked first: Mapping checks are slow
             labels = dict(labels)
         # plain loops: this runs for every (selector, pod) pair, generators cost twice as much
-        get = labels.get
+        get = labels.get  # type: ignore[union-attr]  # a tuple became a dict above
         for k, v in self.match_labels:
             if get(k) != v:
                 return False
-        for r in self.match_expressions:
-            if not r.matches(labels):
-                return False
-        return True
+        return all(r.matches(labels) for r in self.match_expressions)  # type: ignore[arg-type]  # as above
 
     @property
     def empty(self) -> bool:
@@ -156,6 +155,31 @@ class Pod:
             if p.name == name and p.protocol == protocol:
                 return p.port
         return None
+
+
+def parse_port(text: str, dst: Pod | None, icmp: bool = False) -> tuple[int, str]:
+    """(port, protocol) for '8080/TCP', '8080' (TCP) or a named container port of the
+    destination pod ('http', 'http/UDP'); with `icmp`, also 'icmp' (no port: (0, 'ICMP')).
+    A ValueError says what is wrong (`sdnctl trace --port`, the controller's live trace)."""
+    if icmp and str(text).strip().lower() in ("icmp", "0/icmp"):
+        return 0, "ICMP"
+    number, _, proto = str(text).partition("/")
+    proto = (proto or "TCP").upper()
+    if proto not in ("TCP", "UDP", "SCTP"):
+        raise ValueError(f"unknown protocol {proto!r} "
+                         + ("(TCP, UDP, SCTP, or 'icmp' alone)" if icmp else "(TCP, UDP or SCTP)"))
+    if number.isdigit():
+        port = int(number)
+        if not 1 <= port <= 65535:
+            raise ValueError("must be 1-65535")
+        return port, proto
+    if dst is None:
+        raise ValueError(f"{number!r} is a named port, and the destination is an address, not a pod: "
+                         "give a number")
+    resolved = dst.resolve_port(number, proto)
+    if resolved is None:
+        raise ValueError(f"{dst.key} has no {proto} container port named {number!r}")
+    return resolved, proto
 
 
 @dataclass(frozen=True)
@@ -255,8 +279,6 @@ class Cluster:
         network-isolation on; beta policies only while it has the DefaultDeny annotation. An
         isolating annotation adds an implicit `podSelector: {}` Ingress policy with no rules.
         """
-        from sdn.policy.annotations import alpha_isolation, beta_default_deny
-
         out = []
         for (form, ns, _), pol in sorted(self.policies.items()):
             nsobj = self.namespace(ns)

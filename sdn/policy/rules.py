@@ -11,14 +11,16 @@ the compiler gives overlapping parts different priorities.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Hashable, Iterable
 from functools import lru_cache
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from flows.addrset import AddressSet
 from flows.bulk import gc_paused
-from flows.ir import EGRESS as IR_EGRESS, INGRESS as IR_INGRESS, Isolation, PortRange, Rule, RuleId
+from flows.ir import EGRESS as IR_EGRESS
+from flows.ir import INGRESS as IR_INGRESS
+from flows.ir import Isolation, PortRange, Rule, RuleId
 from sdn.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, PolicyRule
-
 
 _MISSING = object()
 
@@ -52,7 +54,7 @@ class ClusterIndex:
         # sees it unchanged.
         self._ids: dict[tuple, int] = {}  # memo key -> a small number (keys are big to hash)
         self._keys: list[tuple] = []  # key id -> memo key
-        self._memo: dict[int, object] = {}
+        self._memo: dict[Hashable, object] = {}  # by key; by the key's id while tracking
         self._reads: dict[int, frozenset] = {}  # memo key id -> its (namespace, selector) pairs
         self._readers: dict[str, set[tuple]] = defaultdict(set)  # namespace -> {(key id, selector)}
         self._frames: list[set] = []  # what the results being computed have read so far
@@ -142,14 +144,16 @@ class ClusterIndex:
     def _edited(self, kid: int, sel, old: Pod | None, new: Pod | None) -> AddressSet:
         """The address set of a peer ("addr" result `kid`, pods matching `sel` in the
         namespaces it read) after `old` became `new` (called before the index changes)."""
-        value: AddressSet = self._memo[kid]
+        value = self._memo[kid]
+        assert isinstance(value, AddressSet)
         left = set(old.ips) if old is not None and (sel is None or sel.matches(old.label_map)) else set()
         joined = set(new.ips) if new is not None and (sel is None or sel.matches(new.label_map)) else set()
         reads = self._reads[kid]
         gone = []
+        old_key = None if old is None else old.key
         for ip in left - joined:
             others = (self.by_ns.get(k.partition("/")[0], {}).get(k) for k in self._holders.get(ip, ())
-                      if k != old.key)
+                      if k != old_key)
             if not any(p is not None and (p.namespace, sel) in reads and (sel is None or sel.matches(p.label_map))
                        for p in others):  # no other pod of the set holds it (addresses reused)
                 gone.append(ip)
@@ -226,6 +230,8 @@ class ClusterIndex:
 
 def ipblock_set(peer: Peer) -> AddressSet:
     block = peer.ip_block
+    if block is None:
+        raise ValueError(f"{peer}: not an ipBlock peer")
     return AddressSet.of([block.cidr]) - AddressSet.of(block.excepts)
 
 
@@ -248,22 +254,23 @@ def _ports(rule: PolicyRule) -> tuple[tuple[PortRange, ...], tuple[tuple[str, st
 
 
 def _peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet | None:
-    if rule.peers is None:
+    peers = rule.peers
+    if peers is None:
         return None
-    local = any(p.namespace_selector is None and p.ip_block is None for p in rule.peers)
-    key = ("peers", policy.namespace if local else None, rule.peers)
-    return index.memo(key, lambda: _compute_peer_set(index, policy, rule))
+    local = any(p.namespace_selector is None and p.ip_block is None for p in peers)
+    key = ("peers", policy.namespace if local else None, peers)
+    return index.memo(key, lambda: _compute_peer_set(index, policy, peers))
 
 
-def _compute_peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet:
+def _compute_peer_set(index: ClusterIndex, policy: Policy, peers: tuple[Peer, ...]) -> AddressSet:
     parts = []
-    for peer in rule.peers:
+    for peer in peers:
         if peer.ip_block is not None:
-            parts.append(index.memo(("block", peer.ip_block), lambda: ipblock_set(peer)))
+            parts.append(index.memo(("block", peer.ip_block), lambda peer=peer: ipblock_set(peer)))
         else:
             ns = policy.namespace if peer.namespace_selector is None else None
             parts.append(index.memo(("addr", ns, peer),
-                                    lambda: AddressSet.of(_addresses(index.peer_pods(policy, peer)))))
+                                    lambda peer=peer: AddressSet.of(_addresses(index.peer_pods(policy, peer)))))
     return parts[0] if len(parts) == 1 else AddressSet.union(parts)
 
 
@@ -298,10 +305,10 @@ def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: 
             out.append(Rule.of_sets(rid(part), frozenset(ips), peers, ports))
     else:
         for pod in index.all_pods:
-            ips = [ip for ip in pod.ips if peers is None or ip in peers]
-            r = resolved(pod) if ips else ()
+            own = [ip for ip in pod.ips if peers is None or ip in peers]
+            r = resolved(pod) if own else ()
             if r:
-                groups[r] |= set(ips)
+                groups[r] |= set(own)
         for part, (ports, ips) in enumerate(sorted(groups.items()), 1):
             out.append(Rule.of_sets(rid(part), target_ips, AddressSet.of(ips), ports))
     return out
@@ -340,21 +347,23 @@ def translate_policy(index: ClusterIndex, policy: Policy, previous: Translation 
     itself when nothing it was made from changed, and lends the rules that did not."""
     targets = index.selected(policy)
     target_ips = index.selected_ips(policy)
-    same = previous is not None and previous.policy is policy and previous.targets is targets \
-        and previous.target_ips is target_ips
-    parts = []
+    kept = previous.parts if previous is not None and previous.policy is policy \
+        and previous.targets is targets and previous.target_ips is target_ips else None
+    parts: list[tuple[AddressSet | None, tuple[Rule, ...]]] = []
+    unchanged = kept is not None
     for direction in (INGRESS, EGRESS):
         if direction not in policy.policy_types or not targets:
             continue
         for number, rule in enumerate(policy.rules(direction)):
             peers = _peer_set(index, policy, rule)
-            if same and previous.parts[len(parts)][0] is peers and not _reads_every_pod(direction, rule):
-                parts.append(previous.parts[len(parts)])
+            n = len(parts)
+            if kept is not None and kept[n][0] is peers and not _reads_every_pod(direction, rule):
+                parts.append(kept[n])
             else:
-                made = translate_rule(index, policy, direction, number, rule, targets, target_ips, peers)
-                parts.append((peers, tuple(made)))
-                same = same and previous.parts[len(parts) - 1][1] == parts[-1][1]
-    if same and len(parts) == len(previous.parts):
+                made = tuple(translate_rule(index, policy, direction, number, rule, targets, target_ips, peers))
+                unchanged = unchanged and kept is not None and kept[n][1] == made
+                parts.append((peers, made))
+    if unchanged and previous is not None and len(parts) == len(previous.parts):
         return previous
     return Translation(policy, targets, target_ips, tuple(parts))
 

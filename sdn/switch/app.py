@@ -25,7 +25,7 @@ import functools
 import logging
 import socket
 import threading
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import os_ken.base.app_manager  # noqa: F401 - must come first (os-ken's circular imports)
 from os_ken.base import app_manager
@@ -150,7 +150,7 @@ def datapath_connection_factory(sock, address) -> None:
         wrapped.datapath = datapath
         try:
             datapath.serve()
-        except Exception:  # noqa: BLE001 - as os-ken does: log, and let the connection end
+        except Exception:
             log.exception("error on the connection of datapath %s from %r",
                           f"{datapath.id:016x}" if datapath.id else "?", address)
 
@@ -180,7 +180,7 @@ def guarded(handler):
     def wrapper(self, ev):
         try:
             return handler(self, ev)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.exception("handler %s failed on %s", handler.__name__, type(ev).__name__)
             if _core is not None:
                 try:
@@ -195,7 +195,7 @@ def guarded(handler):
 class SwitchApp(app_manager.OSKenApp):
     """Bridges connect here; the core learns which datapath is up and gets its channel."""
 
-    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     @guarded

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from flows import pipeline as P
 from flows.compiler import Program
@@ -119,10 +119,14 @@ class BridgeAgent:
         # realized (the core purges the datapath flow cache there; see core.py).
         self.after_commit: Callable[[object], None] | None = None
         self.last_sync: dict | None = None
+        # Called with the flows read from the switch before the first plan against them; True
+        # when it gave this worker a new program meanwhile (the core compiles again with the
+        # hints they hold: sdn/switch/hints.py), which is then planned instead.
+        self.before_plan: Callable[[list], bool] | None = None
         self.counters = Counters()
         self._thread = threading.Thread(target=self._run, name=f"bridge-{node}", daemon=True)
 
-    def start(self) -> "BridgeAgent":
+    def start(self) -> BridgeAgent:
         self._thread.start()
         return self
 
@@ -252,6 +256,8 @@ class BridgeAgent:
                 if self._stopping:
                     return
                 ch, program, generation, view = self._channel, self._program, self._generation, self._view
+                if ch is None or program is None:  # not so: _due() said both are there
+                    continue
                 diff = None
                 if view is not None and self._dirty is not None:
                     # incremental: only the keys changed since the switch was last in sync
@@ -275,13 +281,13 @@ class BridgeAgent:
                     self._want, self._dirty = None, set()
                 self._busy = True
             try:
-                if diff is not None:
+                if diff is not None and view is not None:  # (a diff is made only against a view)
                     self._sync_diff(ch, program, generation, view, diff)
                 else:
                     self._sync(ch, program, generation, view)
             except (chan.ChannelClosed, chan.SwitchTimeout) as e:
                 self._failed(ch, f"{e}", discarded=False)
-            except Exception as e:  # noqa: BLE001 - a bug must not end the bridge's worker
+            except Exception as e:
                 log.exception("%s: reconcile failed", self.node)
                 self._failed(ch, f"internal error: {e!r}", discarded=False)
             finally:
@@ -289,12 +295,16 @@ class BridgeAgent:
                     self._busy = False
                     self._cv.notify_all()
 
-    def _sync(self, ch: chan.Channel, program: Program, generation: int, view: tuple | None) -> None:
+    def _sync(self, ch: chan.Channel, program: Program, generation: int, view: dict | None) -> None:
+        """One bundle taking the switch from `view` (None: read it first) to the whole program."""
         started = time.monotonic()
         if view is None:
             installed = chan.read_flows(ch)
             self.counters.resyncs += 1
             log.info("%s: read %d installed flows in %.2fs", self.node, len(installed), time.monotonic() - started)
+            if self.before_plan is not None and self.before_plan(installed):
+                with self._cv:
+                    program, generation = self._program or program, self._generation
         read = time.monotonic()
         plan = reconcile.plan(installed if view is None else list(view.values()), program.flows)
         planned = time.monotonic()
@@ -302,36 +312,9 @@ class BridgeAgent:
                           "flows_read": len(installed) if view is None else None,
                           "read_seconds": round(read - started, 4), "plan_seconds": round(planned - read, 4),
                           "changes": plan.summary()}
-        if plan.empty:
-            self._succeeded(ch, program, generation, None)
-            return
-        result = chan.apply_plan(ch, plan)
-        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4),
-                       read_seconds=round(read - started, 4) if view is None else None,
-                       plan_seconds=round(planned - read, 4))
-        self.counters.flow_mods += result.messages
-        if result.committed:
-            self.counters.bundles += 1
-            s = plan.summary()
-            log.info("%s: bundle committed (generation %d): %d added, %d modified, %d deleted in %d messages, %.3fs%s",
-                     self.node, generation, s["add"], s["modify"], s["delete"], s["messages"], result.seconds,
-                     f"; removed flows of unknown cookies {', '.join(f'{c:#x}' for c in plan.delete_cookies)}"
-                     if plan.delete_cookies else "")
-            if self.after_commit is not None:
-                try:
-                    self.after_commit(plan)
-                except Exception:  # noqa: BLE001 - a hook must not undo a committed bundle
-                    log.exception("%s: after-commit hook failed", self.node)
-            self._succeeded(ch, program, generation, summary)
-            return
-        self.counters.failed_bundles += 1
-        for r in result.rejections[:10]:
-            flow = r.op.flow if r.op is not None else None
-            log.error("%s: switch rejected %s -- %s: %s", self.node,
-                      r.op.describe() if r.op else f"the bundle ({r.stage})",
-                      flow_origin(program, flow), r.error.name)
-        reason = f"bundle {'discarded' if result.discarded else 'not committed'}: {result.describe_failure()}"
-        self._failed(ch, reason, summary, discarded=True)
+        self._send(ch, program, generation, plan, started, {
+            "read_seconds": round(read - started, 4) if view is None else None,
+            "plan_seconds": round(planned - read, 4)})
 
     def _sync_diff(self, ch: chan.Channel, program: Program, generation: int, view: dict,
                    diff: dict) -> None:
@@ -352,23 +335,31 @@ class BridgeAgent:
         self.last_sync = {"generation": generation, "read": False, "flows_read": None, "read_seconds": 0.0,
                           "plan_seconds": round(planned - started, 4), "changes": plan.summary(),
                           "incremental": True}
+        self._send(ch, program, generation, plan, started, {
+            "read_seconds": None, "plan_seconds": round(planned - started, 4), "incremental": True}, diff)
+
+    def _send(self, ch: chan.Channel, program: Program, generation: int, plan: reconcile.Plan, started: float,
+              timing: dict, diff: dict | None = None) -> None:
+        """The tail of both syncs: nothing to send, or one bundle, committed (after-commit
+        hook, then realized) or rejected (each rejection logged with its policy rule)."""
         if plan.empty:
             self._succeeded(ch, program, generation, None, diff)
             return
         result = chan.apply_plan(ch, plan)
-        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4), read_seconds=None,
-                       plan_seconds=round(planned - started, 4), incremental=True)
+        summary = dict(result.summary, sync_seconds=round(time.monotonic() - started, 4), **timing)
         self.counters.flow_mods += result.messages
         if result.committed:
             self.counters.bundles += 1
             s = plan.summary()
-            log.info("%s: bundle committed (generation %d, incremental): %d added, %d modified, %d deleted in "
-                     "%d messages, %.3fs", self.node, generation, s["add"], s["modify"], s["delete"],
-                     s["messages"], result.seconds)
+            log.info("%s: bundle committed (generation %d%s): %d added, %d modified, %d deleted in %d messages, "
+                     "%.3fs%s", self.node, generation, ", incremental" if diff is not None else "", s["add"],
+                     s["modify"], s["delete"], s["messages"], result.seconds,
+                     f"; removed flows of unknown cookies {', '.join(f'{c:#x}' for c in plan.delete_cookies)}"
+                     if plan.delete_cookies else "")
             if self.after_commit is not None:
                 try:
                     self.after_commit(plan)
-                except Exception:  # noqa: BLE001 - a hook must not undo a committed bundle
+                except Exception:
                     log.exception("%s: after-commit hook failed", self.node)
             self._succeeded(ch, program, generation, summary, diff)
             return

@@ -20,13 +20,12 @@ import itertools
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from flows import wire
 from flows.flow import Flow
-from sdn.switch.reconcile import (ADD, DELETE, DELETE_COOKIE, DELETE_RAW, MODIFY, REPLACE, Op,
-                                  Plan)
+from sdn.switch.reconcile import ADD, DELETE, DELETE_COOKIE, DELETE_RAW, MODIFY, REPLACE, Op, Plan
 
 CHUNK_BYTES = 1 << 20  # bytes handed to the transport at once
 
@@ -212,18 +211,18 @@ class BundleResult:
 
 
 def encode_op(op: Op, xid: int) -> bytes:
-    if op.kind in (ADD, REPLACE):
-        return wire.flow_mod(op.flow, wire.OFPFC_ADD, xid)
-    if op.kind == MODIFY:
-        return wire.flow_mod(op.flow, wire.OFPFC_MODIFY_STRICT, xid)
-    if op.kind == DELETE:
-        return wire.delete_flow_strict(op.flow, xid)
-    if op.kind == DELETE_RAW:
-        i = op.installed
+    flow, i = op.flow, op.installed
+    if op.kind in (ADD, REPLACE) and flow is not None:
+        return wire.flow_mod(flow, wire.OFPFC_ADD, xid)
+    if op.kind == MODIFY and flow is not None:
+        return wire.flow_mod(flow, wire.OFPFC_MODIFY_STRICT, xid)
+    if op.kind == DELETE and flow is not None:
+        return wire.delete_flow_strict(flow, xid)
+    if op.kind == DELETE_RAW and i is not None:
         return wire.delete_flow_strict(Flow(i.table, i.priority, ()), xid, match=i.match_raw)
     if op.kind == DELETE_COOKIE:
         return wire.delete_by_cookie(op.cookie, xid)
-    raise ValueError(f"unknown op {op.kind}")
+    raise ValueError(f"unknown op {op.kind}, or its flow missing")
 
 
 def apply_plan(ch: Channel, plan: Plan, *, timeout: float | None = None,

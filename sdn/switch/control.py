@@ -5,7 +5,7 @@ change (lab scripts: edit a manifest, `reload`, then `wait` for its generation).
 Requests ({"cmd": ..., ...}):
   status                      per bridge: connected, desired/realized generation, flow counts,
                               last error, last bundle; the inputs' errors
-  reload                      read the manifests now and recompile -> {"generation": G}
+  reload                      every source reads its input now (the manifests) -> {"generation": G}
   wait  [generation] [timeout]  until every bridge realized G (default: the current one)
   flows  node|bridge          the flows installed now, with counters, and the program's index
   diff   node|bridge          desired vs installed now: the bundle that would fix it (empty: in sync)
@@ -21,15 +21,15 @@ import json
 import logging
 import os
 import socket
-import stat
 import threading
 from typing import Any
 
 from flows.compiler import Program, RuleInfo
 from flows.flow import Flow, parse_actions, parse_flow, parse_match, render_match
-from flows.wire import InstalledFlow, RawActions
 from flows.ir import Isolation, RuleId
+from flows.wire import InstalledFlow, RawActions
 from sdn.ovs.trace import TraceError
+from sdn.proc import remove_stale_socket
 from sdn.switch import reconcile
 from sdn.switch.channel import ChannelClosed, SwitchTimeout
 from sdn.switch.livetrace import LiveTraceError
@@ -69,7 +69,7 @@ def installed_to_json(i: InstalledFlow) -> dict:
     decoded = i.flow is not None and not any(isinstance(a, RawActions) for a in i.flow.actions)
     return {"table": i.table, "priority": i.priority, "cookie": i.cookie,
             "match": render_match(i.flow.match) if i.flow is not None else None,
-            "actions": i.flow.actions_text if decoded else None, "decoded": decoded, "error": i.error,
+            "actions": i.flow.actions_text if decoded and i.flow is not None else None, "decoded": decoded, "error": i.error,
             "packets": i.packets, "bytes": i.bytes, "duration": round(i.duration, 3)}
 
 
@@ -90,9 +90,9 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def start(self) -> "ControlServer":
+    def start(self) -> ControlServer:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        _remove_stale(self.path)
+        remove_stale_socket(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(self.path)
         os.chmod(self.path, 0o660)
@@ -115,10 +115,13 @@ class ControlServer:
             pass
 
     def _serve(self) -> None:
+        sock = self._sock
+        if sock is None:  # (start() sets it before the thread runs)
+            return
         while not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
-            except socket.timeout:
+                conn, _ = sock.accept()
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -137,7 +140,7 @@ class ControlServer:
                 conn.settimeout(None)
                 request = json.loads(data or b"{}")
                 reply = self.answer(request)
-            except Exception as e:  # noqa: BLE001 - always answer something
+            except Exception as e:
                 log.exception("control request failed")
                 reply = {"error": f"internal error: {e!r}"}
             try:
@@ -205,25 +208,6 @@ class ControlServer:
         return {ip: p.key for p in cluster.pods.values() for ip in p.ips}
 
 
-def _remove_stale(path: str) -> None:
-    """Remove a socket file left by a killed controller; refuse if one still answers."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody listens: left by a killed process
-        return
-    finally:
-        probe.close()
-    raise OSError(f"{path}: another controller is running (it answers on this socket)")
-
-
 class ControlError(RuntimeError):
     """A request that got no answer (`reached` False: no socket, refused, timeout) or an error
     answer (`bad_request` True when the request named something the controller does not know)."""
@@ -253,7 +237,7 @@ def request(path: str, cmd: str, timeout: float = 120.0, **args: Any) -> dict:
             if not chunk:
                 break
             data += chunk
-    except socket.timeout:
+    except TimeoutError:
         raise ControlError(f"the controller at {path} did not answer {cmd!r} within {timeout:.0f}s",
                            reached=False) from None
     finally:

@@ -4,8 +4,9 @@ inputs, stop cleanly on SIGTERM/SIGINT.
 Start-up order matters (notes/os-ken.md): os_ken.base.app_manager first, then the
 configuration (listen address and port overridden, so os-ken opens no second, default
 listener), then the socket wrapper, then the apps. The main thread then runs the input loop:
-manifests are polled by mtime, OVSDB changes arrive from the monitors, and each change is
-recompiled and handed to the bridges.
+the source (sdn.sources: manifest files, polled; or the Kubernetes API, pushed) hands whole
+clusters to the core, OVSDB changes arrive from the monitors, and each change is compiled and
+handed to the bridges.
 
 Shutdown: os-ken's native hub threads cannot be killed and are not daemons (pitfall 2), so
 after our own parts have stopped -- control socket closed, each bridge's current operation
@@ -19,12 +20,15 @@ import logging
 import os
 import signal
 import socket
-import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
+from sdn.proc import remove_stale_socket
+from sdn.sources.base import Source
+from sdn.sources.files import SETTLE, FileSource
 from sdn.switch.control import DEFAULT_SOCKET, ControlServer
 from sdn.switch.core import ControllerCore, NodeSpec
 
@@ -44,16 +48,16 @@ class Options:
     log_level: str = "INFO"
     log_file: str | None = None
     enforce: str = "host"
-    # Another input besides (or instead of) manifest files: called with the started core,
-    # returns a function that stops it (the Kubernetes agent, sdn.agent).
-    source: Callable[[object], Callable[[], None]] | None = None
+    # The input instead of manifest files (the Kubernetes API: sdn.sources.kubernetes).
+    source: Source | None = None
+    settle: float = SETTLE  # how long a manifest modified in place must rest before it is read
 
 
 class StartupError(RuntimeError):
     pass
 
 
-def parse_listen(target: str) -> tuple[str, object]:
+def parse_listen(target: str) -> tuple[str, Any]:  # ("unix", path) or ("tcp", (host, port))
     """'unix:/path' -> ("unix", path); 'tcp:HOST:PORT' / 'tcp:PORT' -> ("tcp", (host, port))."""
     if target.startswith("unix:"):
         path = target[5:]
@@ -72,20 +76,9 @@ def parse_listen(target: str) -> tuple[str, object]:
 def _prepare_unix(path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise StartupError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # left by a controller that was killed
-        return
-    finally:
-        probe.close()
-    raise StartupError(f"{path}: another controller is listening there")
+        remove_stale_socket(path)
+    except OSError as e:
+        raise StartupError(str(e)) from None
 
 
 LINK_NAME = "sdn-openflow.sock"
@@ -172,7 +165,7 @@ def start_osken(kind: str, where, core) -> None:
 
 
 def setup_logging(level: str, log_file: str | None) -> None:
-    handlers = [logging.StreamHandler()]
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=handlers,
@@ -194,11 +187,20 @@ def run(opts: Options) -> int:
             _prepare_unix(where)
         else:
             _check_tcp_free(*where)
-        targets = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
+        targets: dict[str, tuple[str | None, Callable[[], None] | None]] = {n.node: controller_target(opts.listen, n) if opts.configure_bridges else (None, None)
                    for n in opts.nodes}
-        core = ControllerCore(opts.manifests, opts.nodes, targets, opts.enforce)
-        control = ControlServer(core, opts.control).start()
+        core = ControllerCore(opts.nodes, targets, opts.enforce)
     except (StartupError, OSError, ValueError) as e:
+        log.error("cannot start: %s", e)
+        return 1
+    # The source is attached before the control socket opens (a `reload` must find it) and
+    # started with the core, once os-ken listens.
+    source = opts.source or (FileSource(opts.manifests, opts.settle) if opts.manifests else None)
+    if source is not None:
+        core.attach(source)
+    try:
+        control = ControlServer(core, opts.control).start()
+    except OSError as e:
         log.error("cannot start: %s", e)
         return 1
 
@@ -222,27 +224,25 @@ def run(opts: Options) -> int:
         os._exit(1)
     log.info("listening for switches on %s; control socket %s; nodes %s", opts.listen, opts.control,
              ", ".join(f"{n.node}={n.ovsdb}" for n in opts.nodes))
-    core.start()
-    core.reload()
-    stop_source = None
-    if opts.source is not None:
-        try:
-            stop_source = opts.source(core)
-        except Exception as e:  # noqa: BLE001 - a source that cannot start is fatal
-            log.error("cannot start: %s", e)
-            control.stop()
-            core.stop()
-            logging.shutdown()
-            os._exit(1)
+    try:
+        core.start()
+    except Exception as e:  # noqa: BLE001 - a source that cannot start is fatal
+        log.error("cannot start: %s", e)
+        if source is not None:
+            source.stop()
+        control.stop()
+        core.stop()
+        logging.shutdown()
+        os._exit(1)
     while not stop.is_set():
         try:
             core.poll()
-        except Exception:  # noqa: BLE001 - the loop must go on
+        except Exception:
             log.exception("input loop")
         core.changed.wait(opts.poll)
         core.changed.clear()
-    if stop_source is not None:
-        stop_source()
+    if source is not None:
+        source.stop()
     control.stop()
     core.stop()
     if kind == "unix":

@@ -1,102 +1,50 @@
-"""The controller's state: inputs (manifests, each node's OVSDB), the compiled programs, one
-worker per bridge, and the datapaths os-ken reports. No os-ken import: the app calls
-`datapath_up` / `datapath_down`, the control API and the main loop call the rest.
+"""The controller core: desired state -> bridges. A source (sdn.sources: manifest files, the
+Kubernetes API) hands it whole clusters; it compiles them for every bridge OVSDB shows and
+hands each program to that bridge's worker (sdn.switch.bridge). No os-ken import and no input
+reading: the app calls `datapath_up` / `datapath_down`, sources call `set_cluster` /
+`input_failed`, the control API and the main loop call the rest.
 
-Generations: every recompile (a manifest or a port changed) is a new generation; each bridge
-reports the generation it has realized, so "every bridge has the resulting flows" is
-`realized_generation >= generation` everywhere (`wait`).
+Its helpers live in rooms of their own: which switch is which node (datapaths.py), the
+revalidator purge after a commit (purge.py), the status JSON (status.py), live traces
+(livetrace.py), the hints a restarted controller reads back from its bridges (hints.py).
+
+Compiles: a batch of changed objects (`set_cluster` with upserts/deletes, the Kubernetes
+source) is compiled incrementally (sdn.engine: only the policies it can affect, only their
+flows); a whole new cluster (manifests) or a changed OVSDB view builds the engine again, with
+the last programs as hints so unchanged rules keep their priorities and conj ids. Every
+compile is a new generation; each bridge reports the generation it has realized, so "every
+bridge has the resulting flows" is `realized_generation >= generation` everywhere (`wait`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
-from flows import pipeline as P
 from flows.compiler import CompileError, Program
 from flows.wire import InstalledFlow
-from sdn.policy.manifests import ManifestError, load_paths
 from sdn.policy.model import Cluster
+from sdn.sources.base import Source
 from sdn.switch import channel as chan
+from sdn.switch import status as status_json
 from sdn.switch.bridge import BridgeAgent
+from sdn.switch.datapaths import Datapaths
 from sdn.switch.desired import Desired, LiveCompiler
+from sdn.switch.hints import hint_program
+from sdn.switch.livetrace import NodePlace, node_place, trace_compiled
+from sdn.switch.nodespec import NodeSpec
 from sdn.switch.ovsdb import BridgeView, OvsdbMonitor
+from sdn.switch.purge import purger
 
 log = logging.getLogger("sdn.switch.core")
 
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """`--bridge NODE[/BRIDGE]=OVSDB`: a node, its OVSDB remote and (optionally) bridge name."""
-
-    node: str
-    ovsdb: str
-    bridge: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "NodeSpec":
-        name, sep, remote = text.partition("=")
-        if not sep or not name or not remote:
-            raise ValueError(f"--bridge {text!r}: expected NODE=OVSDB_REMOTE or NODE/BRIDGE=OVSDB_REMOTE "
-                             f"(e.g. node-1=unix:/run/openvswitch/db.sock)")
-        node, _, bridge = name.partition("/")
-        if not remote.startswith(("unix:", "tcp:", "ssl:")):
-            if remote.startswith("/"):
-                remote = "unix:" + remote
-            else:
-                raise ValueError(f"--bridge {text!r}: OVSDB remote must be unix:PATH or tcp:HOST:PORT")
-        return cls(node, remote, bridge or None)
-
-    @property
-    def ovs_rundir(self) -> str | None:
-        """Where this OVS keeps its sockets (ovs-vswitchd's control socket for ofproto/trace)."""
-        return os.path.dirname(self.ovsdb[5:]) if self.ovsdb.startswith("unix:") else None
-
-
-def manifest_stamp(paths: list[str]) -> tuple:
-    """What changes when any manifest file is added, removed or rewritten."""
-    out = []
-    for p in paths:
-        if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for f in sorted(files):
-                    if f.endswith(MANIFEST_SUFFIXES) and not f.startswith("."):
-                        full = os.path.join(root, f)
-                        try:
-                            st = os.stat(full)
-                            out.append((full, st.st_mtime_ns, st.st_size))
-                        except OSError:
-                            pass
-        else:
-            try:
-                st = os.stat(p)
-                out.append((p, st.st_mtime_ns, st.st_size))
-            except OSError:
-                out.append((p, None, None))
-    return tuple(out)
-
-
-def _vswitchd_ctl(rundir: str) -> str | None:
-    """ovs-vswitchd's control socket in an OVS run directory (by its pid file)."""
-    try:
-        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as fh:
-            pid = int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
-    ctl = os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
-    return ctl if os.path.exists(ctl) else None
+__all__ = ["ControllerCore", "NodeSpec"]
 
 
 class ControllerCore:
-    def __init__(self, manifests: list[str], nodes: list[NodeSpec],
+    def __init__(self, nodes: list[NodeSpec],
                  targets: dict[str, tuple[str | None, Callable[[], None] | None]] | None = None,
                  enforce: str = "host"):
         """`targets`: per node, the OpenFlow target to keep configured on its bridge (None:
@@ -105,46 +53,54 @@ class ControllerCore:
         and deliver; the node named `fabric` is the fabric switch that judges every rule)."""
         if enforce not in ("host", "fabric"):
             raise ValueError(f"--enforce must be host or fabric, not {enforce!r}")
-        self.enforce = enforce
-        self._live = LiveCompiler(enforce)  # the compiler state kept between changes
-        targets = targets or {}
         if len({n.node for n in nodes}) != len(nodes):
             raise ValueError("a node is given twice with --bridge")
-        self.manifests = list(manifests)
+        self.enforce = enforce
+        self._live = LiveCompiler(enforce)  # the compiler state kept between changes
         self.nodes = {n.node: n for n in nodes}
-        self.targets = dict(targets)
-        self._lock = threading.RLock()
+        self.targets = dict(targets or {})
+        self.sources: list[Source] = []
+        self._started = threading.Event()
+        self.lock = threading.RLock()
         self._compile_lock = threading.Lock()
         self.changed = threading.Event()  # wakes the main loop
         self.cluster: Cluster | None = None
-        self.views: dict[str, BridgeView | None] = {n: None for n in self.nodes}
+        self.datapaths = Datapaths(self.nodes)
         self.programs: dict[str, Program] = {}
         self.port_maps: dict[str, dict[str, int]] = {}
         self.desired: Desired | None = None
         self.generation = 0
-        self.manifest_error = ""
+        self.input_error = ""
         self.compile_error = ""
         self.problems: list[str] = []
         self.handler_errors = 0
-        self._stamp: tuple | None = None
-        self._views_dirty = False
-        self._pending: dict[int, chan.Channel] = {}  # dpid -> channel, not yet mapped to a node
-        self._absent_since: dict[str, float] = {}  # node -> when its switch was last seen missing
-        self._warned_at: dict[str, float] = {}
         self.agents = {n: BridgeAgent(n) for n in self.nodes}
+        self._unhinted: set[str] = set()  # nodes whose program was compiled without a previous one
         for n, agent in self.agents.items():
-            agent.after_commit = self._purger(self.nodes[n])
+            agent.after_commit = purger(self.nodes[n])
+            agent.before_plan = self._hinter(n)
         self.monitors = {
             n.node: OvsdbMonitor(n.ovsdb, n.bridge, self._view_callback(n.node),
                                  *self.targets.get(n.node, (None, None)), name=n.node)
             for n in nodes}
 
+    @property
+    def views(self) -> dict[str, BridgeView | None]:
+        return self.datapaths.views
+
     # -- lifecycle
     def start(self) -> None:
+        """Start the bridge workers, the OVSDB monitors, then the sources (a source's first
+        input meets the bridges OVSDB shows as soon as it can)."""
         for a in self.agents.values():
             a.start()
         for m in self.monitors.values():
             m.start()
+        try:
+            for source in self.sources:
+                source.start(self)
+        finally:
+            self._started.set()
 
     def stop(self) -> None:
         for m in self.monitors.values():
@@ -152,144 +108,77 @@ class ControllerCore:
         for a in self.agents.values():
             a.stop(10.0)
 
-    # -- after a commit
-    def _purger(self, spec: NodeSpec):
-        """After a bundle that changed the rule or default-deny tables, drop the datapath's
-        cached flows (`revalidator/purge`) so every packet meets the new tables at once. OVS
-        revalidates its cache after table changes anyway, but the userspace datapath of OVS 3.1
-        was seen keeping a stale megaflow that let a now-denied connection through
-        (docs/lab.md); a purge costs one upcall per active flow."""
-        judged = {P.EGRESS_RULE, P.EGRESS_DEFAULT, P.INGRESS_RULE, P.INGRESS_DEFAULT}
-
-        def purge(plan) -> None:
-            if spec.ovs_rundir is None:
-                return
-            if not any(f.table in judged for f in (*plan.add, *plan.modify, *plan.delete)):
-                return
-            ctl = _vswitchd_ctl(spec.ovs_rundir)
-            if ctl is None:
-                return
-            done = subprocess.run(["ovs-appctl", "-t", ctl, "revalidator/purge"], capture_output=True,
-                                  text=True, timeout=10)
-            if done.returncode != 0:
-                log.warning("%s: revalidator/purge failed: %s", spec.node, done.stderr.strip())
-        return purge
+    def attach(self, source: Source) -> None:
+        """An input of this core: started by `start`, polled by `poll`, asked by `reload`."""
+        self.sources.append(source)
 
     # -- os-ken side
     def datapath_up(self, dpid: int, channel: chan.Channel) -> None:
-        with self._lock:
-            node = self._node_of_dpid(dpid)
-            if node is None:
-                self._pending[dpid] = channel
-                log.info("switch %016x connected; waiting for OVSDB to say which node it is", dpid)
-                return
-        self.agents[node].connected(channel, dpid)
+        node = self.datapaths.connected(dpid, channel)
+        if node is not None:
+            self.agents[node].connected(channel, dpid)
 
     def datapath_down(self, dpid: int | None, channel: chan.Channel) -> None:
-        with self._lock:
-            if dpid is not None and self._pending.get(dpid) is channel:
-                del self._pending[dpid]
+        self.datapaths.disconnected(dpid, channel)
         for a in self.agents.values():
             a.disconnected(channel)
 
     def handler_failed(self, where: str, error: BaseException) -> None:
-        with self._lock:
+        with self.lock:
             self.handler_errors += 1
 
-    def _node_of_dpid(self, dpid: int) -> str | None:
-        for node, view in self.views.items():
-            if view is not None and view.datapath_id == dpid:
-                return node
-        return None
-
     # -- OVSDB side
-    def _view_callback(self, node: str):
-        def relevant(v: BridgeView | None):
-            return None if v is None else (v.name, v.datapath_id, v.pods(), v.tunnel_ofport, v.uplink_ofport,
-                                           v.fabric_links())
-
+    def _view_callback(self, node: str) -> Callable[[BridgeView | None], None]:
         def changed(view: BridgeView | None) -> None:
-            with self._lock:
-                if relevant(view) != relevant(self.views.get(node)):
-                    self._views_dirty = True  # controller/fail_mode changes need no recompile
-                self.views[node] = view
-                waiting = None
-                if view is not None and view.datapath_id in self._pending:
-                    waiting = self._pending.pop(view.datapath_id)
-            if waiting is not None:
+            waiting = self.datapaths.update(node, view)
+            if waiting is not None and view is not None:
                 self.agents[node].connected(waiting, view.datapath_id)
             self.changed.set()
         return changed
 
-    # -- inputs -> programs
+    # -- the main loop
     def poll(self) -> None:
-        """One turn of the main loop: reload manifests that changed, recompile if needed, and
-        say so when a switch OVSDB knows does not connect."""
-        self._check_switches()
-        stamp = manifest_stamp(self.manifests) if self.manifests else None
-        with self._lock:
-            reload = bool(self.manifests) and stamp != self._stamp
-            dirty = self._views_dirty
-        if reload:
-            self.reload(stamp)
-        elif dirty:
+        """One turn of the main loop: every source looks at its input, the core recompiles
+        when an OVSDB view changed, and says so when a switch OVSDB knows does not connect."""
+        for source in self.sources:
+            source.poll()
+        self.datapaths.check_switches({n: a.channel is not None for n, a in self.agents.items()})
+        if self.datapaths.dirty:
             self.recompile()
 
-    def _check_switches(self, grace: float = 10.0) -> None:
-        now = time.monotonic()
-        for node, agent in self.agents.items():
-            view = self.views.get(node)
-            if view is None or agent.channel is not None:
-                self._absent_since.pop(node, None)
-                self._warned_at.pop(node, None)
-                continue
-            since = self._absent_since.setdefault(node, now)
-            last = self._warned_at.get(node)
-            interval = grace if last is None else min(300.0, 2 * (last - since) or grace)
-            if now - since >= grace and (last is None or now - last >= interval):
-                self._warned_at[node] = now
-                target = ", ".join(view.controllers) or "none"
-                log.warning("%s: bridge %s (datapath-id %s) has not connected for %.0fs; its controller is %s "
-                            "(OVS reports %s). Is ovs-vswitchd running, and can it reach that target?",
-                            node, view.name, f"{view.datapath_id:016x}" if view.datapath_id else "?",
-                            now - since, target, "connected" if view.controller_connected else "not connected")
+    def reload(self) -> dict:
+        """Every source reads its input again (the control API's `reload`); without a
+        source, compile the cluster again."""
+        if not self.sources:
+            return self.recompile()
+        self._started.wait(60.0)  # a request may come before the sources started
+        result: dict = {}
+        for source in self.sources:
+            result = source.reload()
+            if result.get("error"):
+                return result
+        return result
 
-    def set_cluster(self, cluster: Cluster, upserts=(), deletes=(), full: bool = False) -> int:
-        """The cluster from another source (the Kubernetes API instead of manifest files):
-        compile it for every bridge and return the generation to wait for (`wait`). The
-        hints (`upserts`, `deletes`, `full`) are accepted for an incremental compiler; the
-        programs are recompiled whole for now. A compile error keeps the bridges' tables and
-        shows in `status` (compile_error); the returned generation is then the previous one."""
+    # -- inputs -> programs (the Sink of sdn.sources)
+    def set_cluster(self, cluster: Cluster, upserts: Iterable[object] = (), deletes: Iterable[object] = (),
+                    full: bool = False) -> int:
+        """A cluster from a source: compile it for every bridge (incrementally from `upserts`
+        and `deletes` unless `full`) and return the generation to wait for (`wait`). A
+        compile error keeps the bridges' tables and shows in `status` (compile_error); the
+        returned generation is then the previous one."""
         with self._compile_lock:
-            with self._lock:
+            with self.lock:
                 self.cluster = cluster
-                self.manifest_error = ""
+                self.input_error = ""
             changes = None if full else (list(upserts), list(deletes))
             return self._recompile_locked(changes)["generation"]
 
-    def reload(self, stamp: tuple | None = None) -> dict:
-        """Read the manifests again and recompile (the control API's `reload`)."""
-        if not self.manifests:
-            return self.recompile()
-        with self._compile_lock:
-            stamp = manifest_stamp(self.manifests) if stamp is None else stamp
-            try:
-                cluster, warnings = load_paths(self.manifests)
-            except (ManifestError, OSError) as e:
-                msg = str(e)
-                with self._lock:
-                    self._stamp = stamp
-                    if msg != self.manifest_error:
-                        log.error("manifests: %s (keeping the last good input)", msg)
-                    self.manifest_error = msg
-                    return {"generation": self.generation, "error": msg}
-            for w in warnings:
-                log.warning("manifests: %s", w)
-            with self._lock:
-                self._stamp = stamp
-                self.cluster = cluster
-                self.manifest_error = ""
-            return self._recompile_locked()
+    def input_failed(self, source: str, error: str) -> int:
+        """A source could not deliver a usable input: the bridges keep their tables; the
+        error shows in `status` (manifest_error) until the source delivers again."""
+        with self.lock:
+            self.input_error = error
+            return self.generation
 
     def recompile(self) -> dict:
         with self._compile_lock:
@@ -298,13 +187,12 @@ class ControllerCore:
     def _recompile_locked(self, changes: tuple[list, list] | None = None) -> dict:
         """Compile for every bridge: incrementally from `changes` (upserts, deletes) when
         given and the OVSDB views are unchanged, else from the whole cluster."""
-        with self._lock:
+        views = self.datapaths.snapshot()
+        with self.lock:
             cluster = self.cluster
-            views = dict(self.views)
             previous = dict(self.programs)
-            self._views_dirty = False
         if cluster is None:
-            return {"generation": self.generation, "error": self.manifest_error or "no manifests loaded"}
+            return {"generation": self.generation, "error": self.input_error or "no input loaded yet"}
         started = time.monotonic()
         try:
             upserts, deletes = changes if changes is not None else (None, ())
@@ -312,12 +200,14 @@ class ControllerCore:
         except (CompileError, ValueError, KeyError) as e:
             msg = f"cannot compile: {e}"
             log.error("%s (the switches keep their last tables)", msg)
-            with self._lock:
+            with self.lock:
                 self.compile_error = msg
                 return {"generation": self.generation, "error": msg}
-        with self._lock:
+        with self.lock:
             self.generation += 1
             gen = self.generation
+            self._unhinted |= {n for n in desired.programs if n not in previous}
+            self._unhinted -= {n for n in desired.programs if n in previous}
             self.programs.update(desired.programs)
             self.port_maps = desired.port_maps
             self.desired = desired
@@ -334,40 +224,33 @@ class ControllerCore:
                  time.monotonic() - started)
         return {"generation": gen, "error": ""}
 
+    def _hinter(self, node: str) -> Callable[[list[InstalledFlow]], bool]:
+        """The bridge worker's `before_plan`: a program compiled without a previous one meets
+        the flows its switch holds (a restarted controller): compile again with the
+        placements they hold as hints (hints.py), so that unchanged rules are not rewritten."""
+        def hint(installed: list[InstalledFlow]) -> bool:
+            with self.lock:
+                program = self.programs.get(node)
+                if node not in self._unhinted or program is None:
+                    return False
+                self._unhinted.discard(node)
+            previous = hint_program(program, installed)
+            if previous is None:
+                return False
+            with self._compile_lock:
+                with self.lock:
+                    self.programs[node] = previous
+                if self._recompile_locked()["error"]:
+                    with self.lock:
+                        self.programs[node] = program
+                    return False
+            log.info("%s: compiled again with the priorities and conj ids its flows hold", node)
+            return True
+        return hint
+
     # -- questions
     def status(self) -> dict:
-        with self._lock:
-            gen = self.generation
-            out = {
-                "generation": gen,
-                "manifests": self.manifests,
-                "enforce": self.enforce,
-                "manifest_error": self.manifest_error,
-                "compile_error": self.compile_error,
-                "problems": list(self.problems),
-                "handler_errors": self.handler_errors,
-                "unmapped_datapaths": [f"{d:016x}" for d in self._pending],
-            }
-        bridges = []
-        for node, agent in sorted(self.agents.items()):
-            st = agent.status().to_json()
-            mon = self.monitors[node]
-            spec = self.nodes[node]
-            st["ovsdb"] = {"remote": spec.ovsdb, "connected": mon.status.connected, "error": mon.status.last_error}
-            st["ovs_rundir"] = spec.ovs_rundir
-            view = self.views.get(node)
-            if view is not None and not st["connected"]:
-                since = self._absent_since.get(node)
-                st["waiting"] = (f"bridge {view.name} has not connected"
-                                 + (f" for {time.monotonic() - since:.0f}s" if since else "")
-                                 + f" (its controller: {', '.join(view.controllers) or 'none'})")
-            bridges.append(st)
-        out["bridges"] = bridges
-        # Bridges without a program yet (OVSDB not reached) are reported, not waited for.
-        programmed = [b for b in bridges if b["desired_generation"] > 0]
-        out["in_sync"] = bool(programmed) and all(b["in_sync"] for b in programmed)
-        out["all_bridges_programmed"] = len(programmed) == len(bridges)
-        return out
+        return status_json.render(self)
 
     def wait(self, generation: int | None, timeout: float) -> dict:
         """Block until every bridge with a program realized `generation` (default: now's)."""
@@ -392,30 +275,18 @@ class ControllerCore:
             raise KeyError(f"no single bridge named {bridge!r} (controlled: {names})")
         return matches[0]
 
-    def place(self, node: str):
-        """What a live trace needs of this node's bridge (a livetrace.NodePlace), or None while
-        it has no program, no OVS run directory or no OVSDB view."""
-        from sdn.switch.livetrace import NodePlace
-        with self._lock:
+    def place(self, node: str) -> NodePlace | None:
+        """What a live trace needs of this node's bridge (None while it has no program)."""
+        with self.lock:
             desired = self.desired
-            view = self.views.get(node)
-        if desired is None or node not in desired.bridges or view is None or self.nodes[node].ovs_rundir is None:
-            return None
-        bridge = desired.bridges[node]
-        return NodePlace(node, bridge.name, desired.programs[node], self.nodes[node].ovs_rundir,
-                         desired.addresses.get(node, ""), {p.pod: (p.ofport, p.mac) for p in bridge.pods},
-                         view.tunnel_ofport)
+        return node_place(desired, node, self.views.get(node), self.nodes[node].ovs_rundir)
 
     def trace(self, src: str, dst: str, port: str) -> dict:
         """A new connection src -> dst:port through the live bridges (ofproto/trace)."""
-        from sdn.switch.livetrace import trace_connection
-        with self._lock:
+        with self.lock:
             desired = self.desired
-        if desired is None or desired.cluster is None:
-            raise KeyError("nothing compiled yet")
-        places = {n: p for n in desired.bridges if (p := self.place(n)) is not None}
-        names = {ip: p.key for p in desired.cluster.pods.values() for ip in p.ips}
-        return trace_connection(desired.cluster, places, names, src, dst, port)
+        places = {n: p for n in (desired.bridges if desired else ()) if (p := self.place(n)) is not None}
+        return trace_compiled(desired, places, src, dst, port)
 
     def installed(self, node: str | None = None, bridge: str | None = None) -> tuple[BridgeAgent, list[InstalledFlow]]:
         """Read the flows of a bridge now, with counters."""

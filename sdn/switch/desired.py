@@ -19,13 +19,17 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flows.compiler import Program
 from flows.flow import FlowDiff
-from flows.ir import Bridge, Gateway, PodPort, Route
+from flows.ir import Bridge, Gateway, NodeGateway, PodPort, Route
 from sdn.layout import FABRIC, GATEWAY_MAC, Layout, pod_mac
 from sdn.policy.model import Cluster, Pod
 from sdn.switch.ovsdb import BridgeView
+
+if TYPE_CHECKING:
+    from sdn.engine import Engine
 
 
 @dataclass
@@ -75,7 +79,18 @@ def fabric_bridge(cluster: Cluster, layout: Layout, view: BridgeView, placement:
                             f"sdn-node={node}); its pods are unreachable through the fabric")
             continue
         routes += [Route(cidr, links[node], None, node) for cidr in _cidrs(cluster, layout, node, placement)]
-    return Bridge(view.name, (), tuple(routes), tuple(sorted(links.values())), GATEWAY_MAC, "fabric")
+    gateways = []
+    for node, port in sorted(view.fabric_gateways().items()):
+        if node not in layout.nodes:
+            continue
+        addresses = node_addresses(cluster, node)
+        if not addresses:
+            problems.append(f"{FABRIC}: node {node} has a gateway port but no Node object with a pod CIDR or "
+                            f"address: traffic from the node is judged like any other")
+        gateways.append(NodeGateway(port.ofport, node, addresses, _cidrs(cluster, layout, node, placement),
+                                    port.service_cidrs))
+    return Bridge(view.name, (), tuple(routes), tuple(sorted(links.values())), GATEWAY_MAC, "fabric",
+                  node_gateways=tuple(gateways))
 
 
 def live_bridge(cluster: Cluster, layout: Layout, node: str, view: BridgeView,
@@ -99,7 +114,7 @@ def live_bridge(cluster: Cluster, layout: Layout, node: str, view: BridgeView,
                             f"{view.name}; its pods reach only each other")
             return Bridge(view.name, tuple(pods), (), (), GATEWAY_MAC, "fabric-node")
         return Bridge(view.name, tuple(pods), (Route("0.0.0.0/0", uplink, None, FABRIC),), (uplink,),
-                      GATEWAY_MAC, "fabric-node")
+                      GATEWAY_MAC, "fabric-node", node_gateway(cluster, node, view.gateway, problems))
     routes = []
     tunnel = view.tunnel_ofport
     if tunnel is not None:
@@ -117,19 +132,23 @@ def node_gateway(cluster: Cluster, node: str, port, problems: list[str]) -> Gate
     address of each of its pod CIDRs (the gateway port's) and its Node addresses."""
     if port is None:
         return None
-    info = cluster.nodes.get(node)
-    addresses = []
-    for cidr in (info.pod_cidrs if info else ()):
-        net = ipaddress.ip_network(cidr, strict=False)
-        addresses.append(str(net[1]))
-    addresses += list(info.addresses if info else ())
+    addresses = node_addresses(cluster, node)
     if not addresses:
         problems.append(f"{node}: gateway port {port.name} but no Node object with a pod CIDR or address: "
                         f"traffic from the node is judged like any other")
     if not port.mac:
         problems.append(f"{node}: gateway port {port.name} has no MAC in OVSDB; nothing is sent to the node")
         return None
-    return Gateway(port.ofport, port.mac, tuple(dict.fromkeys(addresses)), port.service_cidrs)
+    return Gateway(port.ofport, port.mac, addresses, port.service_cidrs)
+
+
+def node_addresses(cluster: Cluster, node: str) -> tuple[str, ...]:
+    """A node's own addresses: the first of each of its pod CIDRs (its gateway port's) and its
+    Node addresses."""
+    info = cluster.nodes.get(node)
+    addresses = [str(ipaddress.ip_network(cidr, strict=False)[1]) for cidr in (info.pod_cidrs if info else ())]
+    addresses += list(info.addresses if info else ())
+    return tuple(dict.fromkeys(addresses))
 
 
 class LiveCompiler:
@@ -142,9 +161,9 @@ class LiveCompiler:
         if enforce not in ("host", "fabric"):
             raise ValueError(f"enforce must be host or fabric, not {enforce!r}")
         self.enforce = enforce
-        self.engine = None
+        self.engine: Engine | None = None
         self._views: dict[str, BridgeView | None] = {}
-        self._views_key = None
+        self._views_key: tuple | None = None
         self._cluster: Cluster | None = None
         self._problems: list[str] = []
 
@@ -162,13 +181,13 @@ class LiveCompiler:
         return placement
 
     def _bridge(self, layout: Layout, name: str, mode: str) -> Bridge | None:
-        view = self._views.get(name)
-        if view is None:
+        view, cluster = self._views.get(name), self._cluster
+        if view is None or cluster is None:  # (the engine asks only after compile set both)
             return None
         placement = self._placement(layout)
         if self.enforce == "fabric" and name == FABRIC:
-            return fabric_bridge(self._cluster, layout, view, placement, self._problems)
-        return live_bridge(self._cluster, layout, name, view, placement, self._problems, self.enforce)
+            return fabric_bridge(cluster, layout, view, placement, self._problems)
+        return live_bridge(cluster, layout, name, view, placement, self._problems, self.enforce)
 
     def _with_address(self, obj):
         """A pod without an IP in the API gets the one OVSDB recorded (as with_ovsdb_addresses)."""
@@ -185,20 +204,20 @@ class LiveCompiler:
 
         key = self._key(views)
         changes = None
-        if self.engine is None or upserts is None or key != self._views_key:
+        engine = self.engine
+        if engine is None or upserts is None or key != self._views_key:
             self._views, self._views_key, self._problems = dict(views), key, []
             self._cluster = with_ovsdb_addresses(cluster, views)
             nodes = [n for n, v in sorted(views.items()) if v is not None]
             self.engine = None
-            self.engine = Engine(self._cluster, nodes=nodes, enforce=self.enforce, previous=previous,
-                                 bridge_factory=self._bridge)
+            self.engine = engine = Engine(self._cluster, nodes=nodes, enforce=self.enforce,
+                                          previous=previous, bridge_factory=self._bridge)
         else:
             try:
-                changes = self.engine.apply([self._with_address(o) for o in upserts], list(deletes))
+                changes = engine.apply([self._with_address(o) for o in upserts], list(deletes))
             except Exception:
                 self.engine = None  # rebuilt from the whole cluster next time
                 raise
-        engine = self.engine
         programs = engine.programs()
         bridges = {n: c.bridge for n, c in engine.compilers.items()}
         port_maps = {n: {p.pod: p.ofport for p in b.pods} for n, b in bridges.items()}

@@ -13,11 +13,11 @@ from flows import wire
 from sdn.switch.channel import Channel, ChannelClosed, SwitchTimeout
 
 
-def parse_target(target: str) -> tuple[int, object]:
+def parse_target(target: str) -> tuple[int, str | tuple[str, int]]:
     """'unix:/path', '/path' (a unix socket), 'tcp:host:port' -> (family, address)."""
     if target.startswith("unix:"):
         return socket.AF_UNIX, target[5:]
-    if target.startswith("/") or target.startswith("."):
+    if target.startswith(("/", ".")):
         return socket.AF_UNIX, target
     if target.startswith("tcp:"):
         host, _, port = target[4:].rpartition(":")
@@ -55,7 +55,7 @@ class DirectChannel(Channel):
             self.close()
             raise ChannelClosed(f"{target} does not speak OpenFlow 1.3 (enable it in the bridge's protocols)")
 
-    def __enter__(self) -> "DirectChannel":
+    def __enter__(self) -> DirectChannel:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -92,7 +92,7 @@ class DirectChannel(Channel):
         self.fail_pending(reason)
 
     def _handle(self, msg: bytes) -> None:
-        version, mtype, _, xid = wire.header(msg)
+        _version, mtype, _, xid = wire.header(msg)
         if mtype == wire.OFPT_HELLO:
             self._version = _negotiate(msg)
             self._hello.set()

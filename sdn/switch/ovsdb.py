@@ -28,8 +28,9 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 with warnings.catch_warnings():  # ovs.poller imports eventlet when installed (os-ken brings it)
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
@@ -61,6 +62,8 @@ class PortInfo:
     role: str | None = None  # external_ids:sdn-role: tunnel | fabric-uplink | fabric-link | gateway
     peer_node: str | None = None  # external_ids:sdn-node (a fabric link: the node behind it)
     service_cidrs: tuple[str, ...] = ()  # external_ids:sdn-service-cidrs (the gateway: ClusterIPs)
+    # external_ids:sdn-node-gateway=true (a fabric link: the node behind it has a gateway port)
+    node_gateway: bool = False
 
     @property
     def is_tunnel(self) -> bool:
@@ -99,6 +102,11 @@ class BridgeView:
         """The node's gateway port (external_ids sdn-role=gateway), when it has one."""
         ports = sorted((p for p in self.ports if p.role == "gateway" and p.ofport > 0), key=lambda p: p.ofport)
         return ports[0] if ports else None
+
+    def fabric_gateways(self) -> dict[str, PortInfo]:
+        """The fabric switch's links towards nodes that have a gateway port."""
+        return {p.peer_node: p for p in self.ports
+                if p.role == "fabric-link" and p.peer_node and p.ofport > 0 and p.node_gateway}
 
     def fabric_links(self) -> dict[str, int]:
         """The fabric switch's port towards each node."""
@@ -195,7 +203,7 @@ class OvsdbMonitor:
         self._thread = threading.Thread(target=self._run, name=f"ovsdb-{self.name}", daemon=True)
         self._warned_choice = False
 
-    def start(self) -> "OvsdbMonitor":
+    def start(self) -> OvsdbMonitor:
         self._thread.start()
         return self
 
@@ -269,10 +277,10 @@ class OvsdbMonitor:
     def _deliver(self, view: BridgeView | None) -> None:
         try:
             self.on_change(view)
-        except Exception:  # noqa: BLE001 - a consumer's bug must not stop the monitor
+        except Exception:
             log.exception("%s: change handler failed", self.name)
 
-    def _pick(self, idl) -> object | None:
+    def _pick(self, idl) -> Any | None:  # an ovs.db.idl.Row of table Bridge
         rows = list(idl.tables["Bridge"].rows.values())
         if self.bridge is not None:
             return next((r for r in rows if r.name == self.bridge), None)
@@ -298,7 +306,8 @@ class OvsdbMonitor:
                                       pod_identity(ext), ext.get("attached-mac") or None,
                                       _ips(ext.get("ip", "") or ext.get("ip_address", "")),
                                       ext.get("sdn-role") or None, ext.get("sdn-node") or None,
-                                      tuple(c for c in (ext.get("sdn-service-cidrs") or "").split(",") if c)))
+                                      tuple(c for c in (ext.get("sdn-service-cidrs") or "").split(",") if c),
+                                      ext.get("sdn-node-gateway") == "true"))
         dpid = _scalar(br.datapath_id)
         return BridgeView(br.name, int(dpid, 16) if dpid else None, tuple(sorted(ports, key=lambda p: p.name)),
                           _scalar(br.fail_mode, "") or "", tuple(sorted(c.target for c in br.controller)),
@@ -307,6 +316,8 @@ class OvsdbMonitor:
 
     def _ensure_config(self, idl, view: BridgeView) -> None:
         br = self._pick(idl)
+        if br is None:  # gone since it was read: the next change reads again
+            return
         other = dict(br.other_config)
         protocols = list(br.protocols)
         needs = []

@@ -14,8 +14,8 @@ flows this controller cannot decode.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Union
 
 from flows.flow import Flow, FlowDiff
 from flows.pipeline import cookie_kind
@@ -101,7 +101,7 @@ class Plan:
         return len(self.add) + self.modified + self.deleted
 
 
-Installed = Union[Flow, InstalledFlow]
+Installed = Flow | InstalledFlow
 
 
 def plan(installed: Iterable[Installed], desired: Iterable[Flow]) -> Plan:
@@ -114,12 +114,13 @@ def plan(installed: Iterable[Installed], desired: Iterable[Flow]) -> Plan:
     delete_raw: list[InstalledFlow] = []
     by_cookie: dict[int, int] = {}
     delete: list[Flow] = []
-    replace, modify = [], []
+    replace: list[Flow] = []
+    modify: list[Flow] = []
     for item in installed:  # each installed key is hashed once: pop it from what is wanted
         flow = item.flow if isinstance(item, InstalledFlow) else item
         if flow is None:  # a match we cannot decode: never one of ours
             if item.cookie in known:
-                delete_raw.append(item)
+                delete_raw.append(item)  # type: ignore[arg-type]  # flow None: an InstalledFlow
             else:
                 by_cookie[item.cookie] = by_cookie.get(item.cookie, 0) + 1
             continue
@@ -144,7 +145,9 @@ def plan_diff(change: FlowDiff, installed: Mapping[tuple, Flow]) -> Plan:
     the flows the switch holds, by key. Unlike `plan` it never looks at the whole table, so
     its cost follows the change, not the bridge. A changed flow whose cookie changed too is
     re-added (a modify keeps the installed cookie); a deleted flow is deleted strictly."""
-    replace, modify, add = [], [], list(change.add)
+    replace: list[Flow] = []
+    modify: list[Flow] = []
+    add = list(change.add)
     for f in change.modify:
         old = installed.get(f.key)
         if old is None:

@@ -41,6 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sdn.k8s.resources import NAMESPACES, SERVED, Resource, resource_for
 from tests.standin.apistore import (
     BUILTIN_GROUPS,
     MERGE_PATCH,
@@ -48,7 +49,6 @@ from tests.standin.apistore import (
     ObjectStore,
     parse_resource_version,
 )
-from sdn.k8s.resources import NAMESPACES, SERVED, Resource, resource_for
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:

@@ -21,8 +21,8 @@ stores a new one, so readers may hold references without copying.
 from __future__ import annotations
 
 import base64
-import bisect
 import binascii
+import bisect
 import copy
 import json
 import secrets
@@ -32,8 +32,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from tests.standin.jsonpatch import PatchError, apply_json_patch, merge_patch
 from sdn.k8s.resources import NAMESPACES, Resource
+from tests.standin.jsonpatch import PatchError, apply_json_patch, merge_patch
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The node's pod bridge and tunnel port, with the script the netns lab uses for its nodes
-# (sdn/scripts/ovs-node-bridge.sh): here on the system Open vSwitch with the kernel datapath,
-# the tunnel from the agent's settings, its local end the node's private address.
+# The node's pod bridge and tunnel port, made by the code the agent runs at start and the netns
+# lab runs for its nodes (sdn/node_setup.py, `python -m sdn.node_setup`): here on the system
+# Open vSwitch with the kernel datapath, the tunnel from the agent's settings, its local end the
+# node's private address. The gateway port needs the node's pod CIDR, which k3s assigns later:
+# the agent adds it when it starts (setupNode in deploy/configmap.yaml). Idempotent.
 # shellcheck source=SCRIPTDIR/lib.sh
 . "${SDN_SRC:-/vagrant}/vagrant/provision/lib.sh"
 need_env SDN_NODE SDN_NODE_IP SDN_NODE_INDEX
@@ -12,7 +14,7 @@ tunnel=$(setting tunnel)
 dpid=$(printf '%016x' $((SDN_NODE_INDEX + 1)))
 
 log "bridge $bridge (dpid $dpid), $tunnel tunnel from $SDN_NODE_IP"
-bash "$SDN_SRC/sdn/scripts/ovs-node-bridge.sh" \
+"$SDN_VENV/bin/python" -m sdn.node_setup --verbose \
   --db "$(setting ovsdb)" --bridge "$bridge" --datapath-type system --dpid "$dpid" \
   --controller "$(setting openflow)" --tunnel "$tunnel" --local-ip "$SDN_NODE_IP"
 ovs-vsctl show

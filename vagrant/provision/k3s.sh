@@ -17,6 +17,9 @@
 need_env SDN_NODE SDN_ROLE SDN_NODE_IP SDN_CP_IP SDN_K3S_VERSION K3S_TOKEN SDN_AGENT_TOKEN
 
 CLUSTER_CIDR=10.244.0.0/16
+# The Services' range and the cluster DNS address in it: what deploy/configmap.yaml's
+# serviceCIDR says (the agent's gateway port sends pods' packets for it to kube-proxy).
+SERVICE_CIDR=10.96.0.0/12
 TOKEN_FILE=/etc/rancher/k3s/sdn-agent-token.csv
 
 # shellcheck disable=SC2153  # SDN_ROLE comes from the Vagrantfile (need_env above)
@@ -31,7 +34,7 @@ case $SDN_ROLE in
       --advertise-address "$SDN_NODE_IP" --tls-san "$SDN_NODE_IP"
       --flannel-backend=none --disable-network-policy
       "--disable=traefik,servicelb,metrics-server,local-storage,coredns"
-      --cluster-cidr="$CLUSTER_CIDR"
+      --cluster-cidr="$CLUSTER_CIDR" --service-cidr="$SERVICE_CIDR"
       --kube-apiserver-arg=token-auth-file="$TOKEN_FILE"
       --write-kubeconfig-mode=0600)
     ;;

@@ -219,7 +219,7 @@ def render_examples(paths: list[str], nodes: list[str], image: str) -> list[dict
     pods pinned to `nodes` (the examples' own nodes in name order, taken in turn; pods without
     a node spread in name order), serving their TCP and UDP containerPorts with
     sdn/lab/serve.py from the ConfigMap POD_CONFIGMAP in their namespace."""
-    from sdn.lab.lab import LabError, read_docs
+    from sdn.lab.base import LabError, read_docs
     if not nodes:
         raise ValueError("no nodes to place the pods on")
     try:
