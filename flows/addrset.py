@@ -7,8 +7,10 @@ excepts need, at a fraction of the cost of a general IP set library.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from functools import lru_cache
+from operator import itemgetter
 
 _BITS = {4: 32, 6: 128}
 
@@ -111,11 +113,52 @@ def _format(family: int, value: int) -> str:
     return str(ipaddress.IPv6Address(value))
 
 
+def _cidr_start(cidr: str) -> tuple[int, int]:
+    """(family, first address) of a CIDR: the order of `AddressSet.cidrs`."""
+    family, lo, _ = parse_cidr(cidr)
+    return family, lo
+
+
 @lru_cache(maxsize=1 << 18)
 def _host_cidr(family: int, value: int) -> str:
     """'10.0.0.5/32' for one address, remembered: pod addresses recur in every peer set that
     holds them, and equal rules then compare their peers by identity."""
     return f"{_format(family, value)}/{_BITS[family]}"
+
+
+def _interval_cidrs(family: int, lo: int, hi: int) -> list[str]:
+    """The fewest CIDRs covering one interval, in address order."""
+    if lo == hi:  # a single address (pods): the same text object every time
+        return [_host_cidr(family, lo)]
+    return [f"{_format(family, value)}/{plen}" for value, plen in _to_cidrs(lo, hi, _BITS[family])]
+
+
+_LO, _HI = itemgetter(0), itemgetter(1)
+
+
+def _edit(ivs: Intervals, lo: int, hi: int, add: bool) -> tuple[Intervals, int, int, Intervals]:
+    """`ivs` with [lo, hi] added (or taken out), found by bisection: the result, and the span
+    [first, last] of values whose intervals were replaced by `put` (empty when nothing changed).
+    Only the replaced intervals are touched in Python; the rest is copied as slices."""
+    reach = 1 if add else 0  # an added interval also merges with the ones it touches
+    i = bisect_left(ivs, lo - reach, key=_HI)  # first interval ending at or after lo
+    j = bisect_right(ivs, hi + reach, key=_LO)  # first interval starting after hi
+    if add:
+        if i < j and ivs[i][0] <= lo and hi <= ivs[i][1]:
+            return ivs, 0, -1, ()
+        put: Intervals = ((min(lo, ivs[i][0]) if i < j else lo, max(hi, ivs[j - 1][1]) if i < j else hi),)
+        first, last = put[0]
+    else:
+        if i == j:
+            return ivs, 0, -1, ()
+        pieces = []
+        if ivs[i][0] < lo:
+            pieces.append((ivs[i][0], lo - 1))
+        if ivs[j - 1][1] > hi:
+            pieces.append((hi + 1, ivs[j - 1][1]))
+        put = tuple(pieces)
+        first, last = ivs[i][0], ivs[j - 1][1]
+    return ivs[:i] + put + ivs[j:], first, last, put
 
 
 class AddressSet:
@@ -153,6 +196,30 @@ class AddressSet:
     def __sub__(self, other: AddressSet) -> AddressSet:
         return AddressSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
 
+    def changed(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> AddressSet:
+        """This set without `remove`, then with `add` (addresses or CIDRs): a few bisections
+        and slice copies per address, not a rebuild, so a pod joining or leaving a peer set of
+        thousands costs little. The CIDR text is patched the same way when it was made."""
+        out = self
+        for address, put_in in [(a, False) for a in remove] + [(a, True) for a in add]:
+            out = out._edited(*parse_cidr(address), put_in)
+        return out
+
+    def _edited(self, family: int, lo: int, hi: int, add: bool) -> AddressSet:
+        old = self.v4 if family == 4 else self.v6
+        ivs, first, last, put = _edit(old, lo, hi, add)
+        if ivs is old:
+            return self
+        out = AddressSet(ivs, self.v6) if family == 4 else AddressSet(self.v4, ivs)
+        if self._cidrs is not None:
+            cidrs = self._cidrs
+            key = _cidr_start
+            a = bisect_left(cidrs, (family, first), key=key)
+            b = bisect_left(cidrs, (family, last + 1), key=key)
+            text = [c for lo_, hi_ in put for c in _interval_cidrs(family, lo_, hi_)]
+            out._cidrs = cidrs[:a] + tuple(text) + cidrs[b:]
+        return out
+
     def isdisjoint(self, other: AddressSet) -> bool:
         return not (_overlap(self.v4, other.v4) or _overlap(self.v6, other.v6))
 
@@ -179,13 +246,11 @@ class AddressSet:
             return self._cidrs
         out = []
         for fam, intervals in ((4, self.v4), (6, self.v6)):
-            bits = _BITS[fam]
             for lo, hi in intervals:
-                if lo == hi:  # a single address (pods): the same text object every time
+                if lo == hi:
                     out.append(_host_cidr(fam, lo))
-                    continue
-                for value, plen in _to_cidrs(lo, hi, bits):
-                    out.append(f"{_format(fam, value)}/{plen}")
+                else:
+                    out += _interval_cidrs(fam, lo, hi)
         self._cidrs = tuple(out)
         return self._cidrs
 

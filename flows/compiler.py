@@ -15,26 +15,58 @@ difference. `compile_bridge` is the same compiler fed everything at once.
 from __future__ import annotations
 
 from bisect import insort
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from flows import pipeline as P
 from flows.base_flows import GENERATION_TABLES, generation_flows, pipeline_flows
 from flows.bulk import gc_paused
-from flows.encoding import encoding, rule_dims, signature
+from flows.encoding import cross_product_count, encoding, rule_dims, signature
 from flows.fields import full_mask
 from flows.flow import Flow, FlowDiff, sorted_by_key
 from flows.ir import EGRESS, INGRESS, Bridge, Isolation, Rule, RuleId
-from flows.matches import address_match, families, port_matches
+from flows.matches import address_match, port_matches
 from flows.priorities import (
-    CompileError, Levels, assign_conj_ids, assign_priorities, level_of, priority_of,
-    probe_conj_id, provably_disjoint, stable_hash,
+    CompileError,
+    Levels,
+    assign_conj_ids,
+    assign_priorities,
+    level_of,
+    place_in_levels,
+    provably_disjoint,
+    stable_hash,
+    take_conj_ids,
 )
 from flows.program import (
-    Program, RuleInfo, default_cookie, describe_rule, rule_cookie, rule_digest, sorted_flows,
+    Program,
+    RuleInfo,
+    default_cookie,
+    describe_rule,
+    rule_cookie,
+    rule_digest,
+    sorted_flows,
 )
 from flows.recheck import KEEP, default_token, generation
 from flows.scope import scope_rule, scope_rules
-from flows.table import Key, Placed, RuleFlows
+from flows.table import Joining, Key, Placed, RuleFlows
+
+
+class _Pending(NamedTuple):
+    """A group's lead waiting for placement: its scoped rule, and the (priority, conj id) it
+    held or inherits from the lead it replaces (None: none to keep)."""
+
+    rule: Rule
+    slot: tuple[int, int] | None
+
+
+@dataclass
+class _Batch:
+    """What one `_replace` has in hand: pending leads in the order they came, and changed
+    rules out of their level and conj id whose flows are still installed."""
+
+    pending: dict[RuleId, _Pending] = field(default_factory=dict)
+    retired: dict[RuleId, Placed] = field(default_factory=dict)
 
 
 class BridgeCompiler:
@@ -61,6 +93,7 @@ class BridgeCompiler:
         self._default_of: dict[tuple[str, str], Key] = {}  # (direction, address) -> flow key
         self._flows = RuleFlows(self._pipeline)
         self._local = bridge.local_addresses
+        self._pipeline_generation: int | None = None
         self._tokens = 0  # XOR of the judging tables' tokens: their generation (flows/recheck.py)
         self._set_pipeline()
 
@@ -79,7 +112,7 @@ class BridgeCompiler:
 
     @gc_paused()
     def program(self) -> Program:
-        flows = [self.flow(k) for k in self.keys()]
+        flows = [f for f in map(self.flow, self.keys()) if f is not None]
         infos = [p.info() for p in self._placed.values()]
         for rid, s in self._aliases.items():
             lead = self._placed[self._members[self._sig_of[rid]][0]]
@@ -163,14 +196,16 @@ class BridgeCompiler:
     # ---- internals -----------------------------------------------------------------------
 
     def _diff(self, before: dict[Key, Flow | None]) -> FlowDiff:
-        add, modify, delete = [], [], []
+        add: list[Flow] = []
+        modify: list[Flow] = []
+        delete: list[Flow] = []
         for key, old in before.items():
             new = self.flow(key)
             if old is None and new is not None:
                 add.append(new)
             elif old is not None and new is None:
                 delete.append(old)
-            elif old is not None and new != old:
+            elif old is not None and new is not None and new != old:
                 modify.append(new)
         return FlowDiff(sorted_by_key(add), sorted_by_key(modify), sorted_by_key(delete))
 
@@ -235,141 +270,142 @@ class BridgeCompiler:
             del self._members[sig]
         self._aliases.pop(rid, None)
 
+    # ---- replacing rules ----------------------------------------------------------------
+    #
+    # A batch of changed rules goes through two steps. `_regroup` takes each rule out of where
+    # it was (an alias, the lead of a group, or a rule placed alone) and puts its new scoped
+    # version into the group of its signature: as an alias (nothing to place) or as a lead,
+    # pending placement with the (priority, conj id) slot it held or inherits. `_place` then
+    # gives every pending lead a priority and conj id and writes its flows, patching the
+    # flows a changed rule had when it keeps its slot and encoding.
+
     def _replace(self, rules: Sequence[Rule], touch, deleted: Sequence[RuleId] = ()) -> None:
         """(Re)place rules (and take out `deleted` ones): scoped anew; unchanged ones stay as
         they are; changed ones keep their level and conj id when still valid; a rule identical
         to another one becomes its alias, the first of a group in rule order being placed."""
-        # rule id -> (scoped rule, (priority, conj id) it held or inherits, or None)
-        scoped: dict[RuleId, tuple[Rule, tuple[int, int] | None]] = {}
-        # Changed rules leave their level and conj id now but keep their flows until it is
-        # known whether they get the same priority, conj id and encoding back: then only the
-        # flows that differ change (one peer more is one clause flow, not the whole rule).
-        retired: dict[RuleId, Placed] = {}
-        work = [(rid, None) for rid in deleted] + [(rule.id, rule) for rule in rules]
-        for rid, rule in work:
-            s = None if rule is None else scope_rule(self.bridge, rule, self._local)
-            sig = None if s is None else signature(s)
-            if rid in self._aliases:
-                if sig == self._sig_of[rid]:
-                    self._aliases[rid] = s
-                    continue
-                self._leave(rid)
-                prev = None
-            else:
-                old = self._placed.get(rid)
-                if old is not None and s == old.rule:
-                    continue
-                pending = scoped.pop(rid, None)
-                prev = (old.priority, old.conj_id) if old else (pending[1] if pending else None)
-                promoted = False
-                if rid in self._sig_of:  # it leads its group: the next member takes over
-                    old_sig = self._sig_of[rid]
-                    self._leave(rid)
-                    members = self._members.get(old_sig)
-                    if members:
-                        nxt = members[0]
-                        scoped[nxt] = (self._aliases.pop(nxt), prev)
-                        promoted = True
-                if old is not None:
-                    if promoted or s is None:
-                        self._unplace(rid, touch)
-                    else:
-                        self._retire(rid)
-                        retired[rid] = old
-                if promoted:
-                    prev = None
-            if s is None:
-                continue
+        batch = _Batch()
+        for rid in deleted:
+            self._regroup(rid, None, batch, touch)
+        for rule in rules:
+            self._regroup(rule.id, scope_rule(self.bridge, rule, self._local), batch, touch)
+        for rid in [r for r in batch.retired if r not in batch.pending]:
+            self._flows.drop(batch.retired.pop(rid), touch)
+        if batch.pending:
+            self._place(list(batch.pending.values()), batch.retired, touch)
+
+    def _regroup(self, rid: RuleId, scoped: Rule | None, batch: _Batch, touch) -> None:
+        """Move rule `rid` to where its scoped version belongs (None: off this bridge)."""
+        sig = None if scoped is None else signature(scoped)
+        slot: tuple[int, int] | None
+        if rid in self._aliases:
+            if scoped is not None and sig == self._sig_of[rid]:  # still an alias of the same group
+                self._aliases[rid] = scoped
+                return
+            self._leave(rid)
+            slot = None
+        else:
+            old = self._placed.get(rid)
+            if old is not None and scoped == old.rule:
+                return
+            slot = self._vacate(rid, old, scoped is None, batch, touch)
+        if scoped is not None and sig is not None:
+            self._join(rid, scoped, sig, slot, batch, touch)
+
+    def _vacate(self, rid: RuleId, old: Placed | None, gone: bool, batch: _Batch, touch
+                ) -> tuple[int, int] | None:
+        """Take a rule that is not an alias out of its group and placement. Returns the slot it
+        may keep, or None when the next member of its group took it over (that member is then
+        pending). A changed rule's flows stay, retired, until `_place` knows whether it keeps
+        its slot and encoding (then only the flows that differ change)."""
+        earlier = batch.pending.pop(rid, None)  # pending already in this batch
+        slot = (old.priority, old.conj_id) if old else (earlier.slot if earlier else None)
+        successor = None
+        if rid in self._sig_of:  # it leads its group: the next member takes over
+            sig = self._sig_of[rid]
+            self._leave(rid)
             members = self._members.get(sig)
-            if members and members[0] < rid:  # an alias of the group's first rule
-                insort(members, rid)
-                self._sig_of[rid] = sig
-                self._aliases[rid] = s
-                if rid in retired:
-                    self._flows.drop(retired.pop(rid), touch)
-                continue
-            if members:  # it comes first: the group's placement passes to it
-                lead = members[0]
-                placed = self._placed.get(lead)
-                if placed is not None:
-                    prev = (placed.priority, placed.conj_id)
-                    self._aliases[lead] = placed.rule
-                    self._unplace(lead, touch)
-                else:
-                    lead_rule, prev = scoped.pop(lead)
-                    self._aliases[lead] = lead_rule
-                members.insert(0, rid)
+            if members:
+                successor = members[0]
+                batch.pending[successor] = _Pending(self._aliases.pop(successor), slot)
+        if old is not None:
+            if successor is not None or gone:
+                self._unplace(rid, touch)
             else:
-                self._members[sig] = [rid]
-            self._sig_of[rid] = sig
-            scoped[rid] = (s, prev)
-        for rid in [r for r in retired if r not in scoped]:
-            self._flows.drop(retired.pop(rid), touch)
-        scoped = list(scoped.values())
-        if not scoped:
+                self._retire(rid)
+                batch.retired[rid] = old
+        return None if successor is not None else slot
+
+    def _join(self, rid: RuleId, scoped: Rule, sig: tuple, slot: tuple[int, int] | None,
+              batch: _Batch, touch) -> None:
+        """Put a rule into the group of its signature: an alias when a rule earlier in rule
+        order leads it, else the group's lead (taking over the slot of the lead it displaces),
+        pending placement."""
+        members = self._members.get(sig)
+        self._sig_of[rid] = sig
+        if members and members[0] < rid:
+            insort(members, rid)
+            self._aliases[rid] = scoped
+            if rid in batch.retired:
+                self._flows.drop(batch.retired.pop(rid), touch)
             return
-        # Priorities: earlier placements and hints of unchanged rules first, then hints of
-        # changed rules, then the rest (each group in rule order).
-        dims = {s.id: rule_dims(s) for s, _ in scoped}
-        kinds = {s.id: encoding(s, dims[s.id]) for s, _ in scoped}
-
-        def order(item):
-            s, prev = item
-            hint = self._hint_digest.get(s.id)
-            unchanged = prev is not None or (hint is not None and hint == rule_digest(s))
-            return (0 if unchanged else 1, s.id)
-
-        scoped.sort(key=order)
-        prios: dict[RuleId, int] = {}
-        pending = []
-        for s, prev in scoped:
-            prio = prev[0] if prev else self._hint_prio.get(s.id)
-            levels = self._levels[s.direction]
-            if prio is not None and levels.fits(level_of(prio), s):
-                levels.place(level_of(prio), s)
-                prios[s.id] = prio
+        if members:
+            lead = members[0]
+            placed = self._placed.get(lead)
+            if placed is not None:
+                slot = (placed.priority, placed.conj_id)
+                self._aliases[lead] = placed.rule
+                self._unplace(lead, touch)
             else:
-                pending.append(s)
-        for s in pending:
-            levels = self._levels[s.direction]
-            level = levels.choose(s)
-            levels.place(level, s)
-            prios[s.id] = priority_of(level)
-        # Conj ids: the earlier or hinted one if free, else a probed hash.
-        conj: dict[RuleId, int] = {}
-        for s, prev in scoped:
-            cid = prev[1] if prev else self._hint_conj.get(s.id)
-            if cid is not None and cid not in self._conj_used:
-                conj[s.id] = cid
-                self._conj_used.add(cid)
-        for s, _ in scoped:
-            if s.id not in conj:
-                conj[s.id] = probe_conj_id(s.id, self._conj_used)
-                self._conj_used.add(conj[s.id])
-        # Retired rules that come back differently lose their flows first (another rule may
-        # take over their keys); the others are patched in place.
-        patch: dict[RuleId, Placed] = {}
-        for s, _ in scoped:
-            old = retired.get(s.id)
+                displaced = batch.pending.pop(lead)
+                slot = displaced.slot
+                self._aliases[lead] = displaced.rule
+            members.insert(0, rid)
+        else:
+            self._members[sig] = [rid]
+        batch.pending[rid] = _Pending(scoped, slot)
+
+    def _place(self, pending: list[_Pending], retired: dict[RuleId, Placed], touch) -> None:
+        """Give pending leads a priority and conj id and write their flows. Slots are kept
+        while valid: the one a rule held or inherits, else its hint; unchanged rules (a slot,
+        or a hint whose digest matches) are served first, each group in rule order. A retired
+        rule that comes back with its slot, encoding and number of dimensions is patched (every
+        patch takes out before anything is put in); otherwise it loses its flows first
+        (another rule may take over their keys)."""
+        def unchanged_first(p: _Pending) -> tuple:
+            hint = self._hint_digest.get(p.rule.id)
+            unchanged = p.slot is not None or (hint is not None and hint == rule_digest(p.rule))
+            return (0 if unchanged else 1, p.rule.id)
+
+        pending = sorted(pending, key=unchanged_first)
+        prios = place_in_levels(lambda rule: self._levels[rule.direction], [
+            (p.rule, p.slot[0] if p.slot else self._hint_prio.get(p.rule.id)) for p in pending])
+        conjs = take_conj_ids(self._conj_used, [
+            (p.rule.id, p.slot[1] if p.slot else self._hint_conj.get(p.rule.id)) for p in pending])
+        dims = {p.rule.id: rule_dims(p.rule, (retired[p.rule.id].rule, retired[p.rule.id].dims)
+                                     if p.rule.id in retired else None) for p in pending}
+        kinds = {p.rule.id: encoding(p.rule, dims[p.rule.id]) for p in pending}
+        placements = {p.rule.id: Placed(p.rule, conjs[p.rule.id], prios[p.rule.id]) for p in pending}
+        joining: dict[RuleId, Joining] = {}
+        for p in pending:
+            rid, old = p.rule.id, retired.get(p.rule.id)
             if old is None:
                 continue
-            if ((prios[s.id], conj[s.id], kinds[s.id], len(dims[s.id]))
+            if ((prios[rid], conjs[rid], kinds[rid], len(dims[rid]))
                     == (old.priority, old.conj_id, old.kind, old.n_dims)
-                    and not s.matches_nothing and not old.rule.matches_nothing):
-                patch[s.id] = old
+                    and not p.rule.matches_nothing and not old.rule.matches_nothing):
+                joining[rid] = self._flows.patch_out(old, placements[rid], dims[rid], kinds[rid], touch)
             else:
                 self._flows.drop(old, touch)
-        for s, _ in sorted(scoped, key=lambda x: x[0].id):
-            placed = self._placed[s.id] = Placed(s, conj[s.id], prios[s.id])
+        for rid in sorted(placements):
+            placed = self._placed[rid] = placements[rid]
             self._tokens ^= placed.set_token()
-            old = patch.get(s.id)
-            if old is None:
-                self._flows.emit(placed, dims[s.id], kinds[s.id], touch)
+            if rid in joining:
+                self._flows.patch_in(placed, joining[rid], touch)
             else:
-                self._flows.patch(old, placed, dims[s.id], kinds[s.id], touch)
+                self._flows.emit(placed, dims[rid], kinds[rid], touch)
 
     def _retire(self, rid: RuleId) -> Placed | None:
-        """Take a rule out of its level and conj id; its flows stay (see _drop_flows)."""
+        """Take a rule out of its level and conj id; its flows stay (see `_vacate`)."""
         placed = self._placed.pop(rid, None)
         if placed is not None:
             self._tokens ^= placed.token
@@ -395,18 +431,21 @@ def compile_bridge(bridge: Bridge, rules: Sequence[Rule], isolation: Sequence[Is
     return compiler.program()
 
 
-def cross_product_count(rules: Sequence[Rule]) -> int:
-    """How many flows the naive encoding (one flow per peer x target x port match) needs."""
-    total = 0
-    for r in rules:
-        if r.matches_nothing:
-            continue
-        peers = 1 if r.peers is None else len(r.peers)
-        ports = 1 if r.ports is None else len(port_matches(r.ports, families(r.targets)))
-        total += peers * len(r.targets) * ports
-    return total
-
-
-__all__ = ["Program", "RuleInfo", "CompileError", "BridgeCompiler", "compile_bridge", "scope_rule",
-           "scope_rules", "assign_priorities", "assign_conj_ids", "provably_disjoint", "port_matches",
-           "address_match", "cross_product_count", "sorted_flows", "full_mask", "stable_hash"]
+__all__ = [
+    "BridgeCompiler",
+    "CompileError",
+    "Program",
+    "RuleInfo",
+    "address_match",
+    "assign_conj_ids",
+    "assign_priorities",
+    "compile_bridge",
+    "cross_product_count",
+    "full_mask",
+    "port_matches",
+    "provably_disjoint",
+    "scope_rule",
+    "scope_rules",
+    "sorted_flows",
+    "stable_hash",
+]

@@ -3,24 +3,49 @@ whether a conjunction or plain flows are the smaller encoding."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 from flows.flow import Match
 from flows.ir import INGRESS, PortRange, Rule
 from flows.matches import address_match, families, port_matches
 
+Dims = list[list[tuple[Match, ...]]]
 
-def rule_dims(rule: Rule) -> list[list[tuple[Match, ...]]]:
+
+def rule_dims(rule: Rule, before: tuple[Rule, Dims] | None = None) -> Dims:
     """The matches of each dimension of a rule, in clause order: peers (if any), applied-to
-    addresses, ports (if any)."""
+    addresses, ports (if any). `before`: an earlier version of the rule and its dimensions
+    (empty if it was not a conjunction), whose peer matches are reused: a peer set of
+    thousands that gained or lost an address costs one match made, not thousands looked up."""
     tside, pside = ("dst", "src") if rule.direction == INGRESS else ("src", "dst")
-    dims: list[list[tuple[Match, ...]]] = []
+    dims: Dims = []
     if rule.peers is not None:
-        dims.append([address_match(c, pside) for c in rule.peers])
+        known = None
+        if before is not None and before[1] and before[0].peers is not None \
+                and before[0].direction == rule.direction:
+            known = dict(zip(before[0].peers, before[1][0]))
+        dims.append(_address_dim(rule.peers, pside, known))
     dims.append([address_match(t, tside) for t in sorted(rule.targets)])
     if rule.ports is not None:
         dims.append(_port_matches(rule.ports, tuple(sorted(families(rule.targets)))))
     return dims
+
+
+def _address_dim(cidrs: tuple[str, ...], side: str, known: dict[str, tuple[Match, ...]] | None
+                 ) -> list[tuple[Match, ...]]:
+    """The matches of addresses, taken from `known` where it has them (a C-level map, then
+    the few misses found with list.index)."""
+    if not known:
+        return [address_match(c, side) for c in cidrs]
+    dim: list = list(map(known.get, cidrs))
+    i = -1
+    try:
+        while True:
+            i = dim.index(None, i + 1)
+            dim[i] = address_match(cidrs[i], side)
+    except ValueError:
+        return dim
 
 
 @lru_cache(maxsize=1 << 14)
@@ -65,3 +90,15 @@ def combinations(dims: list[list[tuple[Match, ...]]]) -> list[tuple[Match, ...]]
                     nxt.append(merged)
         out = nxt
     return [tuple(m.values()) for m in out]
+
+
+def cross_product_count(rules: Sequence[Rule]) -> int:
+    """How many flows the naive encoding (one flow per peer x target x port match) needs."""
+    total = 0
+    for r in rules:
+        if r.matches_nothing:
+            continue
+        peers = 1 if r.peers is None else len(r.peers)
+        ports = 1 if r.ports is None else len(port_matches(r.ports, families(r.targets)))
+        total += peers * len(r.targets) * ports
+    return total

@@ -103,6 +103,11 @@ class Rule:
     def direction(self) -> str:
         return self.id.direction
 
+    def made_peer_set(self) -> AddressSet | None:
+        """The peers as an address set if one is at hand (given to `of_sets`), without
+        parsing the peers' text to make one."""
+        return self.__dict__.get("peer_set")
+
     @cached_property
     def peer_set(self) -> AddressSet | None:
         return None if self.peers is None else AddressSet.of(self.peers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
 from flows.addrset import intervals_overlap
@@ -53,7 +53,9 @@ class PeerIndex:
     WIDE = 16
 
     def __init__(self):
-        self.buckets: dict[tuple[int, int], list[tuple[int, int, Rule]]] = defaultdict(list)
+        # bucket -> the rules with peers in it, by identity: (rule, its intervals there), so a
+        # rule leaves a bucket in one step however many rules share it (S3: hundreds)
+        self.buckets: dict[tuple[int, int], dict[int, tuple[Rule, list[tuple[int, int]]]]] = defaultdict(dict)
         self.wide: list[tuple[int, int, int, Rule]] = []  # (family, lo, hi, rule)
         self.any: list[Rule] = []  # rules without peers: they overlap every rule
 
@@ -81,7 +83,12 @@ class PeerIndex:
         for fam, lo, hi, b0, b1 in self._intervals(rule):
             if b1 - b0 < self.WIDE:
                 for b in range(b0, b1 + 1):
-                    self.buckets[(fam, b)].append((lo, hi, rule))
+                    bucket = self.buckets[(fam, b)]
+                    entry = bucket.get(id(rule))
+                    if entry is None:
+                        bucket[id(rule)] = (rule, [(lo, hi)])
+                    else:
+                        entry[1].append((lo, hi))
             else:
                 self.wide.append((fam, lo, hi, rule))
 
@@ -92,11 +99,9 @@ class PeerIndex:
         for fam, _lo, _hi, b0, b1 in self._intervals(rule):
             if b1 - b0 < self.WIDE:
                 for b in range(b0, b1 + 1):
-                    entries = self.buckets.get((fam, b))
-                    if entries is not None:
-                        entries[:] = [e for e in entries if e[2] is not rule]
-                        if not entries:
-                            del self.buckets[(fam, b)]
+                    bucket = self.buckets.get((fam, b))
+                    if bucket is not None and bucket.pop(id(rule), None) is not None and not bucket:
+                        del self.buckets[(fam, b)]
         self.wide = [w for w in self.wide if w[3] is not rule]
 
     def overlapping(self, rule: Rule):
@@ -109,9 +114,14 @@ class PeerIndex:
                 if f == fam and wlo <= hi and lo <= whi:
                     yield other
             for b in range(b0, b1 + 1):
-                for elo, ehi, other in buckets.get((fam, b), ()):
-                    if elo <= hi and lo <= ehi:
-                        yield other
+                for other, intervals in buckets.get((fam, b), _NO_RULES).values():
+                    for elo, ehi in intervals:
+                        if elo <= hi and lo <= ehi:
+                            yield other
+                            break
+
+
+_NO_RULES: dict = {}
 
 
 class Levels:
@@ -214,42 +224,53 @@ def level_of(priority: int) -> int:
     return RULE_PRIORITY_TOP - priority
 
 
+def place_in_levels(levels_of: Callable[[Rule], Levels], wanted: Sequence[tuple[Rule, int | None]]
+                    ) -> dict[RuleId, int]:
+    """A priority per rule, taken in the given order: the wanted one while its level has room
+    for the rule, then, for the others, a level chosen for each (in `levels_of(rule)`)."""
+    out: dict[RuleId, int] = {}
+    homeless = []
+    for rule, prio in wanted:
+        levels = levels_of(rule)
+        if prio is not None and levels.fits(level_of(prio), rule):
+            levels.place(level_of(prio), rule)
+            out[rule.id] = prio
+        else:
+            homeless.append(rule)
+    for rule in homeless:
+        levels = levels_of(rule)
+        level = levels.choose(rule)
+        levels.place(level, rule)
+        out[rule.id] = priority_of(level)
+    return out
+
+
+def take_conj_ids(used: set[int], wanted: Sequence[tuple[RuleId, int | None]]) -> dict[RuleId, int]:
+    """A conj id per rule, taken in the given order and added to `used`: the wanted one if
+    free, then, for the others, a probed hash."""
+    out: dict[RuleId, int] = {}
+    for rid, cid in wanted:
+        if cid is not None and cid not in used:
+            out[rid] = cid
+            used.add(cid)
+    for rid, _ in wanted:
+        if rid not in out:
+            out[rid] = probe_conj_id(rid, used)
+            used.add(out[rid])
+    return out
+
+
 def assign_priorities(rules: Sequence[Rule], hint: dict[RuleId, int] | None = None) -> dict[RuleId, int]:
     """Priority per rule of one table. Rules keep their hinted priority while it stays valid,
     so unchanged rules keep their flows across recompiles."""
     levels = Levels()
-    out: dict[RuleId, int] = {}
-    pending = []
-    for rule in sorted(rules, key=lambda r: r.id):
-        prio = (hint or {}).get(rule.id)
-        if prio is not None and levels.fits(RULE_PRIORITY_TOP - prio, rule):
-            levels.place(RULE_PRIORITY_TOP - prio, rule)
-            out[rule.id] = prio
-        else:
-            pending.append(rule)
-    for rule in pending:
-        level = levels.choose(rule)
-        levels.place(level, rule)
-        out[rule.id] = RULE_PRIORITY_TOP - level
-    return out
+    return place_in_levels(lambda _: levels, [(r, (hint or {}).get(r.id)) for r in sorted(rules, key=lambda r: r.id)])
 
 
 def assign_conj_ids(ids: Iterable[RuleId], hint: dict[RuleId, int] | None = None) -> dict[RuleId, int]:
     """A 32-bit conj id per rule, unique on the bridge: a hash of the rule's identity, probed
     on collision in a stable order."""
-    out: dict[RuleId, int] = {}
-    used: set[int] = set()
-    ordered = sorted(set(ids))
-    for rid in ordered:
-        cid = (hint or {}).get(rid)
-        if cid is not None and cid not in used:
-            out[rid] = cid
-            used.add(cid)
-    for rid in ordered:
-        if rid not in out:
-            out[rid] = probe_conj_id(rid, used)
-            used.add(out[rid])
-    return out
+    return take_conj_ids(set(), [(rid, (hint or {}).get(rid)) for rid in sorted(set(ids))])
 
 
 def probe_conj_id(rid: RuleId, used: set[int]) -> int:

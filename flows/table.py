@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from flows import pipeline as P
-from flows.encoding import combinations
+from flows.encoding import Dims, combinations
 from flows.fields import FieldRef
 from flows.flow import Conjunction, Flow, GotoTable, Load, Match
 from flows.ir import INGRESS, Rule
@@ -23,7 +24,6 @@ from flows.recheck import rule_token
 
 Key = tuple  # (table, priority, match)
 Touch = Callable[[Key], None] | None  # records a key's flow before its first change (or None)
-Dims = list[list[tuple[Match, ...]]]
 _EMPTY: dict = {}
 
 
@@ -63,12 +63,31 @@ class Placed:
         return out
 
 
+class Joining(NamedTuple):
+    """What a patched rule puts in once every rule of its batch has taken out what leaves:
+    plain flows, and (clause match, conjunction action) pairs."""
+
+    hard: list[Flow]
+    clauses: list[tuple[tuple, Conjunction]]
+
+
 def _allow(placed: Placed) -> tuple:
     """The actions of a rule's allowing flows: its conj id into the register, then onward."""
     ingress = placed.rule.direction == INGRESS
     reg = P.REG_INGRESS_CONJ if ingress else P.REG_EGRESS_CONJ
     nxt = P.CONNTRACK_COMMIT if ingress else P.INGRESS_RULE
     return (Load(placed.conj_id, FieldRef(reg)), GotoTable(nxt))
+
+
+def _peer_changes(was_peers: tuple[str, ...], was: list, peers: tuple[str, ...], now: list) -> tuple[list, list]:
+    """The matches that left and joined a peers dimension (`was` made from `was_peers`, `now`
+    from `peers`), found on the peers' text: strings keep their hash, match tuples are hashed
+    anew each time. Only for peers made from address sets: canonical CIDRs, one per match."""
+    before, after = set(was_peers), set(peers)
+    gone, new = before - after, after - before
+    left = list(map(dict(zip(was_peers, was)).__getitem__, gone)) if gone else []
+    joined = list(map(dict(zip(peers, now)).__getitem__, new)) if new else []
+    return left, joined
 
 
 class RuleFlows:
@@ -185,9 +204,12 @@ class RuleFlows:
         for key, c in placed.clause_actions():
             self._remove_clause(key, c, touch)
 
-    def patch(self, old: Placed, placed: Placed, dims: Dims, kind: str, touch: Touch) -> None:
-        """Turn `old`'s flows into those `emit(placed, ...)` would write, touching only the
-        flows that differ (same priority, conj id, encoding and number of dimensions)."""
+    def patch_out(self, old: Placed, placed: Placed, dims: Dims, kind: str, touch: Touch) -> Joining:
+        """The first half of turning `old`'s flows into those `emit(placed, ...)` would write
+        (same priority, conj id, encoding and number of dimensions), touching only the flows
+        that differ: take out what leaves, and return what joins, for `patch_in`. Every rule
+        of a batch takes out before any rule puts in: a flow one rule leaves may be one that
+        another rule of the batch gets."""
         rule, prio, table = placed.rule, placed.priority, placed.table
         placed.kind, placed.n_dims = kind, len(dims)
         if kind == "plain":
@@ -199,28 +221,39 @@ class RuleFlows:
             have = set(old.hard)
             for key in have - want.keys():
                 self._del_hard(key, touch)
-            for key in want.keys() - have:
-                self._add_hard(placed, want[key], touch)
-            placed.hard = list(want)
-            return
+            placed.hard = [key for key in old.hard if key in want]
+            return Joining([want[key] for key in want.keys() - have], [])
         placed.dims = dims
-        at = (table, prio)
-        # Same priority, conj id and number of dimensions: dimension k keeps its conjunction
-        # action, so only the matches that left or joined a dimension change.
+        placed.hard = old.hard  # the conj_id flow: same priority, conj id and cookie
+        # Dimension k keeps its conjunction action: only the matches that left or joined it change.
+        clauses = []
         for k, (was, now) in enumerate(zip(old.dims, dims), 1):
             c = Conjunction(placed.conj_id, k, len(dims))
-            was_set, now_set = set(was), set(now)
-            for m in was_set - now_set:
+            was_peers, peers = old.rule.peers, rule.peers
+            if k == 1 and was_peers is not None and peers is not None \
+                    and old.rule.made_peer_set() is not None and rule.made_peer_set() is not None:
+                left, joined = _peer_changes(was_peers, was, peers, now)
+            else:
+                was_set, now_set = set(was), set(now)
+                left, joined = list(was_set - now_set), list(now_set - was_set)
+            for m in left:
                 self._remove_clause((table, prio, m), c, touch)
-            for m in now_set - was_set:
-                if m in self.hard.get(at, _EMPTY):
-                    raise CompileError(f"clause flow of {rule.id} collides with a rule flow: "
-                                       f"{Flow(table, prio, m)}")
-                if touch:
-                    touch((table, prio, m))
-                self.built.get(at, {}).pop(m, None)
-                self.clauses.setdefault(at, {}).setdefault(m, set()).add(c)
-        placed.hard = old.hard  # the conj_id flow: same priority, conj id and cookie
+            clauses += [(m, c) for m in joined]
+        return Joining([], clauses)
+
+    def patch_in(self, placed: Placed, joining: Joining, touch: Touch) -> None:
+        """The second half of a patch: put in the flows and clause actions that join."""
+        for f in joining.hard:
+            self._add_hard(placed, f, touch)
+        table, prio = at = (placed.table, placed.priority)
+        for m, c in joining.clauses:
+            if m in self.hard.get(at, _EMPTY):
+                raise CompileError(f"clause flow of {placed.rule.id} collides with a rule flow: "
+                                   f"{Flow(table, prio, m)}")
+            if touch:
+                touch((table, prio, m))
+            self.built.get(at, {}).pop(m, None)
+            self.clauses.setdefault(at, {}).setdefault(m, set()).add(c)
 
 
-__all__ = ["Key", "Placed", "RuleFlows"]
+__all__ = ["Joining", "Key", "Placed", "RuleFlows"]

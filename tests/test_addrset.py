@@ -45,6 +45,20 @@ def test_membership(a, addr):
     assert (ip in AddressSet.of(a)) == (netaddr.IPAddress(ip) in ref(a))
 
 
+@settings(max_examples=300, deadline=None)
+@given(cidrs, cidrs, cidrs, st.booleans())
+def test_changed_is_remove_then_add(start, add, remove, text_first):
+    """A set edited in place (pods joining and leaving a peer set) equals the set built
+    afresh, CIDR text included, whether or not the text was made before the edit."""
+    s = AddressSet.of(start)
+    if text_first:
+        s.cidrs()
+    got = s.changed(add=add, remove=remove)
+    want = (ref(start) - ref(remove)) | ref(add)
+    assert parsed(got.cidrs()) == parsed(want.iter_cidrs())
+    assert got == AddressSet.of(got.cidrs())
+
+
 def test_parse_rejects_bad_addresses():
     for bad in ("10.0.0", "10.0.0.256", "10.0.0.0/33", "x.y.z.w"):
         try:

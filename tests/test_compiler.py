@@ -1004,3 +1004,28 @@ def test_identical_rules_incrementally():
     assert infos["x/d"].same_as == RuleId("x/b", "ingress", 0, 0)
     d, prog = step(delete=[RuleId("x/b", "ingress", 0, 0), RuleId("x/c", "ingress", 0, 0)])
     assert [r.id.policy for r in prog.rules] == ["x/d"] and prog.rules[0].same_as is None
+
+
+def test_a_flow_handed_from_one_patched_rule_to_another_in_one_update():
+    """A pod that moves from one self-selecting rule to another and back (a label flip and its
+    revert): both rules keep their shared priority and plain encoding, and the flow from the
+    pod to itself passes from one to the other in one update. Every rule takes out what it
+    leaves before any rule puts in what it gets, so the hand-over is no collision."""
+    from tests.switch_support import apply_flow_diff
+
+    ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    br = bridge(*ips)
+    self_selecting = lambda name, pods: rule(name, pods, [f"{a}/32" for a in sorted(pods)])  # noqa: E731
+    a, b = self_selecting("x/a", {ips[0], ips[1]}), self_selecting("x/b", {ips[2]})
+    c = BridgeCompiler(br, compile_bridge(br, [a, b], []))
+    c.update(upsert=[a, b], diff=False)
+    table = {f.key: f for f in c.program().flows}
+    for upsert in ([self_selecting("x/a", {ips[0]}), self_selecting("x/b", {ips[1], ips[2]})], [a, b]):
+        d = c.update(upsert=upsert)
+        apply_flow_diff(table, d)
+        prog = c.program()
+        assert table == {f.key: f for f in prog.flows}
+        assert {r.priority for r in prog.rules} == {PR.RULE_PRIORITY_TOP}
+        fresh = compile_bridge(br, upsert, [])
+        assert sorted(f.match for f in prog.flows if f.table == 40) == sorted(
+            f.match for f in fresh.flows if f.table == 40)

@@ -89,3 +89,59 @@ def test_a_label_change_touches_only_the_policies_it_can_affect():
     pod = engine.cluster.pods["x/c"]
     engine.apply([type(pod)(pod.namespace, pod.name, (("pod", "b"),), pod.node, pod.ips, pod.ports)])
     assert engine.last_delta.policies == {"x/p"}
+
+
+def test_peer_sets_follow_pods_that_flip_labels_and_reuse_addresses():
+    """A selector spanning every namespace keeps one address set that pods join and leave by
+    their labels; an address held by two pods at once (one leaving, one arriving in the same
+    batch, or both present) stays in the set while either still matches."""
+    from sdn.policy.model import (
+        Cluster,
+        LabelSelector,
+        Namespace,
+        Node,
+        Peer,
+        Pod,
+        Policy,
+        PolicyRule,
+    )
+
+    def mesh(on: bool) -> tuple:
+        return (("mesh", "on" if on else "off"),)
+
+    on = LabelSelector(mesh(True))
+    cluster = Cluster(nodes={"n1": Node("n1", (), ("10.1.0.0/24",), ("192.168.0.1",))})
+    for ns in ("a", "b"):
+        cluster.namespaces[ns] = Namespace(ns)
+        cluster.policies[("v1", ns, "mesh")] = Policy(ns, "mesh", on, ingress=(PolicyRule(
+            peers=(Peer(pod_selector=on, namespace_selector=LabelSelector()),)),))
+    pods = [Pod(ns, f"p{i}", mesh(i % 2 == 0), "n1", (f"10.1.0.{10 + 5 * j + i}",))
+            for j, ns in enumerate(("a", "b")) for i in range(4)]
+    for p in pods:
+        cluster.pods[p.key] = p
+    engine = Engine(cluster)
+
+    def check(step: str) -> None:
+        rules, isolation = cluster_rules(engine.cluster)
+        assert sorted(engine.ruleset.all_rules(), key=lambda r: r.id) == sorted(rules, key=lambda r: r.id), step
+        assert engine.ruleset.all_isolation() == isolation, step
+
+    a0, b1 = cluster.pods["a/p0"], cluster.pods["b/p1"]
+    engine.apply([Pod("b", "p1", mesh(True), "n1", b1.ips)])
+    check("b/p1 joins")
+    engine.apply([Pod("a", "p0", mesh(False), "n1", a0.ips)])
+    check("a/p0 leaves")
+    # a/p1 (not matching) takes over b/p1's address while b/p1 still holds it and matches
+    engine.apply([Pod("a", "p1", mesh(False), "n1", b1.ips)])
+    check("a/p1 holds b/p1's address")
+    engine.apply([], [engine.cluster.pods["a/p1"]])
+    check("a/p1 gone, b/p1 keeps the address in the set")
+    # one batch: a new matching pod arrives with the address of a matching pod that leaves
+    engine.apply([Pod("a", "p9", mesh(True), "n1", b1.ips)], [engine.cluster.pods["b/p1"]])
+    check("address handed over in one batch")
+    engine.apply([Pod("a", "p9", mesh(True), "n1", ("10.1.0.99",))])
+    check("address changed")
+    engine.apply([Namespace("b", (("team", "x"),))])
+    check("namespace relabelled")
+    engine.apply([Pod("b", "p2", mesh(False), "n1", engine.cluster.pods["b/p2"].ips)])
+    check("b/p2 leaves after the namespace change")

@@ -32,7 +32,7 @@ from sdn.policy.model import (
     Pod,
     Policy,
 )
-from sdn.policy.rules import ClusterIndex, isolating_directions, policy_rules
+from sdn.policy.rules import ClusterIndex, Translation, isolating_directions, translate_policy
 
 Obj = Namespace | Pod | Node | Policy
 
@@ -64,6 +64,7 @@ class RuleSet:
         self.cluster = cluster
         self.index = ClusterIndex(cluster)
         self.rules: dict[str, dict[RuleId, Rule]] = {}  # policy key -> its rules
+        self.translations: dict[str, Translation] = {}  # policy key -> what its rules came from
         # Isolation by target group: a direction and the pods one selector picks in one
         # namespace. Policies join the groups they isolate; an address is isolated by the
         # members of the groups holding it (S2: 10k policies on the same pods are one group of
@@ -247,6 +248,7 @@ class RuleSet:
             self._unindex(pol)
         for rid in self.rules.pop(key, {}):
             delta.delete.append(rid)
+        self.translations.pop(key, None)
         self._set_isolation(key, None, touched)
         delta.policies.add(key)
 
@@ -257,16 +259,19 @@ class RuleSet:
                 self._unindex(old_pol)
             self.policies[pol.key] = pol
             self._index(pol)
-        rules, _ = policy_rules(self.index, pol, isolation=False)
-        new = {r.id: r for r in rules}
-        old = self.rules.get(pol.key, {})
-        for rid, r in new.items():
-            if old.get(rid) != r:
-                delta.upsert.append(r)
-        for rid in old:
-            if rid not in new:
-                delta.delete.append(rid)
-        self.rules[pol.key] = new
+        previous = self.translations.get(pol.key)
+        translation = self.translations[pol.key] = translate_policy(self.index, pol, previous)
+        if translation is not previous:  # else its rules are the ones it has
+            new = {r.id: r for r in translation.rules}
+            old = self.rules.get(pol.key, {})
+            for rid, r in new.items():
+                was = old.get(rid)
+                if was is not r and was != r:
+                    delta.upsert.append(r)
+            for rid in old:
+                if rid not in new:
+                    delta.delete.append(rid)
+            self.rules[pol.key] = new
         self._set_isolation(pol.key, pol, touched)
         delta.policies.add(pol.key)
 

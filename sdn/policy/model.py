@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from flows.match import hash_once
 from sdn.policy.annotations import (
@@ -239,9 +240,10 @@ class Policy:
     form: str = FORM_V1
     origin: str = ""  # file the object came from, for messages
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Stable identity used in cookies, traces and `flows show`: ns/name, form-qualified."""
+        """Stable identity used in cookies, traces and `flows show`: ns/name, form-qualified
+        (made once per policy: the rule set reads it for every policy an event touches)."""
         base = f"{self.namespace}/{self.name}"
         return base if self.form == FORM_V1 else f"{base}[{self.form}]"
 

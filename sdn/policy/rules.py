@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
+from functools import lru_cache
+from typing import NamedTuple
 
 from flows.addrset import AddressSet
 from flows.bulk import gc_paused
@@ -43,11 +45,26 @@ class ClusterIndex:
         # (namespace, pod selector or None for every pod). A pod change drops only the results
         # that read its namespace with a selector matching the pod's old or new labels; a
         # namespace change (or a new namespace) drops everything.
+        #
+        # Two kinds of results are not dropped but kept up to date: a peer's address set
+        # ("addr") is edited by the addresses of the pod that joined or left it (a pod flipping
+        # a label read by a selector spanning every namespace is one address out of thousands,
+        # not a new set), and a result computed again that equals the one it replaces keeps
+        # the old object, so whoever compares results by identity (RuleSet's translations)
+        # sees it unchanged.
         self._ids: dict[tuple, int] = {}  # memo key -> a small number (keys are big to hash)
+        self._keys: list[tuple] = []  # key id -> memo key
         self._memo: dict[Hashable, object] = {}  # by key; by the key's id while tracking
         self._reads: dict[int, frozenset] = {}  # memo key id -> its (namespace, selector) pairs
         self._readers: dict[str, set[tuple]] = defaultdict(set)  # namespace -> {(key id, selector)}
         self._frames: list[set] = []  # what the results being computed have read so far
+        self._was: dict[int, object] = {}  # key id -> its result before a change dropped it
+        self._holders: dict[str, list[str]] = defaultdict(list)  # address -> keys of pods with it
+        if track:
+            for pods in self.by_ns.values():
+                for pod in pods.values():
+                    for ip in pod.ips:
+                        self._holders[ip].append(pod.key)
 
     @property
     def all_pods(self) -> list[Pod]:
@@ -74,12 +91,20 @@ class ClusterIndex:
         else:
             self._forget_readers(pod.namespace, old, new)
         if old is not None:
+            if self.track and old.key in self.by_ns.get(old.namespace, {}):
+                for ip in old.ips:
+                    self._holders[ip].remove(old.key)
+                    if not self._holders[ip]:
+                        del self._holders[ip]
             self.by_ns.get(old.namespace, {}).pop(old.key, None)
             self._sorted.pop(old.namespace, None)
         if new is not None:
             self._sorted.pop(new.namespace, None)
             if new.ips:
                 self.by_ns[new.namespace][new.key] = new
+                if self.track:
+                    for ip in new.ips:
+                        self._holders[ip].append(new.key)
             self.namespaces.setdefault(new.namespace, self.cluster.namespace(new.namespace).label_map)
 
     def put_namespace(self, name: str, labels: dict[str, str]) -> None:
@@ -88,23 +113,51 @@ class ClusterIndex:
 
     def _forget_all(self) -> None:
         self._ids.clear()
+        self._keys.clear()
         self._memo.clear()
         self._reads.clear()
         self._readers.clear()
+        self._was.clear()
 
     def _forget_readers(self, ns: str, old: Pod | None, new: Pod | None) -> None:
-        """Drop the results a pod change in `ns` can alter: those that read `ns` with a
-        selector matching the pod before or after."""
+        """Bring up to date the results a pod change in `ns` can alter, those that read `ns`
+        with a selector matching the pod before or after: peer address sets are edited, the
+        others dropped (computed again when asked for)."""
         readers = self._readers.get(ns)
         if not readers:
             return
         labels = [p.label_map for p in (old, new) if p is not None]
-        stale = {key for key, sel in readers
-                 if sel is None or any(sel.matches(lab) for lab in labels)}
-        for key in stale:
-            self._memo.pop(key, None)
-            for read in self._reads.pop(key, ()):
-                self._readers[read[0]].discard((key, read[1]))
+        stale: dict[int, object] = {}  # key id -> selector of one stale read
+        for kid, sel in readers:
+            if sel is None or any(sel.matches(lab) for lab in labels):
+                stale[kid] = sel
+        for kid, sel in stale.items():
+            if self._keys[kid][0] == "addr" and kid in self._memo:
+                self._memo[kid] = self._edited(kid, sel, old, new)
+                continue
+            value = self._memo.pop(kid, _MISSING)
+            if value is not _MISSING:
+                self._was[kid] = value
+            for read in self._reads.pop(kid, ()):
+                self._readers[read[0]].discard((kid, read[1]))
+
+    def _edited(self, kid: int, sel, old: Pod | None, new: Pod | None) -> AddressSet:
+        """The address set of a peer ("addr" result `kid`, pods matching `sel` in the
+        namespaces it read) after `old` became `new` (called before the index changes)."""
+        value = self._memo[kid]
+        assert isinstance(value, AddressSet)
+        left = set(old.ips) if old is not None and (sel is None or sel.matches(old.label_map)) else set()
+        joined = set(new.ips) if new is not None and (sel is None or sel.matches(new.label_map)) else set()
+        reads = self._reads[kid]
+        gone = []
+        old_key = None if old is None else old.key
+        for ip in left - joined:
+            others = (self.by_ns.get(k.partition("/")[0], {}).get(k) for k in self._holders.get(ip, ())
+                      if k != old_key)
+            if not any(p is not None and (p.namespace, sel) in reads and (sel is None or sel.matches(p.label_map))
+                       for p in others):  # no other pod of the set holds it (addresses reused)
+                gone.append(ip)
+        return value.changed(add=joined - left, remove=gone) if gone or joined - left else value
 
     def _read(self, ns: str, selector) -> None:
         """The result being computed depends on the pods of `ns` matching `selector`."""
@@ -122,6 +175,7 @@ class ClusterIndex:
         kid = self._ids.get(key)
         if kid is None:
             kid = self._ids[key] = len(self._ids)
+            self._keys.append(key)
         try:
             value = self._memo[kid]
             reads = self._reads[kid]
@@ -131,6 +185,9 @@ class ClusterIndex:
                 value = compute()
             finally:
                 reads = frozenset(self._frames.pop())
+            was = self._was.pop(kid, _MISSING)
+            if was is not _MISSING and was == value:
+                value = was
             self._memo[kid] = value
             self._reads[kid] = reads
             for ns, sel in reads:
@@ -186,6 +243,16 @@ def _port_range(protocol: str, port: int | None, end: int | None) -> PortRange:
     return PortRange(protocol.lower(), port, end)
 
 
+@lru_cache(maxsize=1 << 16)
+def _ports(rule: PolicyRule) -> tuple[tuple[PortRange, ...], tuple[tuple[str, str], ...]]:
+    """A rule's numeric ports as IR port ranges, and its named ones as (name, protocol)
+    (remembered: the same rules are translated again at every event that touches them)."""
+    ports = rule.ports or ()
+    numeric = tuple(sorted({_port_range(p.protocol, p.port, p.end_port)
+                            for p in ports if not isinstance(p.port, str)}))
+    return numeric, tuple((p.port, p.protocol) for p in ports if isinstance(p.port, str))
+
+
 def _peer_set(index: ClusterIndex, policy: Policy, rule: PolicyRule) -> AddressSet | None:
     peers = rule.peers
     if peers is None:
@@ -204,24 +271,20 @@ def _compute_peer_set(index: ClusterIndex, policy: Policy, peers: tuple[Peer, ..
             ns = policy.namespace if peer.namespace_selector is None else None
             parts.append(index.memo(("addr", ns, peer),
                                     lambda peer=peer: AddressSet.of(_addresses(index.peer_pods(policy, peer)))))
-    return AddressSet.union(parts)
+    return parts[0] if len(parts) == 1 else AddressSet.union(parts)
 
 
-def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: int,
-                   rule: PolicyRule, targets: list[Pod]) -> list[Rule]:
-    """The IR rules (parts) for one Kubernetes rule."""
+def translate_rule(index: ClusterIndex, policy: Policy, direction: str, number: int, rule: PolicyRule,
+                   targets: list[Pod], target_ips: frozenset[str], peers: AddressSet | None) -> list[Rule]:
+    """The IR rules (parts) for one Kubernetes rule, given its targets and its peer set."""
     ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
-    target_ips = index.selected_ips(policy)
-    peers = _peer_set(index, policy, rule)
 
     def rid(part: int) -> RuleId:
         return RuleId(policy.key, ir_dir, number, part)
 
     if rule.ports is None:
         return [Rule.of_sets(rid(0), target_ips, peers, None)]
-    numeric = tuple(sorted({_port_range(p.protocol, p.port, p.end_port)
-                            for p in rule.ports if not isinstance(p.port, str)}))
-    named = [(p.port, p.protocol) for p in rule.ports if isinstance(p.port, str)]
+    numeric, named = _ports(rule)
     # Part 0 carries the numeric ports; with only named ports it would match nothing.
     out = [Rule.of_sets(rid(0), target_ips, peers, numeric)] if numeric or not named else []
     if not named:
@@ -256,24 +319,53 @@ def isolating_directions(policy: Policy) -> list[str]:
     return [IR_INGRESS if d == INGRESS else IR_EGRESS for d in (INGRESS, EGRESS) if d in policy.policy_types]
 
 
-def policy_rules(index: ClusterIndex, policy: Policy, isolation: bool = True
-                 ) -> tuple[list[Rule], set[tuple[str, str]]]:
-    """The IR rules of one policy in force, and the (direction, address) pairs it isolates
-    (isolation=False: not computed, an empty set)."""
+def _reads_every_pod(direction: str, rule: PolicyRule) -> bool:
+    """An egress rule with named ports resolves them on every peer pod (see translate_rule)."""
+    return direction == EGRESS and any(isinstance(p.port, str) for p in rule.ports or ())
+
+
+class Translation(NamedTuple):
+    """One policy's IR rules, and what each of its Kubernetes rules' were made from.
+
+    The index hands out the same objects (target list, address sets) until their contents
+    change, so a Kubernetes rule whose targets and peer set are the objects of last time keeps
+    its IR rules as they were: a label flip read by 101 policies makes again only the rules
+    whose peer set changed."""
+
+    policy: Policy
+    targets: list[Pod]
+    target_ips: frozenset[str]
+    parts: tuple[tuple[AddressSet | None, tuple[Rule, ...]], ...]  # per Kubernetes rule in force
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [r for _, rules in self.parts for r in rules]
+
+
+def translate_policy(index: ClusterIndex, policy: Policy, previous: Translation | None = None) -> Translation:
+    """The IR rules of one policy in force; `previous` (its last translation) is returned
+    itself when nothing it was made from changed, and lends the rules that did not."""
     targets = index.selected(policy)
-    rules: list[Rule] = []
-    isolated: set[tuple[str, str]] = set()
+    target_ips = index.selected_ips(policy)
+    kept = previous.parts if previous is not None and previous.policy is policy \
+        and previous.targets is targets and previous.target_ips is target_ips else None
+    parts: list[tuple[AddressSet | None, tuple[Rule, ...]]] = []
+    unchanged = kept is not None
     for direction in (INGRESS, EGRESS):
-        if direction not in policy.policy_types:
-            continue
-        ir_dir = IR_INGRESS if direction == INGRESS else IR_EGRESS
-        if isolation:
-            isolated |= {(ir_dir, ip) for ip in index.selected_ips(policy)}
-        if not targets:
+        if direction not in policy.policy_types or not targets:
             continue
         for number, rule in enumerate(policy.rules(direction)):
-            rules.extend(translate_rule(index, policy, direction, number, rule, targets))
-    return rules, isolated
+            peers = _peer_set(index, policy, rule)
+            n = len(parts)
+            if kept is not None and kept[n][0] is peers and not _reads_every_pod(direction, rule):
+                parts.append(kept[n])
+            else:
+                made = tuple(translate_rule(index, policy, direction, number, rule, targets, target_ips, peers))
+                unchanged = unchanged and kept is not None and kept[n][1] == made
+                parts.append((peers, made))
+    if unchanged and previous is not None and len(parts) == len(previous.parts):
+        return previous
+    return Translation(policy, targets, target_ips, tuple(parts))
 
 
 @gc_paused()
@@ -288,9 +380,9 @@ def cluster_rules(cluster: Cluster) -> tuple[list[Rule], list[Isolation]]:
     rules: list[Rule] = []
     groups: dict[tuple[str, int], tuple[str, list[Pod], list[str]]] = {}
     for policy in cluster.effective_policies():
-        prules, _ = policy_rules(index, policy, isolation=False)
-        rules.extend(prules)
-        targets = index.selected(policy)  # remembered: the list policy_rules used
+        translation = translate_policy(index, policy)
+        rules.extend(translation.rules)
+        targets = translation.targets
         for ir_dir in isolating_directions(policy):
             group = groups.get((ir_dir, id(targets)))
             if group is None:

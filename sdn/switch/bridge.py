@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flows import pipeline as P
 from flows.compiler import Program
@@ -117,7 +118,7 @@ class BridgeAgent:
         self.last_bundle: dict | None = None
         # Called with the plan of each committed bundle, before the generation counts as
         # realized (the core purges the datapath flow cache there; see core.py).
-        self.after_commit: Callable[[object], None] | None = None
+        self.after_commit: Callable[[Any], None] | None = None
         self.last_sync: dict | None = None
         # Called with the flows read from the switch before the first plan against them; True
         # when it gave this worker a new program meanwhile (the core compiles again with the

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from flows.compiler import CompileError, Program
 from flows.wire import InstalledFlow
@@ -131,7 +131,7 @@ class ControllerCore:
     def _view_callback(self, node: str) -> Callable[[BridgeView | None], None]:
         def changed(view: BridgeView | None) -> None:
             waiting = self.datapaths.update(node, view)
-            if waiting is not None and view is not None:
+            if waiting is not None and view is not None and view.datapath_id is not None:
                 self.agents[node].connected(waiting, view.datapath_id)
             self.changed.set()
         return changed
