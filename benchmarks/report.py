@@ -135,12 +135,8 @@ def evaluate_targets(results: dict[str, dict], meta: dict | None = None) -> list
             status = _cpu_status(met, wall99 < INCREMENTAL_P99_MS, f"wall p99 {fmt_ms(wall99)} ms")
             row.update(measured=text, status=status + (" (without the switch part)" if met else ""),
                        margin=margin, met=met)
-        elif met:
-            row.update(measured=text + f" at scale {scale:g}", margin=margin, met=None,
-                       status="not evaluated (reduced scale; run `python -m benchmarks --only S1`)")
         else:
-            row.update(measured=text + f" at scale {scale:g}", margin=margin, met=False,
-                       status=f"missed already at scale {scale:g}")
+            row.update(_reduced_scale(text, scale, met, margin))
     else:
         row.update(_missing(r, "events"))
     rows.append(row)
@@ -195,6 +191,15 @@ def _scaled_status(met: bool, r: dict) -> str:
     if r.get("scale", 1.0) < 1:
         s += f" (at scale {r['scale']:g})"
     return s
+
+
+def _reduced_scale(text: str, scale: float, met: bool, margin: str) -> dict:
+    """An S1 row measured below full scale: met there says nothing yet, missed already does."""
+    if met:
+        return {"measured": text + f" at scale {scale:g}", "margin": margin, "met": None,
+                "status": "not evaluated (reduced scale; run `python -m benchmarks --only S1`)"}
+    return {"measured": text + f" at scale {scale:g}", "margin": margin, "met": False,
+            "status": f"missed already at scale {scale:g}"}
 
 
 def _missing(r: dict | None, stage: str) -> dict:
@@ -528,12 +533,8 @@ def switch_target_rows(results: dict[str, dict], meta: dict | None) -> list[dict
         if scale >= 1:
             row.update(measured=text, margin=margin, met=met,
                        status=_cpu_status(met, sent < INCREMENTAL_P99_MS, f"wall p99 {fmt_ms(sent)} ms"))
-        elif met:
-            row.update(measured=text + f" at scale {scale:g}", margin=margin, met=None,
-                       status="not evaluated (reduced scale; run `python -m benchmarks --only S1`)")
         else:
-            row.update(measured=text + f" at scale {scale:g}", margin=margin, met=False,
-                       status=f"missed already at scale {scale:g}")
+            row.update(_reduced_scale(text, scale, met, margin))
     else:
         row.update(measured=_switch_why(r), status="not measured", margin="-", met=None)
     rows.append(row)

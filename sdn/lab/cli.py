@@ -144,6 +144,7 @@ SYMBOL = {"allowed": ("✓", "green"), "denied": ("✗", "red"), "refused": ("R"
 
 
 def render_matrix(doc: dict, console: Console, check: bool) -> None:
+    from sdn.lab import matrix_targets as MT
     keys = doc["pods"]
     width = max([len(k) for k in keys] + [4])
     cell = max(len(k) for k in keys) if keys else 3
@@ -182,10 +183,7 @@ def render_matrix(doc: dict, console: Console, check: bool) -> None:
         total = len(keys) * len(keys)
         if check:
             if m["differences"]:
-                console.print(f"[red]{len(m['differences'])} of {total} cells differ from the prediction:[/red]")
-                for d in m["differences"]:
-                    console.print(f"  {escape(d['from'])} -> {escape(d['to'])}: measured {d['measured']}, "
-                                  f"predicted {d['predicted']}")
+                MT.print_differences(console, m["differences"], f"of {total} cells")
             else:
                 console.print(f"[green]all {total} cells agree with the semantic evaluator[/green]")
     console.print(f"[dim]✓ reached  ✗ no answer within {doc['timeout']}s  R refused (reached, port closed); "

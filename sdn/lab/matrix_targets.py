@@ -142,6 +142,14 @@ def add_columns(lab: Lab, doc: dict, columns: list[Column], timeout: float) -> d
     return doc
 
 
+def print_differences(console: Console, differences: list[dict], of: str) -> None:
+    """The cells of a matrix that differ from the prediction, one line each."""
+    console.print(f"[red]{len(differences)} {of} differ from the prediction:[/red]")
+    for d in differences:
+        console.print(f"  {escape(d['from'])} -> {escape(d['to'])}: measured {d['measured']}, "
+                      f"predicted {d['predicted']}")
+
+
 def render_columns(m: dict, console: Console, check: bool, symbols: dict[str, tuple[str, str]]) -> None:
     """The extra columns of one matrix: rows the source pods, then (with --check) the prediction."""
     cols = m.get("columns")
@@ -178,10 +186,7 @@ def render_columns(m: dict, console: Console, check: bool, symbols: dict[str, tu
         console.print(line)
     if check:
         if cols["differences"]:
-            console.print(f"[red]{len(cols['differences'])} cells differ from the prediction:[/red]")
-            for d in cols["differences"]:
-                console.print(f"  {escape(d['from'])} -> {escape(d['to'])}: measured {d['measured']}, "
-                              f"predicted {d['predicted']}")
+            print_differences(console, cols["differences"], "cells")
         else:
             console.print("all probed cells agree with the semantic evaluator"
                           + (" (~: backends differ, not predicted)" if any(
