@@ -34,7 +34,7 @@ import time
 from itertools import count
 from pathlib import Path
 
-from benchmarks.stats import clock, pct
+from benchmarks.stats import clock, pct, same_flows
 from sdn.ovs.instance import OvsInstance
 
 BRIDGE = "br-bench"
@@ -174,18 +174,6 @@ def read_back(ch, program) -> dict:
     return {"installed": len(installed), "program": len(program.flows), "diff": len(plan),
             "diff_detail": plan.summary(), "equal": plan.empty and len(installed) == len(program.flows),
             "seconds": wall, "cpu_seconds": cpu}
-
-
-def same_flows(mine, reference) -> str:
-    """identical / same up to priority levels (an incremental compile may keep other levels
-    than a fresh one) / DIFFERENT."""
-    a, b = set(mine), set(reference)
-    if a == b:
-        return "identical"
-
-    def no_prio(flows):
-        return sorted((f.table, f.match, f.actions, f.cookie) for f in flows)
-    return "same up to priority levels" if no_prio(a) == no_prio(b) else "DIFFERENT"
 
 
 def realize(cluster, focus: str, event_pods: list, rounds: int = 3, reference=None) -> dict:

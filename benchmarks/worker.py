@@ -48,7 +48,7 @@ from typing import Any
 
 from benchmarks import hooks as H
 from benchmarks import scenarios as S
-from benchmarks.stats import clock, pct
+from benchmarks.stats import clock, pct, same_flows
 from flows import pipeline as P
 from flows.compiler import compile_bridge, cross_product_count, port_matches, scope_rules
 from flows.encoding import signature
@@ -428,9 +428,7 @@ class Worker:
             out = {"engine_s": t, "engine_cpu_s": c, "engine_diff": len(diffs.get(home, ())) if diffs else 0,
                    "engine_policies": len(getattr(engine.last_delta, "policies", ()) or ())}
             if full_prog is not None and home in engine.compilers:
-                mine, full = set(engine.program(home).flows), set(full_prog.flows)
-                out["engine_vs_full"] = "identical" if mine == full else (
-                    "same up to priority levels" if _no_prio(mine) == _no_prio(full) else "DIFFERENT")
+                out["engine_vs_full"] = same_flows(engine.program(home).flows, full_prog.flows)
             else:
                 out["engine_vs_full"] = "not compared (pod's node not affected)"
             return out
@@ -580,10 +578,6 @@ class Worker:
                 rec["engine_top_cumtime_repo"] = top_entries(prof, "cumtime", self.args.profile_top, total,
                                                              repo_only=True)
 
-
-def _no_prio(flows) -> list:
-    """Flows without their priority (conjunction ids kept), as a sorted multiset."""
-    return sorted((f.table, f.match, f.actions, f.cookie) for f in flows)
 
 
 def _loc(func: tuple) -> str:

@@ -14,6 +14,7 @@ controller computes the same generation again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from flows import pipeline as P
@@ -125,6 +126,21 @@ def recheck_flows(gen: int) -> list[Flow]:
         add(P.CONNTRACK_COMMIT, 140, [st("+est+trk"), Match("dl_type", dl)],
             [CT(zone=P.CT_ZONE, commit=True, exec=label), GotoTable(P.OUTPUT)])
     return out
+
+
+def without_generation(flow: Flow) -> Flow:
+    """The flow with the generation it carries (a ct_label match, a load into the label) set
+    to 0: two programs whose rule tables say the same with other priorities or conj ids have
+    other generations, and nothing else differs in their pipeline flows."""
+    def act(a: Action) -> Action:
+        if isinstance(a, Load) and a.dst == LABEL_GENERATION:
+            return Load(0, LABEL_GENERATION)
+        if isinstance(a, CT) and a.exec:
+            return dataclasses.replace(a, exec=tuple(act(x) for x in a.exec))
+        return a
+    match = tuple(Match(m.field, m.value & ~GENERATION_MASK, m.mask)
+                  if m.field == "ct_label" and m.mask == GENERATION_MASK else m for m in flow.match)
+    return dataclasses.replace(flow, match=match, actions=tuple(act(a) for a in flow.actions))
 
 
 def _ct(text: str) -> tuple[int, int | None]:
