@@ -50,6 +50,7 @@ from benchmarks import hooks as H
 from benchmarks import scenarios as S
 from benchmarks.stats import clock, pct, same_flows
 from flows import pipeline as P
+from flows.bulk import freeze_all
 from flows.compiler import compile_bridge, cross_product_count, port_matches, scope_rules
 from flows.encoding import signature
 from flows.flow import diff
@@ -168,7 +169,7 @@ class Worker:
         self.before = {ev.pod: self.sc.cluster.pods[ev.pod] for ev in self.sc.events}
         if a.gc_freeze:
             gc.collect()
-            gc.freeze()
+            freeze_all()
         with self.stage("rules") as rec:
             stop = clock()
             self.rules, self.iso = cluster_rules(self.sc.cluster)

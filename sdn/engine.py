@@ -13,6 +13,7 @@ import contextlib
 import gc
 from collections.abc import Callable, Iterable
 
+from flows.bulk import freeze_all
 from flows.compiler import BridgeCompiler, Program
 from flows.flow import Flow, FlowDiff
 from flows.ir import Bridge
@@ -34,7 +35,7 @@ def bulk():
     finally:
         if was:
             gc.enable()
-        gc.freeze()
+        freeze_all()
 
 
 def _placement(pod: Pod | None) -> tuple | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-from flows.bulk import BULK_ALLOCATIONS, gc_paused
+from flows.bulk import BULK_ALLOCATIONS, freeze_all, gc_paused, unfreeze_all
 
 
 @gc_paused()
@@ -15,7 +15,7 @@ def _build():
 
 
 def test_paused_inside_and_promoted_not_frozen_after_a_bulk_build():
-    gc.unfreeze()  # a process without a permanent generation (other tests may have made one)
+    unfreeze_all()  # a process without a permanent generation (other tests may have made one)
     assert gc.isenabled()
     made = _build()
     assert gc.isenabled() and len(made) == BULK_ALLOCATIONS + 10_000
@@ -24,13 +24,13 @@ def test_paused_inside_and_promoted_not_frozen_after_a_bulk_build():
 
 
 def test_a_bulk_build_joins_a_permanent_generation_the_process_keeps():
-    gc.freeze()  # as sdn.engine.bulk leaves it
+    freeze_all()  # as sdn.engine.bulk leaves it
     try:
         before = gc.get_freeze_count()
         made = _build()
         assert gc.isenabled() and gc.get_freeze_count() >= before + len(made)
     finally:
-        gc.unfreeze()
+        unfreeze_all()
 
 
 def test_a_disabled_collector_stays_disabled():
