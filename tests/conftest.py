@@ -8,6 +8,7 @@ remove what a killed one left behind.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -58,6 +59,25 @@ def _sweep_stale_netns() -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     _sweep_stale_netns()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave nothing in /tmp after a green run: pytest's base temporary directory (the workers'
+    are inside it) goes, and its per-user parent when nothing else is in it. A failed run keeps
+    it for a look (tmp_path_retention_policy)."""
+    if exitstatus != 0 or hasattr(session.config, "workerinput"):
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or getattr(factory, "_basetemp", None) is None or factory._given_basetemp:
+        return
+    base = factory._basetemp
+    shutil.rmtree(base, ignore_errors=True)
+    for link in base.parent.glob("*-current"):  # pytest's pointer to the newest base directory
+        if link.is_symlink() and not link.exists():
+            link.unlink()
+    with contextlib.suppress(OSError):
+        base.parent.rmdir()  # only when empty: another session's directories stay
 
 
 class OvsFactory:
