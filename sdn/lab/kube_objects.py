@@ -234,12 +234,16 @@ class ObjectsMixin:
             return f"waiting for {', '.join(waiting[:8])}{tails}"
         self._wait(pods_settled, max(1.0, deadline - time.monotonic()),
                    "every pod to be Running with an address (or gone), as its kubelet reports", why)
-        want: dict[str, int] = {}
-        for res in WATCHED:
-            for item in self.api(lambda r, res=res: r.list(res))["items"]:
-                m = item["metadata"]
-                want[f"{res.name}/{m.get('namespace', '') if res.namespaced else ''}/{m['name']}"] = \
-                    _rv(m["resourceVersion"])
+        def api_objects() -> dict[str, int]:
+            """The API's objects now (a controller may still make or replace one: a Deployment's
+            pod), by key, with their resource versions."""
+            out: dict[str, int] = {}
+            for res in WATCHED:
+                for item in self.api(lambda r, res=res: r.list(res))["items"]:
+                    m = item["metadata"]
+                    out[f"{res.name}/{m.get('namespace', '') if res.namespaced else ''}/{m['name']}"] = \
+                        _rv(m["resourceVersion"])
+            return out
         self.refresh_pods()
         last: dict[str, str] = {}
 
@@ -249,6 +253,7 @@ class ObjectsMixin:
             except OSError as e:
                 last[node] = f"no status: {e}"
                 return False
+            want = api_objects()  # after the agent's answer: what it must have seen by now
             have = {k: _rv(v) for k, v in st.get("objects", {}).items()}
             behind = [k for k, v in want.items() if have.get(k, -1) < v]
             extra = [k for k in have if k not in want]
