@@ -16,9 +16,7 @@ log = logging.getLogger("sdn.switch.datapaths")
 
 
 def _relevant(v: BridgeView | None) -> tuple | None:
-    """What of a view the compiled tables depend on (controller or fail_mode changes: nothing)."""
-    return None if v is None else (v.name, v.datapath_id, v.pods(), v.tunnel_ofport, v.uplink_ofport,
-                                   v.fabric_links(), v.gateway, v.fabric_gateways())
+    return None if v is None else v.compiled_inputs()
 
 
 class Datapaths:

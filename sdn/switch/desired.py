@@ -175,10 +175,7 @@ class LiveCompiler:
 
     @staticmethod
     def _key(views: dict[str, BridgeView | None]) -> tuple:
-        return tuple(sorted((n, None if v is None else (v.name, v.datapath_id, v.pods(), v.tunnel_ofport,
-                                                         v.uplink_ofport, v.fabric_links(), v.gateway,
-                                                         v.fabric_gateways()))
-                            for n, v in views.items()))
+        return tuple(sorted((n, None if v is None else v.compiled_inputs()) for n, v in views.items()))
 
     def _placement(self, layout: Layout) -> dict[str, str]:
         placement = dict(layout.pod_node)

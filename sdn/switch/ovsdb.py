@@ -103,6 +103,12 @@ class BridgeView:
         ports = sorted((p for p in self.ports if p.role == "gateway" and p.ofport > 0), key=lambda p: p.ofport)
         return ports[0] if ports else None
 
+    def compiled_inputs(self) -> tuple:
+        """What of this view the compiled tables depend on (a controller or fail_mode change:
+        nothing): a recompile and a new engine follow when it changes."""
+        return (self.name, self.datapath_id, self.pods(), self.tunnel_ofport, self.uplink_ofport,
+                self.fabric_links(), self.gateway, self.fabric_gateways())
+
     def fabric_gateways(self) -> dict[str, PortInfo]:
         """The fabric switch's links towards nodes that have a gateway port."""
         return {p.peer_node: p for p in self.ports
